@@ -1,0 +1,136 @@
+"""validate / recipes / targets / explain: read-only commands that never import torch."""
+
+from __future__ import annotations
+
+import json
+import typing
+from pathlib import Path
+
+import click
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+from edgeslm.cli import main
+from edgeslm.config import catalog
+from edgeslm.config.base import _unwrap, read_toml
+from edgeslm.config.devices import Device, Inventory
+from edgeslm.config.passes import PASS_TYPES
+from edgeslm.config.recipe import Recipe, load_recipe
+from edgeslm.config.target import Target, load_target_file
+from edgeslm.errors import EXIT_USER, EdgeSLMError
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
+def validate(files: tuple[Path, ...], as_json: bool) -> None:
+    """Check recipes, targets and devices.toml (keys, types, files, combinations) without building."""
+    results, failed = [], False
+    for f in files:
+        try:
+            results.append({"file": str(f), "ok": True, "summary": catalog.validate_file(f)})
+        except EdgeSLMError as exc:
+            failed = True
+            results.append({"file": str(f), "ok": False, "error": str(exc)})
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            if r["ok"]:
+                click.echo(f"ok   {r['file']}: {r['summary']}")
+            else:
+                click.echo(f"error: {r['error']}", err=True)
+    if failed:
+        raise SystemExit(EXIT_USER)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def recipes(as_json: bool) -> None:
+    """List the recipes that ship with edgeslm."""
+    rows = []
+    for name, path in catalog.shipped("recipes").items():
+        data = read_toml(path)
+        rows.append({"name": name, "description": data.get("description", ""), "path": str(path),
+                     "targets": data.get("targets", [])})
+    _print_rows(rows, as_json)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def targets(as_json: bool) -> None:
+    """List the targets that ship with edgeslm."""
+    rows = []
+    for name, path in catalog.shipped("targets").items():
+        t = load_target_file(path)
+        rows.append({"name": name, "description": t.description, "arch": t.arch,
+                     "preset": t.quantization.preset, "path": str(path)})
+    _print_rows(rows, as_json)
+
+
+def _print_rows(rows: list[dict], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    width = max((len(r["name"]) for r in rows), default=0)
+    for r in rows:
+        click.echo(f"{r['name']:<{width}}  {r['description']}")
+
+
+SCHEMAS = {"recipe": Recipe, "target": Target, "devices": Inventory}
+
+
+@main.command()
+@click.argument("kind", type=click.Choice(sorted(SCHEMAS)))
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON schema instead.")
+def explain(kind: str, as_json: bool) -> None:
+    """Print every key of a recipe, target or devices file with its meaning and default."""
+    model = SCHEMAS[kind]
+    if as_json:
+        click.echo(json.dumps(model.model_json_schema(), indent=2))
+        return
+    for line in explain_lines(model, kind):
+        click.echo(line)
+
+
+def explain_lines(model: type[BaseModel], kind: str) -> list[str]:
+    lines: list[str] = []
+
+    def walk(m: type[BaseModel], prefix: str) -> None:
+        for name, field in m.model_fields.items():
+            key = f"{prefix}{field.alias or name}"
+            inner = _unwrap(field.annotation)
+            if typing.get_origin(inner) is dict:
+                inner = _unwrap(typing.get_args(inner)[1])
+                key = f"{key}.NAME"
+            if field.default is not PydanticUndefined:
+                default = json.dumps(field.default if not isinstance(field.default, BaseModel)
+                                     else None)
+            elif field.default_factory is not None:
+                default = "(table)"
+            else:
+                default = "required"
+            lines.append(f"{key}  [{_type_name(field.annotation)}] default: {default}")
+            if field.description:
+                lines.append(f"    {field.description}")
+            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                walk(inner, key + ".")
+
+    walk(model, "")
+    if kind == "recipe":
+        for tag, cls in PASS_TYPES.items():
+            lines.append(f"[[passes]] type = \"{tag}\": {cls.__doc__ or ''}".rstrip())
+            walk(cls, "passes[].")
+    if kind == "devices":
+        lines.append(f"A device named 'local' always exists: this machine, no SSH.")
+    return lines
+
+
+def _type_name(annotation) -> str:
+    text = str(annotation).replace("typing.", "")
+    for old, new in (("<class '", ""), ("'>", ""), ("edgeslm.config.", ""), ("NoneType", "None")):
+        text = text.replace(old, new)
+    return text
+
+
+__all__ = ["validate", "recipes", "targets", "explain", "load_recipe", "Device"]

@@ -1,0 +1,1 @@
+"""Recipe, target and devices files: parsing and validation only (no torch, no paramiko)."""

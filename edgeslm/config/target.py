@@ -1,0 +1,98 @@
+"""Target files (targets/*.toml): a CPU, what it can run, and the integer formats that suit it."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from edgeslm.config.base import SCHEMA_VERSION, StrictModel, parse, read_toml
+
+Arch = Literal["aarch64", "x86_64"]
+
+PRESETS = {
+    # symmetric s8 activations and weights: what ARM int8 dot-product / NEON kernels take natively
+    "arm-s8s8": dict(activation="s8", weight="s8", symmetric_activations=True, reduce_range=False),
+    # x86 without VNNI: u8 x s8 through vpmaddubsw saturates at int16 unless weights use 7 bits
+    "x86-u8s8-reduced": dict(activation="u8", weight="s8", symmetric_activations=False, reduce_range=True),
+    # x86 with VNNI (vpdpbusd): u8 x s8 accumulates in int32 without saturation
+    "x86-u8s8": dict(activation="u8", weight="s8", symmetric_activations=False, reduce_range=False),
+}
+
+
+class QuantPreset(StrictModel):
+    preset: Literal["arm-s8s8", "x86-u8s8-reduced", "x86-u8s8", "auto"] = Field(
+        description="Integer formats for int8 passes: arm-s8s8 (symmetric s8 activations, s8 weights), "
+        "x86-u8s8-reduced (u8 activations, 7-bit s8 weights: x86 without VNNI), x86-u8s8 (VNNI), "
+        "or auto (chosen from the detected ISA; host only).")
+
+
+class Target(StrictModel):
+    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Target format version.")
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", description="Target name used with --target.")
+    description: str = Field(description="One line shown by `edgeslm targets`.")
+    arch: Arch | Literal["auto"] = Field(description="CPU architecture (uname -m), or auto (host only).")
+    cpu: str | None = Field(None, description="CPU core, e.g. cortex-a72 (informational, and used to "
+                            "pick the emulated CPU).")
+    features: tuple[str, ...] = Field((), description="ISA features that matter for kernels, as "
+                                      "/proc/cpuinfo names them (asimd, asimddp, avx2, avx512_vnni...).")
+    formats: tuple[Literal["onnx", "executorch"], ...] = Field(
+        ("onnx", "executorch"), min_length=1, description="Formats this target can run.")
+    onnx_runtime: Literal["onnxruntime"] = Field("onnxruntime", description="Runtime for .onnx files.")
+    executorch_backend: Literal["xnnpack"] = Field("xnnpack", description="Delegate for .pte files.")
+    threads: int = Field(0, ge=0, le=256, description="Default inference threads (0 = all cores).")
+    quantization: QuantPreset = Field(description="Integer formats that suit this ISA.")
+    detect: bool = Field(False, description="Fill arch and features from the machine edgeslm runs on.")
+
+    @model_validator(mode="after")
+    def _auto_only_when_detecting(self):
+        if not self.detect and (self.arch == "auto" or self.quantization.preset == "auto"):
+            raise ValueError("arch/preset 'auto' needs detect = true (only the host target detects)")
+        return self
+
+    def resolved(self) -> "Target":
+        """The concrete target: for a detecting target, this machine's arch, features and preset."""
+        if not self.detect:
+            return self
+        arch, features = detect_host()
+        preset = self.quantization.preset
+        if preset == "auto":
+            preset = preset_for(arch, features)
+        return self.model_copy(update={"arch": arch, "features": features,
+                                       "quantization": QuantPreset(preset=preset)})
+
+    @property
+    def preset(self) -> dict:
+        return PRESETS[self.quantization.preset]
+
+
+def preset_for(arch: str, features: tuple[str, ...]) -> str:
+    if arch == "aarch64":
+        return "arm-s8s8"
+    if {"avx512_vnni", "avx_vnni"} & set(features):
+        return "x86-u8s8"
+    return "x86-u8s8-reduced"
+
+
+INTERESTING_FEATURES = ("asimd", "asimddp", "i8mm", "fphp", "asimdhp", "sve", "avx2", "fma", "avx512f",
+                        "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "f16c")
+
+
+def detect_host() -> tuple[str, tuple[str, ...]]:
+    arch = platform.machine().lower()
+    arch = {"arm64": "aarch64", "amd64": "x86_64"}.get(arch, arch)
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("flags", "Features"):
+                flags.update(value.split())
+    except OSError:
+        pass
+    return arch, tuple(f for f in INTERESTING_FEATURES if f in flags)
+
+
+def load_target_file(path: Path) -> Target:
+    return parse(Target, read_toml(path), str(path))

@@ -1,0 +1,42 @@
+"""What each task means, independent of torch: its output, how it is verified, what it allows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    name: str
+    description: str
+    output: str  # name of the single model output
+    output_axes: tuple[str, ...]
+    metrics: tuple[str, ...]  # verification metrics that apply
+    quantize_methods: frozenset[str]  # which quantize methods the task tolerates
+    quantize_refusal: str = ""  # why the others are refused
+
+
+TASKS: dict[str, TaskInfo] = {
+    t.name: t
+    for t in (
+        TaskInfo(
+            "embedding",
+            "sentence embedding: mean of the last hidden state over the attention mask, L2-normalised "
+            "(as sentence-transformers computes it)",
+            "embedding", ("batch", "hidden"), ("cosine", "max_abs_error"),
+            frozenset({"dynamic-int8", "static-int8"}),
+        ),
+        TaskInfo(
+            "sequence-classification", "class logits from a sequence-classification head",
+            "logits", ("batch", "labels"), ("cosine", "max_abs_error", "top1_agreement"),
+            frozenset({"dynamic-int8", "static-int8"}),
+        ),
+        TaskInfo(
+            "fill-mask", "masked-token logits over the vocabulary at every position",
+            "logits", ("batch", "sequence", "vocab"), ("cosine", "max_abs_error", "top1_agreement"),
+            frozenset({"dynamic-int8"}),
+            "static activation ranges cannot cover the vocabulary-sized logits of the MLM head; "
+            "use method = \"dynamic-int8\"",
+        ),
+    )
+}

