@@ -52,7 +52,7 @@ class InputSpec(StrictModel):
 class OnnxOptions(StrictModel):
     opset: int = Field(18, ge=17, le=23, description="ONNX opset (17 or later).")
     optimize: Literal["none", "basic", "extended", "transformer"] = Field(
-        "transformer", description="Graph optimization baked into the file: 'basic'/'extended' are "
+        "extended", description="Graph optimization baked into the file: 'basic'/'extended' are "
         "onnxruntime's offline levels; 'transformer' adds onnxruntime's attention/LayerNorm/GELU "
         "fusions for BERT-family models (falls back to 'extended' for others).")
 

@@ -23,7 +23,7 @@ TASKS: dict[str, TaskInfo] = {
             "embedding",
             "sentence embedding: mean of the last hidden state over the attention mask, L2-normalised "
             "(as sentence-transformers computes it)",
-            "embedding", ("batch", "hidden"), ("cosine", "max_abs_error"),
+            "sentence_embedding", ("batch", "hidden"), ("cosine", "max_abs_error"),
             frozenset({"dynamic-int8", "static-int8"}),
         ),
         TaskInfo(

@@ -1,0 +1,1 @@
+"""Build folder layout, manifest and the content-addressed build cache."""

@@ -1,0 +1,77 @@
+"""Exporters: one module per format behind one small interface, looked up by format name.
+
+An exporter turns the (already passed-through) PyTorch module into a file for its runtime, applies
+the export-stage passes (quantization) in that runtime's own terms, and can run the file in the real
+runtime on the host for verification.
+"""
+
+from __future__ import annotations
+
+import importlib
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from edgeslm.config.passes import QuantizeConfig
+from edgeslm.config.recipe import Recipe
+from edgeslm.config.target import Target
+
+REGISTRY = {
+    "onnx": "edgeslm.exporters.onnx:OnnxExporter",
+    "executorch": "edgeslm.exporters.executorch:ExecuTorchExporter",
+}
+
+Inputs = dict[str, np.ndarray]
+
+
+@dataclass
+class ExportContext:
+    loaded: Any  # edgeslm.models.loader.LoadedModel
+    recipe: Recipe
+    target: Target  # resolved
+    quant: QuantizeConfig | None
+    workdir: Path
+    calibration: Callable[[], list[Inputs]]  # tokenized calibration samples, computed on demand
+    step: Callable[[str], AbstractContextManager]
+
+    def example_inputs(self, seq_len: int | None = None) -> Inputs:
+        seq = seq_len or self.recipe.inputs.max_seq_len
+        batch = self.recipe.inputs.batch_size
+        ids = np.full((batch, seq), 100, dtype=np.int64)
+        ids[:, 0] = 101
+        out = {"input_ids": ids, "attention_mask": np.ones((batch, seq), dtype=np.int64)}
+        if "token_type_ids" in self.loaded.input_names:
+            out["token_type_ids"] = np.zeros((batch, seq), dtype=np.int64)
+        return out
+
+
+@dataclass
+class ExportResult:
+    file: str  # relative to the build folder
+    runtime: str
+    precision: str
+    quantization: dict | None = None
+    export: dict = field(default_factory=dict)
+
+
+class Exporter(Protocol):
+    format: str
+    suffix: str
+
+    def export(self, ctx: ExportContext) -> ExportResult: ...
+
+    def runner(self, path: Path, threads: int) -> Callable[[Inputs], np.ndarray]:
+        """Load `path` in the real runtime; the callable runs one input dict and returns the output."""
+        ...
+
+
+def get_exporter(fmt: str) -> Exporter:
+    module, _, cls = REGISTRY[fmt].partition(":")
+    return getattr(importlib.import_module(module), cls)()
+
+
+def precision_of(quant: QuantizeConfig | None) -> str:
+    return "fp32" if quant is None else {"dynamic-int8": "int8-dynamic", "static-int8": "int8-static"}[quant.method]

@@ -1,0 +1,127 @@
+"""ONNX exporter: torch.onnx (dynamo) -> onnxruntime graph optimization -> int8 -> onnxruntime session."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from edgeslm.errors import CheckFailed
+from edgeslm.exporters import ExportContext, ExportResult, Inputs, precision_of
+from edgeslm.exporters.onnx_quant import quantize_onnx
+
+FILE = "model.onnx"
+# onnxruntime.transformers fusions per architecture (model_type -> optimizer model_type)
+FUSION_TYPES = {"bert": "bert", "distilbert": "bert", "albert": "bert", "mobilebert": "bert"}
+
+
+class OnnxExporter:
+    format = "onnx"
+    suffix = ".onnx"
+
+    def export(self, ctx: ExportContext) -> ExportResult:
+        import torch
+
+        opts = ctx.recipe.export.onnx
+        raw = ctx.workdir / "tmp-onnx" / "raw.onnx"
+        raw.parent.mkdir(parents=True, exist_ok=True)
+        names = list(ctx.loaded.input_names)
+        example = {k: torch.from_numpy(v) for k, v in ctx.example_inputs(min(16, ctx.recipe.inputs.max_seq_len)).items()}
+        batch = torch.export.Dim("batch", min=1, max=1024)
+        seq = torch.export.Dim("sequence", min=max(2, ctx.recipe.inputs.min_seq_len),
+                               max=ctx.recipe.inputs.max_seq_len)
+        dynamic = {n: {0: batch, 1: seq} for n in names}
+        with ctx.step("onnx: export"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                ctx.loaded.module, args=(), kwargs=example, dynamo=True, opset_version=opts.opset,
+                input_names=names, output_names=[ctx.loaded.output_name], dynamic_shapes=dynamic,
+                external_data=False, verbose=False, optimize=True)
+            program.save(str(raw), external_data=False)
+
+        facts: dict = {"opset": opts.opset, "exporter": "torch.onnx dynamo",
+                       "dynamic_axes": {"batch": [1, None], "sequence": [seq.min, seq.max]}}
+        with ctx.step(f"onnx: optimize ({opts.optimize})"):
+            optimized, how = optimize(raw, ctx.workdir / "tmp-onnx" / "opt.onnx", opts.optimize,
+                                      ctx.loaded.model_type, ctx.loaded.module)
+        facts["optimization"] = how
+        final = ctx.workdir / FILE
+        quant_facts = None
+        if ctx.quant is not None:
+            with ctx.step(f"onnx: quantize ({ctx.quant.method})"):
+                quant_facts = quantize_onnx(optimized, final, ctx)
+        else:
+            os.replace(optimized, final)
+        facts["nodes"] = _op_histogram(final)
+        import shutil
+
+        shutil.rmtree(ctx.workdir / "tmp-onnx", ignore_errors=True)
+        return ExportResult(file=FILE, runtime="onnxruntime", precision=precision_of(ctx.quant),
+                            quantization=quant_facts, export=facts)
+
+    def runner(self, path: Path, threads: int):
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.log_severity_level = 3
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        names = {i.name for i in sess.get_inputs()}
+
+        def run(inputs: Inputs) -> np.ndarray:
+            return sess.run(None, {k: v for k, v in inputs.items() if k in names})[0]
+
+        return run
+
+
+def optimize(src: Path, dst: Path, level: str, model_type: str, module) -> tuple[Path, dict]:
+    """Bake graph optimizations into the file; returns the file to use and what was done."""
+    import onnxruntime as ort
+
+    if level == "none":
+        return src, {"level": "none"}
+    if level == "transformer" and model_type in FUSION_TYPES:
+        from onnxruntime.transformers.optimizer import optimize_model
+
+        cfg = _encoder_config(module)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            opt = optimize_model(str(src), model_type=FUSION_TYPES[model_type], num_heads=cfg[0],
+                                 hidden_size=cfg[1], opt_level=0)
+        fused = {k: v for k, v in opt.get_fused_operator_statistics().items() if v}
+        opt.save_model_to_file(str(dst))
+        return dst, {"level": "transformer", "fused": fused}
+    level = "extended" if level == "transformer" else level
+    so = ort.SessionOptions()
+    so.graph_optimization_level = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                                   "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED}[level]
+    so.optimized_model_filepath = str(dst)
+    so.log_severity_level = 3
+    ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
+    return dst, {"level": level}
+
+
+def _encoder_config(module) -> tuple[int, int]:
+    cfg = None
+    for m in module.modules():
+        if hasattr(m, "config") and hasattr(m.config, "num_attention_heads"):
+            cfg = m.config
+            break
+    if cfg is None:
+        raise CheckFailed("cannot find num_attention_heads/hidden_size for ONNX fusions; "
+                          "set export.onnx.optimize = \"extended\"")
+    hidden = getattr(cfg, "true_hidden_size", None) if cfg.model_type == "mobilebert" and \
+        getattr(cfg, "use_bottleneck", False) else None
+    return cfg.num_attention_heads, hidden or cfg.hidden_size
+
+
+def _op_histogram(path: Path) -> dict[str, int]:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    counts: dict[str, int] = {}
+    for n in model.graph.node:
+        counts[n.op_type] = counts.get(n.op_type, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))

@@ -1,0 +1,218 @@
+"""build(recipe, target): plan -> resolve -> (cache) -> load -> passes -> export -> verify -> manifest."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from edgeslm import __version__
+from edgeslm.artifacts import cache
+from edgeslm.artifacts.manifest import (Artifact, Manifest, TensorSpec, file_entries, read_manifest,
+                                        write_manifest)
+from edgeslm.config.catalog import check_plan
+from edgeslm.config.recipe import LoadedRecipe, canonical_json
+from edgeslm.config.target import Target
+from edgeslm.config.tasks import TASKS
+from edgeslm.errors import CheckFailed
+from edgeslm.hashing import HashMemo
+from edgeslm.models.sources import ResolvedSource, resolve_source
+
+REFERENCE_FILE = "reference.npz"
+
+
+@dataclass
+class StepLog:
+    """Timing of each step; `on_step` lets the CLI show progress."""
+
+    on_step: Callable[[str], contextlib.AbstractContextManager] | None = None
+    steps: list[dict] = field(default_factory=list)
+
+    @contextlib.contextmanager
+    def step(self, name: str):
+        t0 = time.perf_counter()
+        ctx = self.on_step(name) if self.on_step else contextlib.nullcontext()
+        with ctx:
+            yield
+        self.steps.append({"name": name, "seconds": round(time.perf_counter() - t0, 3)})
+
+
+@dataclass
+class BuildResult:
+    folder: Path
+    manifest: Manifest
+    cached: bool
+    seconds: float
+
+
+def build_dir(out: Path, recipe_name: str, target_name: str) -> Path:
+    return out / recipe_name / target_name
+
+
+def plan(loaded: LoadedRecipe, targets: list[Target]) -> list[Target]:
+    """Check every (recipe, target) pair before any work; returns resolved targets."""
+    resolved = [t.resolved() for t in targets]
+    for t in resolved:
+        check_plan(loaded, t)
+    return resolved
+
+
+def build(loaded: LoadedRecipe, target: Target, out: Path, force: bool = False,
+          log: StepLog | None = None) -> BuildResult:
+    """Build one artifact set for one (resolved) target."""
+    t0 = time.perf_counter()
+    log = log or StepLog()
+    recipe = loaded.recipe
+    folder = build_dir(out, recipe.name, target.name)
+    source = resolve_source(recipe.model.source, loaded.base_dir, recipe.model.revision)
+    memo = HashMemo()
+    model_files = source.fingerprint(memo)
+    memo.save()
+    tools = cache.tool_versions()
+    key = cache.cache_key({
+        "recipe": loaded.content_hash(), "target": target.model_dump(mode="json"),
+        "model": model_files, "tools": tools, "edgeslm": [__version__, cache.code_hash()],
+    })
+    if not force:
+        hit = cache.lookup(key, folder)
+        if hit is not None:
+            cache.materialize(hit, folder)
+            return BuildResult(folder, read_manifest(folder), True, time.perf_counter() - t0)
+
+    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    work = folder.with_name(f".{folder.name}.build-{os.getpid()}")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        manifest = _build_into(work, loaded, target, source, model_files, tools, key, log, started, t0)
+        if manifest.status == "ok":
+            stored = cache.store(work, key)
+            cache.replace_dir(work, folder)
+            del stored
+        else:
+            cache.replace_dir(work, folder)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if manifest.status != "ok":
+        from edgeslm.verify import describe_failure
+
+        bad = [f"{a.name}: {describe_failure(a.verification)}" for a in manifest.artifacts
+               if a.verification and not a.verification.passed]
+        raise CheckFailed(f"{recipe.name} for {target.name}: verification failed: " + "; ".join(bad)
+                          + f" (artifacts kept in {folder} for inspection; relax [verify] or change the passes)")
+    return BuildResult(folder, manifest, False, time.perf_counter() - t0)
+
+
+def _build_into(work: Path, loaded: LoadedRecipe, target: Target, source: ResolvedSource,
+                model_files: dict, tools: dict, key: str, log: StepLog, started: str, t0: float) -> Manifest:
+    import numpy as np
+
+    from edgeslm.exporters import ExportContext, get_exporter
+    from edgeslm.models.loader import builtin_texts, load_model, read_texts
+    from edgeslm.verify import compare, thresholds
+
+    recipe = loaded.recipe
+    with log.step("load model"):
+        model = load_model(source, recipe.model.task, recipe.model.num_labels, recipe.model.trust_remote_code)
+        model.tokenizer.save_pretrained(str(work / "tokenizer"))
+
+    # Passes that change the PyTorch model itself (fine-tune, prune) run here, in recipe order.
+    from edgeslm.passes import apply_model_passes
+
+    apply_model_passes(model, recipe.passes, log)
+
+    with log.step("reference outputs"):
+        texts = _verification_texts(loaded, builtin_texts, read_texts)
+        max_len = recipe.inputs.max_seq_len
+        samples = [model.tokenize([t], max_len) for t in texts]
+        samples = [s for s in samples if s["input_ids"].shape[1] >= recipe.inputs.min_seq_len]
+        reference = [_eager(model, s) for s in samples]
+        ref_file = {}
+        for i, (s, r) in enumerate(zip(samples, reference)):
+            for name, arr in s.items():
+                ref_file[f"input/{i}/{name}"] = arr
+            ref_file[f"output/{i}/{model.output_name}"] = r
+
+    def calibration():
+        q = recipe.quantize
+        spec = q.calibration if q and q.calibration else None
+        n = spec.samples if spec else 64
+        cal_texts = (builtin_texts("calibration_texts") if spec is None or spec.source == "builtin"
+                     else read_texts(loaded.resolve_path(spec.source), n))[:n]
+        return [model.tokenize([t], max_len) for t in cal_texts]
+
+    limits = thresholds(recipe.verify, recipe.quantize is not None)
+    masks = [s["attention_mask"] for s in samples]
+    artifacts = []
+    threads = target.threads or 0
+    for fmt in recipe.export.formats:
+        exporter = get_exporter(fmt)
+        ctx = ExportContext(loaded=model, recipe=recipe, target=target, quant=recipe.quantize,
+                            workdir=work, calibration=calibration, step=log.step)
+        result = exporter.export(ctx)
+        with log.step(f"{fmt}: verify"):
+            run = exporter.runner(work / result.file, threads=min(threads, 2) if threads else 0)
+            actual = [np.asarray(run(s)) for s in samples]
+            verification = compare(recipe.model.task, reference, actual, masks, limits, result.runtime)
+        for i, a in enumerate(actual):
+            ref_file[f"host/{fmt}/{i}/{model.output_name}"] = a
+        artifacts.append(Artifact(name=fmt, format=fmt, file=result.file, runtime=result.runtime,
+                                  precision=result.precision, quantization=result.quantization,
+                                  export=result.export, verification=verification))
+
+    np.savez_compressed(work / REFERENCE_FILE, **ref_file)
+    task = TASKS[recipe.model.task]
+    status = "ok" if all(a.verification.passed for a in artifacts) else "verification-failed"
+    inputs = [TensorSpec(name=n, dtype="int64", axes=["batch", "sequence"]) for n in model.input_names]
+    manifest = Manifest(
+        edgeslm_version=__version__, cache_key=key, status=status,
+        recipe={"name": recipe.name, "path": str(loaded.path), "sha256": loaded.content_hash(),
+                "content": recipe.model_dump(mode="json")},
+        target=target.model_dump(mode="json"),
+        model={"source": source.spec, "kind": source.kind, "revision": source.revision,
+               "folder": str(source.folder), "files": model_files, **model.config},
+        task=recipe.model.task, inputs=inputs,
+        outputs=[TensorSpec(name=model.output_name, dtype="float32", axes=list(task.output_axes))],
+        shapes={"min_seq_len": recipe.inputs.min_seq_len, "max_seq_len": recipe.inputs.max_seq_len,
+                "batch_size": recipe.inputs.batch_size},
+        artifacts=artifacts, files=[],
+        reference={"file": REFERENCE_FILE, "samples": len(samples), "texts": texts[:len(samples)],
+                   "keys": "input/<i>/<name>, output/<i>/<output> (eager PyTorch), host/<format>/<i>/<output>",
+                   "thresholds": limits},
+        tools=tools,
+        build={"started_at": started, "seconds": round(time.perf_counter() - t0, 3), "steps": log.steps,
+               "host": {"machine": platform.machine(), "system": platform.system(),
+                        "python": platform.python_version(), "cpus": os.cpu_count()}},
+    )
+    manifest.files = file_entries(work, {"tokenizer/": "tokenizer", REFERENCE_FILE: "reference",
+                                         "model.": "model"})
+    write_manifest(work, manifest)
+    return manifest
+
+
+def _verification_texts(loaded: LoadedRecipe, builtin_texts, read_texts) -> list[str]:
+    v = loaded.recipe.verify
+    if v.texts is not None:
+        return list(v.texts)
+    if v.texts_file is not None:
+        return read_texts(loaded.resolve_path(v.texts_file))
+    return builtin_texts("verify_texts")
+
+
+def _eager(model, sample):
+    import numpy as np
+    import torch
+
+    with torch.inference_mode():
+        out = model.module(**{k: torch.from_numpy(v) for k, v in sample.items()})
+    return np.asarray(out.detach().numpy(), dtype=np.float32)
+
+
+def recipe_json(loaded: LoadedRecipe) -> str:
+    return canonical_json(loaded.recipe.model_dump(mode="json"))
