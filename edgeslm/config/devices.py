@@ -49,7 +49,7 @@ class Inventory(StrictModel):
             return self.devices[name]
         except KeyError:
             import difflib
-            close = difflib.get_close_matches(name, list(self.devices) + [LOCAL], n=1)
+            close = difflib.get_close_matches(name, list(self.devices) + [LOCAL], n=1, cutoff=0.5)
             hint = f"did you mean {close[0]}?" if close else f"known devices: {', '.join([LOCAL, *self.devices])}"
             raise ConfigError(file, f"devices.{name}", "no such device", hint) from None
 

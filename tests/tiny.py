@@ -1,0 +1,81 @@
+"""Tiny random-init models of each supported architecture, saved with save_pretrained so the real
+loading path is used. Each carries a small WordPiece tokenizer trained on edgeslm's bundled texts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ARCHS = ("bert", "mobilebert", "distilbert", "albert")
+
+
+def make_tokenizer(folder: Path):
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertTokenizerFast
+
+    from edgeslm.models.loader import builtin_texts
+
+    texts = builtin_texts("verify_texts") + builtin_texts("calibration_texts")
+    wp = BertWordPieceTokenizer(lowercase=True)
+    wp.train_from_iterator(texts, vocab_size=600, min_frequency=1, show_progress=False)
+    folder.mkdir(parents=True, exist_ok=True)
+    wp.save_model(str(folder))
+    tok = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    return tok
+
+
+def make_config(arch: str, vocab_size: int, num_labels: int = 3):
+    import transformers as tf
+
+    common = dict(vocab_size=vocab_size, num_labels=num_labels, max_position_embeddings=256)
+    if arch == "bert":
+        return tf.BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                             intermediate_size=64, **common)
+    if arch == "mobilebert":
+        return tf.MobileBertConfig(hidden_size=64, embedding_size=32, num_hidden_layers=2,
+                                   num_attention_heads=4, intermediate_size=64, intra_bottleneck_size=32,
+                                   true_hidden_size=32, num_feedforward_networks=2, **common)
+    if arch == "distilbert":
+        return tf.DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=64, **common)
+    if arch == "albert":
+        return tf.AlbertConfig(hidden_size=32, embedding_size=16, num_hidden_layers=2,
+                               num_attention_heads=4, intermediate_size=64, **common)
+    raise ValueError(arch)
+
+
+def make_model(arch: str, task: str, folder: Path) -> Path:
+    """Save a tiny `arch` model for `task` (with tokenizer) into `folder`."""
+    import torch
+    import transformers as tf
+
+    torch.manual_seed(0)
+    tok = make_tokenizer(folder)
+    cfg = make_config(arch, tok.vocab_size)
+    auto = {"embedding": tf.AutoModel, "sequence-classification": tf.AutoModelForSequenceClassification,
+            "fill-mask": tf.AutoModelForMaskedLM}[task]
+    model = auto.from_config(cfg)
+    model.save_pretrained(str(folder))
+    tok.save_pretrained(str(folder))
+    return folder
+
+
+def write_recipe(path: Path, source: Path, task: str, name: str = "tiny", extra: str = "",
+                 formats=("onnx", "executorch"), targets=("host",)) -> Path:
+    fmts = ", ".join(f'"{f}"' for f in formats)
+    tgts = ", ".join(f'"{t}"' for t in targets)
+    path.write_text(f'''name = "{name}"
+description = "tiny test model"
+targets = [{tgts}]
+
+[model]
+source = "{source}"
+task = "{task}"
+
+[inputs]
+min_seq_len = 2
+max_seq_len = 64
+
+[export]
+formats = [{fmts}]
+{extra}
+''')
+    return path
