@@ -130,8 +130,8 @@ def _build_into(work: Path, loaded: LoadedRecipe, target: Target, source: Resolv
     with log.step("reference outputs"):
         texts = _verification_texts(loaded, builtin_texts, read_texts)
         max_len = recipe.inputs.max_seq_len
-        samples = [model.tokenize([t], max_len) for t in texts]
-        samples = [s for s in samples if s["input_ids"].shape[1] >= recipe.inputs.min_seq_len]
+        min_len = recipe.inputs.min_seq_len
+        samples = [model.tokenize([t], max_len, min_len) for t in texts]
         reference = [_eager(model, s) for s in samples]
         ref_file = {}
         for i, (s, r) in enumerate(zip(samples, reference)):
@@ -145,7 +145,7 @@ def _build_into(work: Path, loaded: LoadedRecipe, target: Target, source: Resolv
         n = spec.samples if spec else 64
         cal_texts = (builtin_texts("calibration_texts") if spec is None or spec.source == "builtin"
                      else read_texts(loaded.resolve_path(spec.source), n))[:n]
-        return [model.tokenize([t], max_len) for t in cal_texts]
+        return [model.tokenize([t], max_len, min_len) for t in cal_texts]
 
     limits = thresholds(recipe.verify, recipe.quantize is not None)
     masks = [s["attention_mask"] for s in samples]

@@ -71,7 +71,7 @@ source = "{source}"
 task = "{task}"
 
 [inputs]
-min_seq_len = 2
+min_seq_len = 4
 max_seq_len = 64
 
 [export]

@@ -36,7 +36,9 @@ class ModelSpec(StrictModel):
 
 
 class InputSpec(StrictModel):
-    min_seq_len: int = Field(2, ge=1, description="Shortest token sequence the artifacts accept.")
+    min_seq_len: int = Field(4, ge=3, description="Shortest token sequence the artifacts accept; "
+                             "shorter inputs are padded up to it (at least 3: torch.export specialises "
+                             "shorter sequence axes for some architectures, e.g. MobileBERT).")
     max_seq_len: int = Field(128, ge=2, le=8192, description="Longest token sequence the artifacts "
                              "accept; longer text is truncated by the tokenizer.")
     batch_size: int = Field(1, ge=1, le=256, description="Batch size of the ExecuTorch program and of "

@@ -44,7 +44,7 @@ class ExecuTorchExporter:
         example = {k: torch.from_numpy(v) for k, v in ctx.example_inputs(seq_len).items()}
         dyn = None
         if dynamic:
-            seq = torch.export.Dim("sequence", min=max(2, shapes.min_seq_len), max=shapes.max_seq_len)
+            seq = torch.export.Dim("sequence", min=shapes.min_seq_len, max=shapes.max_seq_len)
             dyn = {n: {1: seq} for n in names}
         module = ctx.loaded.module
         quant_facts = None

@@ -30,7 +30,7 @@ class OnnxExporter:
         names = list(ctx.loaded.input_names)
         example = {k: torch.from_numpy(v) for k, v in ctx.example_inputs(min(16, ctx.recipe.inputs.max_seq_len)).items()}
         batch = torch.export.Dim("batch", min=1, max=1024)
-        seq = torch.export.Dim("sequence", min=max(2, ctx.recipe.inputs.min_seq_len),
+        seq = torch.export.Dim("sequence", min=ctx.recipe.inputs.min_seq_len,
                                max=ctx.recipe.inputs.max_seq_len)
         dynamic = {n: {0: batch, 1: seq} for n in names}
         with ctx.step("onnx: export"), warnings.catch_warnings():

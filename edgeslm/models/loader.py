@@ -23,11 +23,15 @@ class LoadedModel:
     output_name: str
     config: dict = field(default_factory=dict)
 
-    def tokenize(self, texts: list[str], max_len: int, pad_to: int | None = None) -> dict:
-        """int64 numpy arrays for `input_names`, truncated at max_len."""
-        enc = self.tokenizer(list(texts), truncation=True, max_length=max_len,
-                             padding="max_length" if pad_to else True,
-                             **({"max_length": pad_to} if pad_to else {}), return_tensors="np")
+    def tokenize(self, texts: list[str], max_len: int, min_len: int = 1) -> dict:
+        """int64 numpy arrays for `input_names`, truncated at max_len, padded up to min_len."""
+        enc = self.tokenizer(list(texts), truncation=True, max_length=max_len, padding=True,
+                             return_tensors="np")
+        short = min_len - enc["input_ids"].shape[1]
+        if short > 0:
+            enc = self.tokenizer(list(texts), truncation=True, max_length=max_len,
+                                 padding="max_length", return_tensors="np")
+            enc = {k: v[:, :max(min_len, 1)] for k, v in enc.items()}
         out = {}
         for name in self.input_names:
             if name == "token_type_ids" and name not in enc:

