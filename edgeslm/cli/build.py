@@ -100,7 +100,8 @@ def _summary(console, r) -> None:
             d = a.export.get("delegation", {})
             note = f"XNNPACK: {d.get('delegated_ops')} ops delegated, {d.get('non_delegated_ops')} not"
         elif a.format == "onnx":
-            note = f"opset {a.export.get('opset')}, {a.export.get('optimization', {}).get('level')}"
+            level = a.export.get("optimization", {}).get("level", "").split(" ")[0]
+            note = f"opset {a.export.get('opset')}, graph optimization: {level}"
         table.add_row(a.file, a.precision, _mb(sizes[a.file]), f"{v['cosine_min'].value:.6f}",
                       f"{v['max_abs_error'].value:.2e}", top1,
                       "[green]pass[/]" if a.verification.passed else "[red]FAIL[/]", note)

@@ -22,7 +22,10 @@ def stderr_console(quiet: bool):
 def stdout_console():
     from rich.console import Console
 
-    return Console(highlight=False)
+    console = Console(highlight=False)
+    if not console.is_terminal:  # piped or captured: do not wrap tables at 80 columns
+        console = Console(highlight=False, width=160)
+    return console
 
 
 @contextlib.contextmanager

@@ -52,11 +52,13 @@ class InputSpec(StrictModel):
 
 
 class OnnxOptions(StrictModel):
-    opset: int = Field(18, ge=17, le=23, description="ONNX opset (17 or later).")
-    optimize: Literal["none", "basic", "extended", "transformer"] = Field(
-        "extended", description="Graph optimization baked into the file: 'basic'/'extended' are "
-        "onnxruntime's offline levels; 'transformer' adds onnxruntime's attention/LayerNorm/GELU "
-        "fusions for BERT-family models (falls back to 'extended' for others).")
+    opset: int = Field(18, ge=18, le=23, description="ONNX opset. The torch.onnx dynamo exporter emits "
+                       "18 or later (a request for 17 is silently raised to 18, so 17 is refused here).")
+    optimize: Literal["none", "extended", "transformer"] = Field(
+        "none", description="Graph optimization baked into the file. 'none' leaves it to onnxruntime at "
+        "load time (it always applies its online optimizations); 'extended' saves onnxruntime's offline "
+        "extended level; 'transformer' adds onnxruntime.transformers fusions (SkipLayerNorm, BiasGelu) "
+        "for BERT-family models. Measured on MiniLM fp32: all within 5% of each other.")
 
 
 class ExecuTorchOptions(StrictModel):

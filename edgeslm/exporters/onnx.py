@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeslm.errors import CheckFailed
 from edgeslm.exporters import ExportContext, ExportResult, Inputs, precision_of
 from edgeslm.exporters.onnx_quant import quantize_onnx
 
@@ -45,7 +44,7 @@ class OnnxExporter:
                        "dynamic_axes": {"batch": [1, None], "sequence": [seq.min, seq.max]}}
         with ctx.step(f"onnx: optimize ({opts.optimize})"):
             optimized, how = optimize(raw, ctx.workdir / "tmp-onnx" / "opt.onnx", opts.optimize,
-                                      ctx.loaded.model_type, ctx.loaded.module)
+                                      ctx.loaded.model_type)
         facts["optimization"] = how
         final = ctx.workdir / FILE
         quant_facts = None
@@ -55,6 +54,7 @@ class OnnxExporter:
         else:
             os.replace(optimized, final)
         facts["nodes"] = _op_histogram(final)
+        facts["opset"] = _opset(final)
         import shutil
 
         shutil.rmtree(ctx.workdir / "tmp-onnx", ignore_errors=True)
@@ -76,45 +76,28 @@ class OnnxExporter:
         return run
 
 
-def optimize(src: Path, dst: Path, level: str, model_type: str, module) -> tuple[Path, dict]:
+def optimize(src: Path, dst: Path, level: str, model_type: str) -> tuple[Path, dict]:
     """Bake graph optimizations into the file; returns the file to use and what was done."""
     import onnxruntime as ort
 
     if level == "none":
-        return src, {"level": "none"}
+        return src, {"level": "none (onnxruntime optimizes at load)"}
     if level == "transformer" and model_type in FUSION_TYPES:
         from onnxruntime.transformers.optimizer import optimize_model
 
-        cfg = _encoder_config(module)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            opt = optimize_model(str(src), model_type=FUSION_TYPES[model_type], num_heads=cfg[0],
-                                 hidden_size=cfg[1], opt_level=0)
+            opt = optimize_model(str(src), model_type=FUSION_TYPES[model_type], num_heads=0,
+                                 hidden_size=0, opt_level=0)
         fused = {k: v for k, v in opt.get_fused_operator_statistics().items() if v}
         opt.save_model_to_file(str(dst))
         return dst, {"level": "transformer", "fused": fused}
-    level = "extended" if level == "transformer" else level
     so = ort.SessionOptions()
-    so.graph_optimization_level = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-                                   "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED}[level]
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     so.optimized_model_filepath = str(dst)
     so.log_severity_level = 3
     ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
-    return dst, {"level": level}
-
-
-def _encoder_config(module) -> tuple[int, int]:
-    cfg = None
-    for m in module.modules():
-        if hasattr(m, "config") and hasattr(m.config, "num_attention_heads"):
-            cfg = m.config
-            break
-    if cfg is None:
-        raise CheckFailed("cannot find num_attention_heads/hidden_size for ONNX fusions; "
-                          "set export.onnx.optimize = \"extended\"")
-    hidden = getattr(cfg, "true_hidden_size", None) if cfg.model_type == "mobilebert" and \
-        getattr(cfg, "use_bottleneck", False) else None
-    return cfg.num_attention_heads, hidden or cfg.hidden_size
+    return dst, {"level": "extended"}
 
 
 def _op_histogram(path: Path) -> dict[str, int]:
@@ -125,3 +108,10 @@ def _op_histogram(path: Path) -> dict[str, int]:
     for n in model.graph.node:
         counts[n.op_type] = counts.get(n.op_type, 0) + 1
     return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def _opset(path: Path) -> int:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))

@@ -1,15 +1,20 @@
 """int8 for ONNX with onnxruntime.quantization, in the target's integer formats.
 
+Measured on all-MiniLM-L6-v2 (seq 128, minimum embedding cosine vs fp32 over 16 sentences): plain
+per-channel dynamic int8 0.960-0.973 whatever the weight type; with the SmoothQuant pre-pass (alpha
+0.7) 0.994; also keeping the FFN down-projections in float 0.9975. Static QDQ of the down-projection
+input fails on its own (0.856), so static int8 keeps them in float by default.
 Handlers are registered per quantize method; adding a method means adding one function.
 """
 
 from __future__ import annotations
 
-import fnmatch
 from pathlib import Path
 from typing import Callable
 
+from edgeslm.config.target import PRESETS
 from edgeslm.errors import UserError
+from edgeslm.exporters import onnx_graph
 
 HANDLERS: dict[str, Callable] = {}
 
@@ -22,41 +27,50 @@ def register(method: str):
 
 
 def quantize_onnx(src: Path, dst: Path, ctx) -> dict:
+    import onnx
+
     q = ctx.quant
     preset_name = ctx.target.quantization.preset if q.preset == "target" else q.preset
-    from edgeslm.config.target import PRESETS
-
     preset = PRESETS[preset_name]
-    excluded = excluded_nodes(src, q.exclude)
-    facts = HANDLERS[q.method](src, dst, ctx, preset, excluded)
-    facts.update({"method": q.method, "granularity": q.granularity, "preset": preset_name,
-                  "activation": preset["activation"], "weight": preset["weight"],
-                  "reduce_range": preset["reduce_range"], "excluded_nodes": len(excluded)})
+    model = onnx.load(str(src), load_external_data=False)
+    excluded = onnx_graph.matching_nodes(model, q.exclude) if q.exclude else []
+    keep_float = q.keep_sensitive_float if q.keep_sensitive_float is not None else q.method == "static-int8"
+    if keep_float:
+        excluded += onnx_graph.down_projections(model)
+    facts = {"method": q.method, "granularity": q.granularity, "preset": preset_name,
+             "activation": preset["activation"], "weight": preset["weight"],
+             "reduce_range": preset["reduce_range"], "kept_float": sorted(set(excluded)),
+             "quantized_linear": len(onnx_graph.weight_matmuls(model)) - len(set(excluded))}
+    del model
+    if q.smooth_alpha:
+        smoothed = src.with_name("smoothed.onnx")
+        groups = onnx_graph.smooth(src, smoothed, ctx.calibration(), q.smooth_alpha)
+        facts["smoothquant"] = {"alpha": q.smooth_alpha, "groups": groups}
+        src = smoothed
+    facts.update(HANDLERS[q.method](src, dst, ctx, preset, sorted(set(excluded))))
     return facts
 
 
-def excluded_nodes(path: Path, patterns: tuple[str, ...]) -> list[str]:
-    if not patterns:
-        return []
-    import onnx
+def _weight_type(preset: dict):
+    from onnxruntime.quantization import QuantType
 
-    model = onnx.load(str(path), load_external_data=False)
-    return [n.name for n in model.graph.node if any(fnmatch.fnmatch(n.name, p) for p in patterns)]
+    return QuantType.QInt8 if preset["weight"] == "s8" else QuantType.QUInt8
 
 
 @register("dynamic-int8")
 def _dynamic(src: Path, dst: Path, ctx, preset: dict, excluded: list[str]) -> dict:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization import quantize_dynamic
 
     quantize_dynamic(
-        str(src), str(dst),
-        weight_type=QuantType.QInt8 if preset["weight"] == "s8" else QuantType.QUInt8,
+        str(src), str(dst), op_types_to_quantize=["MatMul"],
+        weight_type=_weight_type(preset),
         per_channel=ctx.quant.granularity == "per-channel",
         reduce_range=preset["reduce_range"],
         nodes_to_exclude=excluded,
         extra_options={"MatMulConstBOnly": True},
     )
-    return {"tool": "onnxruntime.quantization.quantize_dynamic", "activations": "dynamic u8 (per tensor)"}
+    return {"tool": "onnxruntime.quantization.quantize_dynamic",
+            "activations": "u8, quantized per tensor at run time"}
 
 
 @register("static-int8")
@@ -67,6 +81,11 @@ def _static(src: Path, dst: Path, ctx, preset: dict, excluded: list[str]) -> dic
     samples = ctx.calibration()
     if not samples:
         raise UserError("static-int8 needs calibration texts; none were found")
+    spec = ctx.quant.calibration
+    method_name = spec.method if spec else "minmax"
+    if method_name != "minmax":
+        # Percentile/Entropy need same-shape batches: pad every sample to the longest one.
+        samples = _pad_all(samples)
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -76,17 +95,28 @@ def _static(src: Path, dst: Path, ctx, preset: dict, excluded: list[str]) -> dic
             return next(self.it, None)
 
     method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-              "entropy": CalibrationMethod.Entropy}[(ctx.quant.calibration.method if ctx.quant.calibration else "minmax")]
-    act = QuantType.QInt8 if preset["activation"] == "s8" else QuantType.QUInt8
+              "entropy": CalibrationMethod.Entropy}[method_name]
     quantize_static(
         str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=["MatMul", "Gemm"],
+        op_types_to_quantize=["MatMul"],
         per_channel=ctx.quant.granularity == "per-channel",
         reduce_range=preset["reduce_range"],
-        activation_type=act, weight_type=QuantType.QInt8,
+        activation_type=QuantType.QInt8 if preset["activation"] == "s8" else QuantType.QUInt8,
+        weight_type=_weight_type(preset),
         nodes_to_exclude=excluded, calibrate_method=method,
         extra_options={"ActivationSymmetric": preset["symmetric_activations"], "WeightSymmetric": True,
                        "MatMulConstBOnly": True},
     )
     return {"tool": "onnxruntime.quantization.quantize_static (QDQ)", "calibration_samples": len(samples),
-            "calibration_method": method.name, "ops": ["MatMul", "Gemm"]}
+            "calibration_method": method_name}
+
+
+def _pad_all(samples: list[dict]) -> list[dict]:
+    import numpy as np
+
+    longest = max(s["input_ids"].shape[1] for s in samples)
+    out = []
+    for s in samples:
+        pad = longest - s["input_ids"].shape[1]
+        out.append({k: np.pad(v, ((0, 0), (0, pad))) for k, v in s.items()})
+    return out

@@ -51,7 +51,7 @@ def test_recipes_and_targets_list_what_ships():
     assert {"minilm-embedding", "minilm-embedding-int8", "mobilebert-classification"} <= {x["name"] for x in r}
     t = {x["name"]: x for x in json.loads(run("targets", "--json").output)}
     assert set(t) == {"host", "rpi4", "rpi5", "x86-avx2", "x86-avx512-vnni"}
-    assert t["rpi4"]["preset"] == "arm-s8s8" and t["x86-avx2"]["preset"] == "x86-u8s8-reduced"
+    assert t["rpi4"]["preset"] == "arm-s8s8" and t["x86-avx2"]["preset"] == "x86-u8u8"
 
 
 def test_explain_lists_every_recipe_key():

@@ -99,10 +99,10 @@ def test_int8_on_a_task_that_forbids_it(tmp_path):
     assert "passes[0].method" in msg and "fill-mask" in msg and "dynamic-int8" in msg
 
 
-def test_calibration_only_for_static(tmp_path):
+def test_value_out_of_range(tmp_path):
     msg = error_of(write(tmp_path, BASE + '[[passes]]\ntype = "quantize"\nmethod = "dynamic-int8"\n'
-                         '[passes.calibration]\nsamples = 8\n'))
-    assert "calibration only applies" in msg
+                         'smooth_alpha = 1.5\n'))
+    assert "passes[0].smooth_alpha" in msg and "1" in msg
 
 
 def test_num_labels_only_for_classification(tmp_path):
