@@ -19,8 +19,7 @@ def make_tokenizer(folder: Path):
     wp.train_from_iterator(texts, vocab_size=600, min_frequency=1, show_progress=False)
     folder.mkdir(parents=True, exist_ok=True)
     wp.save_model(str(folder))
-    tok = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
-    return tok
+    return BertTokenizerFast.from_pretrained(str(folder), do_lower_case=True)
 
 
 def make_config(arch: str, vocab_size: int, num_labels: int = 3):

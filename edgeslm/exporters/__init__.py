@@ -38,14 +38,11 @@ class ExportContext:
     step: Callable[[str], AbstractContextManager]
 
     def example_inputs(self, seq_len: int | None = None) -> Inputs:
+        """Real tokenized text, padded or truncated to `seq_len` tokens, batch `inputs.batch_size`."""
         seq = seq_len or self.recipe.inputs.max_seq_len
-        batch = self.recipe.inputs.batch_size
-        ids = np.full((batch, seq), 100, dtype=np.int64)
-        ids[:, 0] = 101
-        out = {"input_ids": ids, "attention_mask": np.ones((batch, seq), dtype=np.int64)}
-        if "token_type_ids" in self.loaded.input_names:
-            out["token_type_ids"] = np.zeros((batch, seq), dtype=np.int64)
-        return out
+        text = "Edge devices run compressed language models close to the data they serve. " * 40
+        one = self.loaded.tokenize([text], max_len=seq, min_len=seq)
+        return {k: np.repeat(v, self.recipe.inputs.batch_size, axis=0) for k, v in one.items()}
 
 
 @dataclass

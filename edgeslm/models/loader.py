@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,19 @@ class LoadedModel:
     output_name: str
     config: dict = field(default_factory=dict)
 
+    @contextlib.contextmanager
+    def attention(self, implementation: str):
+        """Temporarily switch the attention kernel (e.g. 'edge_bmm' for XNNPACK export)."""
+        configs = {id(m.config): m.config for m in self.module.modules() if hasattr(m, "config")}
+        saved = {k: c._attn_implementation for k, c in configs.items()}
+        for c in configs.values():
+            c._attn_implementation = implementation
+        try:
+            yield
+        finally:
+            for k, c in configs.items():
+                c._attn_implementation = saved[k]
+
     def tokenize(self, texts: list[str], max_len: int, min_len: int = 1) -> dict:
         """int64 numpy arrays for `input_names`, truncated at max_len, padded up to min_len."""
         enc = self.tokenizer(list(texts), truncation=True, max_length=max_len, padding=True,
@@ -41,6 +55,46 @@ class LoadedModel:
         return {k: v.astype("int64") for k, v in out.items()}
 
 
+def additive_mask(attention_mask, dtype=None):
+    """[B, S] 0/1 mask -> [B, 1, 1, S] additive float mask (0 keep, finfo.min drop).
+
+    Built in the wrapper with plain elementwise ops, so transformers passes it through unchanged and
+    its index-based mask construction never enters the exported graph (that code broke PT2E
+    calibration: `IndexError: tensors used as indices must be long...`).
+    """
+    import torch
+
+    dtype = dtype or torch.float32
+    m = attention_mask[:, None, None, :].to(dtype)
+    return (1.0 - m) * torch.finfo(dtype).min
+
+
+def edge_bmm_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """Attention as 3-D bmm for batch 1: every reshape then has one dynamic axis, which XNNPACK can
+    delegate (4-D matmul decomposes into views with two symbolic axes that fragment the graph)."""
+    import torch
+
+    b, h, s, d = query.shape
+    scaling = d ** -0.5 if scaling is None else scaling
+    if b != 1:
+        w = torch.matmul(query, key.transpose(2, 3)) * scaling
+        if attention_mask is not None:
+            w = w + attention_mask
+        return torch.matmul(torch.softmax(w, dim=-1), value).transpose(1, 2).contiguous(), None
+    q = query.reshape(h, -1, d) * scaling
+    w = torch.bmm(q, key.reshape(h, -1, d).transpose(1, 2))
+    if attention_mask is not None:
+        w = w + (attention_mask.reshape(1, 1, -1) if attention_mask.shape[-2] == 1 else attention_mask[0])
+    out = torch.bmm(torch.softmax(w, dim=-1), value.reshape(h, -1, d))
+    return out.reshape(1, h, -1, d).transpose(1, 2).contiguous(), None
+
+
+def _register_attention() -> None:
+    from transformers import AttentionInterface
+
+    AttentionInterface.register("edge_bmm", edge_bmm_attention)
+
+
 def _wrappers():
     import torch
 
@@ -53,7 +107,8 @@ def _wrappers():
 
         def forward(self, input_ids, attention_mask, token_type_ids=None):
             kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
-            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs)[0]
+            hidden = self.encoder(input_ids=input_ids, attention_mask=additive_mask(attention_mask),
+                                  **kwargs)[0]
             mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             return torch.nn.functional.normalize(pooled, p=2.0, dim=1)
@@ -65,7 +120,8 @@ def _wrappers():
 
         def forward(self, input_ids, attention_mask, token_type_ids=None):
             kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
-            return self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits
+            return self.model(input_ids=input_ids, attention_mask=additive_mask(attention_mask),
+                              **kwargs).logits
 
     return EmbeddingHead, LogitsHead
 
@@ -101,6 +157,7 @@ def load_model(source: ResolvedSource, task: str, num_labels: int | None = None,
         raise ModelSourceError(f"model source {source.spec!r} ({model_type}): cannot load for task "
                                f"{task!r}: {str(exc).splitlines()[0]}") from None
     model.eval()
+    _register_attention()
     EmbeddingHead, LogitsHead = _wrappers()
     module = EmbeddingHead(model) if task == "embedding" else LogitsHead(model)
     module.eval()
