@@ -147,6 +147,16 @@ def _build_into(work: Path, loaded: LoadedRecipe, target: Target, source: Resolv
                      else read_texts(loaded.resolve_path(spec.source), n))[:n]
         return [model.tokenize([t], max_len, min_len) for t in cal_texts]
 
+    prepared = {}
+
+    def prepared_quant():
+        if "q" not in prepared:
+            from edgeslm.passes.quantize import prepare
+
+            with log.step("quantize: prepare (keep-float layers, SmoothQuant)"):
+                prepared["q"] = prepare(model.module, recipe.quantize, calibration, model.input_names)
+        return prepared["q"]
+
     limits = thresholds(recipe.verify, recipe.quantize is not None)
     masks = [s["attention_mask"] for s in samples]
     artifacts = []
@@ -154,7 +164,8 @@ def _build_into(work: Path, loaded: LoadedRecipe, target: Target, source: Resolv
     for fmt in recipe.export.formats:
         exporter = get_exporter(fmt)
         ctx = ExportContext(loaded=model, recipe=recipe, target=target, quant=recipe.quantize,
-                            workdir=work, calibration=calibration, step=log.step)
+                            workdir=work, calibration=calibration, step=log.step,
+                            prepared_quant=prepared_quant)
         result = exporter.export(ctx)
         with log.step(f"{fmt}: verify"):
             run = exporter.runner(work / result.file, threads=min(threads, 2) if threads else 0)

@@ -36,6 +36,11 @@ class ExportContext:
     workdir: Path
     calibration: Callable[[], list[Inputs]]  # tokenized calibration samples, computed on demand
     step: Callable[[str], AbstractContextManager]
+    prepared_quant: Callable[[], Any] | None = None  # -> passes.quantize.PreparedQuant, shared
+
+    def module(self):
+        """The module to export: smoothed for int8 when the quantize pass asks for it."""
+        return self.prepared_quant().module if self.quant is not None else self.loaded.module
 
     def example_inputs(self, seq_len: int | None = None) -> Inputs:
         """Real tokenized text, padded or truncated to `seq_len` tokens, batch `inputs.batch_size`."""

@@ -58,7 +58,7 @@ class ExecuTorchExporter:
             dyn = tuple({1: seq} for _ in names)
         attention = "edge_bmm" if shapes.batch_size == 1 else "eager"
         quant_facts = None
-        module = ctx.loaded.module
+        module = ctx.module()
         with ctx.loaded.attention(attention), torch.no_grad(), _quiet():
             if ctx.quant is not None:
                 from edgeslm.exporters.executorch_quant import quantize_pt2e

@@ -7,8 +7,6 @@ dynamic 0.9988 (per-token activations); static 0.936, 0.991 with the FFN down-pr
 
 from __future__ import annotations
 
-import fnmatch
-
 import torch
 
 
@@ -48,12 +46,6 @@ def _quantizer_class():
     return FloatScalarsOnlyQuantizer
 
 
-def down_projections(module) -> list[str]:
-    """Width-reducing Linear layers (in_features > out_features): the FFN output projections."""
-    return [name for name, m in module.named_modules()
-            if isinstance(m, torch.nn.Linear) and m.in_features > m.out_features]
-
-
 def quantize_pt2e(module, example: tuple, dynamic_shapes, ctx):
     """Returns the quantized module (ready for torch.export) and the facts for the manifest."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
@@ -64,11 +56,8 @@ def quantize_pt2e(module, example: tuple, dynamic_shapes, ctx):
     per_channel = q.granularity == "per-channel"
     config = get_symmetric_quantization_config(is_per_channel=per_channel, is_dynamic=not static)
     quantizer = _quantizer_class()()
-    keep_float = q.keep_sensitive_float if q.keep_sensitive_float is not None else static
-    kept = down_projections(module) if keep_float else []
-    if q.exclude:
-        kept += [name for name, m in module.named_modules() if isinstance(m, torch.nn.Linear)
-                 and any(fnmatch.fnmatch(name, p) for p in q.exclude)]
+    prepared = ctx.prepared_quant()
+    kept = prepared.kept_float
     linear = [name for name, m in module.named_modules() if isinstance(m, torch.nn.Linear)]
     if kept:
         for name in linear:  # annotate layer by layer; the quantizer cannot un-annotate
@@ -78,16 +67,16 @@ def quantize_pt2e(module, example: tuple, dynamic_shapes, ctx):
         quantizer.set_module_type(torch.nn.Linear, config)
 
     graph = torch.export.export(module, example, dynamic_shapes=dynamic_shapes, strict=False).module()
-    prepared = prepare_pt2e(graph, quantizer)
+    observed = prepare_pt2e(graph, quantizer)
     samples = ctx.calibration() if static else []
     names = list(ctx.loaded.input_names)
     for s in samples or [dict(zip(names, (t.numpy() for t in example)))]:
-        prepared(*(torch.from_numpy(s[n]) for n in names))
-    converted = convert_pt2e(prepared)
+        observed(*(torch.from_numpy(s[n]) for n in names))
+    converted = convert_pt2e(observed)
     return converted, {
         "method": q.method, "granularity": q.granularity, "tool": "torchao PT2E + XNNPACKQuantizer",
         "weights": "s8 symmetric " + ("per-channel" if per_channel else "per-tensor"),
         "activations": "s8 static per-tensor (calibrated)" if static else "s8 dynamic per-token",
-        "calibration_samples": len(samples), "kept_float": sorted(set(kept)),
-        "quantized_linear": len(linear) - len(set(kept)),
+        "calibration_samples": len(samples), **prepared.facts,
+        "quantized_linear": len(linear) - len(kept),
     }

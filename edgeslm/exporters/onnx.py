@@ -35,7 +35,7 @@ class OnnxExporter:
         with ctx.step("onnx: export"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
-                ctx.loaded.module, args=(), kwargs=example, dynamo=True, opset_version=opts.opset,
+                ctx.module(), args=(), kwargs=example, dynamo=True, opset_version=opts.opset,
                 input_names=names, output_names=[ctx.loaded.output_name], dynamic_shapes=dynamic,
                 external_data=False, verbose=False, optimize=True)
             program.save(str(raw), external_data=False)

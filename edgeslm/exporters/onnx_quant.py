@@ -1,9 +1,9 @@
 """int8 for ONNX with onnxruntime.quantization, in the target's integer formats.
 
 Measured on all-MiniLM-L6-v2 (seq 128, minimum embedding cosine vs fp32 over 16 sentences): plain
-per-channel dynamic int8 0.960-0.973 whatever the weight type; with the SmoothQuant pre-pass (alpha
-0.7) 0.994; also keeping the FFN down-projections in float 0.9975. Static QDQ of the down-projection
-input fails on its own (0.856), so static int8 keeps them in float by default.
+per-channel dynamic int8 0.960-0.973 whatever the weight type; with SmoothQuant (alpha 0.7, see
+passes.smoothquant) 0.994; also keeping the FFN down-projections in float 0.9975. Static QDQ of the
+down-projection input fails on its own (0.856), so static int8 keeps them in float by default.
 Handlers are registered per quantize method; adding a method means adding one function.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from edgeslm.config.target import PRESETS
-from edgeslm.errors import UserError
+from edgeslm.errors import InternalError, UserError
 from edgeslm.exporters import onnx_graph
 
 HANDLERS: dict[str, Callable] = {}
@@ -27,27 +27,26 @@ def register(method: str):
 
 
 def quantize_onnx(src: Path, dst: Path, ctx) -> dict:
+    """Quantize the exported (already smoothed, see passes.quantize) graph in the target's formats."""
     import onnx
 
     q = ctx.quant
     preset_name = ctx.target.quantization.preset if q.preset == "target" else q.preset
     preset = PRESETS[preset_name]
+    prepared = ctx.prepared_quant()
     model = onnx.load(str(src), load_external_data=False)
-    excluded = onnx_graph.matching_nodes(model, q.exclude) if q.exclude else []
-    keep_float = q.keep_sensitive_float if q.keep_sensitive_float is not None else q.method == "static-int8"
-    if keep_float:
-        excluded += onnx_graph.down_projections(model)
+    found = onnx_graph.nodes_of_modules(model, prepared.kept_float)
+    missing = set(prepared.kept_float) - set(found.values())
+    if missing:
+        raise InternalError(f"no ONNX node found for float-kept Linear layers {sorted(missing)[:3]}")
+    excluded = sorted(found)
+    matmuls = {n.name for n in onnx_graph.weight_matmuls(model)}
+    del model
     facts = {"method": q.method, "granularity": q.granularity, "preset": preset_name,
              "activation": preset["activation"], "weight": preset["weight"],
-             "reduce_range": preset["reduce_range"], "kept_float": sorted(set(excluded)),
-             "quantized_linear": len(onnx_graph.weight_matmuls(model)) - len(set(excluded))}
-    del model
-    if q.smooth_alpha:
-        smoothed = src.with_name("smoothed.onnx")
-        groups = onnx_graph.smooth(src, smoothed, ctx.calibration(), q.smooth_alpha)
-        facts["smoothquant"] = {"alpha": q.smooth_alpha, "groups": groups}
-        src = smoothed
-    facts.update(HANDLERS[q.method](src, dst, ctx, preset, sorted(set(excluded))))
+             "reduce_range": preset["reduce_range"], **prepared.facts,
+             "quantized_linear": len(matmuls - set(excluded))}
+    facts.update(HANDLERS[q.method](src, dst, ctx, preset, excluded))
     return facts
 
 
