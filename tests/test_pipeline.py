@@ -57,9 +57,10 @@ def test_architecture_builds_and_verifies_in_both_formats(tmp_path, tiny_model, 
     assert Manifest.from_json((result.folder / "manifest.json").read_text()) == m
 
 
-def test_dynamic_int8_both_formats(tmp_path, tiny_model):
+@pytest.mark.parametrize("arch,task", [("bert", "embedding"), ("distilbert", "fill-mask")])
+def test_dynamic_int8_both_formats(tmp_path, tiny_model, arch, task):
     extra = '[[passes]]\ntype = "quantize"\nmethod = "dynamic-int8"\n'
-    m = run_build(tmp_path, tiny_model("bert", "embedding"), "embedding", extra).manifest
+    m = run_build(tmp_path, tiny_model(arch, task), task, extra).manifest
     for a in m.artifacts:
         assert a.precision == "int8-dynamic" and a.verification.passed
         assert a.quantization["method"] == "dynamic-int8"

@@ -30,8 +30,11 @@ def smooth_linears(module: torch.nn.Module, samples: list[dict], input_names: li
                    skip: set[str] = frozenset()) -> tuple[torch.nn.Module, dict]:
     """A smoothed deep copy of `module` (the original is left untouched) and what was done."""
     module = copy.deepcopy(module)
+    # A Linear whose weight is tied to an embedding (masked-LM decoders) cannot be rescaled without
+    # changing the embedding too: leave those alone.
+    embedded = {id(m.weight) for m in module.modules() if isinstance(m, torch.nn.Embedding)}
     linears = {name: m for name, m in module.named_modules()
-               if isinstance(m, torch.nn.Linear) and name not in skip}
+               if isinstance(m, torch.nn.Linear) and name not in skip and id(m.weight) not in embedded}
     amax: dict[int, torch.Tensor] = {}
     hooks = []
 
