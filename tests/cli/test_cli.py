@@ -34,7 +34,7 @@ def test_validate_ok_and_json():
     files = [str(p) for p in sorted((ROOT / "recipes").glob("*.toml"))] + [str(ROOT / "devices.toml")]
     r = run("validate", "--json", *files)
     assert r.exit_code == 0
-    assert all(x["ok"] for x in json.loads(r.output))
+    assert all(x["ok"] for x in json.loads(r.stdout))
 
 
 def test_validate_bad_file_exits_user_error(tmp_path):
@@ -119,3 +119,22 @@ def test_installed_executable_failed_verification_exit_code(tmp_path, tiny_model
     assert r.returncode == EXIT_FAILED
     assert "verification failed" in r.stderr and "max_abs_error" in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_several_targets_get_their_own_int8_preset(tmp_path, tiny_model):
+    recipe = write_recipe(tmp_path / "multi.toml", tiny_model("bert", "embedding"), "embedding", name="multi",
+                          formats=("onnx",), targets=("host", "rpi4", "x86-avx2"),
+                          extra='[[passes]]\ntype = "quantize"\nmethod = "dynamic-int8"\n')
+    r = run("build", str(recipe), "--target", "rpi4", "--target", "x86-avx2", "-o", str(tmp_path / "out"),
+            "--json")
+    assert r.exit_code == 0, r.output
+    built = {x["target"]: x for x in json.loads(r.stdout)}
+    assert set(built) == {"rpi4", "x86-avx2"}
+    presets = {}
+    for name, x in built.items():
+        m = json.loads(Path(x["manifest"]).read_text())
+        presets[name] = m["artifacts"][0]["quantization"]["preset"]
+        assert m["target"]["name"] == name and x["artifacts"][0]["verification"]["passed"]
+    assert presets == {"rpi4": "arm-s8s8", "x86-avx2": "x86-u8u8"}
+    assert (tmp_path / "out/multi/rpi4/model.onnx").exists() and (tmp_path / "out/multi/x86-avx2/model.onnx").exists()
