@@ -44,7 +44,11 @@ class Inventory(StrictModel):
 
     def get(self, name: str, file: str = "devices.toml") -> Device:
         if name == LOCAL:
-            return Device(target="host", workdir="~/.cache/edgeslm/local-device")
+            import os
+            import sys
+
+            home = os.environ.get("EDGESLM_CACHE", "~/.cache/edgeslm")
+            return Device(target="host", workdir=f"{home}/local-device", python=sys.executable)
         try:
             return self.devices[name]
         except KeyError:
@@ -52,6 +56,24 @@ class Inventory(StrictModel):
             close = difflib.get_close_matches(name, list(self.devices) + [LOCAL], n=1, cutoff=0.5)
             hint = f"did you mean {close[0]}?" if close else f"known devices: {', '.join([LOCAL, *self.devices])}"
             raise ConfigError(file, f"devices.{name}", "no such device", hint) from None
+
+
+    def select(self, names: tuple[str, ...] = (), group: str | None = None, all_: bool = False,
+               file: str = "devices.toml") -> list[str]:
+        """Device names from explicit names, a group, or all (local included only when named)."""
+        chosen = list(names)
+        if group:
+            members = [n for n, d in self.devices.items() if group in d.groups]
+            if not members:
+                known = sorted({g for d in self.devices.values() for g in d.groups})
+                raise ConfigError(file, None, f"no device is in group {group!r}",
+                                  f"groups: {', '.join(known) or 'none defined'}")
+            chosen += members
+        if all_:
+            chosen += list(self.devices)
+        for n in chosen:
+            self.get(n, file)
+        return list(dict.fromkeys(chosen))
 
 
 def load_inventory(path: Path | None) -> Inventory:

@@ -1,0 +1,271 @@
+"""devices / deploy / rollback / profile: everything that talks to a device."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import os
+from pathlib import Path
+
+import click
+
+from edgeslm.cli import main
+from edgeslm.config.devices import LOCAL, load_inventory
+from edgeslm.errors import EXIT_FAILED, EdgeSLMError, UserError
+
+devices_option = click.option(
+    "--devices", "devices_file", type=click.Path(path_type=Path), default=None,
+    help="Inventory file (default: $EDGESLM_DEVICES or ./devices.toml).")
+accept_option = click.option(
+    "--accept-new-host-key", is_flag=True,
+    help="Trust on first use: record an unknown host key in known_hosts. A changed key is always refused.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print results as JSON on stdout.")
+
+
+def _inventory(path: Path | None):
+    path = path or Path(os.environ.get("EDGESLM_DEVICES", "devices.toml"))
+    return load_inventory(path), str(path)
+
+
+@main.group()
+def devices() -> None:
+    """List, check and trust the devices in devices.toml (plus the built-in `local`)."""
+
+
+@devices.command("list")
+@devices_option
+@json_option
+def devices_list(devices_file, as_json) -> None:
+    """List devices with host, target and groups."""
+    inv, _ = _inventory(devices_file)
+    rows = [{"name": LOCAL, "host": "(this machine)", "target": "host", "groups": []}] + [
+        {"name": n, "host": d.host, "target": d.target, "groups": list(d.groups)} for n, d in inv.devices.items()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        click.echo(f"{r['name']:<16} {r['host']:<24} {r['target']:<16} {','.join(r['groups'])}")
+
+
+@devices.command("check")
+@click.argument("names", nargs=-1)
+@click.option("--group", "-g", help="Check every device of this group.")
+@click.option("--all", "all_", is_flag=True, help="Check every device in the inventory.")
+@devices_option
+@accept_option
+@json_option
+def devices_check(names, group, all_, devices_file, accept_new_host_key, as_json) -> None:
+    """Connect and report architecture, CPU, memory, disk, OS, Python, runtimes, thermal sensors, and
+    whether each device matches the target its entry names. Default: local."""
+    from edgeslm.profiling.check import check
+
+    inv, file = _inventory(devices_file)
+    chosen = inv.select(names, group, all_, file) or [LOCAL]
+    results = _parallel(chosen, lambda n: check(n, inv.get(n, file), accept_new_host_key))
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            if "error" in r:
+                click.echo(f"{r['device']}: UNREACHABLE: {r['error']}")
+                continue
+            p = r["probe"]
+            mem = (p.get("mem_total_kb") or 0) / 1024 / 1024
+            free = ((p.get("disk") or {}).get("free_bytes") or 0) / 1e9
+            temps = ", ".join(f"{k} {v:.0f}C" for k, v in p["thermal"]["temperatures_c"].items()) or "no sensors"
+            rts = ", ".join(f"{k} {v}" for k, v in p["runtimes"].items() if v) or "none"
+            click.echo(f"{r['device']}: {p['arch']} {p['cpu_model']} x{p['cores']}, {mem:.1f} GiB RAM, "
+                       f"{free:.1f} GB free, {p['os']}, Python {p['python']}"
+                       + (f", EMULATED ({p['emulated']})" if p.get("emulated") else ""))
+            click.echo(f"  runtimes: {rts}")
+            click.echo(f"  thermal: {temps}; governor {p['thermal']['governor']}")
+            verdict = "matches" if r["matches_target"] else "DOES NOT match"
+            click.echo(f"  target {r['target']}: {verdict}" + "".join(f"; {x}" for x in r["problems"]))
+            for m in r["missing_runtimes"]:
+                click.echo(f"  missing {m['runtime']}: {m['install']}")
+    if any("error" in r or not r["matches_target"] for r in results):
+        raise SystemExit(EXIT_FAILED)
+
+
+@devices.command("trust")
+@click.argument("name")
+@devices_option
+def devices_trust(name, devices_file) -> None:
+    """Connect once and record the device's host key in its known_hosts file (explicit trust on first use)."""
+    from edgeslm.profiling.deploy import open_device
+
+    inv, file = _inventory(devices_file)
+    device = inv.get(name, file)
+    with open_device(name, device, accept_new_host_key=True):
+        pass
+    click.echo(f"{name}: host key recorded in {device.known_hosts}")
+
+
+def _parallel(names: list[str], fn, workers: int = 4) -> list[dict]:
+    """Run fn per device with bounded concurrency; a failing device does not stop the others."""
+    def one(n):
+        try:
+            return fn(n)
+        except EdgeSLMError as exc:
+            return {"device": n, "error": str(exc)}
+
+    with cf.ThreadPoolExecutor(max_workers=min(workers, len(names))) as pool:
+        return list(pool.map(one, names))
+
+
+def _build_for(arg: str, target_name: str, out: Path) -> Path:
+    """A build folder: ARG itself, or the recipe ARG built (or taken from the cache) for the target."""
+    p = Path(arg)
+    if (p / "manifest.json").is_file():
+        return p
+    from edgeslm.cli.console import quiet_native_output
+    from edgeslm.config.catalog import find_recipe, load_target
+    from edgeslm.pipeline import build, plan
+
+    loaded = find_recipe(arg)
+    if target_name not in loaded.recipe.targets:
+        raise UserError(f"recipe {loaded.recipe.name} does not list target {target_name!r}; add it to its targets")
+    target = plan(loaded, [load_target(target_name)])[0]
+    with quiet_native_output(out / ".logs" / f"{loaded.recipe.name}-{target.name}.log"):
+        return build(loaded, target, out).folder
+
+
+@main.command()
+@click.argument("build_or_recipe")
+@click.option("--device", "-d", "names", multiple=True, help="Device name (repeatable).")
+@click.option("--group", "-g", help="Deploy to every device of this group, in parallel.")
+@click.option("--profile", "and_profile", is_flag=True, help="Profile on each device after deploying.")
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("build"), show_default=True,
+              help="Build folder root (recipes are built there for each device's target).")
+@devices_option
+@accept_option
+@json_option
+def deploy(build_or_recipe, names, group, and_profile, out, devices_file, accept_new_host_key, as_json) -> None:
+    """Push a build (folder, or recipe built for each device's target) to devices: upload, verify
+    sha256 there, switch atomically. A failed deploy leaves the device's active model untouched."""
+    from edgeslm.profiling.deploy import deploy as run_deploy
+    from edgeslm.profiling.profile import profile as run_profile
+
+    inv, file = _inventory(devices_file)
+    chosen = inv.select(names, group, False, file)
+    if not chosen:
+        raise UserError("name a device with --device NAME or a group with --group G (see `edgeslm devices list`)")
+    folders = {}
+    for n in chosen:  # builds first, sequentially (they share the CPU); deploys then run in parallel
+        target = inv.get(n, file).target
+        if target not in folders:
+            folders[target] = _build_for(build_or_recipe, target, out)
+    log = (lambda m: None) if as_json else (lambda m: click.echo(f"  {m}", err=True))
+
+    def one(n):
+        device = inv.get(n, file)
+        folder = folders[device.target]
+        r = run_deploy(folder, n, device, accept_new_host_key, log=log)
+        row = {"device": n, "ok": True, "recipe": r.recipe, "version": r.version, "sent_files": r.sent_files,
+               "sent_bytes": r.sent_bytes, "reused_files": r.reused_files, "already_there": r.already_there,
+               "seconds": round(r.seconds, 2), "previous": r.previous, "warnings": r.warnings}
+        if and_profile:
+            results = run_profile(n, device, folder / "profiles", r.recipe, accept_new_host_key=accept_new_host_key,
+                                  log=log)
+            row["profiles"] = [x["_path"] for x in results]
+        return row
+
+    results = _parallel(chosen, one)
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            if "error" in r:
+                click.echo(f"FAILED {r['device']}: {r['error']}")
+                continue
+            what = ("already there, switched" if r["already_there"] else
+                    f"sent {r['sent_files']} files ({r['sent_bytes'] / 1e6:.1f} MB), reused {r['reused_files']}")
+            click.echo(f"ok {r['device']}: {r['recipe']} {r['version']} active ({what}, {r['seconds']:.1f}s)")
+            for w in r["warnings"]:
+                click.echo(f"  warning: {w}")
+            for p in r.get("profiles", []):
+                click.echo(f"  profile: {p}")
+    failed = [r for r in results if "error" in r]
+    if failed:
+        click.echo(f"{len(results) - len(failed)} of {len(results)} devices deployed", err=True)
+        raise SystemExit(EXIT_FAILED)
+
+
+@main.command()
+@click.option("--device", "-d", "name", required=True, help="Device name.")
+@click.option("--recipe", help="Which deployed recipe (default: the only one).")
+@devices_option
+@accept_option
+def rollback(name, recipe, devices_file, accept_new_host_key) -> None:
+    """Switch a device back to the previously active version (atomic)."""
+    from edgeslm.profiling.deploy import rollback as run_rollback
+
+    inv, file = _inventory(devices_file)
+    r = run_rollback(name, inv.get(name, file), recipe, accept_new_host_key)
+    click.echo(f"ok {name}: {r['recipe']} now {r['current']} (was {r['previous']})")
+
+
+@main.command()
+@click.argument("build_or_recipe", required=False)
+@click.option("--device", "-d", "name", default=LOCAL, show_default=True, help="Device name.")
+@click.option("--recipe", help="Deployed recipe to profile when no build is given (default: the only one).")
+@click.option("--artifact", "artifacts", multiple=True, help="onnx, executorch (default: all).")
+@click.option("--threads", type=int, default=None,
+              help="Inference threads (default: the device target's threads; 0 = runtime default).")
+@click.option("--iters", type=int, default=100, show_default=True, help="Measured iterations (at least).")
+@click.option("--warmup", type=int, default=10, show_default=True, help="Warm-up runs, not measured.")
+@click.option("--min-seconds", type=float, default=0.0, help="Keep measuring at least this long.")
+@click.option("--seq-len", type=int, help="Input length in tokens (default: the recipe's max_seq_len).")
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("build"), show_default=True)
+@devices_option
+@accept_option
+@json_option
+def profile(build_or_recipe, name, recipe, artifacts, threads, iters, warmup, min_seconds, seq_len, out,
+            devices_file, accept_new_host_key, as_json) -> None:
+    """Profile on a device: check the outputs against the build's reference, then measure latency
+    (p50/p90/p99, CV), load time, peak RSS, temperatures. With BUILD_OR_RECIPE it is deployed first;
+    `--device local` runs the same runner in a fresh subprocess here."""
+    from edgeslm.profiling.deploy import deploy as run_deploy
+    from edgeslm.profiling.profile import profile as run_profile
+
+    inv, file = _inventory(devices_file)
+    device = inv.get(name, file)
+    log = (lambda m: None) if as_json else (lambda m: click.echo(f"  {m}", err=True))
+    store = out / "profiles"
+    if threads is None:
+        from edgeslm.config.catalog import load_target
+
+        threads = load_target(device.target).threads
+    if build_or_recipe:
+        folder = _build_for(build_or_recipe, device.target, out)
+        recipe = run_deploy(folder, name, device, accept_new_host_key, log=log).recipe
+        store = folder / "profiles"
+    results = run_profile(name, device, store, recipe, artifacts, threads, iters, warmup, min_seconds, seq_len,
+                          accept_new_host_key, log=log)
+    if as_json:
+        click.echo(json.dumps([{k: v for k, v in r.items() if k != "samples_ms"} for r in results], indent=2))
+    else:
+        for r in results:
+            _print_profile(r)
+    if any(not r["parity"]["passed"] for r in results):
+        raise SystemExit(EXIT_FAILED)
+
+
+def _print_profile(r: dict) -> None:
+    lat, mem, a, d = r["latency_ms"], r["memory_kb"], r["artifact"], r["device"]
+    emu = " EMULATED: timings are not device latency" if d.get("emulated") else ""
+    click.echo(f"{d['name']} ({d['arch']}, {d['cpu_model']}){emu}: {r['build']['recipe']} {a['name']} "
+               f"[{a['precision']}, {a['runtime']}]")
+    cos = next(m for m in r["parity"]["metrics"] if m["name"] == "cosine_min")["value"]
+    click.echo(f"  parity on device: {'pass' if r['parity']['passed'] else 'FAIL'} (cosine min {cos:.5f} vs "
+               f"eager PyTorch, {r['parity']['samples']} samples)")
+    threads = r["settings"]["threads"] or "default"
+    click.echo(f"  latency ms (seq {r['settings']['seq_len']}, {lat['n']} runs, threads {threads}): "
+               f"p50 {lat['p50']:.2f}  p90 {lat['p90']:.2f}  p99 {lat['p99']:.2f}  mean {lat['mean']:.2f} "
+               f"± {lat['stdev']:.2f}  CV {lat['cv'] * 100:.1f}%  min {lat['min']:.2f}  max {lat['max']:.2f}")
+    click.echo(f"  load {r['load_ms']:.0f} ms (runtime import {r['runtime_import_ms']:.0f} ms); peak RSS "
+               f"{mem['peak_rss'] / 1024:.0f} MiB, model load +{mem['load_increase'] / 1024:.0f} MiB, "
+               f"runs +{(mem['run_increase'] or 0) / 1024:.0f} MiB")
+    if r["flags"]:
+        click.echo(f"  flags: {', '.join(r['flags'])}")
+    click.echo(f"  result: {r['_path']}")

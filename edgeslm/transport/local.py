@@ -1,0 +1,31 @@
+"""This machine as a device: a fresh subprocess per command, files copied."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from edgeslm.transport import Completed
+
+
+class LocalConnector:
+    def __init__(self, device: str = "local"):
+        self.device = device
+
+    def run(self, argv: list[str], timeout: float | None = None) -> Completed:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EDGESLM_")}
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
+        return Completed(r.returncode, r.stdout, r.stderr)
+
+    def put(self, local: Path, remote: str) -> None:
+        Path(remote).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(local, remote)
+
+    def get(self, remote: str, local: Path) -> None:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(remote, local)
+
+    def close(self) -> None:
+        pass
