@@ -91,14 +91,10 @@ def deploy(build_folder: Path, name: str, device: Device, accept_new_host_key: b
         probe = dev.call("probe", "--workdir", dev.workdir)
         result = DeployResult(name, recipe, version, warnings=compatibility(name, device, probe, manifest))
         model_dir = result.model_dir = posixpath.join(dev.workdir, recipe)
-        dev.call("lock", model_dir)
-        try:
+        with dev.locked(model_dir):
             _upload(dev, build_folder, manifest, model_dir, version, result, log)
             switched = dev.call("activate", model_dir, version)
             result.previous = switched.get("previous")
-        finally:
-            with contextlib.suppress(DeviceError):
-                dev.call("unlock", model_dir)
     result.seconds = time.perf_counter() - t0
     return result
 
@@ -136,12 +132,8 @@ def rollback(name: str, device: Device, recipe: str | None, accept_new_host_key:
     with open_device(name, device, accept_new_host_key) as dev:
         recipe = recipe or _only_recipe(dev, name)
         model_dir = posixpath.join(dev.workdir, recipe)
-        dev.call("lock", model_dir)
-        try:
+        with dev.locked(model_dir):
             out = dev.call("rollback", model_dir)
-        finally:
-            with contextlib.suppress(DeviceError):
-                dev.call("unlock", model_dir)
     return {"device": name, "recipe": recipe, **out}
 
 

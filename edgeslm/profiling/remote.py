@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import posixpath
 from pathlib import Path
@@ -55,6 +56,22 @@ class RemoteRunner:
             why = (data or {}).get("error") or (r.stderr.strip().splitlines() or ["no output"])[-1]
             raise DeviceError(f"device {self.name}: {args[0]} failed: {why}")
         return data
+
+    @contextlib.contextmanager
+    def locked(self, folder: str):
+        """Exclusive deploy lock on the device, held by a runner process for as long as we are connected."""
+        holder = self.conn.spawn([self.python, self.path, "hold-lock", folder])
+        try:
+            line = holder.readline()
+            try:
+                answer = json.loads(line) if line.strip() else {"error": "no answer from the device"}
+            except ValueError:
+                answer = {"error": line.strip()[:200]}
+            if "error" in answer:
+                raise DeviceError(f"device {self.name}: {answer['error']}")
+            yield
+        finally:
+            holder.close()
 
     def put(self, local: Path, remote: str) -> None:
         self.conn.put(local, remote)

@@ -12,7 +12,7 @@ It never imports torch itself and nothing from edgeslm: this file is copied to t
     python3 device_runner.py commit MODEL_DIR VERSION       (verify staged files, move into versions/)
     python3 device_runner.py activate MODEL_DIR VERSION     (atomic switch of MODEL_DIR/current)
     python3 device_runner.py rollback MODEL_DIR
-    python3 device_runner.py lock DIR | unlock DIR
+    python3 device_runner.py hold-lock DIR                  (exclusive deploy lock while stdin is open)
     python3 device_runner.py profile BUILD_DIR --artifact NAME [--threads N --warmup N --iters N
                                      --min-seconds S --seq-len L] --out RESULT.json
 
@@ -295,24 +295,28 @@ def rollback(model_dir: str) -> dict:
     return {"current": previous, "previous": current}
 
 
-def lock(folder: str) -> dict:
+def hold_lock(folder: str) -> int:
+    """Hold an exclusive flock on FOLDER/.deploy.lock until stdin closes (the deploying host's session
+    ends, cleanly or because the link dropped); the kernel then releases it, so no stale locks."""
+    import fcntl
+
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, ".deploy.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        os.mkdir(path)  # atomic: exactly one deploy wins
-    except FileExistsError:
-        info = _read(os.path.join(path, "owner"), "unknown owner")
-        age = time.time() - os.path.getmtime(path)
-        raise RunnerError(f"another deploy holds {path} ({info}, {age:.0f}s old); "
-                          f"if none is running, remove that folder") from None
-    with open(os.path.join(path, "owner"), "w") as f:
-        f.write(f"pid {os.getppid()} on {platform.node()} at {datetime.datetime.now().isoformat(timespec='seconds')}")
-    return {"locked": path}
-
-
-def unlock(folder: str) -> dict:
-    shutil.rmtree(os.path.join(folder, ".deploy.lock"), ignore_errors=True)
-    return {"unlocked": folder}
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        owner = _read(path, "unknown owner")
+        print(json.dumps({"error": f"another deploy is in progress on this device ({owner})"}), flush=True)
+        return 1
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()} since {datetime.datetime.now().isoformat(timespec='seconds')}".encode())
+    print(json.dumps({"locked": path}), flush=True)
+    try:
+        sys.stdin.read()
+    except (OSError, KeyboardInterrupt):
+        pass
+    return 0
 
 
 # ------------------------------------------------------------------------------------- profiling
@@ -550,7 +554,7 @@ def main(argv=None) -> int:
     p.add_argument("--workdir")
     p = sub.add_parser("hash")
     p.add_argument("files", nargs="*")
-    for name in ("verify", "lock", "unlock", "rollback"):
+    for name in ("verify", "hold-lock", "rollback"):
         sub.add_parser(name).add_argument("dir")
     for name in ("activate", "stage", "commit"):
         p = sub.add_parser(name)
@@ -581,10 +585,8 @@ def main(argv=None) -> int:
             result = commit(args.dir, args.version)
         elif args.cmd == "rollback":
             result = rollback(args.dir)
-        elif args.cmd == "lock":
-            result = lock(args.dir)
-        elif args.cmd == "unlock":
-            result = unlock(args.dir)
+        elif args.cmd == "hold-lock":
+            return hold_lock(args.dir)
         else:
             result = profile(args.build_dir, args.artifact, args.threads, args.warmup, args.iters,
                              args.min_seconds, args.seq_len)

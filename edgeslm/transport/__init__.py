@@ -26,6 +26,16 @@ class Connector(Protocol):
 
     def get(self, remote: str, local: Path) -> None: ...
 
+    def spawn(self, argv: list[str]) -> "Spawned":
+        """Start a command that lives until `close()` (its stdin closes) or the connection drops."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Spawned(Protocol):
+    def readline(self) -> str: ...
+
     def close(self) -> None: ...
 
 

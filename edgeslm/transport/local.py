@@ -27,5 +27,23 @@ class LocalConnector:
         local.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(remote, local)
 
+    def spawn(self, argv: list[str]):
+        return _Process(subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+
     def close(self) -> None:
         pass
+
+
+class _Process:
+    def __init__(self, proc: subprocess.Popen):
+        self.proc = proc
+
+    def readline(self) -> str:
+        return self.proc.stdout.readline()
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import posixpath
 import random
 import shlex
 import socket
@@ -128,6 +129,16 @@ class SSHConnector:
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise DeviceError(f"device {self.device}: connection lost ({_why(exc)})") from None
 
+    def spawn(self, argv: list[str]):
+        import paramiko
+
+        try:
+            chan = self.client.get_transport().open_session()
+            chan.exec_command(" ".join(shlex.quote(a) for a in argv))
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise DeviceError(f"device {self.device}: connection lost ({_why(exc)})") from None
+        return _Channel(chan)
+
     def sftp(self):
         if self._sftp is None:
             self._sftp = self.client.open_sftp()
@@ -137,9 +148,23 @@ class SSHConnector:
         import paramiko
 
         try:
+            self._mkdirs(posixpath.dirname(remote))
             self.sftp().put(str(local), remote, confirm=True)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise DeviceError(f"device {self.device}: upload of {local.name} failed ({_why(exc)})") from None
+
+    def _mkdirs(self, folder: str) -> None:
+        sftp = self.sftp()
+        missing = []
+        while folder not in ("", "/"):
+            try:
+                sftp.stat(folder)
+                break
+            except FileNotFoundError:
+                missing.append(folder)
+                folder = posixpath.dirname(folder)
+        for f in reversed(missing):
+            sftp.mkdir(f)
 
     def get(self, remote: str, local: Path) -> None:
         import paramiko
@@ -157,6 +182,21 @@ class SSHConnector:
                     c.close()
             except Exception:  # noqa: BLE001 - closing a dead connection
                 pass
+
+
+class _Channel:
+    def __init__(self, chan):
+        self.chan, self.file = chan, chan.makefile("r")
+
+    def readline(self) -> str:
+        return self.file.readline()
+
+    def close(self) -> None:
+        try:
+            self.chan.shutdown_write()
+            self.chan.close()
+        except Exception:  # noqa: BLE001 - the link may already be gone; the device drops the lock then
+            pass
 
 
 def _why(exc: BaseException) -> str:

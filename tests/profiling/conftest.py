@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from sshd import start_sshd
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    server = start_sshd(tmp_path_factory.mktemp("sshd", numbered=True))
+    yield server
+    server.stop()
+
+
+def device_entry(name: str, server, workdir: Path, known_hosts: Path, python: str | None = None,
+                 port: int | None = None, groups=(), target: str = "host", timeout: float = 5) -> str:
+    g = ", ".join(f'"{x}"' for x in groups)
+    return f"""
+[devices.{name}]
+host = "127.0.0.1"
+port = {port or server.port}
+user = "root"
+identity_file = "{server.client_key}"
+known_hosts = "{known_hosts}"
+target = "{target}"
+workdir = "{workdir}"
+python = "{python or sys.executable}"
+groups = [{g}]
+connect_timeout = {timeout}
+"""
+
+
+@pytest.fixture
+def inventory(tmp_path, sshd):
+    """inventory(**entries) -> devices.toml path; each entry: name -> dict of device_entry kwargs."""
+    known = tmp_path / "known_hosts"
+    known.write_text(sshd.known_hosts_line() + "\n")
+
+    def make(**entries) -> Path:
+        text = "".join(device_entry(n, sshd, tmp_path / f"wd-{n}", kw.pop("known_hosts", known), **kw)
+                       for n, kw in entries.items())
+        path = tmp_path / "devices.toml"
+        path.write_text(text)
+        return path
+
+    make.known_hosts = known
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_builds(tmp_path_factory, tiny_model):
+    """Two builds of the same tiny model that differ only in a verify threshold (two versions)."""
+    from edgeslm.config.catalog import load_target
+    from edgeslm.config.recipe import load_recipe
+    from edgeslm.pipeline import build, plan
+    from tiny import write_recipe
+
+    root = tmp_path_factory.mktemp("deploy-builds")
+    src = tiny_model("bert", "embedding")
+    out = {}
+    for variant, extra in (("v1", ""), ("v2", "[verify]\nmin_cosine = 0.999\n")):
+        recipe = load_recipe(write_recipe(root / f"{variant}.toml", src, "embedding", name="tinydeploy",
+                                          extra=extra, targets=("host", "rpi4")))
+        target = plan(recipe, [load_target("host")])[0]
+        out[variant] = build(recipe, target, root / variant).folder
+    recipe = load_recipe(root / "v1.toml")
+    out["rpi4"] = build(recipe, plan(recipe, [load_target("rpi4")])[0], root / "arm").folder
+    return out

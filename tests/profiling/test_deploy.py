@@ -1,0 +1,194 @@
+"""Deploy over a real OpenSSH server on loopback: idempotent, verified, atomic, reversible."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from edgeslm.config.devices import load_inventory
+from edgeslm.errors import UserError
+from edgeslm.profiling.deploy import deploy, rollback
+from edgeslm.profiling.profile import profile
+from sshd import CuttingProxy
+
+pytestmark = pytest.mark.slow
+
+
+def _dev(path: Path, name: str = "pi"):
+    return load_inventory(path).get(name)
+
+
+def _umount(path: Path) -> None:
+    """The device's lock holder may need a moment to see its session close and exit."""
+    import time
+
+    for _ in range(50):
+        if subprocess.run(["umount", str(path)], capture_output=True).returncode == 0:
+            return
+        time.sleep(0.1)
+    subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def _current(workdir: Path, recipe: str = "tinydeploy") -> str:
+    return os.readlink(workdir / recipe / "current")
+
+
+def test_first_deploy_redeploy_new_version_and_rollback(tmp_path, inventory, tiny_builds):
+    dev = _dev(inventory(pi={}))
+    wd = tmp_path / "wd-pi"
+    first = deploy(tiny_builds["v1"], "pi", dev, log=lambda m: None)
+    assert first.sent_files >= 5 and not first.already_there and first.previous is None
+    v1 = _current(wd)
+    assert v1 == f"versions/{first.version}"
+    assert json.loads((wd / "tinydeploy" / "current" / "manifest.json").read_text())["cache_key"].startswith(first.version)
+
+    again = deploy(tiny_builds["v1"], "pi", dev, log=lambda m: None)
+    assert again.already_there and again.sent_files == 0 and _current(wd) == v1
+
+    second = deploy(tiny_builds["v2"], "pi", dev, log=lambda m: None)
+    assert second.version != first.version and _current(wd) == f"versions/{second.version}"
+    assert second.sent_files == 0 and second.reused_files >= 5  # same model files: nothing re-sent
+    assert os.readlink(wd / "tinydeploy" / "previous") == v1
+
+    back = rollback("pi", dev, None)
+    assert back["current"] == v1 and _current(wd) == v1
+
+
+def test_unknown_host_key_is_refused_then_trusted_explicitly(tmp_path, inventory, tiny_builds, sshd):
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    dev = _dev(inventory(pi={"known_hosts": empty}))
+    with pytest.raises(UserError, match=r"unknown host key .* SHA256:[A-Za-z0-9+/]+.*edgeslm devices trust pi"):
+        deploy(tiny_builds["v1"], "pi", dev, log=lambda m: None)
+    assert not (tmp_path / "wd-pi").exists()
+    deploy(tiny_builds["v1"], "pi", dev, accept_new_host_key=True, log=lambda m: None)
+    assert f"[127.0.0.1]:{sshd.port} ssh-ed25519" in empty.read_text()
+
+
+def test_changed_host_key_is_always_refused(tmp_path, inventory, tiny_builds, sshd):
+    from sshd import keygen
+
+    other = keygen(tmp_path / "other_host")
+    bad = tmp_path / "bad_known_hosts"
+    bad.write_text(f"[127.0.0.1]:{sshd.port} {' '.join(other.split()[:2])}\n")
+    dev = _dev(inventory(pi={"known_hosts": bad}))
+    for accept in (False, True):
+        with pytest.raises(UserError, match="CHANGED"):
+            deploy(tiny_builds["v1"], "pi", dev, accept_new_host_key=accept, log=lambda m: None)
+
+
+def test_connection_cut_mid_upload_leaves_active_model_intact(tmp_path, inventory, tiny_builds, sshd):
+    dev = _dev(inventory(pi={}))
+    wd = tmp_path / "wd-pi"
+    first = deploy(tiny_builds["v1"], "pi", dev, log=lambda m: None)
+    other = tmp_path / "other-build"
+    import shutil
+
+    shutil.copytree(tiny_builds["v1"], other)
+    # a different version whose model file must be sent (30 kB of changed bytes)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["cache_key"] = "f" * 64
+    for f in manifest["files"]:
+        if f["path"] == "model.onnx":
+            data = (other / "model.onnx").read_bytes() + os.urandom(300_000)
+            (other / "model.onnx").write_bytes(data)
+            import hashlib
+
+            f["sha256"], f["size"] = hashlib.sha256(data).hexdigest(), len(data)
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    proxy = CuttingProxy(sshd.port, limit=150_000)
+    known = tmp_path / "proxy_known_hosts"
+    known.write_text(f"[127.0.0.1]:{proxy.port} {' '.join(sshd.host_pub.split()[:2])}\n")
+    cut_dev = _dev(inventory(pi={"port": proxy.port, "known_hosts": known}))
+    with pytest.raises(UserError, match="device pi"):
+        deploy(other, "pi", cut_dev, log=lambda m: None)
+    proxy.close()
+    assert proxy.cut
+    assert _current(wd) == f"versions/{first.version}"
+    check = subprocess.run([dev.python, str(Path(__import__("edgeslm.runner", fromlist=["x"]).RUNNER_PATH)),
+                            "verify", str(wd / "tinydeploy" / "current")], capture_output=True, text=True)
+    assert json.loads(check.stdout)["ok"]
+    # the lock was released and a later deploy over a good link completes
+    done = deploy(other, "pi", dev, log=lambda m: None)
+    assert _current(wd) == f"versions/{done.version}"
+
+
+def test_full_disk_fails_cleanly(tmp_path, inventory, tiny_builds):
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(small)], check=True)
+    try:
+        path = inventory(pi={})
+        text = path.read_text().replace(str(tmp_path / "wd-pi"), str(small / "wd"))
+        path.write_text(text)
+        dev = _dev(path)
+        with pytest.raises(UserError, match="not enough disk|No space left"):
+            deploy(tiny_builds["v1"], "pi", dev, log=lambda m: None)
+        assert not (small / "wd" / "tinydeploy" / "current").exists()
+    finally:
+        _umount(small)
+
+
+def test_unwritable_workdir(tmp_path, inventory, tiny_builds):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=100k", "tmpfs", str(ro)], check=True)
+    try:
+        path = inventory(pi={})
+        path.write_text(path.read_text().replace(str(tmp_path / "wd-pi"), str(ro / "wd")))
+        with pytest.raises(UserError, match="Read-only|cannot create workdir"):
+            deploy(tiny_builds["v1"], "pi", _dev(path), log=lambda m: None)
+    finally:
+        _umount(ro)
+
+
+def test_missing_runtime_is_named_with_the_install_line(tmp_path, inventory, tiny_builds):
+    bare = tmp_path / "bare-venv"
+    subprocess.run(["python3", "-m", "venv", "--without-pip", str(bare)], check=True)
+    dev = _dev(inventory(pi={"python": str(bare / "bin" / "python")}))
+    with pytest.raises(UserError) as info:
+        deploy(tiny_builds["v1"], "pi", dev, log=lambda m: None)
+    msg = str(info.value)
+    assert "lacks numpy, onnxruntime, executorch" in msg and "pip install onnxruntime" in msg
+    assert not (tmp_path / "wd-pi" / "tinydeploy" / "current").exists()
+
+
+def test_wrong_architecture_is_refused(tmp_path, inventory, tiny_builds):
+    dev = _dev(inventory(pi={"target": "rpi4"}))
+    with pytest.raises(UserError, match=r"device pi is x86_64 but build tinydeploy is for target rpi4 \(aarch64\)"):
+        deploy(tiny_builds["rpi4"], "pi", dev, log=lambda m: None)
+
+
+def test_two_deploys_at_once_cannot_both_proceed(tmp_path, inventory, tiny_builds):
+    from edgeslm.runner import RUNNER_PATH
+
+    dev = _dev(inventory(pi={}))
+    model_dir = tmp_path / "wd-pi" / "tinydeploy"
+    holder = subprocess.Popen([dev.python, str(RUNNER_PATH), "hold-lock", str(model_dir)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert "locked" in holder.stdout.readline()
+    try:
+        with pytest.raises(UserError, match="another deploy is in progress"):
+            deploy(tiny_builds["v1"], "pi", dev, log=lambda m: None)
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=10)
+    deploy(tiny_builds["v1"], "pi", dev, log=lambda m: None)  # released when its holder went away
+
+
+def test_profile_over_ssh(tmp_path, inventory, tiny_builds):
+    dev = _dev(inventory(pi={}))
+    deploy(tiny_builds["v1"], "pi", dev, log=lambda m: None)
+    results = profile("pi", dev, tmp_path / "profiles", iters=20, warmup=3, log=lambda m: None)
+    assert {r["artifact"]["name"] for r in results} == {"onnx", "executorch"}
+    for r in results:
+        assert r["schema"] == "edgeslm.profile/1" and r["parity"]["passed"]
+        lat = r["latency_ms"]
+        assert lat["n"] >= 20 and 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+        assert r["memory_kb"]["peak_rss"] > r["memory_kb"]["rss_before_load"] > 0
+        assert r["device"]["name"] == "pi" and r["device"]["arch"] == "x86_64"
+        assert Path(r["_path"]).exists() and "emulated" not in r["flags"]

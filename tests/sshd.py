@@ -1,0 +1,130 @@
+"""A real OpenSSH server on loopback with its own keys and config, for deploy tests."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SSHD = "/usr/sbin/sshd"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def keygen(path: Path) -> str:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    return path.with_suffix(".pub").read_text().strip()
+
+
+@dataclass
+class Sshd:
+    folder: Path
+    port: int
+    client_key: Path
+    host_pub: str  # "ssh-ed25519 AAAA..."
+    proc: subprocess.Popen | None = None
+
+    def known_hosts_line(self) -> str:
+        return f"[127.0.0.1]:{self.port} {' '.join(self.host_pub.split()[:2])}"
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+def start_sshd(folder: Path, port: int | None = None) -> Sshd:
+    if not Path(SSHD).exists():
+        raise RuntimeError(f"{SSHD} is missing: apt-get install openssh-server (make test does this)")
+    folder.mkdir(parents=True, exist_ok=True)
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    host_pub = keygen(folder / "host_ed25519")
+    client_pub = keygen(folder / "client_ed25519")
+    (folder / "authorized_keys").write_text(client_pub + "\n")
+    port = port or free_port()
+    conf = folder / "sshd_config"
+    conf.write_text(f"""Port {port}
+ListenAddress 127.0.0.1
+HostKey {folder / 'host_ed25519'}
+PidFile {folder / 'sshd.pid'}
+AuthorizedKeysFile {folder / 'authorized_keys'}
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+PermitRootLogin prohibit-password
+MaxStartups 50
+Subsystem sftp internal-sftp
+""")
+    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=open(folder / "sshd.log", "w"))
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"sshd exited: {(folder / 'sshd.log').read_text()}")
+            time.sleep(0.05)
+    return Sshd(folder, port, folder / "client_ed25519", host_pub, proc)
+
+
+class CuttingProxy:
+    """A TCP proxy to a port that cuts both directions after `limit` client bytes: a dropped link."""
+
+    def __init__(self, target_port: int, limit: int):
+        import threading
+
+        self.limit, self.target = limit, target_port
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.port = self.sock.getsockname()[1]
+        self.cut = False
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        import threading
+
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            sent = [0]
+
+            def pump(src, dst, count):
+                try:
+                    while True:
+                        data = src.recv(65536)
+                        if not data:
+                            break
+                        if count:
+                            sent[0] += len(data)
+                            if sent[0] > self.limit:
+                                self.cut = True
+                                break
+                        dst.sendall(data)
+                except OSError:
+                    pass
+                for s in (src, dst):
+                    try:
+                        s.shutdown(socket.SHUT_RDWR)
+                        s.close()
+                    except OSError:
+                        pass
+
+            threading.Thread(target=pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=pump, args=(upstream, client, False), daemon=True).start()
+
+    def close(self):
+        self.sock.close()
