@@ -1,0 +1,73 @@
+"""An ARM target build deployed to the emulated aarch64 device (qemu-user behind a real sshd):
+devices check reports aarch64, the on-device parity check passes for both formats, and the timings
+are labelled emulated."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from edgeslm.config.devices import load_inventory
+from edgeslm.emulate import ensure_image, start_device
+from edgeslm.profiling.check import check
+from edgeslm.profiling.deploy import deploy
+from edgeslm.profiling.profile import profile
+from sshd import free_port
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def emulated(tmp_path_factory):
+    cache = Path(os.environ.get("EDGESLM_EMULATE_CACHE", Path.home() / ".cache" / "edgeslm" / "emulate"))
+    image = ensure_image(cache, cpu="cortex-a72")
+    folder = tmp_path_factory.mktemp("emulated")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / "id")], check=True)
+    dev = start_device(image, folder / "device", free_port(), folder / "id.pub", cpu="cortex-a72")
+    known = dev.write_known_hosts(folder / "known_hosts")
+    inv = folder / "devices.toml"
+    inv.write_text(f"""[devices.pi4emu]
+host = "127.0.0.1"
+port = {dev.port}
+user = "{dev.user}"
+identity_file = "{folder / 'id'}"
+known_hosts = "{known}"
+target = "rpi4"
+workdir = "{folder / 'wd'}"
+python = "python3"
+connect_timeout = 20
+""")
+    yield load_inventory(inv).get("pi4emu")
+    dev.stop()
+
+
+def test_check_reports_aarch64_and_matches_rpi4(emulated):
+    r = check("pi4emu", emulated)
+    p = r["probe"]
+    assert p["arch"] == "aarch64" and p["emulated"] == "qemu-aarch64:cortex-a72"
+    assert r["matches_target"], r["problems"]
+    assert p["runtimes"]["onnxruntime"] and p["runtimes"]["executorch"].startswith("executorch-numpy-runtime")
+
+
+def test_arm_build_deploys_and_passes_parity_on_the_emulated_device(emulated, tiny_builds, tmp_path):
+    d = deploy(tiny_builds["rpi4"], "pi4emu", emulated, log=lambda m: None)
+    assert d.sent_files > 0 and not d.warnings
+    results = profile("pi4emu", emulated, tmp_path, iters=3, warmup=1, log=lambda m: None)
+    assert {r["artifact"]["name"] for r in results} == {"onnx", "executorch"}
+    for r in results:
+        assert r["parity"]["passed"], r["parity"]
+        assert r["device"]["arch"] == "aarch64" and "emulated" in r["flags"]
+        cos = next(m for m in r["parity"]["metrics"] if m["name"] == "cosine_min")["value"]
+        assert cos > 0.9999
+    runtimes = {r["artifact"]["name"]: r["artifact"]["runtime"] for r in results}
+    assert runtimes["executorch"].startswith("executorch-numpy-runtime")
+
+
+def test_x86_build_is_refused_by_the_aarch64_device(emulated, tiny_builds):
+    from edgeslm.errors import UserError
+
+    with pytest.raises(UserError, match="device pi4emu is aarch64 but build tinydeploy is for target host"):
+        deploy(tiny_builds["v1"], "pi4emu", emulated, log=lambda m: None)
