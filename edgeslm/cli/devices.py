@@ -83,7 +83,7 @@ def devices_check(names, group, all_, devices_file, accept_new_host_key, as_json
             click.echo(f"  target {r['target']}: {verdict}" + "".join(f"; {x}" for x in r["problems"]))
             for m in r["missing_runtimes"]:
                 click.echo(f"  missing {m['runtime']}: {m['install']}")
-    if any("error" in r or not r["matches_target"] for r in results):
+    if any("error" in r or not r["matches_target"] or r["missing_runtimes"] for r in results):
         raise SystemExit(EXIT_FAILED)
 
 
@@ -269,3 +269,78 @@ def _print_profile(r: dict) -> None:
     if r["flags"]:
         click.echo(f"  flags: {', '.join(r['flags'])}")
     click.echo(f"  result: {r['_path']}")
+
+
+EMULATED_TARGET = {"cortex-a72": "rpi4", "cortex-a76": "rpi5"}
+
+
+@devices.group()
+def emulate() -> None:
+    """An emulated aarch64 device (qemu-user behind a local sshd) for trying deploys without a board.
+    Its timings are labelled emulated: they are not device latency."""
+
+
+def _emulate_home() -> Path:
+    from edgeslm.hashing import cache_home
+
+    return Path(os.environ.get("EDGESLM_EMULATE_CACHE", cache_home() / "emulate"))
+
+
+@emulate.command("start")
+@click.argument("name", default="pi4-emulated")
+@click.option("--cpu", type=click.Choice(sorted(EMULATED_TARGET)), default="cortex-a72", show_default=True,
+              help="Emulated core: cortex-a72 (Raspberry Pi 4) or cortex-a76 (Raspberry Pi 5).")
+@click.option("--port", type=int, default=0, help="Port on 127.0.0.1 (default: a free one).")
+@click.option("--add-to", type=click.Path(path_type=Path), help="Append the device entry to this devices.toml.")
+def emulate_start(name, cpu, port, add_to) -> None:
+    """Build (first time: ~20 s, ~230 MB) and start an emulated device; print its devices.toml entry."""
+    import socket
+    import subprocess
+
+    from edgeslm.emulate import ensure_image, start_device
+
+    home = _emulate_home()
+    state = home / "devices" / name
+    state.mkdir(parents=True, exist_ok=True)
+    _emulate_stop(state)
+    if not (state / "id_ed25519").exists():
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"edgeslm-{name}",
+                        "-f", str(state / "id_ed25519")], check=True)
+    if not port:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+    image = ensure_image(home, cpu=cpu)
+    dev = start_device(image, state / "sshd", port, state / "id_ed25519.pub", cpu=cpu)
+    dev.write_known_hosts(state / "known_hosts")
+    (state / "pid").write_text(str(dev.pid))
+    entry = (f'\n[devices.{name}]  # emulated {cpu}: functional checks only, timings are not device latency\n'
+             f'host = "127.0.0.1"\nport = {port}\nuser = "{dev.user}"\nidentity_file = "{state / "id_ed25519"}"\n'
+             f'known_hosts = "{state / "known_hosts"}"\ntarget = "{EMULATED_TARGET[cpu]}"\n'
+             f'workdir = "{state / "device-home"}"\npython = "python3"\nconnect_timeout = 20\n')
+    if add_to:
+        with open(add_to, "a") as f:
+            f.write(entry)
+    click.echo(f"emulated {cpu} device {name} listening on 127.0.0.1:{port} (pid {dev.pid})")
+    click.echo(entry if not add_to else f"entry appended to {add_to}")
+
+
+@emulate.command("stop")
+@click.argument("name", default="pi4-emulated")
+def emulate_stop(name) -> None:
+    """Stop an emulated device."""
+    stopped = _emulate_stop(_emulate_home() / "devices" / name)
+    click.echo(f"{name}: {'stopped' if stopped else 'was not running'}")
+
+
+def _emulate_stop(state: Path) -> bool:
+    import signal
+
+    try:
+        pid = int((state / "pid").read_text())
+        os.kill(pid, signal.SIGTERM)
+    except (OSError, ValueError):
+        return False
+    finally:
+        (state / "pid").unlink(missing_ok=True)
+    return True
