@@ -85,6 +85,9 @@ class SSHConnector:
                     f"device {self.device}: host key for {where} CHANGED (now {_fingerprint(exc.key)}, "
                     f"{s['known_hosts']} has {_fingerprint(exc.expected_key)}); refusing to connect. "
                     "If the device was reinstalled, remove its old line from known_hosts") from None
+            except paramiko.PasswordRequiredException:
+                raise DeviceError(f"device {self.device}: identity file {s['identity_file']} is encrypted; load "
+                                  "it into ssh-agent (edgeslm never asks for or stores passphrases)") from None
             except paramiko.AuthenticationException:
                 raise DeviceError(f"device {self.device}: authentication refused by {where} (check user and "
                                   "identity_file, or load the key into ssh-agent)") from None
@@ -110,7 +113,7 @@ class SSHConnector:
             self._jump.load_host_keys(str(kh))
         self._jump.set_missing_host_key_policy(_Refuse(self.device + " (ProxyJump)", {"known_hosts": str(kh)}))
         self._jump.connect(host, port=int(port or 22), username=user or self.settings["user"],
-                           timeout=self.settings["timeout"])
+                           key_filename=self.settings["identity_file"], timeout=self.settings["timeout"])
         return self._jump.get_transport().open_channel(
             "direct-tcpip", (self.settings["hostname"], self.settings["port"]), ("127.0.0.1", 0))
 

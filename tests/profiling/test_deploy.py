@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -192,3 +193,46 @@ def test_profile_over_ssh(tmp_path, inventory, tiny_builds):
         assert r["memory_kb"]["peak_rss"] > r["memory_kb"]["rss_before_load"] > 0
         assert r["device"]["name"] == "pi" and r["device"]["arch"] == "x86_64"
         assert Path(r["_path"]).exists() and "emulated" not in r["flags"]
+
+
+def test_ssh_config_alias_and_proxyjump(tmp_path, inventory, tiny_builds, sshd, monkeypatch):
+    """host = an alias from ~/.ssh/config: HostName, User, Port, IdentityFile and ProxyJump apply."""
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text(f"""Host mypi
+    HostName 127.0.0.1
+    Port {sshd.port}
+    User root
+    IdentityFile {sshd.client_key}
+
+Host viajump
+    HostName 127.0.0.1
+    Port {sshd.port}
+    User root
+    IdentityFile {sshd.client_key}
+    ProxyJump root@127.0.0.1:{sshd.port}
+""")
+    monkeypatch.setenv("EDGESLM_SSH_CONFIG", str(cfg))
+    inv = tmp_path / "devices.toml"
+    for alias in ("mypi", "viajump"):
+        inv.write_text(f'[devices.{alias}]\nhost = "{alias}"\nknown_hosts = "{inventory.known_hosts}"\n'
+                       f'target = "host"\nworkdir = "{tmp_path / alias}"\npython = "{sys.executable}"\n')
+        inventory.known_hosts.write_text(sshd.known_hosts_line() + "\n")
+        r = deploy(tiny_builds["v1"], alias, _dev(inv, alias), log=lambda m: None)
+        assert r.sent_files > 0 and _current(tmp_path / alias) == f"versions/{r.version}"
+
+
+def test_runner_runs_on_python_3_9(tmp_path, tiny_builds):
+    """The device side needs only Python >= 3.9 and the standard library for everything but profiling."""
+    from edgeslm.runner import RUNNER_PATH
+
+    py39 = Path.home() / ".pyenv" / "versions" / "3.9.18" / "bin" / "python"
+    assert py39.exists(), "this machine kind ships Python 3.9 under pyenv"
+    probe = json.loads(subprocess.run([str(py39), str(RUNNER_PATH), "probe", "--workdir", str(tmp_path)],
+                                      capture_output=True, text=True, check=True).stdout)
+    assert probe["python"].startswith("3.9") and probe["runtimes"]["numpy"] is None
+    ok = json.loads(subprocess.run([str(py39), str(RUNNER_PATH), "verify", str(tiny_builds["v1"])],
+                                   capture_output=True, text=True, check=True).stdout)
+    assert ok["ok"] and ok["files"] >= 5
+    r = subprocess.run([str(py39), str(RUNNER_PATH), "profile", str(tiny_builds["v1"]), "--artifact", "onnx"],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "pip install numpy" in json.loads(r.stdout)["error"]
