@@ -17,7 +17,7 @@ from edgeslm.artifacts import cache
 from edgeslm.artifacts.manifest import (Artifact, Manifest, TensorSpec, file_entries, read_manifest,
                                         write_manifest)
 from edgeslm.config.catalog import check_plan
-from edgeslm.config.recipe import LoadedRecipe, canonical_json
+from edgeslm.config.recipe import LoadedRecipe
 from edgeslm.config.target import Target
 from edgeslm.config.tasks import TASKS
 from edgeslm.errors import CheckFailed
@@ -92,11 +92,8 @@ def build(loaded: LoadedRecipe, target: Target, out: Path, force: bool = False,
     try:
         manifest = _build_into(work, loaded, target, source, model_files, tools, key, log, started, t0)
         if manifest.status == "ok":
-            stored = cache.store(work, key)
-            cache.replace_dir(work, folder)
-            del stored
-        else:
-            cache.replace_dir(work, folder)
+            cache.store(work, key)
+        cache.replace_dir(work, folder)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if manifest.status != "ok":
@@ -223,7 +220,3 @@ def _eager(model, sample):
     with torch.inference_mode():
         out = model.module(**{k: torch.from_numpy(v) for k, v in sample.items()})
     return np.asarray(out.detach().numpy(), dtype=np.float32)
-
-
-def recipe_json(loaded: LoadedRecipe) -> str:
-    return canonical_json(loaded.recipe.model_dump(mode="json"))

@@ -11,8 +11,6 @@ from edgeslm.config.tasks import TASKS
 from edgeslm.errors import ModelSourceError
 from edgeslm.models.sources import ResolvedSource
 
-ARCHITECTURES = ("bert", "mobilebert", "distilbert", "albert")  # verified end to end
-
 
 @dataclass
 class LoadedModel:

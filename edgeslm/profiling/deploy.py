@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeslm.artifacts.manifest import MANIFEST_NAME, Manifest, read_manifest
-from edgeslm.config.catalog import load_target
 from edgeslm.config.devices import LOCAL, Device
 from edgeslm.errors import UserError
 from edgeslm.profiling.remote import RemoteRunner
@@ -153,7 +152,3 @@ def _only_recipe(dev: RemoteRunner, name: str) -> str:
         raise UserError(f"device {name} has {len(found)} deployed recipes ({', '.join(found) or 'none'}); "
                         "name one with --recipe")
     return found[0]
-
-
-def device_target_arch(device: Device) -> str:
-    return load_target(device.target).resolved().arch
