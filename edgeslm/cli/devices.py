@@ -165,8 +165,7 @@ def deploy(build_or_recipe, names, group, and_profile, out, devices_file, accept
                "sent_bytes": r.sent_bytes, "reused_files": r.reused_files, "already_there": r.already_there,
                "seconds": round(r.seconds, 2), "previous": r.previous, "warnings": r.warnings}
         if and_profile:
-            results = run_profile(n, device, folder / "profiles", r.recipe, accept_new_host_key=accept_new_host_key,
-                                  log=log)
+            results = run_profile(n, device, out, r.recipe, accept_new_host_key=accept_new_host_key, log=log)
             row["profiles"] = [x["_path"] for x in results]
         return row
 
@@ -231,7 +230,6 @@ def profile(build_or_recipe, name, recipe, artifacts, threads, iters, warmup, mi
     inv, file = _inventory(devices_file)
     device = inv.get(name, file)
     log = (lambda m: None) if as_json else (lambda m: click.echo(f"  {m}", err=True))
-    store = out / "profiles"
     if threads is None:
         from edgeslm.config.catalog import load_target
 
@@ -239,8 +237,8 @@ def profile(build_or_recipe, name, recipe, artifacts, threads, iters, warmup, mi
     if build_or_recipe:
         folder = _build_for(build_or_recipe, device.target, out)
         recipe = run_deploy(folder, name, device, accept_new_host_key, log=log).recipe
-        store = folder / "profiles"
-    results = run_profile(name, device, store, recipe, artifacts, threads, iters, warmup, min_seconds, seq_len,
+        out = folder.parent.parent
+    results = run_profile(name, device, out, recipe, artifacts, threads, iters, warmup, min_seconds, seq_len,
                           accept_new_host_key, log=log)
     if as_json:
         click.echo(json.dumps([{k: v for k, v in r.items() if k != "samples_ms"} for r in results], indent=2))

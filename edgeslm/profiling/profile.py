@@ -15,10 +15,23 @@ from edgeslm.runner import PROFILE_SCHEMA
 RESULT_DIR = "profiles"
 
 
-def profile(name: str, device: Device, store: Path, recipe: str | None = None, artifacts=(),
+def store_for(out: Path, manifest: dict) -> Path:
+    """Results live beside the build they measure: <out>/<recipe>/<target>/profiles when that local
+    build is the deployed version, else <out>/profiles/<recipe>."""
+    folder = out / manifest["recipe"]["name"] / manifest["target"]["name"]
+    try:
+        local = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        local = {}
+    if local.get("cache_key") == manifest["cache_key"]:
+        return folder / RESULT_DIR
+    return out / RESULT_DIR / manifest["recipe"]["name"]
+
+
+def profile(name: str, device: Device, out: Path, recipe: str | None = None, artifacts=(),
             threads: int = 0, iters: int = 100, warmup: int = 10, min_seconds: float = 0.0,
             seq_len: int | None = None, accept_new_host_key: bool = False, log=print) -> list[dict]:
-    """Profile each artifact of the deployed `recipe`; results are stored under `store/<device>/`."""
+    """Profile each artifact of the deployed `recipe`; results are stored beside the build (store_for)."""
     results = []
     with open_device(name, device, accept_new_host_key) as dev:
         recipe = recipe or _only_recipe(dev, name)
@@ -27,10 +40,11 @@ def profile(name: str, device: Device, store: Path, recipe: str | None = None, a
         if not ok["ok"]:
             raise UserError(f"device {name}: deployed {recipe} failed its checksum check "
                             f"({ok['bad'][:2]}); deploy it again")
-        remote_manifest = store / f".{name}-manifest.json"
+        remote_manifest = out / f".{name}-manifest.json"
         dev.get(posixpath.join(current, "manifest.json"), remote_manifest)
         manifest = json.loads(remote_manifest.read_text())
         remote_manifest.unlink()
+        store = store_for(out, manifest)
         names = list(artifacts) or [a["name"] for a in manifest["artifacts"]]
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         for art in names:

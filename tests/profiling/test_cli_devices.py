@@ -38,7 +38,7 @@ def test_deploy_profile_rollback(tmp_path, inventory, tiny_builds):
     r = cli("profile", "--device", "pi", "--devices", inv, "--iters", 10, "--artifact", "onnx", "-o", tmp_path)
     assert r.exit_code == 0, r.output
     assert "parity on device: pass" in r.stdout and "p50" in r.stdout and "CV" in r.stdout
-    assert len(list((tmp_path / "profiles" / "pi").glob("*-onnx.json"))) == 1
+    assert len(list((tmp_path / "profiles" / "tinydeploy" / "pi").glob("*-onnx.json"))) == 1
 
 
 def test_group_with_one_dead_device(tmp_path, inventory, tiny_builds):
