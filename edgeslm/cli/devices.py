@@ -210,7 +210,7 @@ def rollback(name, recipe, devices_file, accept_new_host_key) -> None:
 @click.option("--recipe", help="Deployed recipe to profile when no build is given (default: the only one).")
 @click.option("--artifact", "artifacts", multiple=True, help="onnx, executorch (default: all).")
 @click.option("--threads", type=int, default=None,
-              help="Inference threads (default: the device target's threads; 0 = runtime default).")
+              help="Inference threads (default: the device target's threads; 0 = all cores).")
 @click.option("--iters", type=int, default=100, show_default=True, help="Measured iterations (at least).")
 @click.option("--warmup", type=int, default=10, show_default=True, help="Warm-up runs, not measured.")
 @click.option("--min-seconds", type=float, default=0.0, help="Keep measuring at least this long.")
@@ -257,7 +257,7 @@ def _print_profile(r: dict) -> None:
     cos = next(m for m in r["parity"]["metrics"] if m["name"] == "cosine_min")["value"]
     click.echo(f"  parity on device: {'pass' if r['parity']['passed'] else 'FAIL'} (cosine min {cos:.5f} vs "
                f"eager PyTorch, {r['parity']['samples']} samples)")
-    threads = r["settings"]["threads"] or "default"
+    threads = r["settings"]["threads"]
     click.echo(f"  latency ms (seq {r['settings']['seq_len']}, {lat['n']} runs, threads {threads}): "
                f"p50 {lat['p50']:.2f}  p90 {lat['p90']:.2f}  p99 {lat['p99']:.2f}  mean {lat['mean']:.2f} "
                f"± {lat['stdev']:.2f}  CV {lat['cv'] * 100:.1f}%  min {lat['min']:.2f}  max {lat['max']:.2f}")

@@ -455,6 +455,7 @@ def profile(build_dir: str, artifact_name: str, threads: int, warmup: int, iters
     import numpy as np
 
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    threads = threads or os.cpu_count() or 1  # explicit, so the result states the threads really used
     with open(os.path.join(build_dir, "manifest.json")) as f:
         manifest = json.load(f)
     artifact = next((a for a in manifest["artifacts"] if a["name"] == artifact_name), None)
@@ -524,8 +525,7 @@ def profile(build_dir: str, artifact_name: str, threads: int, warmup: int, iters
         "artifact": {"name": artifact["name"], "format": artifact["format"], "file": artifact["file"],
                      "precision": artifact["precision"], "runtime": runtime_name,
                      "size": next((f["size"] for f in manifest["files"] if f["path"] == artifact["file"]), None)},
-        "settings": {"threads": threads or None, "threads_note": "" if threads else
-                     "runtime default (onnxruntime: one per physical core; XNNPACK: all cores)",
+        "settings": {"threads": threads,
                      "warmup": warmup, "iters": iters, "min_seconds": min_seconds,
                      "seq_len": seq, "batch_size": batch},
         "parity": check,
