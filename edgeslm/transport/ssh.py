@@ -65,6 +65,9 @@ class SSHConnector:
 
         s = self.settings
         where = f"{s['user']}@{s['hostname']}:{s['port']}"
+        if s["identity_file"] and not Path(s["identity_file"]).is_file():
+            raise DeviceError(f"device {self.device}: identity_file {s['identity_file']} does not exist "
+                              "(fix identity_file in devices.toml or ~/.ssh/config)")
         delay = 0.5
         for attempt in range(1, retries + 1):
             client = paramiko.SSHClient()

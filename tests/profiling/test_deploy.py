@@ -236,3 +236,17 @@ def test_runner_runs_on_python_3_9(tmp_path, tiny_builds):
     r = subprocess.run([str(py39), str(RUNNER_PATH), "profile", str(tiny_builds["v1"]), "--artifact", "onnx"],
                        capture_output=True, text=True)
     assert r.returncode == 1 and "pip install numpy" in json.loads(r.stdout)["error"]
+
+
+def test_refused_authentication_and_missing_key(tmp_path, inventory, tiny_builds, sshd):
+    from sshd import keygen
+
+    keygen(tmp_path / "stranger")
+    path = inventory(pi={})
+    text = path.read_text()
+    path.write_text(text.replace(str(sshd.client_key), str(tmp_path / "stranger")))
+    with pytest.raises(UserError, match="authentication refused by root@127.0.0.1"):
+        deploy(tiny_builds["v1"], "pi", _dev(path), log=lambda m: None)
+    path.write_text(text.replace(str(sshd.client_key), str(tmp_path / "no-such-key")))
+    with pytest.raises(UserError, match="identity_file .*no-such-key does not exist"):
+        deploy(tiny_builds["v1"], "pi", _dev(path), log=lambda m: None)
