@@ -18,9 +18,9 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/edgeslm build
 
-# the deploy tests start a real OpenSSH server on loopback
+# deploy tests start a real OpenSSH server on loopback; report tests open the HTML in headless Chromium
 system-deps:
-	@test -x /usr/sbin/sshd || (apt-get update -qq && apt-get install -y -qq --no-install-recommends openssh-server)
+	@test -x /usr/sbin/sshd && test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq --no-install-recommends openssh-server chromium)
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest

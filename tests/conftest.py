@@ -30,3 +30,24 @@ def tiny_model(tmp_path_factory):
         return made[arch, task]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def tiny_builds(tmp_path_factory, tiny_model):
+    """Two builds of the same tiny model that differ only in a verify threshold (two versions)."""
+    from edgeslm.config.catalog import load_target
+    from edgeslm.config.recipe import load_recipe
+    from edgeslm.pipeline import build, plan
+    from tiny import write_recipe
+
+    root = tmp_path_factory.mktemp("deploy-builds")
+    src = tiny_model("bert", "embedding")
+    out = {}
+    for variant, extra in (("v1", ""), ("v2", "[verify]\nmin_cosine = 0.999\n")):
+        recipe = load_recipe(write_recipe(root / f"{variant}.toml", src, "embedding", name="tinydeploy",
+                                          extra=extra, targets=("host", "rpi4")))
+        target = plan(recipe, [load_target("host")])[0]
+        out[variant] = build(recipe, target, root / variant).folder
+    recipe = load_recipe(root / "v1.toml")
+    out["rpi4"] = build(recipe, plan(recipe, [load_target("rpi4")])[0], root / "arm").folder
+    return out

@@ -50,6 +50,7 @@ def main() -> None:
 from edgeslm.cli import build as _build  # noqa: E402,F401  (registers commands)
 from edgeslm.cli import devices as _devices  # noqa: E402,F401
 from edgeslm.cli import inspect as _inspect  # noqa: E402,F401
+from edgeslm.cli import report as _report  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

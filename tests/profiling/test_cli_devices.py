@@ -30,7 +30,7 @@ def test_deploy_profile_rollback(tmp_path, inventory, tiny_builds):
     assert r.exit_code == 0, r.output
     first = json.loads(r.stdout)[0]
     assert first["ok"] and first["sent_files"] > 0
-    r = cli("deploy", tiny_builds["v2"], "-d", "pi", "--devices", inv, "--profile")
+    r = cli("deploy", tiny_builds["v2"], "-d", "pi", "--devices", inv, "--profile", "-o", tmp_path / "out")
     assert r.exit_code == 0, r.output
     assert "ok pi: tinydeploy" in r.stdout and "profile:" in r.stdout
     r = cli("rollback", "--device", "pi", "--devices", inv)

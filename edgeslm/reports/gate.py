@@ -1,0 +1,179 @@
+"""Compare current results with a baseline and decide, without crying wolf.
+
+Latency uses the measured spread: a bootstrap 95% interval of the change in median latency from the
+raw samples of both sides. Over the threshold with the whole interval -> regression; under it with the
+whole interval -> ok; straddling it -> inconclusive (reported, does not fail). Size and peak RSS are
+compared directly; accuracy in points (cosine or top-1 agreement x 100); a failed on-device parity check
+always fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgeslm.errors import UserError
+
+SPEC = re.compile(r"^(latency|rss|size|accuracy)=([+-]?\d+(?:\.\d+)?)(%?)$")
+DEFAULT_FAIL_ON = "latency=+10%,rss=+5%,size=+1%,accuracy=-0.5"
+HELP = ("comma-separated METRIC=LIMIT: latency=+10% (median latency may grow 10%), rss=+5% (peak RSS), "
+        "size=+1% (file size), accuracy=-0.5 (cosine or top-1 may drop 0.5 points)")
+
+
+def parse_fail_on(spec: str) -> dict[str, float]:
+    out = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        m = SPEC.match(part)
+        if not m:
+            raise UserError(f"--fail-on: cannot read {part!r}; expected {HELP}")
+        metric, value, pct = m.group(1), float(m.group(2)), m.group(3)
+        if metric == "accuracy":
+            if pct:
+                raise UserError("--fail-on: accuracy is in points (e.g. accuracy=-0.5), not percent")
+            out[metric] = -abs(value)
+        else:
+            if not pct:
+                raise UserError(f"--fail-on: {metric} needs a percentage (e.g. {metric}=+5%)")
+            out[metric] = abs(value) / 100.0
+    if not out:
+        raise UserError(f"--fail-on is empty; expected {HELP}")
+    return out
+
+
+@dataclass
+class Check:
+    metric: str
+    baseline: float | None
+    current: float | None
+    change: float | None  # relative for latency/rss/size, points for accuracy
+    limit: float
+    status: str  # ok | regressed | inconclusive | improved | n/a
+    detail: str = ""
+
+
+@dataclass
+class Comparison:
+    rows: list[dict] = field(default_factory=list)  # per key: {key, checks: [Check], status}
+    notes: list[str] = field(default_factory=list)  # fingerprint/tool changes, missing entries
+
+    @property
+    def failed(self) -> bool:
+        return any(r["status"] == "regressed" for r in self.rows)
+
+    def to_json(self) -> dict:
+        return {"failed": self.failed, "notes": self.notes,
+                "rows": [{**r, "checks": [c.__dict__ for c in r["checks"]]} for r in self.rows]}
+
+
+def bootstrap_median_change(cur: list[float], base: list[float], n: int = 2000, seed: int = 0):
+    """95% interval of median(cur)/median(base) - 1 from resampling both sides."""
+    rng = np.random.default_rng(seed)
+    a, b = np.asarray(cur), np.asarray(base)
+    ma = np.median(rng.choice(a, size=(n, a.size), replace=True), axis=1)
+    mb = np.median(rng.choice(b, size=(n, b.size), replace=True), axis=1)
+    ratios = ma / mb - 1.0
+    return float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))
+
+
+def _latency(cur: dict, base: dict, limit: float) -> Check:
+    c50, b50 = cur["latency_ms"]["p50"], base["latency_ms"]["p50"]
+    change = c50 / b50 - 1.0
+    if len(cur["samples_ms"]) >= 10 and len(base["samples_ms"]) >= 10:
+        lo, hi = bootstrap_median_change(cur["samples_ms"], base["samples_ms"])
+        detail = f"95% interval {lo * 100:+.1f}% .. {hi * 100:+.1f}%"
+    else:  # no raw samples: widen by the coefficients of variation
+        spread = 2 * max(cur["latency_ms"]["cv"], base["latency_ms"]["cv"])
+        lo, hi = change - spread, change + spread
+        detail = f"no raw samples; +-{spread * 100:.1f}% from CV"
+    if lo > limit:
+        status = "regressed"
+    elif hi <= limit:
+        status = "improved" if hi < 0 else "ok"
+    else:
+        status = "inconclusive"
+    return Check("latency", b50, c50, change, limit, status, detail)
+
+
+def _relative(metric: str, cur: float | None, base: float | None, limit: float) -> Check:
+    if not cur or not base:
+        return Check(metric, base, cur, None, limit, "n/a")
+    change = cur / base - 1.0
+    status = "regressed" if change > limit else ("improved" if change < 0 else "ok")
+    return Check(metric, base, cur, change, limit, status)
+
+
+def _accuracy(cur: dict, base: dict, limit: float) -> Check:
+    name = "top1_agreement" if cur["accuracy"].get("top1_agreement") is not None else "cosine_min"
+    c, b = cur["accuracy"].get(name), base["accuracy"].get(name)
+    if not cur["parity"]["passed"]:
+        return Check("accuracy", b, c, None, limit, "regressed", "on-device parity check failed")
+    if c is None or b is None:
+        return Check("accuracy", b, c, None, limit, "n/a")
+    points = (c - b) * 100
+    status = "regressed" if points < limit else ("improved" if points > 0 else "ok")
+    return Check("accuracy", b, c, points, limit, status, name)
+
+
+def compare(current: list[dict], baseline: list[dict], limits: dict[str, float]) -> Comparison:
+    base = {r["key"]: r for r in baseline}
+    cur = {r["key"]: r for r in current}
+    if not set(base) & set(cur):
+        raise UserError("the baseline has no result for any of the current (device/recipe/target/artifact) "
+                        f"entries: baseline {sorted(base)[:3]}, current {sorted(cur)[:3]}; "
+                        "record one with --save-baseline")
+    out = Comparison()
+    for key, c in cur.items():
+        b = base.get(key)
+        if b is None:
+            out.rows.append({"key": key, "checks": [], "status": "new"})
+            out.notes.append(f"{key}: no baseline entry (new)")
+            continue
+        checks = []
+        if "latency" in limits:
+            checks.append(_latency(c, b, limits["latency"]))
+        if "rss" in limits:
+            checks.append(_relative("rss", c["peak_rss_kb"], b["peak_rss_kb"], limits["rss"]))
+        if "size" in limits:
+            checks.append(_relative("size", c["size"], b["size"], limits["size"]))
+        if "accuracy" in limits:
+            checks.append(_accuracy(c, b, limits["accuracy"]))
+        statuses = {x.status for x in checks}
+        status = "regressed" if "regressed" in statuses else "inconclusive" if "inconclusive" in statuses else "ok"
+        out.rows.append({"key": key, "checks": checks, "status": status})
+        for what, cv, bv in (("device fingerprint", c["fingerprint"], b["fingerprint"]),
+                             ("tool versions", c["tools"], b["tools"])):
+            if cv != bv:
+                diff = sorted(k for k in set(cv) | set(bv) if cv.get(k) != bv.get(k))
+                out.notes.append(f"{key}: {what} changed ({', '.join(diff)}): compare with care")
+        if c["recipe_sha256"] != b["recipe_sha256"]:
+            out.notes.append(f"{key}: recipe changed since the baseline")
+    for key in sorted(set(base) - set(cur)):
+        out.notes.append(f"{key}: in the baseline but not in this run")
+    return out
+
+
+def save_baseline(sources: list[str], folder: Path) -> Path:
+    """Store the given result and manifest files as the new baseline (replacing the old one)."""
+    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for i, src in enumerate(sources):
+        data = json.loads(Path(src).read_text())
+        if data.get("schema") == "edgeslm.manifest/1":
+            name = f"manifest-{data['cache_key'][:16]}.json"
+        else:
+            b, d, a = data["build"], data["device"], data["artifact"]
+            name = f"profile-{d.get('name')}-{b['recipe']}-{b['target']}-{a['name']}-{i}.json"
+        shutil.copyfile(src, tmp / name)
+    old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+    return folder

@@ -1,0 +1,143 @@
+"""A single self-contained HTML report: inline CSS, inline SVG plots (matplotlib), no network."""
+
+from __future__ import annotations
+
+import html
+import io
+import re
+
+from edgeslm.reports import markdown
+
+CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:13px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}
+th{background:#f3f3f3}.fail{color:#b00020;font-weight:bold}.pass{color:#1b7f3b}.flag{color:#a05a00}
+.emu{background:#fff4d6;padding:6px 10px;border-left:4px solid #e0a800}figure{margin:1em 0}
+figcaption{font-size:13px;color:#555}.muted{color:#777;font-size:12px}"""
+
+
+def _svg(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight")
+    plt.close(fig)
+    text = buf.getvalue()
+    text = re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.S)  # RDF boilerplate, not needed inline
+    return text[text.index("<svg"):]
+
+
+def latency_plot(rows: list[dict]) -> str | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    matplotlib.rcParams["svg.fonttype"] = "path"  # glyphs as paths: no font files to fetch
+    import matplotlib.pyplot as plt
+
+    data = [(f"{r['recipe']}\n{r['artifact']} ({r['precision']})", r.get("samples_ms") or []) for r in rows]
+    data = [d for d in data if d[1]]
+    if not data:
+        return None
+    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(data)), 3.6))
+    ax.boxplot([d[1] for d in data], showfliers=True, whis=(1, 99))
+    ax.set_xticks(range(1, len(data) + 1), [d[0] for d in data], fontsize=8)
+    ax.set_ylabel("latency per run (ms)")
+    ax.grid(axis="y", alpha=0.3)
+    return _svg(fig)
+
+
+def tradeoff_plot(rows: list[dict]) -> str | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    matplotlib.rcParams["svg.fonttype"] = "path"
+    import matplotlib.pyplot as plt
+
+    pts = [r for r in rows if r.get("size") and "emulated" not in r["flags"]]  # emulated: not latency
+    if not pts:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    colors = {"fp32": "#1f77b4", "int8-dynamic": "#2ca02c", "int8-static": "#d62728"}
+    markers = {"onnx": "o", "executorch": "s"}
+    for r in pts:
+        ax.scatter(r["size"] / 1e6, r["latency_ms"]["p50"], c=colors.get(r["precision"], "#555"),
+                   marker=markers.get(r["format"], "^"), s=60)
+        acc = r["accuracy"].get("cosine_min")
+        label = f"{r['device']} {r['artifact']}" + (f"\ncos {acc:.4f}" if acc is not None else "")
+        ax.annotate(label, (r["size"] / 1e6, r["latency_ms"]["p50"]), fontsize=7, xytext=(4, 4),
+                    textcoords="offset points")
+    ax.set_xlabel("artifact size (MB)")
+    ax.set_ylabel("p50 latency (ms)")
+    ax.grid(alpha=0.3)
+    handles = [plt.Line2D([], [], color=c, marker="o", linestyle="", label=p) for p, c in colors.items()]
+    handles += [plt.Line2D([], [], color="#555", marker=m, linestyle="", label=f) for f, m in markers.items()]
+    ax.legend(handles=handles, fontsize=7, loc="best")
+    return _svg(fig)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render(report: dict) -> str:
+    e = html.escape
+    parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>edgeslm report</title>"
+             f"<style>{CSS}</style></head><body><h1>edgeslm profiling report</h1>"]
+    comp = report.get("comparison")
+    if comp:
+        parts.append('<p>Gate: <span class="fail">FAILED</span></p>' if comp["failed"]
+                     else '<p>Gate: <span class="pass">passed</span></p>')
+    by_device: dict[str, list[dict]] = {}
+    for r in report["results"]:
+        by_device.setdefault(r["device"], []).append(r)
+    for device, rs in by_device.items():
+        fp = report["devices"][device]
+        parts.append(f"<h2 id='device-{e(device)}'>{e(device)}: {e(fp['arch'])}, {e(fp['cpu_model'])}, "
+                     f"{fp['cores']} cores</h2>")
+        if fp.get("emulated"):
+            parts.append(f"<p class=emu>EMULATED ({e(fp['emulated'])}): functional results only; these "
+                         "timings are not device latency.</p>")
+        rows = []
+        for r in rs:
+            lat = r["latency_ms"]
+            parity = (f"<span class=pass>pass</span>" if r["parity"]["passed"] else "<span class=fail>FAIL</span>")
+            if r["parity"]["cosine_min"] is not None:
+                parity += f" ({r['parity']['cosine_min']:.4f})"
+            acc = r["accuracy"]["cosine_min"]
+            rows.append([e(r["recipe"]), e(r["target"]), e(r["artifact"]), e(r["precision"]), markdown.mb(r["size"]),
+                         f"{lat['p50']:.2f}", f"{lat['p90']:.2f}", f"{lat['p99']:.2f}", f"{lat['cv'] * 100:.1f}%",
+                         f"{r['peak_rss_kb'] / 1024:.0f} MiB", parity, "-" if acc is None else f"{acc:.4f}",
+                         f"<span class=flag>{e(', '.join(r['flags']))}</span>" if r["flags"] else "-"])
+        parts.append(_table(["recipe", "target", "artifact", "precision", "size", "p50 ms", "p90 ms", "p99 ms", "CV",
+                             "peak RSS", "parity on device", "cosine (host)", "flags"], rows))
+        runtimes = ", ".join(f"{k} {v}" for k, v in (fp.get("runtimes") or {}).items() if v)
+        parts.append(f"<p class=muted>kernel {e(str(fp['kernel']))}, Python {e(str(fp['python']))}, "
+                     f"{e(runtimes)}</p>")
+        svg = latency_plot(rs)
+        if svg:
+            parts.append(f"<figure class=plot data-plot=latency>{svg}<figcaption>Latency distribution per "
+                         f"artifact on {e(device)} (box: quartiles, whiskers: 1st-99th percentile)</figcaption></figure>")
+    svg = tradeoff_plot(report["results"])
+    if svg:
+        parts.append(f"<h2>Size, latency and accuracy across variants and devices</h2><figure class=plot "
+                     f"data-plot=tradeoff>{svg}<figcaption>p50 latency against artifact size; colour: precision, "
+                     "shape: format, label: host cosine vs fp32 PyTorch (emulated devices left out)</figcaption></figure>")
+    if comp:
+        rows = []
+        for row in comp["rows"]:
+            for c in row["checks"]:
+                pts = c["metric"] == "accuracy"
+                change = "-" if c["change"] is None else (f"{c['change']:+.2f} pt" if pts else f"{c['change'] * 100:+.1f}%")
+                status = f"<span class=fail>{c['status']}</span>" if c["status"] == "regressed" else e(c["status"])
+                rows.append([e(row["key"]), c["metric"], markdown._num(c["baseline"], ".4g"),
+                             markdown._num(c["current"], ".4g"), change, status + (f" ({e(c['detail'])})" if c["detail"] else "")])
+        parts.append("<h2>Comparison with the baseline</h2>" + _table(
+            ["result", "metric", "baseline", "current", "change", "verdict"], rows))
+        if comp["notes"]:
+            parts.append("<ul>" + "".join(f"<li>{e(n)}</li>" for n in comp["notes"]) + "</ul>")
+    rows = [[e(b["recipe"]), e(b["target"]), f"<code>{e(b['recipe_sha256'][:12])}</code>",
+             e(", ".join(f"{k} {v}" for k, v in b["tools"].items()))] for b in report["builds"].values()]
+    parts.append("<h2>Builds</h2>" + _table(["recipe", "target", "recipe sha256", "tools"], rows))
+    parts.append(f"<p class=muted>edgeslm {e(report['edgeslm_version'])}, {e(report['generated_at'])}</p></body></html>")
+    return "\n".join(parts)

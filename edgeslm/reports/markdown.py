@@ -1,0 +1,73 @@
+"""Markdown that reads well in a GitHub job summary or a pull-request comment."""
+
+from __future__ import annotations
+
+
+def mb(n) -> str:
+    return "-" if n is None else f"{n / 1e6:.1f} MB"
+
+
+def _num(v, fmt=".2f") -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def render(report: dict) -> str:
+    out = ["# edgeslm profiling report", ""]
+    comp = report.get("comparison")
+    if comp:
+        verdict = "**FAILED**: regression beyond the thresholds" if comp["failed"] else "passed"
+        out += [f"Gate: {verdict}", ""]
+    by_device: dict[str, list[dict]] = {}
+    for r in report["results"]:
+        by_device.setdefault(r["device"], []).append(r)
+    for device, rs in by_device.items():
+        fp = report["devices"][device]
+        emu = f" — EMULATED ({fp['emulated']}): timings are not device latency" if fp.get("emulated") else ""
+        out += [f"## {device}: {fp['arch']}, {fp['cpu_model']}, {fp['cores']} cores{emu}", "",
+                "| recipe | target | artifact | precision | size | p50 ms | p90 ms | p99 ms | CV | peak RSS | "
+                "parity on device | accuracy (host) | flags |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in rs:
+            lat = r["latency_ms"]
+            parity = ("pass" if r["parity"]["passed"] else "**FAIL**") + (
+                f" ({r['parity']['cosine_min']:.4f})" if r["parity"]["cosine_min"] is not None else "")
+            acc = r["accuracy"]
+            accuracy = (f"cos {acc['cosine_min']:.4f}" if acc["cosine_min"] is not None else "-") + (
+                f", top-1 {acc['top1_agreement']:.3f}" if acc.get("top1_agreement") is not None else "")
+            out.append(f"| {r['recipe']} | {r['target']} | {r['artifact']} | {r['precision']} | {mb(r['size'])} | "
+                       f"{lat['p50']:.2f} | {lat['p90']:.2f} | {lat['p99']:.2f} | {lat['cv'] * 100:.1f}% | "
+                       f"{r['peak_rss_kb'] / 1024:.0f} MiB | {parity} | {accuracy} | {', '.join(r['flags']) or '-'} |")
+        runtimes = ", ".join(f"{k} {v}" for k, v in (fp.get("runtimes") or {}).items() if v)
+        out += ["", f"Device: kernel {fp['kernel']}, Python {fp['python']}, {runtimes}.", ""]
+    if comp:
+        out += ["## Comparison with the baseline", "",
+                "| result | metric | baseline | current | change | limit | verdict |", "|---|---|---|---|---|---|---|"]
+        for row in comp["rows"]:
+            if not row["checks"]:
+                out.append(f"| {row['key']} | - | - | - | - | - | {row['status']} |")
+            for c in row["checks"]:
+                unit = " pt" if c["metric"] == "accuracy" else "%"
+                change = "-" if c["change"] is None else (
+                    f"{c['change']:+.2f}{unit}" if unit == " pt" else f"{c['change'] * 100:+.1f}%")
+                limit = f"{c['limit']:+.2f} pt" if unit == " pt" else f"+{c['limit'] * 100:.1f}%"
+                verdict = f"**{c['status']}**" if c["status"] == "regressed" else c["status"]
+                detail = f" ({c['detail']})" if c["detail"] else ""
+                out.append(f"| {row['key']} | {c['metric']} | {_num(c['baseline'], '.4g')} | "
+                           f"{_num(c['current'], '.4g')} | {change} | {limit} | {verdict}{detail} |")
+        if comp["notes"]:
+            out += ["", *[f"- {n}" for n in comp["notes"]]]
+        out.append("")
+    if report["unprofiled_builds"]:
+        out += ["## Builds not profiled on a device", "", "| recipe | target | artifact | precision | size | "
+                "cosine (host) | verified |", "|---|---|---|---|---|---|---|"]
+        for b in report["unprofiled_builds"]:
+            out.append(f"| {b['recipe']} | {b['target']} | {b['artifact']} | {b['precision']} | {mb(b['size'])} | "
+                       f"{_num(b['cosine_min'], '.4f')} | {'yes' if b['verified'] else 'no'} |")
+        out.append("")
+    out += ["## Builds", "", "| recipe | target | recipe sha256 | tools |", "|---|---|---|---|"]
+    for key, b in report["builds"].items():
+        tools = ", ".join(f"{k} {v}" for k, v in b["tools"].items() if k in ("torch", "executorch", "onnxruntime",
+                                                                              "transformers", "python"))
+        out.append(f"| {b['recipe']} | {b['target']} | `{b['recipe_sha256'][:12]}` | {tools} |")
+    out += ["", f"_edgeslm {report['edgeslm_version']}, {report['generated_at']}_", ""]
+    return "\n".join(out)

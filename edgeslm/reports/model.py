@@ -1,0 +1,34 @@
+"""The report as data (schema edgeslm.report/1): what the Markdown and HTML renderers draw from.
+
+    schema, generated_at, edgeslm_version
+    devices:  {name: fingerprint (arch, cpu_model, cores, kernel, python, runtimes, emulated)}
+    builds:   {cache_key: {recipe, target, recipe_sha256, tools}}
+    results:  [{key, device, recipe, target, artifact, format, precision, runtime, size, latency_ms
+                {n,p50,p90,p99,mean,stdev,cv,min,max}, runs, peak_rss_kb, load_ms, parity {passed,
+                cosine_min}, accuracy {cosine_min, top1_agreement}, flags, cache_key, settings}]
+    unprofiled_builds: [{recipe, target, artifact, precision, size, cosine_min, verified}]
+    comparison: null | {failed, notes, rows: [{key, status, checks: [{metric, baseline, current,
+                change, limit, status, detail}]}]}
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from edgeslm import __version__
+from edgeslm.reports.collect import REPORT_SCHEMA, Collected, builds_without_profiles, rows
+
+
+def build_report(c: Collected, comparison=None, keep_samples: bool = True) -> dict:
+    results = rows(c)
+    devices = {r["device"]: r["fingerprint"] for r in results}
+    builds = {k: {"recipe": m["recipe"]["name"], "target": m["target"]["name"],
+                  "recipe_sha256": m["recipe"]["sha256"], "tools": m["tools"]} for k, m in c.manifests.items()}
+    if not keep_samples:
+        for r in results:
+            r.pop("samples_ms", None)
+    return {"schema": REPORT_SCHEMA, "edgeslm_version": __version__,
+            "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "devices": devices, "builds": builds, "results": results,
+            "unprofiled_builds": builds_without_profiles(c),
+            "comparison": comparison.to_json() if comparison is not None else None}
