@@ -98,3 +98,12 @@ def test_failed_verification_fails_the_build_with_figures(tmp_path, tiny_model):
         run_build(tmp_path, tiny_model("bert", "embedding"), "embedding", extra, name="strict")
     m = json.loads((tmp_path / "out/strict/host/manifest.json").read_text())
     assert m["status"] == "verification-failed"
+
+
+def test_rebuild_keeps_device_results(tmp_path, tiny_model):
+    src = tiny_model("distilbert", "embedding")
+    first = run_build(tmp_path, src, "embedding", name="keep")
+    (first.folder / "profiles" / "pi").mkdir(parents=True)
+    (first.folder / "profiles" / "pi" / "r.json").write_text("{}")
+    again = run_build(tmp_path, src, "embedding", name="keep", force=True)
+    assert (again.folder / "profiles" / "pi" / "r.json").exists()

@@ -73,10 +73,17 @@ def _link_tree(src: Path, dst: Path) -> None:
             shutil.copy2(p, target)
 
 
+KEEP = ("profiles",)  # results measured on devices: history that outlives any one build
+
+
 def replace_dir(new: Path, dst: Path) -> None:
-    """Swap `new` into place at `dst` (the old folder is removed only after the swap)."""
+    """Swap `new` into place at `dst` (the old folder is removed only after the swap); device results
+    kept beside the old build move over."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+    for name in KEEP:
+        if (dst / name).is_dir() and not (new / name).exists():
+            os.replace(dst / name, new / name)
     if dst.exists():
         os.replace(dst, old)
     os.replace(new, dst)

@@ -66,6 +66,10 @@ def rows(c: Collected) -> list[dict]:
     out = []
     for (device, recipe, target, art), runs in sorted(grouped.items()):
         latest = max(runs, key=lambda r: r["started_at"])
+        # pool only repeated runs of the same build under the same settings
+        same = {k: latest["settings"].get(k) for k in ("threads", "seq_len", "batch_size")}
+        runs = [r for r in runs if r["build"]["cache_key"] == latest["build"]["cache_key"]
+                and all(r["settings"].get(k) == v for k, v in same.items())]
         manifest = c.manifests.get(latest["build"]["cache_key"], {})
         artifact = next((a for a in manifest.get("artifacts", []) if a["name"] == art), {})
         samples = [s for r in runs for s in r.get("samples_ms", [])]
