@@ -84,6 +84,7 @@ def rows(c: Collected) -> list[dict]:
             "runtime": latest["artifact"]["runtime"], "size": latest["artifact"].get("size"),
             "latency_ms": {k: lat[k] for k in ("n", "p50", "p90", "p99", "mean", "stdev", "cv", "min", "max")},
             "runs": len(runs), "samples_ms": samples,
+            "run_p50s": [r["latency_ms"]["p50"] for r in runs],
             "peak_rss_kb": max(r["memory_kb"]["peak_rss"] for r in runs),
             "load_ms": latest["load_ms"],
             "parity": {"passed": all(r["parity"]["passed"] for r in runs), "cosine_min": parity_cos},
