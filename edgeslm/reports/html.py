@@ -130,8 +130,8 @@ def render(report: dict) -> str:
                 pts = c["metric"] == "accuracy"
                 change = "-" if c["change"] is None else (f"{c['change']:+.2f} pt" if pts else f"{c['change'] * 100:+.1f}%")
                 status = f"<span class=fail>{c['status']}</span>" if c["status"] == "regressed" else e(c["status"])
-                rows.append([e(row["key"]), c["metric"], markdown._num(c["baseline"], ".4g"),
-                             markdown._num(c["current"], ".4g"), change, status + (f" ({e(c['detail'])})" if c["detail"] else "")])
+                rows.append([e(row["key"]), c["metric"], markdown.value(c["metric"], c["baseline"]),
+                             markdown.value(c["metric"], c["current"]), change, status + (f" ({e(c['detail'])})" if c["detail"] else "")])
         parts.append("<h2>Comparison with the baseline</h2>" + _table(
             ["result", "metric", "baseline", "current", "change", "verdict"], rows))
         if comp["notes"]:

@@ -11,6 +11,14 @@ def _num(v, fmt=".2f") -> str:
     return "-" if v is None else format(v, fmt)
 
 
+def value(metric: str, v) -> str:
+    """A compared value in its unit: latency ms, peak RSS MiB (from kB), size MB, accuracy as is."""
+    if v is None:
+        return "-"
+    return {"latency": lambda x: f"{x:.2f} ms", "rss": lambda x: f"{x / 1024:.0f} MiB",
+            "size": lambda x: f"{x / 1e6:.1f} MB"}.get(metric, lambda x: f"{x:.4f}")(v)
+
+
 def render(report: dict) -> str:
     out = ["# edgeslm profiling report", ""]
     comp = report.get("comparison")
@@ -52,8 +60,8 @@ def render(report: dict) -> str:
                 limit = f"{c['limit']:+.2f} pt" if unit == " pt" else f"+{c['limit'] * 100:.1f}%"
                 verdict = f"**{c['status']}**" if c["status"] == "regressed" else c["status"]
                 detail = f" ({c['detail']})" if c["detail"] else ""
-                out.append(f"| {row['key']} | {c['metric']} | {_num(c['baseline'], '.4g')} | "
-                           f"{_num(c['current'], '.4g')} | {change} | {limit} | {verdict}{detail} |")
+                out.append(f"| {row['key']} | {c['metric']} | {value(c['metric'], c['baseline'])} | "
+                           f"{value(c['metric'], c['current'])} | {change} | {limit} | {verdict}{detail} |")
         if comp["notes"]:
             out += ["", *[f"- {n}" for n in comp["notes"]]]
         out.append("")
