@@ -45,7 +45,9 @@ def resample(scale: float, seed: int):
 def test_rerun_within_noise_passes_and_slowed_build_fails(profiled, tmp_path):
     base = tmp_path / "baseline"
     assert cli("report", profiled["build"], "--save-baseline", base).exit_code == 0
-    assert len(list(base.glob("profile-*.json"))) == 2 and len(list(base.glob("manifest-*.json"))) == 1
+    results = list((profiled["build"] / "profiles").rglob("*.json"))  # other tests may add runs of this build
+    assert len(list(base.glob("profile-*.json"))) == len(results) >= 2
+    assert len(list(base.glob("manifest-*.json"))) == 1
     rerun = variant(profiled, tmp_path, "rerun", resample(1.0, 1))
     r = cli("report", rerun, "--baseline", base)
     assert r.exit_code == 0, r.output
