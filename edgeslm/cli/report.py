@@ -32,7 +32,7 @@ def report(paths, fmt, out, baseline, fail_on, save_baseline) -> None:
     current = collect(list(paths))
     comparison = None
     if baseline is not None:
-        limits = gate.parse_fail_on(fail_on or gate.DEFAULT_FAIL_ON)
+        limits = gate.parse_fail_on(fail_on or _recipe_thresholds(current) or gate.DEFAULT_FAIL_ON)
         comparison = gate.compare(rows(current), rows(collect([baseline])), limits)
     elif fail_on:
         raise click.UsageError("--fail-on needs --baseline")
@@ -65,3 +65,13 @@ def report(paths, fmt, out, baseline, fail_on, save_baseline) -> None:
             click.echo(f"gate failed: regression in {', '.join(bad)}", err=True)
             raise SystemExit(EXIT_FAILED)
         click.echo("gate passed", err=True)
+
+
+def _recipe_thresholds(current) -> str | None:
+    """`gate.fail_on` of the recipes behind the results, when they set one (and agree)."""
+    found = {((m.get("recipe", {}).get("content") or {}).get("gate") or {}).get("fail_on")
+             for m in current.manifests.values()} - {None}
+    if len(found) > 1:
+        raise click.UsageError(f"the recipes set different gate.fail_on ({', '.join(sorted(found))}); "
+                               "give --fail-on")
+    return found.pop() if found else None

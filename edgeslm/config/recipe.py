@@ -105,6 +105,24 @@ class VerifySpec(StrictModel):
         return self
 
 
+class GateSpec(StrictModel):
+    fail_on: str | None = Field(
+        None, description="Thresholds `edgeslm report --baseline` applies to this recipe's results when "
+        "--fail-on is not given, e.g. 'latency=+10%,rss=+5%,size=+1%,accuracy=-0.5'.")
+
+    @field_validator("fail_on")
+    @classmethod
+    def _parse(cls, v):
+        if v is not None:
+            from edgeslm.config.thresholds import parse_fail_on
+
+            try:
+                parse_fail_on(v)
+            except Exception as exc:  # noqa: BLE001 - reported as this key's error
+                raise ValueError(str(exc).replace("--fail-on: ", "")) from None
+        return v
+
+
 class Recipe(StrictModel):
     schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Recipe format version.")
     name: str = Field(pattern=NAME_PATTERN, description="Recipe name; names the build folder.")
@@ -116,6 +134,7 @@ class Recipe(StrictModel):
         (), description="Compression passes in order, each a [[passes]] table with a 'type' "
         "(now: quantize).")
     verify: VerifySpec = Field(default_factory=VerifySpec, description="Verification inputs and thresholds.")
+    gate: GateSpec = Field(default_factory=GateSpec, description="CI regression thresholds for this recipe.")
     targets: tuple[str, ...] = Field(("host",), min_length=1,
                                      description="Targets this recipe supports (see `edgeslm targets`).")
 

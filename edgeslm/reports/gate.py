@@ -13,41 +13,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from edgeslm.config.thresholds import DEFAULT_FAIL_ON, parse_fail_on  # noqa: F401 (re-exported)
 from edgeslm.errors import UserError
 
-SPEC = re.compile(r"^(latency|rss|size|accuracy)=([+-]?\d+(?:\.\d+)?)(%?)$")
 RUN_NOISE = 0.05  # re-runs of one unchanged build on the CI machine differed by 1.5-4% in median latency
-DEFAULT_FAIL_ON = "latency=+10%,rss=+5%,size=+1%,accuracy=-0.5"
-HELP = ("comma-separated METRIC=LIMIT: latency=+10% (median latency may grow 10%), rss=+5% (peak RSS), "
-        "size=+1% (file size), accuracy=-0.5 (cosine or top-1 may drop 0.5 points)")
-
-
-def parse_fail_on(spec: str) -> dict[str, float]:
-    out = {}
-    for part in filter(None, (p.strip() for p in spec.split(","))):
-        m = SPEC.match(part)
-        if not m:
-            raise UserError(f"--fail-on: cannot read {part!r}; expected {HELP}")
-        metric, value, pct = m.group(1), float(m.group(2)), m.group(3)
-        if metric == "accuracy":
-            if pct:
-                raise UserError("--fail-on: accuracy is in points (e.g. accuracy=-0.5), not percent")
-            out[metric] = -abs(value)
-        else:
-            if not pct:
-                raise UserError(f"--fail-on: {metric} needs a percentage (e.g. {metric}=+5%)")
-            out[metric] = abs(value) / 100.0
-    if not out:
-        raise UserError(f"--fail-on is empty; expected {HELP}")
-    return out
-
 
 @dataclass
 class Check:

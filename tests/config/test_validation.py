@@ -161,3 +161,10 @@ def test_recipe_hash_ignores_formatting_but_not_meaning(tmp_path):
 def test_host_target_resolves_to_this_machine():
     t = catalog.load_target("host").resolved()
     assert t.arch in ("x86_64", "aarch64") and t.quantization.preset != "auto"
+
+
+def test_gate_thresholds_in_the_recipe(tmp_path):
+    ok = write(tmp_path, BASE + '[gate]\nfail_on = "latency=+5%,accuracy=-0.2"\n', "ok.toml")
+    assert load_recipe(ok).recipe.gate.fail_on == "latency=+5%,accuracy=-0.2"
+    msg = error_of(write(tmp_path, BASE + '[gate]\nfail_on = "latency=5"\n'))
+    assert "gate.fail_on: latency needs a percentage (e.g. latency=+5%)" in msg

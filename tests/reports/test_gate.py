@@ -119,3 +119,16 @@ def test_missing_and_mismatched_baselines(profiled, tiny_builds, tmp_path):
 def test_bad_fail_on(spec):
     with pytest.raises(UserError, match="--fail-on"):
         parse_fail_on(spec)
+
+
+def test_thresholds_from_the_recipe(profiled, tmp_path):
+    """With no --fail-on, the gate applies the recipe's gate.fail_on (here: size may not grow at all)."""
+    base = tmp_path / "baseline"
+    assert cli("report", profiled["build"], "--save-baseline", base).exit_code == 0
+    bigger = variant(profiled, tmp_path, "bigger", lambda r: r["artifact"].update(size=r["artifact"]["size"] + 1))
+    for f in list(bigger.rglob("manifest.json")):
+        m = json.loads(f.read_text())
+        m["recipe"]["content"]["gate"] = {"fail_on": "size=+0%"}
+        f.write_text(json.dumps(m))
+    r = cli("report", bigger, "--baseline", base)
+    assert r.exit_code == EXIT_FAILED and "| size |" in r.stdout and "| latency |" not in r.stdout
