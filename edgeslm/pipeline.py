@@ -157,7 +157,6 @@ def _build_into(work: Path, loaded: LoadedRecipe, target: Target, source: Resolv
     limits = thresholds(recipe.verify, recipe.quantize is not None)
     masks = [s["attention_mask"] for s in samples]
     artifacts = []
-    threads = target.threads or 0
     for fmt in recipe.export.formats:
         exporter = get_exporter(fmt)
         ctx = ExportContext(loaded=model, recipe=recipe, target=target, quant=recipe.quantize,
@@ -165,7 +164,7 @@ def _build_into(work: Path, loaded: LoadedRecipe, target: Target, source: Resolv
                             prepared_quant=prepared_quant)
         result = exporter.export(ctx)
         with log.step(f"{fmt}: verify"):
-            run = exporter.runner(work / result.file, threads=min(threads, 2) if threads else 0)
+            run = exporter.runner(work / result.file, threads=0)
             actual = [np.asarray(run(s)) for s in samples]
             verification = compare(recipe.model.task, reference, actual, masks, limits, result.runtime)
         for i, a in enumerate(actual):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import sys
 import time
 from pathlib import Path
 
@@ -114,5 +112,3 @@ def _summary(console, r) -> None:
 def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
 
-
-__all__ = ["build", "DEFAULT_RECIPE", "sys", "os"]

@@ -13,9 +13,9 @@ from pydantic_core import PydanticUndefined
 from edgeslm.cli import main
 from edgeslm.config import catalog
 from edgeslm.config.base import _unwrap, read_toml
-from edgeslm.config.devices import Device, Inventory
+from edgeslm.config.devices import Inventory
 from edgeslm.config.passes import PASS_TYPES
-from edgeslm.config.recipe import Recipe, load_recipe
+from edgeslm.config.recipe import Recipe
 from edgeslm.config.target import Target, load_target_file
 from edgeslm.errors import EXIT_USER, EdgeSLMError
 
@@ -122,7 +122,7 @@ def explain_lines(model: type[BaseModel], kind: str) -> list[str]:
             lines.append(f"[[passes]] type = \"{tag}\": {cls.__doc__ or ''}".rstrip())
             walk(cls, "passes[].")
     if kind == "devices":
-        lines.append(f"A device named 'local' always exists: this machine, no SSH.")
+        lines.append("A device named 'local' always exists: this machine, no SSH.")
     return lines
 
 
@@ -132,5 +132,3 @@ def _type_name(annotation) -> str:
         text = text.replace(old, new)
     return text
 
-
-__all__ = ["validate", "recipes", "targets", "explain", "load_recipe", "Device"]

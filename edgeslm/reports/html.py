@@ -101,7 +101,7 @@ def render(report: dict) -> str:
         rows = []
         for r in rs:
             lat = r["latency_ms"]
-            parity = (f"<span class=pass>pass</span>" if r["parity"]["passed"] else "<span class=fail>FAIL</span>")
+            parity = ("<span class=pass>pass</span>" if r["parity"]["passed"] else "<span class=fail>FAIL</span>")
             if r["parity"]["cosine_min"] is not None:
                 parity += f" ({r['parity']['cosine_min']:.4f})"
             acc = r["accuracy"]["cosine_min"]

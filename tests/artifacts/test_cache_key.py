@@ -14,7 +14,6 @@ def test_key_changes_with_every_input():
 
 
 def test_tool_versions_do_not_import_torch():
-    import sys
 
     versions = cache.tool_versions()
     assert versions["torch"].startswith("2.13") and "onnxruntime" in versions
