@@ -22,7 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-RECIPES = ["minilm-embedding", "minilm-embedding-int8", "minilm-embedding-int8-static"]
+RECIPES = ["minilm-embedding", "minilm-embedding-int8", "minilm-embedding-int8-static", "minilm-embedding-int8-small"]
 
 
 def timeit(fn, iters: int, warmup: int = 10) -> list[float]:

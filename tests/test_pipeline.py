@@ -107,3 +107,18 @@ def test_rebuild_keeps_device_results(tmp_path, tiny_model):
     (first.folder / "profiles" / "pi" / "r.json").write_text("{}")
     again = run_build(tmp_path, src, "embedding", name="keep", force=True)
     assert (again.folder / "profiles" / "pi" / "r.json").exists()
+
+
+def test_int8_embeddings_shrink_the_onnx_file(tmp_path, tiny_model):
+    src = tiny_model("bert", "embedding")
+    q = '[[passes]]\ntype = "quantize"\nmethod = "dynamic-int8"\n'
+    sizes = {}
+    for name, extra in (("plain", q), ("small", q + "embeddings = true\n")):
+        recipe = load_recipe(write_recipe(tmp_path / f"{name}.toml", src, "embedding", name=name, extra=extra,
+                                          formats=("onnx",)))
+        m = build(recipe, plan(recipe, [load_target("host")])[0], tmp_path / "out").manifest
+        a = m.artifact("onnx")
+        assert a.verification.passed
+        sizes[name] = next(f.size for f in m.files if f.path == "model.onnx")
+        assert ("Gather" in a.quantization["ops"]) == (name == "small")
+    assert sizes["small"] < sizes["plain"]

@@ -48,6 +48,9 @@ class QuantizeConfig(StrictModel):
     keep_sensitive_float: bool | None = Field(
         None, description="Keep the FFN down-projections (width-reducing Linear layers, the most "
         "outlier-sensitive) in float. Default: true for static-int8, false for dynamic-int8.")
+    embeddings: bool = Field(
+        False, description="Also store the word-embedding table in int8 (per row). ONNX with dynamic-int8 "
+        "only for now. MiniLM: 23.5 MB instead of 59.2 MB, embedding cosine 0.9923 instead of 0.9936.")
     exclude: tuple[str, ...] = Field(
         (), description="Glob patterns of module paths or node names kept in float "
         "(e.g. '*encoder.layer.0.*', '*pooler*').")

@@ -205,6 +205,9 @@ def cross_checks(recipe: Recipe):
         yield f"passes[{quant[1][0]}]", "only one quantize pass is allowed", "remove one"
     task = TASKS[m.task]
     for i, q in quant:
+        if q.embeddings and (q.method != "dynamic-int8" or "executorch" in recipe.export.formats):
+            yield (f"passes[{i}].embeddings", "int8 embeddings are implemented for ONNX with dynamic-int8 only",
+                   "set embeddings = false, or use method = \"dynamic-int8\" with export.formats = [\"onnx\"]")
         if q.method not in task.quantize_methods:
             yield (f"passes[{i}].method", f"task {task.name!r} does not allow {q.method}",
                    task.quantize_refusal)

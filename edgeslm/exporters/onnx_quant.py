@@ -60,15 +60,16 @@ def _weight_type(preset: dict):
 def _dynamic(src: Path, dst: Path, ctx, preset: dict, excluded: list[str]) -> dict:
     from onnxruntime.quantization import quantize_dynamic
 
+    ops = ["MatMul", "Gather"] if ctx.quant.embeddings else ["MatMul"]
     quantize_dynamic(
-        str(src), str(dst), op_types_to_quantize=["MatMul"],
+        str(src), str(dst), op_types_to_quantize=ops,
         weight_type=_weight_type(preset),
         per_channel=ctx.quant.granularity == "per-channel",
         reduce_range=preset["reduce_range"],
         nodes_to_exclude=excluded,
         extra_options={"MatMulConstBOnly": True},
     )
-    return {"tool": "onnxruntime.quantization.quantize_dynamic",
+    return {"tool": "onnxruntime.quantization.quantize_dynamic", "ops": ops,
             "activations": "u8, quantized per tensor at run time"}
 
 

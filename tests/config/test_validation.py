@@ -168,3 +168,11 @@ def test_gate_thresholds_in_the_recipe(tmp_path):
     assert load_recipe(ok).recipe.gate.fail_on == "latency=+5%,accuracy=-0.2"
     msg = error_of(write(tmp_path, BASE + '[gate]\nfail_on = "latency=5"\n'))
     assert "gate.fail_on: latency needs a percentage (e.g. latency=+5%)" in msg
+
+
+def test_int8_embeddings_only_where_implemented(tmp_path):
+    q = '[[passes]]\ntype = "quantize"\nmethod = "dynamic-int8"\nembeddings = true\n'
+    msg = error_of(write(tmp_path, BASE + q))  # default formats include executorch
+    assert "passes[0].embeddings" in msg and "ONNX with dynamic-int8 only" in msg
+    ok = write(tmp_path, BASE + '[export]\nformats = ["onnx"]\n' + q, "ok.toml")
+    assert load_recipe(ok).recipe.quantize.embeddings
