@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeslm.errors import UserError
+from edgeslm.runner.device_runner import stats
 
 REPORT_SCHEMA = "edgeslm.report/1"
 PROFILE_SCHEMA = "edgeslm.profile/1"
@@ -73,8 +74,6 @@ def rows(c: Collected) -> list[dict]:
         manifest = c.manifests.get(latest["build"]["cache_key"], {})
         artifact = next((a for a in manifest.get("artifacts", []) if a["name"] == art), {})
         samples = [s for r in runs for s in r.get("samples_ms", [])]
-        from edgeslm.runner.device_runner import stats
-
         lat = stats(samples) if samples else latest["latency_ms"]
         parity_cos = _metric(latest["parity"], "cosine_min")
         out.append({

@@ -87,3 +87,16 @@ def test_unreachable_host_is_one_line(tmp_path, inventory, tiny_builds):
                        capture_output=True, text=True)
     assert r.returncode == EXIT_FAILED
     assert "FAILED pi: device pi: cannot connect to root@127.0.0.1" in r.stdout and "Traceback" not in r.stderr
+
+
+def test_deploy_and_report_do_not_import_torch(tmp_path, tiny_builds):
+    code = ("import sys; from click.testing import CliRunner; from edgeslm.cli import main; "
+            f"r = CliRunner().invoke(main, ['deploy', {str(tiny_builds['v1'])!r}, '-d', 'local']); "
+            "assert r.exit_code == 0, r.output; "
+            f"r = CliRunner().invoke(main, ['report', {str(tiny_builds['v1'])!r}]); "
+            "assert r.exit_code == 0, r.output; "
+            "print([m for m in ('torch', 'transformers', 'executorch') if m in sys.modules])")
+    env = {**os.environ, "EDGESLM_CACHE": str(tmp_path / "cache")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
