@@ -148,6 +148,9 @@ def deployed_recipes(dev: RemoteRunner) -> list[str]:
 
 def _only_recipe(dev: RemoteRunner, name: str) -> str:
     found = deployed_recipes(dev)
+    if not found:
+        raise UserError(f"device {name} has no deployed model yet; deploy one first "
+                        f"(edgeslm deploy RECIPE --device {name}) or give a build or recipe to profile")
     if len(found) != 1:
         raise UserError(f"device {name} has {len(found)} deployed recipes ({', '.join(found) or 'none'}); "
                         "name one with --recipe")
