@@ -129,7 +129,7 @@ def _upload(dev: RemoteRunner, build_folder: Path, manifest: Manifest, model_dir
 
 def rollback(name: str, device: Device, recipe: str | None, accept_new_host_key: bool = False) -> dict:
     with open_device(name, device, accept_new_host_key) as dev:
-        recipe = recipe or _only_recipe(dev, name)
+        recipe = recipe or only_recipe(dev, name)
         model_dir = posixpath.join(dev.workdir, recipe)
         with dev.locked(model_dir):
             out = dev.call("rollback", model_dir)
@@ -143,10 +143,10 @@ LIST_RECIPES = ("import os,sys,json; w=sys.argv[1]; print(json.dumps(sorted(d fo
 def deployed_recipes(dev: RemoteRunner) -> list[str]:
     import json
 
-    return json.loads(dev._py(LIST_RECIPES, dev.workdir))
+    return json.loads(dev.python_output(LIST_RECIPES, dev.workdir))
 
 
-def _only_recipe(dev: RemoteRunner, name: str) -> str:
+def only_recipe(dev: RemoteRunner, name: str) -> str:
     found = deployed_recipes(dev)
     if not found:
         raise UserError(f"device {name} has no deployed model yet; deploy one first "

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from edgeslm.config.devices import Device
 from edgeslm.errors import UserError
-from edgeslm.profiling.deploy import _only_recipe, open_device
+from edgeslm.profiling.deploy import only_recipe, open_device
 from edgeslm.runner import PROFILE_SCHEMA
 
 RESULT_DIR = "profiles"
@@ -34,7 +34,7 @@ def profile(name: str, device: Device, out: Path, recipe: str | None = None, art
     """Profile each artifact of the deployed `recipe`; results are stored beside the build (store_for)."""
     results = []
     with open_device(name, device, accept_new_host_key) as dev:
-        recipe = recipe or _only_recipe(dev, name)
+        recipe = recipe or only_recipe(dev, name)
         current = posixpath.join(dev.workdir, recipe, "current")
         ok = dev.call("verify", current)
         if not ok["ok"]:
@@ -63,7 +63,7 @@ def profile(name: str, device: Device, out: Path, recipe: str | None = None, art
                                 f"expected {PROFILE_SCHEMA}")
             result["device"].update({"name": name, "target": device.target})
             result["build"]["version"] = posixpath.basename(
-                dev._py("import os,sys; print(os.path.realpath(sys.argv[1]))", current).strip())
+                dev.python_output("import os,sys; print(os.path.realpath(sys.argv[1]))", current).strip())
             local.write_text(json.dumps(result, indent=1))
             result["_path"] = str(local)
             results.append(result)

@@ -22,11 +22,11 @@ class RemoteRunner:
         self.workdir = self._resolve(workdir)
         digest = sha256_file(RUNNER_PATH)[:12]
         self.path = posixpath.join(self.workdir, "runner", f"device_runner-{digest}.py")
-        if self._py(EXISTS, self.path).strip() != "1":
+        if self.python_output(EXISTS, self.path).strip() != "1":
             self.conn.put(RUNNER_PATH, self.path + ".part")
-            self._py("import os,sys; os.replace(sys.argv[1] + '.part', sys.argv[1])", self.path)
+            self.python_output("import os,sys; os.replace(sys.argv[1] + '.part', sys.argv[1])", self.path)
 
-    def _py(self, code: str, *args: str) -> str:
+    def python_output(self, code: str, *args: str) -> str:
         r = self.conn.run([self.python, "-c", code, *args], timeout=60)
         if r.rc == 127 or "not found" in r.stderr and r.rc != 0:
             raise DeviceError(f"device {self.name}: Python {self.python!r} not found there (install python3 >= 3.9 "
@@ -38,7 +38,7 @@ class RemoteRunner:
 
     def _resolve(self, workdir: str) -> str:
         try:
-            return self._py(RESOLVE, workdir).strip()
+            return self.python_output(RESOLVE, workdir).strip()
         except DeviceError as exc:
             if "Permission" in str(exc) or "Read-only" in str(exc):
                 raise DeviceError(f"device {self.name}: cannot create workdir {workdir} ({exc}); "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 
 from edgeslm.config.devices import load_inventory
 from edgeslm.errors import UserError
+from edgeslm.runner import RUNNER_PATH
 from edgeslm.profiling.deploy import deploy, rollback
 from edgeslm.profiling.profile import profile
 from sshd import CuttingProxy
@@ -110,7 +112,7 @@ def test_connection_cut_mid_upload_leaves_active_model_intact(tmp_path, inventor
     proxy.close()
     assert proxy.cut
     assert _current(wd) == f"versions/{first.version}"
-    check = subprocess.run([dev.python, str(Path(__import__("edgeslm.runner", fromlist=["x"]).RUNNER_PATH)),
+    check = subprocess.run([dev.python, str(RUNNER_PATH),
                             "verify", str(wd / "tinydeploy" / "current")], capture_output=True, text=True)
     assert json.loads(check.stdout)["ok"]
     # the lock was released and a later deploy over a good link completes
@@ -118,33 +120,31 @@ def test_connection_cut_mid_upload_leaves_active_model_intact(tmp_path, inventor
     assert _current(wd) == f"versions/{done.version}"
 
 
-def test_full_disk_fails_cleanly(tmp_path, inventory, tiny_builds):
-    small = tmp_path / "small"
-    small.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(small)], check=True)
+@contextlib.contextmanager
+def _tmpfs_device(tmp_path, inventory, options: str):
+    """Device `pi` whose workdir lies on a tmpfs mounted with `options` (small, or read-only)."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mnt)], check=True)
     try:
         path = inventory(pi={})
-        text = path.read_text().replace(str(tmp_path / "wd-pi"), str(small / "wd"))
-        path.write_text(text)
-        dev = _dev(path)
+        path.write_text(path.read_text().replace(str(tmp_path / "wd-pi"), str(mnt / "wd")))
+        yield _dev(path), mnt / "wd"
+    finally:
+        _umount(mnt)
+
+
+def test_full_disk_fails_cleanly(tmp_path, inventory, tiny_builds):
+    with _tmpfs_device(tmp_path, inventory, "size=300k") as (dev, wd):
         with pytest.raises(UserError, match="not enough disk|No space left"):
             deploy(tiny_builds["v1"], "pi", dev, log=lambda m: None)
-        assert not (small / "wd" / "tinydeploy" / "current").exists()
-    finally:
-        _umount(small)
+        assert not (wd / "tinydeploy" / "current").exists()
 
 
 def test_unwritable_workdir(tmp_path, inventory, tiny_builds):
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=100k", "tmpfs", str(ro)], check=True)
-    try:
-        path = inventory(pi={})
-        path.write_text(path.read_text().replace(str(tmp_path / "wd-pi"), str(ro / "wd")))
+    with _tmpfs_device(tmp_path, inventory, "ro,size=100k") as (dev, _):
         with pytest.raises(UserError, match="Read-only|cannot create workdir"):
-            deploy(tiny_builds["v1"], "pi", _dev(path), log=lambda m: None)
-    finally:
-        _umount(ro)
+            deploy(tiny_builds["v1"], "pi", dev, log=lambda m: None)
 
 
 def test_missing_runtime_is_named_with_the_install_line(tmp_path, inventory, tiny_builds):
