@@ -1,4 +1,10 @@
-"""sha256 of files, memoised by (path, size, mtime) so an unchanged build is checked in milliseconds."""
+"""sha256 of files, memoised so an unchanged build is checked in milliseconds.
+
+A memo entry is trusted only while the file's whole stat identity is unchanged: device, inode, size,
+mtime and ctime. Writing a file in place, copying another over it or renaming one into its place all
+change the ctime (which, unlike the mtime, cannot be set back by `touch -d` or `cp -p`), so a swapped
+file of the same size and modification time is hashed again: files are keyed by content.
+"""
 
 from __future__ import annotations
 
@@ -29,15 +35,17 @@ class HashMemo:
             self.data = json.loads(self.path.read_text())
         except (OSError, ValueError):
             self.data = {}
+        if not isinstance(self.data, dict):
+            self.data = {}
         self.dirty = False
 
     def sha256(self, path: Path) -> str:
         st = path.stat()
         key = str(path.resolve())
-        stamp = [st.st_size, st.st_mtime_ns]
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
         entry = self.data.get(key)
-        if entry and entry[:2] == stamp:
-            return entry[2]
+        if isinstance(entry, list) and len(entry) == len(stamp) + 1 and entry[:-1] == stamp:
+            return entry[-1]
         digest = sha256_file(path)
         self.data[key] = [*stamp, digest]
         self.dirty = True

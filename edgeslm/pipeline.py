@@ -22,6 +22,7 @@ from edgeslm.config.target import Target
 from edgeslm.config.tasks import TASKS
 from edgeslm.errors import CheckFailed
 from edgeslm.hashing import HashMemo
+from edgeslm.models.checks import check_model_folder
 from edgeslm.models.sources import ResolvedSource, resolve_source
 
 REFERENCE_FILE = "reference.npz"
@@ -49,6 +50,7 @@ class BuildResult:
     manifest: Manifest
     cached: bool
     seconds: float
+    note: str = ""  # e.g. modified files restored from the cache
 
 
 def build_dir(out: Path, recipe_name: str, target_name: str) -> Path:
@@ -71,6 +73,7 @@ def build(loaded: LoadedRecipe, target: Target, out: Path, force: bool = False,
     recipe = loaded.recipe
     folder = build_dir(out, recipe.name, target.name)
     source = resolve_source(recipe.model.source, loaded.base_dir, recipe.model.revision)
+    check_model_folder(source.spec, source.folder, recipe.model.task)  # milliseconds, before any work
     memo = HashMemo()
     model_files = source.fingerprint(memo)
     memo.save()
@@ -79,30 +82,39 @@ def build(loaded: LoadedRecipe, target: Target, out: Path, force: bool = False,
         "recipe": loaded.content_hash(), "target": target.model_dump(mode="json"),
         "model": model_files, "tools": tools, "edgeslm": [__version__, cache.code_hash()],
     })
+    cache.clean_stale(folder.parent)
     if not force:
-        hit = cache.lookup(key, folder)
+        hit = cache.lookup(key, folder, memo)
+        memo.save()
         if hit is not None:
-            cache.materialize(hit, folder)
-            return BuildResult(folder, read_manifest(folder), True, time.perf_counter() - t0)
+            cache.materialize(hit.folder, folder)
+            return BuildResult(folder, read_manifest(folder), True, time.perf_counter() - t0, hit.note)
 
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     work = folder.with_name(f".{folder.name}.build-{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)
+    made_parent = not folder.parent.exists()
     work.mkdir(parents=True)
     try:
         manifest = _build_into(work, loaded, target, source, model_files, tools, key, log, started, t0)
         if manifest.status == "ok":
-            cache.store(work, key)
+            cache.store(work, key, replace=force)
         cache.replace_dir(work, folder)
-    finally:
+    except BaseException:
         shutil.rmtree(work, ignore_errors=True)
+        if made_parent:  # a build that failed leaves no empty folders behind
+            with contextlib.suppress(OSError):
+                folder.parent.rmdir()
+        raise
     if manifest.status != "ok":
         from edgeslm.verify import describe_failure
 
         bad = [f"{a.name}: {describe_failure(a.verification)}" for a in manifest.artifacts
                if a.verification and not a.verification.passed]
-        raise CheckFailed(f"{recipe.name} for {target.name}: verification failed: " + "; ".join(bad)
+        exc = CheckFailed(f"{recipe.name} for {target.name}: verification failed: " + "; ".join(bad)
                           + f" (artifacts kept in {folder} for inspection; relax [verify] or change the passes)")
+        exc.result = BuildResult(folder, manifest, False, time.perf_counter() - t0)  # for the full table
+        raise exc
     return BuildResult(folder, manifest, False, time.perf_counter() - t0)
 
 
@@ -112,11 +124,12 @@ def _build_into(work: Path, loaded: LoadedRecipe, target: Target, source: Resolv
 
     from edgeslm.exporters import ExportContext, get_exporter
     from edgeslm.models.loader import builtin_texts, load_model, read_texts
-    from edgeslm.verify import compare, thresholds
+    from edgeslm.verify import batched, check_unk, compare, thresholds, verification_texts
 
     recipe = loaded.recipe
     with log.step("load model"):
-        model = load_model(source, recipe.model.task, recipe.model.num_labels, recipe.model.trust_remote_code)
+        model = load_model(source, recipe.model.task, recipe.model.num_labels, recipe.model.trust_remote_code,
+                           recipe.model.allow_untrained_head)
         model.tokenizer.save_pretrained(str(work / "tokenizer"))
 
     # Passes that change the PyTorch model itself (fine-tune, prune) run here, in recipe order.
@@ -125,10 +138,13 @@ def _build_into(work: Path, loaded: LoadedRecipe, target: Target, source: Resolv
     apply_model_passes(model, recipe.passes, log)
 
     with log.step("reference outputs"):
-        texts = _verification_texts(loaded, builtin_texts, read_texts)
-        max_len = recipe.inputs.max_seq_len
-        min_len = recipe.inputs.min_seq_len
-        samples = [model.tokenize([t], max_len, min_len) for t in texts]
+        max_len, min_len = recipe.inputs.max_seq_len, recipe.inputs.min_seq_len
+        if "executorch" in recipe.export.formats and not recipe.export.executorch.dynamic_seq:
+            min_len = max_len  # a fixed-length program takes padded inputs only
+        texts = verification_texts(loaded)
+        groups = batched(texts, recipe.inputs.batch_size)
+        samples = [model.tokenize(g, max_len, min_len) for g in groups]
+        check_unk(model.tokenizer, samples, "verification texts", source.spec)
         reference = [_eager(model, s) for s in samples]
         ref_file = {}
         for i, (s, r) in enumerate(zip(samples, reference)):
@@ -142,7 +158,9 @@ def _build_into(work: Path, loaded: LoadedRecipe, target: Target, source: Resolv
         n = spec.samples if spec else 64
         cal_texts = (builtin_texts("calibration_texts") if spec is None or spec.source == "builtin"
                      else read_texts(loaded.resolve_path(spec.source), n))[:n]
-        return [model.tokenize([t], max_len, min_len) for t in cal_texts]
+        cal = [model.tokenize([t], max_len, min_len) for t in cal_texts]
+        check_unk(model.tokenizer, cal, "calibration texts", source.spec)
+        return cal
 
     prepared = {}
 
@@ -167,6 +185,8 @@ def _build_into(work: Path, loaded: LoadedRecipe, target: Target, source: Resolv
             run = exporter.runner(work / result.file, threads=0)
             actual = [np.asarray(run(s)) for s in samples]
             verification = compare(recipe.model.task, reference, actual, masks, limits, result.runtime)
+            if fmt == "onnx" and recipe.inputs.batch_size == 1:
+                verification.metrics.append(batch_consistency(model, run, texts, actual, max_len, min_len))
         for i, a in enumerate(actual):
             ref_file[f"host/{fmt}/{i}/{model.output_name}"] = a
         artifacts.append(Artifact(name=fmt, format=fmt, file=result.file, runtime=result.runtime,
@@ -194,6 +214,7 @@ def _build_into(work: Path, loaded: LoadedRecipe, target: Target, source: Resolv
                    "thresholds": limits},
         tools=tools,
         build={"started_at": started, "seconds": round(time.perf_counter() - t0, 3), "steps": log.steps,
+               "warnings": list(model.notes),
                "host": {"machine": platform.machine(), "system": platform.system(),
                         "python": platform.python_version(), "cpus": os.cpu_count()}},
     )
@@ -203,13 +224,26 @@ def _build_into(work: Path, loaded: LoadedRecipe, target: Target, source: Resolv
     return manifest
 
 
-def _verification_texts(loaded: LoadedRecipe, builtin_texts, read_texts) -> list[str]:
-    v = loaded.recipe.verify
-    if v.texts is not None:
-        return list(v.texts)
-    if v.texts_file is not None:
-        return read_texts(loaded.resolve_path(v.texts_file))
-    return builtin_texts("verify_texts")
+def batch_consistency(model, run, texts: list[str], single: list, max_len: int, min_len: int):
+    """ONNX takes any batch: run up to 16 verification texts as one padded batch and compare each row
+    with the same text run alone. Dynamic int8 quantizes activations per tensor over the whole batch,
+    so there a text's output depends on its neighbours; this measures by how much (reported, not gated)."""
+    import numpy as np
+
+    from edgeslm.artifacts.manifest import Metric
+    from edgeslm.runner.device_runner import _row_cosines, output_rows
+
+    n = min(16, len(texts))
+    batch = model.tokenize(texts[:n], max_len, min_len)
+    out = np.asarray(run(batch))
+    cos = []
+    for i in range(n):
+        alone, length = single[i][0], int(batch["attention_mask"][i].sum())
+        mask = batch["attention_mask"][i:i + 1]
+        row = output_rows(model.task, out[i:i + 1, :length] if out.ndim == 3 else out[i:i + 1], mask[:, :length])
+        ref = output_rows(model.task, alone[None, :length] if alone.ndim == 2 else alone[None], mask[:, :length])
+        cos.append(float(_row_cosines(ref, row).min()))
+    return Metric(name=f"batch{n}_vs_alone_cosine_min", value=min(cos), kind="info")
 
 
 def _eager(model, sample):

@@ -1,8 +1,12 @@
 """Content-addressed build cache.
 
 The key is a hash of everything a build depends on: the recipe's meaning and the files it names,
-the resolved target, the model files, the versions of the tools and edgeslm's own code. Completed
-builds live in `<cache>/builds/<key>`; a build folder is a hard-linked (or copied) view of one.
+the resolved target, the model files (by content), the versions of the tools and edgeslm's own code.
+Completed builds live in `<cache>/builds/<key>`. A build folder is a *copy* of a stored build (on
+filesystems that support it the copy shares blocks until written, so it costs no space), never a hard
+link: a user editing or copying over a file in `build/` cannot change the cache. Before a stored or
+built folder is reused, every file is checked against the sha256 in its manifest; a corrupt store
+entry is thrown away and rebuilt, a modified build folder is restored from the store.
 """
 
 from __future__ import annotations
@@ -10,13 +14,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from edgeslm.artifacts.manifest import MANIFEST_NAME, intact, read_manifest
-from edgeslm.hashing import cache_home
+from edgeslm.artifacts.manifest import MANIFEST_NAME, Manifest, read_manifest
+from edgeslm.hashing import HashMemo, cache_home
 
 TOOLS = ("torch", "executorch", "torchao", "transformers", "tokenizers", "onnx", "onnxscript",
          "onnxruntime", "numpy")
@@ -51,29 +57,80 @@ def store_dir() -> Path:
     return cache_home() / "builds"
 
 
-def lookup(key: str, out_dir: Path) -> Path | None:
-    """A folder holding a complete, intact build for `key`: the out dir itself, or the store."""
-    for folder in (out_dir, store_dir() / key):
-        m = read_manifest(folder)
-        if m is not None and m.cache_key == key and m.status == "ok" and intact(folder, m):
-            return folder
+def damaged_files(folder: Path, manifest: Manifest, memo: HashMemo) -> list[str]:
+    """Files of `manifest` that are missing in `folder` or whose content differs (sha256)."""
+    bad = []
+    for f in manifest.files:
+        p = folder / f.path
+        try:
+            if p.is_symlink() or not p.is_file() or p.stat().st_size != f.size or memo.sha256(p) != f.sha256:
+                bad.append(f.path)
+        except OSError:
+            bad.append(f.path)
+    return bad
+
+
+@dataclass
+class Hit:
+    folder: Path  # where the verified build is: the out dir itself or the store entry
+    note: str = ""  # what was found and repaired on the way, for the user
+
+
+def lookup(key: str, out_dir: Path, memo: HashMemo | None = None) -> Hit | None:
+    """A verified, complete build for `key`: the out dir itself if intact, else the store entry.
+
+    A store entry that fails its own checksums is removed (it is edgeslm's) so the build runs again."""
+    memo = memo or HashMemo()
+    note = ""
+    m = read_manifest(out_dir)
+    if m is not None and m.cache_key == key and m.status == "ok":
+        bad = damaged_files(out_dir, m, memo)
+        if not bad:
+            return Hit(out_dir)
+        note = (f"{out_dir}: {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''} modified since the build; "
+                "restored from the cache")
+    entry = store_dir() / key
+    m = read_manifest(entry)
+    if m is not None and m.cache_key == key and m.status == "ok":
+        bad = damaged_files(entry, m, memo)
+        if not bad:
+            return Hit(entry, note)
+        shutil.rmtree(entry, ignore_errors=True)
     return None
 
 
-def _link_tree(src: Path, dst: Path) -> None:
-    for p in src.rglob("*"):
+def copy_file(src: Path, dst: Path) -> None:
+    """Copy bytes; copy_file_range lets copy-on-write filesystems share blocks (no space used)."""
+    try:
+        with open(src, "rb") as fi, open(dst, "wb") as fo:
+            left = os.fstat(fi.fileno()).st_size
+            while left > 0:
+                n = os.copy_file_range(fi.fileno(), fo.fileno(), left)
+                if n == 0:
+                    break
+                left -= n
+        if left > 0:
+            raise OSError("short copy")
+    except (OSError, AttributeError):
+        shutil.copyfile(src, dst)
+
+
+def copy_tree(src: Path, dst: Path, read_only: bool = False) -> None:
+    for p in sorted(src.rglob("*")):
         target = dst / p.relative_to(src)
+        if p.is_symlink():
+            continue  # builds hold no links; never follow one out of the folder
         if p.is_dir():
             target.mkdir(parents=True, exist_ok=True)
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(p, target)
-        except OSError:
-            shutil.copy2(p, target)
+        copy_file(p, target)
+        if read_only:
+            os.chmod(target, 0o444)
 
 
 KEEP = ("profiles",)  # results measured on devices: history that outlives any one build
+STALE = re.compile(r"^\.(?P<name>.+)\.(?:build|tmp|old)-(?P<pid>\d+)$")
 
 
 def replace_dir(new: Path, dst: Path) -> None:
@@ -91,23 +148,54 @@ def replace_dir(new: Path, dst: Path) -> None:
 
 
 def materialize(src: Path, out_dir: Path) -> None:
-    """Make `out_dir` an exact view of the stored build `src`."""
+    """Make `out_dir` an exact copy of the verified build `src` (device results beside it are kept)."""
     if src.resolve() == out_dir.resolve():
         return
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    _link_tree(src, tmp)
+    copy_tree(src, tmp)
     replace_dir(tmp, out_dir)
 
 
-def store(build_dir: Path, key: str) -> Path:
-    """Keep a completed build in the store (hard links: no extra space when on one filesystem)."""
+def store(build_dir: Path, key: str, replace: bool = False) -> Path:
+    """Keep a completed build in the store (a read-only copy). `replace` overwrites an existing entry
+    (`build --force`); otherwise a verified entry is kept as it is."""
     dst = store_dir() / key
-    if read_manifest(dst) is not None:
+    if not replace and read_manifest(dst) is not None and lookup(key, dst) is not None:
         return dst
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(dst.parent)
     tmp = dst.with_name(f".{key}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    _link_tree(build_dir, tmp)
+    copy_tree(build_dir, tmp, read_only=True)
     if (tmp / MANIFEST_NAME).exists():
         replace_dir(tmp, dst)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
     return dst
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale(parent: Path) -> list[Path]:
+    """Remove the work folders (`.NAME.build-PID`, `.tmp-PID`, `.old-PID`) that edgeslm processes left
+    behind in `parent` when they were killed; only those whose process is gone."""
+    removed = []
+    try:
+        entries = list(parent.iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        m = STALE.match(p.name)
+        if m and p.is_dir() and not p.is_symlink() and int(m["pid"]) != os.getpid() and not _alive(int(m["pid"])):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed

@@ -17,25 +17,34 @@ DEFAULT_RECIPE = "minilm-embedding"
 
 
 @main.command()
-@click.argument("recipe", required=False, default=DEFAULT_RECIPE)
+@click.argument("recipe", required=False)
 @click.option("-t", "--target", "targets", multiple=True, metavar="NAME",
-              help="Target to build for (repeatable); 'all' = every target the recipe lists. "
-                   "Default: host.")
+              help="Target to build for (repeatable): a shipped target name, 'all' (every target the recipe "
+                   "lists) or a target .toml file. Default: host.")
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("build"), show_default=True,
               help="Folder that receives <recipe>/<target>/.")
-@click.option("--force", is_flag=True, help="Rebuild even when the cache holds this exact build.")
+@click.option("--force", is_flag=True, help="Rebuild even when the cache holds this exact build (and replace "
+              "the cache entry).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
-def build(recipe: str, targets: tuple[str, ...], out: Path, force: bool, as_json: bool, quiet: bool) -> None:
-    """Build RECIPE (a file or a shipped recipe name; default: minilm-embedding) into verified ONNX
-    and ExecuTorch artifacts for each target, with a manifest and reference I/O.
+def build(recipe: str | None, targets: tuple[str, ...], out: Path, force: bool, as_json: bool, quiet: bool) -> None:
+    """Build RECIPE (a file or a shipped recipe name; default: the bundled minilm-embedding demo) into
+    verified ONNX and ExecuTorch artifacts for each target, with a manifest and reference I/O.
 
     An unchanged recipe for an unchanged target returns the cached artifacts at once.
     """
+    from edgeslm.errors import CheckFailed
     from edgeslm.pipeline import StepLog, build as run_build, plan
 
+    if recipe is None:
+        recipe = DEFAULT_RECIPE
+        if not quiet:
+            click.echo(f"no recipe given: building the bundled demo recipe {DEFAULT_RECIPE} (all-MiniLM-L6-v2 "
+                       "sentence embeddings, fp32) for this machine; name a recipe file or one from "
+                       "`edgeslm recipes` to build something else", err=True)
     loaded = find_recipe(recipe)
-    resolved = plan(loaded, select_targets(loaded, targets))  # whole plan checked before any work
+    resolved = plan(loaded, select_targets(loaded, targets, warn=lambda m: click.echo(f"note: {m}", err=True)))
+    writable_folder(out, "--out")  # before any slow step
     console = stderr_console(quiet or as_json)
     results = []
     log_dir = out / ".logs"
@@ -43,13 +52,39 @@ def build(recipe: str, targets: tuple[str, ...], out: Path, force: bool, as_json
     for target in resolved:
         log_path = log_dir / f"{loaded.recipe.name}-{target.name}.log"
         steps = StepLog(on_step=_progress(console, target.name))
-        with quiet_native_output(log_path):
-            result = run_build(loaded, target, out, force=force, log=steps)
+        try:
+            with quiet_native_output(log_path):
+                result = run_build(loaded, target, out, force=force, log=steps)
+        except CheckFailed as exc:  # show every figure, not only the failing one
+            failed = getattr(exc, "result", None)
+            if failed is not None:
+                if as_json:
+                    click.echo(json.dumps([_as_dict(r) for r in [*results, failed]], indent=2))
+                else:
+                    _summary(console, failed)
+            raise
         results.append(result)
         if not as_json:
             _summary(console, result)
     if as_json:
         click.echo(json.dumps([_as_dict(r) for r in results], indent=2))
+
+
+def writable_folder(path: Path, option: str) -> None:
+    """`path` is (or can become) a folder we can write in; else a one-line error naming it."""
+    import tempfile
+
+    from edgeslm.errors import UserError
+
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{option} {path}: is a file, not a folder; give a folder (it is created if missing)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise UserError(f"{option} {path}: cannot write there ({exc.strerror or exc}); give a folder you can "
+                        "write to") from None
 
 
 def _progress(console, target: str):
@@ -84,15 +119,30 @@ def _summary(console, r) -> None:
     out = stdout_console()
     m = r.manifest
     how = "cached, nothing to do" if r.cached else f"built in {m.build['seconds']:.1f}s"
+    if m.status != "ok":
+        how = f"VERIFICATION FAILED after {m.build['seconds']:.1f}s"
+    if r.note:
+        out.print(f"[yellow]note:[/] {r.note}")
     out.print(f"[bold]{m.recipe['name']}[/] for [bold]{m.target['name']}[/] ({m.target['arch']}, "
               f"int8 preset {m.target['quantization']['preset']}): {how} ({r.seconds:.2f}s now)")
     table = Table(show_edge=False, pad_edge=False)
-    for col in ("artifact", "precision", "size", "cosine min", "max abs err", "top-1", "verified", "notes"):
+    for col in ("artifact", "precision", "size", "cosine min / p5", "max abs err", "KL max", "centred cos",
+                "top-1 (clear)", "verified", "notes"):
         table.add_column(col)
     sizes = {f.path: f.size for f in m.files}
     for a in m.artifacts:
         v = {x.name: x for x in a.verification.metrics}
-        top1 = f"{v['top1_agreement'].value:.3f}" if "top1_agreement" in v else "-"
+
+        def cell(name: str, fmt: str) -> str:
+            x = v.get(name)
+            if x is None:
+                return "-"
+            text = format(x.value, fmt)
+            return f"[red]{text}[/]" if x.passed is False else text
+
+        top1 = cell("top1_agreement", ".3f")
+        if "top1_clear_rows" in v:
+            top1 += f" ({int(v['top1_clear_rows'].value)})"
         note = ""
         if a.format == "executorch":
             d = a.export.get("delegation", {})
@@ -100,13 +150,22 @@ def _summary(console, r) -> None:
         elif a.format == "onnx":
             level = a.export.get("optimization", {}).get("level", "").split(" ")[0]
             note = f"opset {a.export.get('opset')}, graph optimization: {level}"
-        table.add_row(a.file, a.precision, _mb(sizes[a.file]), f"{v['cosine_min'].value:.6f}",
-                      f"{v['max_abs_error'].value:.2e}", top1,
+        batch = next((x for x in a.verification.metrics if x.name.startswith("batch")), None)
+        if batch is not None:
+            note += f"; batched vs alone cos {batch.value:.4f}"
+        table.add_row(a.file, a.precision, _mb(sizes[a.file]), f"{cell('cosine_min', '.5f')} / {cell('cosine_p5', '.5f')}",
+                      cell("max_abs_error", ".2e"), cell("kl_max", ".2e"), cell("centered_cosine", ".4f"), top1,
                       "[green]pass[/]" if a.verification.passed else "[red]FAIL[/]", note)
     out.print(table)
     other = sum(f.size for f in m.files if f.role != "model")
     out.print(f"  folder: {r.folder}  (+ tokenizer and reference I/O: {_mb(other)})")
     out.print(f"  manifest: {r.folder / 'manifest.json'}")
+    seqs = m.artifacts[0].verification.seq_lens if m.artifacts else []
+    if seqs:
+        out.print(f"  verified on {len(seqs)} texts of {min(seqs)}-{max(seqs)} tokens (max_seq_len "
+                  f"{m.shapes['max_seq_len']}), batch {m.shapes['batch_size']}")
+    for w in m.build.get("warnings", []):
+        out.print(f"  [yellow]warning:[/] {w}")
 
 
 def _mb(n: int) -> str:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from edgeslm.config.base import read_toml
+from edgeslm.config.passes import QuantizeConfig
 from edgeslm.config.devices import Inventory, load_inventory
 from edgeslm.config.recipe import LoadedRecipe, load_recipe, path_for_display
 from edgeslm.config.target import Target, load_target_file
@@ -69,8 +70,9 @@ def find_recipe(name_or_path: str) -> LoadedRecipe:
     raise UserError(f"{name_or_path}: no such recipe file or shipped recipe ({hint})")
 
 
-def select_targets(loaded: LoadedRecipe, requested: tuple[str, ...]) -> list[Target]:
-    """Targets to build for; `all` means every target the recipe lists."""
+def select_targets(loaded: LoadedRecipe, requested: tuple[str, ...], warn=None) -> list[Target]:
+    """Targets to build for; `all` means every target the recipe lists. A target given as a file is an
+    explicit choice and is built even when the recipe does not list it (`warn` is told so)."""
     recipe = loaded.recipe
     if not requested:
         requested = ("host",) if "host" in recipe.targets else (recipe.targets[0],)
@@ -79,25 +81,38 @@ def select_targets(loaded: LoadedRecipe, requested: tuple[str, ...]) -> list[Tar
         names += list(recipe.targets) if r == "all" else [r]
     out = []
     for name in dict.fromkeys(names):
-        if name not in recipe.targets and not name.endswith(".toml"):
+        is_file = _is_target_file(name)
+        if name not in recipe.targets and not is_file:
             raise ConfigError(str(path_for_display(loaded.path)), "targets",
                               f"target {name!r} is not listed by this recipe",
                               f"add it to targets or choose one of: {', '.join(recipe.targets)}")
-        out.append(load_target(name))
+        target = load_target(name)
+        if is_file and target.name not in recipe.targets and warn:
+            warn(f"target file {name} ({target.name}) is not in recipe {recipe.name}'s targets; building it "
+                 "because it was given explicitly")
+        out.append(target)
     return out
+
+
+def _is_target_file(name: str) -> bool:
+    return name.endswith(".toml") or os.sep in name
 
 
 def check_plan(loaded: LoadedRecipe, target: Target) -> None:
     """Everything that can be known impossible before loading a model fails here, in milliseconds."""
+    from edgeslm.config.target import consistency
+
     recipe, file = loaded.recipe, str(path_for_display(loaded.path))
     for fmt in recipe.export.formats:
         if fmt not in target.formats:
             raise ConfigError(file, "export.formats", f"target {target.name!r} cannot run {fmt}",
                               f"it runs {', '.join(target.formats)}; remove {fmt} or pick another target")
-    q = recipe.quantize
-    if q is not None and q.preset == "arm-s8s8" and target.arch == "x86_64":
-        raise ConfigError(file, "passes.preset", f"arm-s8s8 does not suit x86 target {target.name!r}",
-                          "use preset = \"target\"")
+    for i, q in enumerate(recipe.passes):
+        if isinstance(q, QuantizeConfig) and q.preset != "target" and target.arch != "auto":
+            problem = consistency(target.arch, target.features, q.preset)
+            if problem:
+                raise ConfigError(file, f"passes[{i}].preset", f"does not suit target {target.name!r}: {problem}",
+                                  "use preset = \"target\" (the target's own preset)")
 
 
 def classify_file(path: Path) -> str:
@@ -117,31 +132,65 @@ def classify_file(path: Path) -> str:
 
 
 def validate_file(path: Path) -> str:
-    """Validate one file fully (including cross references). Returns a one-line summary."""
+    """Validate one file fully (including cross references, the model source and the files it names)
+    without importing torch or touching the network. Returns a one-line summary."""
     kind = classify_file(path)
     if kind == "devices":
-        inv: Inventory = load_inventory(path) if path.exists() else None
-        if inv is None:
+        if not path.exists():
             raise ConfigError(str(path), None, "file not found", "check the path")
+        inv: Inventory = load_inventory(path)
         for name, dev in inv.devices.items():
             try:
                 load_target(dev.target)
             except UserError as exc:
                 raise ConfigError(str(path), f"devices.{name}.target", str(exc)) from None
+            if dev.identity_file and not Path(dev.identity_file).expanduser().is_file():
+                raise ConfigError(str(path), f"devices.{name}.identity_file",
+                                  f"{dev.identity_file} does not exist", "fix the path, or remove the key to use "
+                                  "ssh-agent or ~/.ssh/config")
         return f"devices: {len(inv.devices)} device(s) + local"
     if kind == "target":
         t = load_target_file(path)
         return f"target {t.name}: {t.arch}, {', '.join(t.formats)}"
     loaded = load_recipe(path)
+    file = str(path_for_display(loaded.path))
     for i, name in enumerate(loaded.recipe.targets):
         try:
             target = load_target(name)
         except UserError as exc:
-            raise ConfigError(str(path_for_display(loaded.path)), f"targets[{i}]", str(exc)) from None
+            raise ConfigError(file, f"targets[{i}]", str(exc)) from None
         check_plan(loaded, target)
+    source_note = check_source(loaded)
     r = loaded.recipe
     quant = r.quantize.method if r.quantize else "fp32"
-    return f"recipe {r.name}: {r.model.task}, {quant}, {', '.join(r.export.formats)} for {', '.join(r.targets)}"
+    return (f"recipe {r.name}: {r.model.task}, {quant}, {', '.join(r.export.formats)} for "
+            f"{', '.join(r.targets)}; model {source_note}")
+
+
+def check_source(loaded: LoadedRecipe) -> str:
+    """The recipe's model source exists and holds a model edgeslm can build (offline: a hub id that is not
+    in the local cache is only checked for its form). Returns a short description."""
+    from edgeslm.errors import ModelSourceError
+    from edgeslm.models.checks import check_model_folder
+    from edgeslm.models.sources import classify, resolve_source
+
+    m = loaded.recipe.model
+    file = str(path_for_display(loaded.path))
+    kind, _ = classify(m.source, loaded.base_dir)
+    try:
+        source = resolve_source(m.source, loaded.base_dir, m.revision, download=False)
+    except ModelSourceError as exc:
+        if kind == "hub" and "not available" in str(exc):
+            from edgeslm.models.sources import HUB_ID
+
+            if HUB_ID.match(m.source.removeprefix("hf:")):
+                return f"{m.source} (hub id, not in the local cache: downloaded at build time)"
+        raise ConfigError(file, "model.source", str(exc)) from None
+    try:
+        facts = check_model_folder(m.source, source.folder, m.task)
+    except ModelSourceError as exc:
+        raise ConfigError(file, "model.source", str(exc)) from None
+    return f"{facts.model_type} from {source.kind} {source.folder}"
 
 
 __all__ = ["shipped", "load_target", "find_recipe", "select_targets", "check_plan", "validate_file",

@@ -8,20 +8,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from typing import Annotated
+
 from pydantic import Field, field_validator, model_validator
 
-from edgeslm.config.base import SCHEMA_VERSION, StrictModel, parse, read_toml
+from edgeslm.config.base import NAME_PATTERN, SCHEMA_VERSION, StrictModel, parse, read_toml
 from edgeslm.config.passes import PassConfig, QuantizeConfig
 from edgeslm.config.tasks import TASKS
 from edgeslm.errors import ConfigError
 
 Format = Literal["onnx", "executorch"]
-NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
+Text = Annotated[str, Field(min_length=1)]
 
 
 class ModelSpec(StrictModel):
     source: str = Field(
-        description="Where the model comes from: a Hugging Face hub id ('org/name', or 'hf:org/name'), "
+        min_length=1, description="Where the model comes from: a Hugging Face hub id ('org/name', or 'hf:org/name'), "
         "a local folder ('./dir' or 'path:dir', relative to the recipe), or a folder inside an installed "
         "Python package ('pkg:package/subfolder', or 'package/subfolder' when that package is installed).")
     revision: str | None = Field(None, description="Hub branch, tag or commit (hub sources only).")
@@ -31,7 +33,12 @@ class ModelSpec(StrictModel):
     num_labels: int | None = Field(
         None, ge=2, description="Number of classes for sequence-classification when the checkpoint has "
         "no trained head yet (a new head is initialised).")
-    trust_remote_code: bool = Field(False, description="Allow model code from the hub (off by default).")
+    trust_remote_code: bool = Field(False, description="Allow model code from the hub (off by default; "
+                                    "must be a TOML boolean).")
+    allow_untrained_head: bool = Field(
+        False, description="Build even when the checkpoint has no trained task head (sequence-classification "
+        "or fill-mask) and a random one would be created, e.g. to measure speed before fine-tuning. Off by "
+        "default: such a build is refused, because its outputs mean nothing.")
 
 
 
@@ -83,8 +90,8 @@ class ExportSpec(StrictModel):
 
 
 class VerifySpec(StrictModel):
-    texts: tuple[str, ...] | None = Field(
-        None, description="Texts run through the tokenizer to compare every artifact with eager PyTorch "
+    texts: tuple[Text, ...] | None = Field(
+        None, min_length=1, description="Texts run through the tokenizer to compare every artifact with eager PyTorch "
         "(default: bundled English sentences of varied length).")
     texts_file: str | None = Field(None, description="A .txt file with one verification text per line "
                                    "(relative to the recipe).")
@@ -95,8 +102,19 @@ class VerifySpec(StrictModel):
         None, gt=0, description="Largest absolute difference allowed. Default 1e-3 for float; not "
         "checked for int8 unless set.")
     min_top1_agreement: float | None = Field(
-        None, ge=0, le=1, description="Share of argmax predictions equal to eager PyTorch "
-        "(classification, fill-mask). Default 1.0 for float, 0.9 for int8.")
+        None, ge=0, le=1, description="Share of argmax predictions equal to eager PyTorch (classification, "
+        "fill-mask), counted where PyTorch's top-2 probabilities differ by at least top1_margin. Default "
+        "1.0 for float, 0.9 for int8.")
+    top1_margin: float | None = Field(
+        None, ge=0, description="Gap between PyTorch's first and second logit (nats) below which a sample is "
+        "a near-tie and not counted for top-1 agreement (0.1 = a 52.5/47.5 split of two classes). Default 0.1.")
+    max_kl: float | None = Field(
+        None, ge=0, description="Largest KL divergence (nats) of the artifact's class or token probabilities "
+        "from PyTorch's (classification, fill-mask). Default 1e-4 for float, 0.05 for int8.")
+    min_centered_cosine: float | None = Field(
+        None, ge=-1, le=1, description="Lowest cosine between the artifact's and PyTorch's deviations from "
+        "their mean output over the verification samples: fails a constant or input-independent output. "
+        "Default 0.999 for float, 0.9 for int8.")
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -136,7 +154,10 @@ class Recipe(StrictModel):
     verify: VerifySpec = Field(default_factory=VerifySpec, description="Verification inputs and thresholds.")
     gate: GateSpec = Field(default_factory=GateSpec, description="CI regression thresholds for this recipe.")
     targets: tuple[str, ...] = Field(("host",), min_length=1,
-                                     description="Targets this recipe supports (see `edgeslm targets`).")
+                                     description="Targets this recipe supports (see `edgeslm targets`); "
+                                     "`--target all` builds each. A target given to `--target` as a .toml "
+                                     "file is built even when it is not listed here: an explicit choice, "
+                                     "noted on stderr.")
 
     @property
     def quantize(self) -> QuantizeConfig | None:
@@ -187,11 +208,10 @@ def load_recipe(path: str | Path) -> LoadedRecipe:
     loaded = LoadedRecipe(recipe, path)
     for key, problem, fix in cross_checks(recipe):
         raise ConfigError(str(path_for_display(path)), key, problem, fix)
-    for key, value in _file_keys(recipe):
-        p = loaded.resolve_path(value)
-        if not p.exists():
-            raise ConfigError(str(path_for_display(path)), key, f"file not found: {p}",
-                              "fix the path; relative paths start at the recipe's folder")
+    from edgeslm.texts import read_texts
+
+    for key, value in _file_keys(recipe):  # read now: binary, empty or missing files fail here
+        read_texts(loaded.resolve_path(value), file=str(path_for_display(path)), key=key)
     return loaded
 
 

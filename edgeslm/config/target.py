@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from edgeslm.config.base import SCHEMA_VERSION, StrictModel, parse, read_toml
+from edgeslm.config.base import NAME_PATTERN, SCHEMA_VERSION, StrictModel, parse, read_toml
 
 Arch = Literal["aarch64", "x86_64"]
 
@@ -34,7 +34,7 @@ class QuantPreset(StrictModel):
 
 class Target(StrictModel):
     schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Target format version.")
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", description="Target name used with --target.")
+    name: str = Field(pattern=NAME_PATTERN, description="Target name used with --target.")
     description: str = Field(description="One line shown by `edgeslm targets`.")
     arch: Arch | Literal["auto"] = Field(description="CPU architecture (uname -m), or auto (host only).")
     cpu: str | None = Field(None, description="CPU core, e.g. cortex-a72 (informational, and used to "
@@ -53,6 +53,10 @@ class Target(StrictModel):
     def _auto_only_when_detecting(self):
         if not self.detect and (self.arch == "auto" or self.quantization.preset == "auto"):
             raise ValueError("arch/preset 'auto' needs detect = true (only the host target detects)")
+        if self.arch != "auto":
+            problem = consistency(self.arch, self.features, self.quantization.preset)
+            if problem:
+                raise ValueError(problem)
         return self
 
     def resolved(self) -> "Target":
@@ -69,6 +73,31 @@ class Target(StrictModel):
     @property
     def preset(self) -> dict:
         return PRESETS[self.quantization.preset]
+
+
+ARM_FEATURES = frozenset({"asimd", "asimddp", "i8mm", "fphp", "asimdhp", "sve", "sve2", "bf16", "neon",
+                          "fp", "crc32", "atomics", "dotprod"})
+X86_FEATURES = frozenset({"sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
+                          "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16"})
+VNNI = frozenset({"avx512_vnni", "avx_vnni"})
+
+
+def consistency(arch: str, features: tuple[str, ...], preset: str) -> str | None:
+    """Why (arch, features, preset) cannot describe one real CPU, or None."""
+    wrong = sorted(set(features) & (X86_FEATURES if arch == "aarch64" else ARM_FEATURES))
+    if wrong:
+        return (f"features {', '.join(wrong)} are not {arch} features; list what /proc/cpuinfo shows on "
+                f"the device")
+    if preset == "auto":
+        return None
+    if arch == "aarch64" and not preset.startswith("arm-"):
+        return f"preset {preset!r} is for x86 CPUs; an aarch64 target takes 'arm-s8s8'"
+    if arch == "x86_64" and preset.startswith("arm-"):
+        return f"preset {preset!r} is for ARM CPUs; an x86_64 target takes x86-u8u8, x86-u8s8 or x86-u8s8-reduced"
+    if arch == "x86_64" and preset == "x86-u8s8" and not VNNI & set(features):
+        return ("preset 'x86-u8s8' needs VNNI (avx512_vnni or avx_vnni in features): without it u8 x s8 "
+                "products saturate; use 'x86-u8u8' (or 'x86-u8s8-reduced')")
+    return None
 
 
 def preset_for(arch: str, features: tuple[str, ...]) -> str:

@@ -14,6 +14,8 @@ class TaskInfo:
     metrics: tuple[str, ...]  # verification metrics that apply
     quantize_methods: frozenset[str]  # which quantize methods the task tolerates
     quantize_refusal: str = ""  # why the others are refused
+    # config.json model_type values built and verified by edgeslm's tests for this task
+    model_types: frozenset[str] = frozenset({"bert", "mobilebert", "distilbert", "albert"})
 
 
 TASKS: dict[str, TaskInfo] = {

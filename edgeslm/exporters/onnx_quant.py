@@ -43,8 +43,8 @@ def quantize_onnx(src: Path, dst: Path, ctx) -> dict:
     matmuls = {n.name for n in onnx_graph.weight_matmuls(model)}
     del model
     facts = {"method": q.method, "granularity": q.granularity, "preset": preset_name,
-             "activation": preset["activation"], "weight": preset["weight"],
-             "reduce_range": preset["reduce_range"], **prepared.facts,
+             "weights": f"{preset['weight']} " + ("per-channel" if q.granularity == "per-channel" else "per-tensor")
+             + (", 7-bit (reduce_range)" if preset["reduce_range"] else ""), **prepared.facts,
              "quantized_linear": len(matmuls - set(excluded))}
     facts.update(HANDLERS[q.method](src, dst, ctx, preset, excluded))
     return facts
@@ -70,7 +70,10 @@ def _dynamic(src: Path, dst: Path, ctx, preset: dict, excluded: list[str]) -> di
         extra_options={"MatMulConstBOnly": True},
     )
     return {"tool": "onnxruntime.quantization.quantize_dynamic", "ops": ops,
-            "activations": "u8, quantized per tensor at run time"}
+            "activations": "u8 dynamic per tensor (onnxruntime's DynamicQuantizeLinear is u8 whatever the "
+                           "preset), one scale for the whole batch",
+            "batch_dependent": "a text's output depends slightly on the other texts in its batch (shared "
+                               "activation scale); see batch*_vs_alone_cosine_min in the verification"}
 
 
 @register("static-int8")
@@ -108,7 +111,9 @@ def _static(src: Path, dst: Path, ctx, preset: dict, excluded: list[str]) -> dic
                        "MatMulConstBOnly": True},
     )
     return {"tool": "onnxruntime.quantization.quantize_static (QDQ)", "calibration_samples": len(samples),
-            "calibration_method": method_name}
+            "calibration_method": method_name,
+            "activations": f"{preset['activation']} static per tensor (calibrated), "
+                           + ("symmetric" if preset["symmetric_activations"] else "asymmetric")}
 
 
 def _pad_all(samples: list[dict]) -> list[dict]:

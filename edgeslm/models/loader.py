@@ -21,6 +21,7 @@ class LoadedModel:
     input_names: tuple[str, ...]
     output_name: str
     config: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # warnings for the user and the manifest
 
     @contextlib.contextmanager
     def attention(self, implementation: str):
@@ -125,23 +126,26 @@ def _wrappers():
 
 
 def load_model(source: ResolvedSource, task: str, num_labels: int | None = None,
-               trust_remote_code: bool = False) -> LoadedModel:
+               trust_remote_code: bool = False, allow_untrained_head: bool = False) -> LoadedModel:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
     import transformers
     from transformers import AutoConfig, AutoTokenizer
 
+    from edgeslm.models.checks import check_vocab
+
     folder = str(source.folder)
     try:
         config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as exc:
-        raise ModelSourceError(f"model source {source.spec!r}: cannot read config.json: {exc}") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelSourceError(f"model source {source.spec!r}: cannot read config.json: "
+                               f"{_first_line(exc)}") from None
     model_type = getattr(config, "model_type", "?")
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, TypeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - tokenizer backends raise many kinds; all mean "unusable"
         raise ModelSourceError(f"model source {source.spec!r}: no usable tokenizer in {folder}: "
-                               f"{str(exc).splitlines()[0]}") from None
+                               f"{_first_line(exc)}") from None
 
     auto = {"embedding": transformers.AutoModel,
             "sequence-classification": transformers.AutoModelForSequenceClassification,
@@ -150,10 +154,13 @@ def load_model(source: ResolvedSource, task: str, num_labels: int | None = None,
     if task == "sequence-classification" and num_labels:
         kwargs["num_labels"] = num_labels
     try:
-        model = auto.from_pretrained(folder, dtype=torch.float32, **kwargs)
-    except ValueError as exc:
-        raise ModelSourceError(f"model source {source.spec!r} ({model_type}): cannot load for task "
-                               f"{task!r}: {str(exc).splitlines()[0]}") from None
+        model, info = auto.from_pretrained(folder, dtype=torch.float32, output_loading_info=True, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - damaged or mismatched weights raise OSError, RuntimeError,
+        # ValueError or safetensors' own error: all are a problem with the model files, not a bug here
+        raise ModelSourceError(f"model source {source.spec!r} ({model_type}): cannot load its weights for "
+                               f"task {task!r}: {_first_line(exc)} (check the files, or download them again)") from None
+    check_vocab(source.spec, len(tokenizer), model.get_input_embeddings().num_embeddings, folder)
+    head_note = _check_head(source.spec, task, info, allow_untrained_head)
     model.eval()
     _register_attention()
     EmbeddingHead, LogitsHead = _wrappers()
@@ -169,22 +176,34 @@ def load_model(source: ResolvedSource, task: str, num_labels: int | None = None,
                        input_names=tuple(names), output_name=TASKS[task].output,
                        config={"model_type": model_type,
                                "num_parameters": sum(p.numel() for p in model.parameters()),
-                               "architectures": list(getattr(config, "architectures", None) or [])})
+                               "architectures": list(getattr(config, "architectures", None) or [])},
+                       notes=[head_note] if head_note else [])
 
 
-def builtin_texts(name: str) -> list[str]:
-    path = Path(__file__).resolve().parent.parent / "data" / f"{name}.txt"
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
 
 
-def read_texts(path: Path, limit: int | None = None) -> list[str]:
-    """One text per line of a .txt file, or one text per .txt file in a folder (recursively)."""
-    if path.is_dir():
-        texts = [" ".join(p.read_text(encoding="utf-8", errors="replace").split())
-                 for p in sorted(path.rglob("*.txt"))]
-    else:
-        texts = [ln.strip() for ln in path.read_text(encoding="utf-8", errors="replace").splitlines()]
-    texts = [t for t in texts if t]
-    if not texts:
-        raise ModelSourceError(f"{path}: no texts found (expected .txt lines or .txt files)")
-    return texts[:limit] if limit else texts
+# weights that may be absent from a checkpoint without the model's outputs becoming random
+_HARMLESS_MISSING = ("pooler.", "position_ids", "token_type_ids")
+
+
+def _check_head(spec: str, task: str, info: dict, allowed: bool) -> str | None:
+    """A checkpoint without the task head gets a random one from transformers, silently: refuse it
+    unless the recipe says that is intended (warn then)."""
+    missing = [k for k in info.get("missing_keys", []) if not any(h in k for h in _HARMLESS_MISSING)]
+    if not missing:
+        return None
+    shown = ", ".join(sorted(missing)[:4]) + (" ..." if len(missing) > 4 else "")
+    if task == "embedding" or not allowed:
+        raise ModelSourceError(
+            f"model source {spec!r}: the checkpoint lacks weights the {task} model needs ({shown}); they would "
+            "be random and every output meaningless. Point model.source at a checkpoint trained for this task"
+            + ("" if task == "embedding" else ", or set model.allow_untrained_head = true to build it anyway "
+               "(e.g. to measure speed before fine-tuning)"))
+    return (f"{task} head initialised at random ({shown}): outputs are meaningless until it is fine-tuned "
+            "(allowed by model.allow_untrained_head)")
+
+
+from edgeslm.texts import builtin_texts, read_texts  # noqa: E402,F401 (re-exported)

@@ -65,17 +65,22 @@ def _package_version(spec: str) -> str | None:
     return None
 
 
-def resolve_source(spec: str, base_dir: Path, revision: str | None = None, download: bool = True) -> ResolvedSource:
-    """Find the model folder. `download=False` checks without touching the network (for validate)."""
+def classify(spec: str, base_dir: Path) -> tuple[str, str]:
+    """(kind, value): kind is local, package or hub."""
     scheme, sep, rest = spec.partition(":")
     if sep and scheme in ("hf", "pkg", "path"):
-        kind, value = {"hf": "hub", "pkg": "package", "path": "local"}[scheme], rest
-    elif spec.startswith((".", "/", "~")) or (base_dir / spec).exists():
-        kind, value = "local", spec
-    elif _package_folder(spec) is not None:
-        kind, value = "package", spec
-    else:
-        kind, value = "hub", spec
+        return {"hf": "hub", "pkg": "package", "path": "local"}[scheme], rest
+    if spec.startswith((".", "/", "~")) or (base_dir / spec).exists():
+        return "local", spec
+    folder = _package_folder(spec)
+    if folder is not None and folder.is_dir():  # 'google/mobilebert-uncased' is a hub id, though
+        return "package", spec                   # 'google' may be an installed namespace package
+    return "hub", spec
+
+
+def resolve_source(spec: str, base_dir: Path, revision: str | None = None, download: bool = True) -> ResolvedSource:
+    """Find the model folder. `download=False` checks without touching the network (for validate)."""
+    kind, value = classify(spec, base_dir)
 
     if kind == "local":
         folder = Path(value).expanduser()

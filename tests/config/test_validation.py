@@ -54,7 +54,7 @@ def test_unknown_top_level_key(tmp_path):
 
 def test_wrong_type(tmp_path):
     msg = error_of(write(tmp_path, BASE + '[inputs]\nmax_seq_len = "long"\n'))
-    assert "inputs.max_seq_len" in msg and "integer" in msg and "'long'" in msg
+    assert "inputs.max_seq_len" in msg and "whole number" in msg and "'long'" in msg
 
 
 def test_missing_key(tmp_path):
