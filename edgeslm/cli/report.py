@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from edgeslm.cli import main
-from edgeslm.errors import EXIT_FAILED
+from edgeslm.errors import EXIT_FAILED, UserError
 
 
 @main.command()
@@ -21,7 +21,8 @@ from edgeslm.errors import EXIT_FAILED
               help="Gate thresholds, e.g. 'latency=+10%,rss=+5%,size=+1%,accuracy=-0.5' (the default with "
                    "--baseline). Latency regressions must exceed the limit beyond the measured spread.")
 @click.option("--save-baseline", type=click.Path(path_type=Path),
-              help="Store these results as the new baseline in this folder (replaces it).")
+              help="Store these results as the new baseline in this folder: a new folder, or one edgeslm "
+                   "saved as a baseline before (which is replaced); anything else is refused.")
 def report(paths, fmt, out, baseline, fail_on, save_baseline) -> None:
     """Turn build folders, profile results or folders of them into a report; with --baseline, compare
     and exit 1 when a threshold is crossed (noise within the measured spread does not fail)."""
@@ -29,6 +30,8 @@ def report(paths, fmt, out, baseline, fail_on, save_baseline) -> None:
     from edgeslm.reports.collect import collect, rows
     from edgeslm.reports.model import build_report
 
+    if out is not None and out.is_dir():
+        raise UserError(f"--out {out}: is a folder; give a file name, e.g. {out / ('report.' + fmt)}")
     current = collect(list(paths))
     comparison = None
     if baseline is not None:
@@ -48,8 +51,13 @@ def report(paths, fmt, out, baseline, fail_on, save_baseline) -> None:
 
         text = render(data)
     if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_name(f".{out.name}.tmp")
+            tmp.write_text(text)
+            tmp.replace(out)
+        except OSError as exc:
+            raise UserError(f"--out {out}: cannot write the report there ({exc.strerror or exc})") from None
         click.echo(f"report written to {out}", err=True)
     else:
         click.echo(text)

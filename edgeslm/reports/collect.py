@@ -12,6 +12,7 @@ from edgeslm.runner.device_runner import stats
 REPORT_SCHEMA = "edgeslm.report/1"
 PROFILE_SCHEMA = "edgeslm.profile/1"
 MANIFEST_SCHEMA = "edgeslm.manifest/1"
+BASELINE_MARKER = ".edgeslm-baseline.json"  # marks a folder `report --save-baseline` made
 
 
 @dataclass
@@ -21,26 +22,70 @@ class Collected:
     sources: list[str] = field(default_factory=list)
 
 
+def _is_result_file(f: Path) -> bool:
+    """Files that must be edgeslm's own when found in a folder: build manifests and profile results."""
+    return f.name == "manifest.json" or "profiles" in f.parts
+
+
+PROFILE_KEYS = {"build": dict, "device": dict, "artifact": dict, "settings": dict, "latency_ms": dict,
+                "memory_kb": dict, "parity": dict, "flags": list, "started_at": str}
+
+
+def problem_with(data: dict) -> str | None:
+    """Why a manifest or profile result cannot be reported (missing or mistyped parts), or None."""
+    if data.get("schema") == MANIFEST_SCHEMA:
+        from edgeslm.artifacts.manifest import Manifest
+
+        try:
+            Manifest.model_validate(data)
+        except ValueError as exc:
+            first = exc.errors()[0] if hasattr(exc, "errors") else {}
+            where = ".".join(str(x) for x in first.get("loc", ())) or "?"
+            return f"not a valid build manifest ({where}: {first.get('msg', exc)})"
+        return None
+    for key, kind in PROFILE_KEYS.items():
+        if not isinstance(data.get(key), kind):
+            return f"not a valid profile result ({key} is missing or not a {kind.__name__})"
+    for part, keys in (("build", ("recipe", "target", "cache_key")), ("artifact", ("name", "format", "precision")),
+                       ("latency_ms", ("p50", "cv")), ("memory_kb", ("peak_rss",)), ("parity", ("passed",))):
+        missing = [k for k in keys if k not in data[part]]
+        if missing:
+            return f"not a valid profile result ({part}.{missing[0]} is missing)"
+    return None
+
+
 def collect(paths: list[Path]) -> Collected:
+    """Manifests and profile results from files and folders. A file that should be one (a manifest.json,
+    anything under profiles/, or a file named on the command line) but cannot be read is an error naming
+    it, never silently left out of a report or a gate."""
     out = Collected()
     for path in paths:
         if not path.exists():
             raise UserError(f"{path}: no such file or folder (give build folders, profile results or a baseline)")
         files = [path] if path.is_file() else sorted(p for p in path.rglob("*.json") if ".logs" not in p.parts)
+        baseline = path.is_dir() and (path / BASELINE_MARKER).is_file()
         for f in files:
+            if f.name == BASELINE_MARKER:
+                continue
+            must = path.is_file() or baseline or _is_result_file(f.relative_to(path) if f != path else Path(f.name))
             try:
-                data = json.loads(f.read_text())
-            except (OSError, ValueError):
-                if path.is_file():
-                    raise UserError(f"{f}: not a JSON file") from None
+                data = json.loads(f.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                if must:
+                    raise UserError(f"{f}: not readable JSON ({str(exc).splitlines()[0][:80]}); rebuild or re-profile, "
+                                    "or remove the file") from None
                 continue
             schema = data.get("schema") if isinstance(data, dict) else None
-            if schema == MANIFEST_SCHEMA:
-                out.manifests[data["cache_key"]] = data
-            elif schema == PROFILE_SCHEMA:
-                data["_file"] = str(f)
-                out.profiles.append(data)
-            elif path.is_file():
+            if schema in (MANIFEST_SCHEMA, PROFILE_SCHEMA):
+                problem = problem_with(data)
+                if problem:
+                    raise UserError(f"{f}: {problem}; rebuild or re-profile, or remove the file")
+                if schema == MANIFEST_SCHEMA:
+                    out.manifests[data["cache_key"]] = data
+                else:
+                    data["_file"] = str(f)
+                    out.profiles.append(data)
+            elif must:
                 raise UserError(f"{f}: not an edgeslm manifest or profile result (schema {schema!r})")
             else:
                 continue

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,22 +149,54 @@ def compare(current: list[dict], baseline: list[dict], limits: dict[str, float])
     return out
 
 
+from edgeslm.reports.collect import BASELINE_MARKER  # noqa: E402
+
+BASELINE_SCHEMA = "edgeslm.baseline/1"
+
+
+def is_baseline(folder: Path) -> bool:
+    try:
+        return json.loads((folder / BASELINE_MARKER).read_text()).get("schema") == BASELINE_SCHEMA
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def save_baseline(sources: list[str], folder: Path) -> Path:
-    """Store the given result and manifest files as the new baseline (replacing the old one)."""
+    """Store the given result and manifest files as the new baseline in `folder`.
+
+    Only a folder edgeslm made as a baseline (it holds the marker file) is ever replaced; a plain file,
+    a build folder or any other folder is refused and left as it is. The new baseline is written to a
+    temporary sibling and swapped in, so an interrupted save leaves the old one intact."""
+    import datetime as dt
+
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise UserError(f"--save-baseline {folder}: is a file, not a baseline folder; give a new folder "
+                        "name (nothing was written)")
+    if folder.exists() and not is_baseline(folder):
+        if any(folder.iterdir()):
+            raise UserError(f"--save-baseline {folder}: exists and is not an edgeslm baseline (no {BASELINE_MARKER}); "
+                            "edgeslm only replaces baselines it made: give a new folder name (nothing was written)")
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for i, src in enumerate(sources):
-        data = json.loads(Path(src).read_text())
-        if data.get("schema") == "edgeslm.manifest/1":
-            name = f"manifest-{data['cache_key'][:16]}.json"
-        else:
-            b, d, a = data["build"], data["device"], data["artifact"]
-            name = f"profile-{d.get('name')}-{b['recipe']}-{b['target']}-{a['name']}-{i}.json"
-        shutil.copyfile(src, tmp / name)
-    old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    shutil.rmtree(old, ignore_errors=True)
+    try:
+        for i, src in enumerate(sources):
+            data = json.loads(Path(src).read_text())
+            if data.get("schema") == "edgeslm.manifest/1":
+                name = f"manifest-{data['cache_key'][:16]}.json"
+            else:
+                b, d, a = data["build"], data["device"], data["artifact"]
+                name = f"profile-{d.get('name')}-{b['recipe']}-{b['target']}-{a['name']}-{i}.json"
+            name = re.sub(r"[^A-Za-z0-9._-]", "_", name)  # names in results are input: a plain file name
+            shutil.copyfile(src, tmp / name)
+        (tmp / BASELINE_MARKER).write_text(json.dumps({
+            "schema": BASELINE_SCHEMA, "files": len(sources),
+            "saved_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}))
+        old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+        if folder.exists():
+            os.replace(folder, old)  # only an edgeslm baseline or an empty folder gets here
+        os.replace(tmp, folder)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return folder
