@@ -119,6 +119,9 @@ def test_installed_executable_failed_verification_exit_code(tmp_path, tiny_model
     assert r.returncode == EXIT_FAILED
     assert "verification failed" in r.stderr and "max_abs_error" in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    # the whole results table, so the user sees what passed as well as what failed
+    assert "VERIFICATION FAILED" in r.stdout and "cosine min / p5" in r.stdout and "centred cos" in r.stdout
+    assert "FAIL" in r.stdout and "model.onnx" in r.stdout
 
 
 @pytest.mark.slow
