@@ -49,6 +49,15 @@ def test_architecture_builds_and_verifies_in_both_formats(tmp_path, tiny_model, 
     assert et.export["delegation"]["delegated_ops"] > 0
     onnx = m.artifact("onnx")
     assert onnx.export["opset"] >= 17
+    # shared weights (ALBERT's one layer group) are stored once: no two initializers hold the same bytes
+    import hashlib
+
+    import onnx as onnx_lib
+    graph = onnx_lib.load(str(result.folder / "model.onnx")).graph
+    digests = [hashlib.sha256(i.raw_data).hexdigest() for i in graph.initializer if len(i.raw_data) > 64]
+    assert len(digests) == len(set(digests))
+    if arch == "albert":
+        assert onnx.export["deduplicated_initializers"]["removed"] >= 2
     # manifest lists every file with its hash; reference I/O holds inputs and eager outputs
     listed = {f.path for f in m.files}
     assert {"model.onnx", "model.pte", "reference.npz", "tokenizer/tokenizer.json"} <= listed

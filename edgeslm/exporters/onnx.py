@@ -53,6 +53,7 @@ class OnnxExporter:
                 quant_facts = quantize_onnx(optimized, final, ctx)
         else:
             os.replace(optimized, final)
+        facts["deduplicated_initializers"] = deduplicate(final)
         facts["nodes"] = _op_histogram(final)
         facts["opset"] = _opset(final)
         import shutil
@@ -98,6 +99,24 @@ def optimize(src: Path, dst: Path, level: str, model_type: str) -> tuple[Path, d
     so.log_severity_level = 3
     ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
     return dst, {"level": "extended"}
+
+
+def deduplicate(path: Path) -> dict:
+    """Store identical weights once. Layers that share weights (ALBERT's one layer group, tied heads)
+    come out of export and quantization as separate copies of the same tensor; exact byte comparison
+    after a hash, so nothing that differs is merged."""
+    import onnx_ir as ir
+    from onnx_ir.passes.common import DeduplicateHashedInitializersPass
+
+    before = path.stat().st_size
+    model = ir.load(str(path))
+    n = len(model.graph.initializers)
+    if not DeduplicateHashedInitializersPass()(model).modified:
+        return {"removed": 0, "bytes_saved": 0}
+    tmp = path.with_suffix(".dedup.onnx")
+    ir.save(model, str(tmp))
+    os.replace(tmp, path)
+    return {"removed": n - len(model.graph.initializers), "bytes_saved": before - path.stat().st_size}
 
 
 def _op_histogram(path: Path) -> dict[str, int]:
