@@ -24,7 +24,8 @@ from edgeslm.errors import EXIT_USER, EdgeSLMError
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
 def validate(files: tuple[Path, ...], as_json: bool) -> None:
-    """Check recipes, targets and devices.toml (keys, types, files, combinations) without building."""
+    """Check recipes, targets and devices.toml (keys, types, files, combinations, the model source)
+    without building, importing torch or using the network. FILES may also name shipped recipes or targets."""
     results, failed = [], False
     for f in files:
         try:
@@ -53,7 +54,7 @@ def recipes(as_json: bool) -> None:
         data = read_toml(path)
         rows.append({"name": name, "description": data.get("description", ""), "path": str(path),
                      "targets": data.get("targets", [])})
-    _print_rows(rows, as_json)
+    _print_rows(rows, as_json, "recipes")
 
 
 @main.command()
@@ -65,10 +66,14 @@ def targets(as_json: bool) -> None:
         t = load_target_file(path)
         rows.append({"name": name, "description": t.description, "arch": t.arch,
                      "preset": t.quantization.preset, "path": str(path)})
-    _print_rows(rows, as_json)
+    _print_rows(rows, as_json, "targets")
 
 
-def _print_rows(rows: list[dict], as_json: bool) -> None:
+def _print_rows(rows: list[dict], as_json: bool, kind: str = "") -> None:
+    if not rows and kind:
+        looked = ", ".join(str(d) for d in catalog.candidate_dirs(kind))
+        click.echo(f"no shipped {kind} found; looked in: {looked} (set EDGESLM_{kind.upper()}_PATH to add a "
+                   "folder)", err=True)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

@@ -19,14 +19,23 @@ def project_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
-def _search_dirs(kind: str) -> list[Path]:
+def candidate_dirs(kind: str) -> list[Path]:
+    """Where shipped recipes or targets are looked for, in order: $EDGESLM_<KIND>_PATH, the source
+    checkout's top-level folder, the copy inside an installed wheel (edgeslm/shipped), share/edgeslm."""
     dirs = []
     env = os.environ.get(f"EDGESLM_{kind.upper()}_PATH")
     if env:
         dirs += [Path(p) for p in env.split(os.pathsep) if p]
-    dirs.append(project_root() / kind)
+    root = project_root()
+    if (root / "pyproject.toml").is_file():  # a source checkout (editable install or run from the repo)
+        dirs.append(root / kind)
+    dirs.append(Path(__file__).resolve().parents[1] / "shipped" / kind)
     dirs.append(Path(sys.prefix) / "share" / "edgeslm" / kind)
-    return [d for d in dirs if d.is_dir()]
+    return dirs
+
+
+def _search_dirs(kind: str) -> list[Path]:
+    return [d for d in candidate_dirs(kind) if d.is_dir()]
 
 
 def shipped(kind: str) -> dict[str, Path]:
@@ -133,7 +142,14 @@ def classify_file(path: Path) -> str:
 
 def validate_file(path: Path) -> str:
     """Validate one file fully (including cross references, the model source and the files it names)
-    without importing torch or touching the network. Returns a one-line summary."""
+    without importing torch or touching the network. Returns a one-line summary. A name that is not a
+    file but a shipped recipe or target is validated too."""
+    if not path.exists() and not _is_target_file(str(path)):
+        for kind in ("recipes", "targets"):
+            found = shipped(kind).get(str(path))
+            if found is not None:
+                path = found
+                break
     kind = classify_file(path)
     if kind == "devices":
         if not path.exists():

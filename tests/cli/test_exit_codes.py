@@ -105,3 +105,11 @@ def test_save_baseline_never_deletes_what_it_did_not_make(tmp_path, tiny_builds)
     assert not [p for p in base.parent.iterdir() if p.name.startswith(".")]  # no temporary siblings left
     r = invoke("report", base)  # a baseline folder reads like any results folder
     assert r.exit_code == 0 and "tinydeploy" in r.output, r.output
+
+
+def test_empty_lists_say_where_they_looked(tmp_path, monkeypatch):
+    from edgeslm.config import catalog
+
+    monkeypatch.setattr(catalog, "candidate_dirs", lambda kind: [tmp_path / "nothing-here" / kind])
+    r = invoke("recipes")
+    assert r.exit_code == 0 and "no shipped recipes found; looked in:" in r.output and "nothing-here" in r.output

