@@ -33,6 +33,10 @@ def validate(files: tuple[Path, ...], as_json: bool) -> None:
         except EdgeSLMError as exc:
             failed = True
             results.append({"file": str(f), "ok": False, "error": str(exc)})
+        except Exception as exc:  # noqa: BLE001 - a bug for this file must not hide the other files' results
+            failed = True
+            results.append({"file": str(f), "ok": False, "error": f"{f}: internal error: {type(exc).__name__}: "
+                            f"{exc} (this is a bug in edgeslm; please report it)"})
     if as_json:
         click.echo(json.dumps(results, indent=2))
     else:
