@@ -46,14 +46,17 @@ def make_config(arch: str, vocab_size: int, num_labels: int = 3, initializer_ran
     raise ValueError(arch)
 
 
-def make_model(arch: str, task: str, folder: Path) -> Path:
-    """Save a tiny `arch` model for `task` (with tokenizer) into `folder`."""
+def make_model(arch: str, task: str, folder: Path, initializer_range: float | None = None) -> Path:
+    """Save a tiny `arch` model for `task` (with tokenizer) into `folder`. Trainable models (for the
+    finetune and prune passes) take the default initializer_range 0.02."""
     import torch
     import transformers as tf
 
     torch.manual_seed(0)
     tok = make_tokenizer(folder)
-    cfg = make_config(arch, tok.vocab_size, initializer_range=0.02 if task == "fill-mask" else 0.5)
+    if initializer_range is None:
+        initializer_range = 0.02 if task == "fill-mask" else 0.5
+    cfg = make_config(arch, tok.vocab_size, initializer_range=initializer_range)
     auto = {"embedding": tf.AutoModel, "sequence-classification": tf.AutoModelForSequenceClassification,
             "fill-mask": tf.AutoModelForMaskedLM}[task]
     model = auto.from_config(cfg)
@@ -82,4 +85,47 @@ max_seq_len = 64
 formats = [{fmts}]
 {extra}
 ''')
+    return path
+
+
+# Topic words that are whole tokens of the tiny tokenizer (trained on edgeslm's bundled texts), so a tiny
+# model learns the topics in a few epochs.
+TOPICS = {
+    "money": ["bank", "company", "percent", "bill", "cent", "raised", "year", "month", "report", "shar"],
+    "tech": ["processor", "model", "battery", "engine", "power", "faster", "uses", "built", "reset", "security"],
+    "culture": ["festival", "film", "summer", "band", "playing", "minutes", "final", "best", "morning", "court"],
+}
+FILLER = ["the", "a", "and", "with", "after", "this", "over", "from", "more", "when", "while", "that"]
+
+
+def write_dataset(folder: Path, per_label: int = 60, fmt: str = "csv", seed: int = 0) -> Path:
+    """A small labelled topic dataset a tiny model can learn (keywords per label), in `fmt`:
+    csv, tsv, jsonl or folders (one sub-folder per label)."""
+    import csv
+    import json
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for label, words in TOPICS.items():
+        for _ in range(per_label):
+            n = rng.randint(6, 14)
+            text = " ".join(rng.choice(words) if rng.random() < 0.45 else rng.choice(FILLER) for _ in range(n))
+            rows.append((text, label))
+    rng.shuffle(rows)
+    folder.mkdir(parents=True, exist_ok=True)
+    if fmt == "folders":
+        root = folder / "data"
+        for i, (text, label) in enumerate(rows):
+            (root / label).mkdir(parents=True, exist_ok=True)
+            (root / label / f"{i:04d}.txt").write_text(text + "\n")
+        return root
+    path = folder / f"data.{fmt}"
+    if fmt == "jsonl":
+        path.write_text("".join(json.dumps({"text": t, "label": lb}) + "\n" for t, lb in rows))
+    else:
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f, delimiter="," if fmt == "csv" else "\t")
+            w.writerow(["text", "label"])
+            w.writerows(rows)
     return path

@@ -62,7 +62,9 @@ class Artifact(_Model):
     quantization: dict[str, Any] | None = None
     export: dict[str, Any] = Field(default_factory=dict, description="Exporter facts: opset, "
                                    "optimization, delegated operators, dynamic shapes...")
-    verification: Verification | None = None
+    verification: Verification | None = None  # export fidelity: vs the eager model it was exported from
+    compression: Verification | None = None  # compression loss: vs the model before compression (reported)
+    task_metric: dict[str, Any] | None = None  # on the eval split, on the build host
     # Room for later work: per-operator profiles, KV-cache programs, extra methods.
     extras: dict[str, Any] = Field(default_factory=dict)
 
@@ -84,6 +86,10 @@ class Manifest(_Model):
     reference: dict[str, Any] = Field(description="Reference I/O file and what it holds.")
     tools: dict[str, str]
     build: dict[str, Any] = Field(description="started_at, seconds, steps [{name, seconds}], host.")
+    passes: list[dict[str, Any]] = Field(default_factory=list, description="What each pass did, in order.")
+    evaluation: dict[str, Any] | None = Field(
+        None, description="Task metric on the eval split: dataset, metric, original (before compression), "
+        "compressed (eager), per artifact; the tokenized eval split is in the reference file.")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

@@ -51,7 +51,9 @@ def build(recipe: str | None, targets: tuple[str, ...], out: Path, force: bool, 
     log_dir.mkdir(parents=True, exist_ok=True)
     for target in resolved:
         log_path = log_dir / f"{loaded.recipe.name}-{target.name}.log"
-        steps = StepLog(on_step=_progress(console, target.name))
+        steps = StepLog(on_step=_progress(console, target.name),
+                        progress=(lambda m, t=target.name: console.print(f"    [dim]{t}: {m}[/]")) if console else
+                        (lambda m: None))
         try:
             with quiet_native_output(log_path):
                 result = run_build(loaded, target, out, force=force, log=steps)

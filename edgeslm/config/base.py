@@ -73,7 +73,8 @@ def _refuse_dates(value: Any, file: str, loc: tuple) -> None:
             _refuse_dates(v, file, (*loc, i))
 
 
-def parse(model: type[BaseModel], data: dict[str, Any], file: str, context: dict | None = None):
+def parse(model: type[BaseModel], data: dict[str, Any], file: str, context: dict | None = None,
+          prefix: tuple = ()):
     """Validate `data` strictly against `model`: no coercion ("32" is not 32, 1 and "yes" are not true;
     TOML arrays are lists, integers are numbers). The first problem becomes a one-line ConfigError."""
     import json
@@ -85,7 +86,7 @@ def parse(model: type[BaseModel], data: dict[str, Any], file: str, context: dict
     try:
         return model.model_validate_json(text, strict=True, context=context)
     except pydantic.ValidationError as exc:
-        raise error_from_pydantic(exc, model, file) from None
+        raise error_from_pydantic(exc, model, file, prefix) from None
 
 
 def _loc_to_key(loc: tuple) -> str:
@@ -233,12 +234,13 @@ def _given(value: Any) -> str:
     return text if isinstance(value, (list, dict)) else f"{text} ({kind})"
 
 
-def error_from_pydantic(exc: pydantic.ValidationError, model: type[BaseModel], file: str) -> ConfigError:
+def error_from_pydantic(exc: pydantic.ValidationError, model: type[BaseModel], file: str,
+                        prefix: tuple = ()) -> ConfigError:
     errors = exc.errors(include_url=False)
     # a misspelt key shows up as "unknown key" plus "missing": name the typo, with the near miss
     err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = tuple(err["loc"])
-    key = _loc_to_key(loc)
+    key = _loc_to_key(prefix + loc)
     kind = err["type"]
     ctx = err.get("ctx") or {}
     given = err.get("input")

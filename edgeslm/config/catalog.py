@@ -112,6 +112,12 @@ def check_plan(loaded: LoadedRecipe, target: Target) -> None:
     from edgeslm.config.target import consistency
 
     recipe, file = loaded.recipe, str(path_for_display(loaded.path))
+    from edgeslm.passes import HANDLERS  # torch-free: handlers are imported only when a pass runs
+
+    for i, p in enumerate(recipe.passes):
+        if p.type not in HANDLERS and not type(p).handler:
+            raise ConfigError(file, f"passes[{i}].type", f"pass {p.type!r} has no handler registered",
+                              "register one with edgeslm.passes.register_pass, or remove the pass")
     for fmt in recipe.export.formats:
         if fmt not in target.formats:
             raise ConfigError(file, "export.formats", f"target {target.name!r} cannot run {fmt}",
@@ -177,10 +183,25 @@ def validate_file(path: Path) -> str:
             raise ConfigError(file, f"targets[{i}]", str(exc)) from None
         check_plan(loaded, target)
     source_note = check_source(loaded)
+    data_note = check_datasets(loaded)
     r = loaded.recipe
     quant = r.quantize.method if r.quantize else "fp32"
     return (f"recipe {r.name}: {r.model.task}, {quant}, {', '.join(r.export.formats)} for "
-            f"{', '.join(r.targets)}; model {source_note}")
+            f"{', '.join(r.targets)}; model {source_note}{data_note}")
+
+
+def check_datasets(loaded: LoadedRecipe) -> str:
+    """Read every local dataset the recipe names (hub datasets are checked when built)."""
+    from edgeslm.datasets import load_dataset
+
+    notes = []
+    for name, spec in loaded.recipe.datasets.items():
+        if spec.source.startswith("hf:"):
+            notes.append(f"{name}: hub dataset {spec.source[3:]}")
+            continue
+        d = load_dataset(name, spec, loaded.base_dir, str(path_for_display(loaded.path)))
+        notes.append(f"{name}: {len(d.labels)} labels, {len(d.train)} train / {len(d.eval)} eval texts")
+    return ("; datasets " + "; ".join(notes)) if notes else ""
 
 
 def check_source(loaded: LoadedRecipe) -> str:

@@ -1,17 +1,47 @@
 """Pass configurations: one small frozen class per pass, selected by `type` in `[[passes]]`.
 
-The handlers that carry them out live in `edgeslm.passes` (they import torch); this module must
-stay importable without torch so that `edgeslm validate` is fast. Adding a pass means adding a class
-here (and to `PassConfig`) and registering a handler; no caller changes.
+Every pass is a config class registered here under its `type` plus a handler that carries it out
+(`edgeslm.passes`). Handlers import torch, so this module names them by import path only and stays
+importable without torch (`edgeslm validate` checks a recipe's passes in milliseconds). Adding a pass
+means adding one class (and its handler module); no caller changes. A class registered at run time
+(`edgeslm.passes.register_pass`, e.g. from a test or a plugin) is as good as a built-in one.
 """
 
 from __future__ import annotations
 
+import typing
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from edgeslm.config.base import StrictModel
+from edgeslm.config.base import NAME_PATTERN, StrictModel
+
+
+class PassConfig(StrictModel):
+    """Base of every pass configuration."""
+
+    type: str
+    # False for passes that adapt the model to its task (finetune): compression is judged against the
+    # model as it is after them. True for passes that trade accuracy for size or speed (prune, quantize).
+    compresses: ClassVar[bool] = True
+    handler: ClassVar[str] = ""  # "module:function" carrying the pass out (imported when it runs)
+    summary: ClassVar[str] = ""  # one line for `edgeslm explain`
+
+
+PASS_TYPES: dict[str, type[PassConfig]] = {}
+
+
+def pass_tag(cls: type[PassConfig]) -> str:
+    args = typing.get_args(cls.model_fields["type"].annotation)
+    if len(args) != 1:
+        raise TypeError(f"{cls.__name__}.type must be a Literal of one string")
+    return args[0]
+
+
+def register_config(cls: type[PassConfig]) -> type[PassConfig]:
+    """Make `[[passes]] type = "<tag>"` parse into `cls`."""
+    PASS_TYPES[pass_tag(cls)] = cls
+    return cls
 
 
 class CalibrationSpec(StrictModel):
@@ -26,10 +56,13 @@ class CalibrationSpec(StrictModel):
         "minmax", description="How ranges are derived from calibration statistics (ONNX).")
 
 
-class QuantizeConfig(StrictModel):
-    """Post-training int8 quantization, realised per export format."""
+@register_config
+class QuantizeConfig(PassConfig):
+    """Post-training int8 quantization: planned on the PyTorch model (layers kept in float, SmoothQuant),
+    realised by each exporter in its own runtime's terms."""
 
-    stage: ClassVar[str] = "export"  # applied by each exporter, in its own runtime's terms
+    handler: ClassVar[str] = "edgeslm.passes.quantize:run"
+    summary: ClassVar[str] = "int8 weights (and activations), per format and target preset"
     type: Literal["quantize"] = "quantize"
     method: Literal["dynamic-int8", "static-int8"] = Field(
         description="dynamic-int8: int8 weights, activations quantized at run time (no data needed). "
@@ -59,8 +92,66 @@ class QuantizeConfig(StrictModel):
         "(defaults to the bundled texts).")
 
 
-# Later passes (fine-tune, prune) join here as
-# `Annotated[Union[QuantizeConfig, PruneConfig, ...], Field(discriminator="type")]`.
-PassConfig = QuantizeConfig
+class TrainingSpec(StrictModel):
+    """How a model is trained on the recipe's data (fine-tuning, and recovery after pruning)."""
 
-PASS_TYPES: dict[str, type[StrictModel]] = {"quantize": QuantizeConfig}
+    dataset: str | None = Field(None, pattern=NAME_PATTERN, description="Name of a [datasets.NAME] table "
+                                "to train on (its train split). Default: the only dataset the recipe names.")
+    epochs: float = Field(3, gt=0, le=100, description="Passes over the train split.")
+    max_steps: int = Field(0, ge=0, description="Stop after this many optimizer steps (0 = no limit).")
+    learning_rate: float = Field(5e-5, gt=0, le=1, description="Peak learning rate (AdamW, linear decay "
+                                 "after a 6% warm-up).")
+    weight_decay: float = Field(0.01, ge=0, le=1, description="AdamW weight decay.")
+    batch_size: int = Field(16, ge=1, le=1024, description="Texts per optimizer step.")
+    max_seq_len: int | None = Field(None, ge=8, le=8192, description="Longest training sequence "
+                                    "(default: the recipe's inputs.max_seq_len).")
+    seed: int = Field(0, ge=0, description="Seed for shuffling, dropout and the new head.")
+    train: Literal["full", "head"] = Field("full", description="full: every weight; head: only the "
+                                           "classification head (the encoder stays frozen).")
+    distill: Literal["none", "teacher"] = Field(
+        "none", description="teacher: learn from the model as it was before compression (soft targets, "
+        "KL at `temperature`) as well as from the labels.")
+    distill_weight: float = Field(0.5, ge=0, le=1, description="Share of the distillation loss "
+                                  "(the rest is cross-entropy with the labels).")
+    temperature: float = Field(2.0, gt=0, le=20, description="Softmax temperature of distillation.")
+    eval_each_epoch: bool = Field(True, description="Evaluate on the eval split after each epoch and keep "
+                                  "the best checkpoint.")
+
+
+@register_config
+class FinetuneConfig(TrainingSpec, PassConfig):
+    """Fine-tune the model on a labelled dataset of the recipe (sequence classification), on the CPU."""
+
+    handler: ClassVar[str] = "edgeslm.passes.finetune:run"
+    summary: ClassVar[str] = "train the task head (and the encoder) on the recipe's data"
+    compresses: ClassVar[bool] = False
+    type: Literal["finetune"] = "finetune"
+
+
+@register_config
+class PruneConfig(PassConfig):
+    """Structured pruning: remove whole attention heads and FFN neurons, physically shrinking the weight
+    matrices (what CPU runtimes turn into speed), then recover with a short fine-tune."""
+
+    handler: ClassVar[str] = "edgeslm.passes.prune:run"
+    summary: ClassVar[str] = "remove attention heads and FFN neurons by measured importance"
+    type: Literal["prune"] = "prune"
+    heads: float = Field(0.0, ge=0, lt=1, description="Share of attention heads removed in every layer "
+                         "(at least one head stays).")
+    ffn: float = Field(0.0, ge=0, lt=1, description="Share of FFN (intermediate) neurons removed in every "
+                       "layer.")
+    importance: Literal["taylor", "magnitude"] = Field(
+        "taylor", description="taylor: |activation x gradient| of the task loss on the dataset (needs "
+        "labels); magnitude: mean |activation| (no labels).")
+    dataset: str | None = Field(None, pattern=NAME_PATTERN, description="Dataset whose train split "
+                                "measures importance and drives recovery. Default: the only one.")
+    importance_samples: int = Field(256, ge=8, le=100000, description="Texts used to measure importance.")
+    recovery: TrainingSpec | None = Field(
+        None, description="Fine-tune after pruning (recommended; distill = \"teacher\" learns from the "
+        "unpruned model). Omit for no recovery.")
+
+    @model_validator(mode="after")
+    def _something(self):
+        if self.heads == 0 and self.ffn == 0:
+            raise ValueError("prune needs heads > 0 or ffn > 0 (shares to remove, e.g. heads = 0.5)")
+        return self

@@ -10,10 +10,11 @@ from typing import Literal
 
 from typing import Annotated
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
 from edgeslm.config.base import NAME_PATTERN, SCHEMA_VERSION, StrictModel, parse, read_toml
-from edgeslm.config.passes import PassConfig, QuantizeConfig
+from edgeslm.config.data import DatasetSpec, EvalSpec
+from edgeslm.config.passes import PASS_TYPES, PassConfig, QuantizeConfig
 from edgeslm.config.tasks import TASKS
 from edgeslm.errors import ConfigError
 
@@ -148,9 +149,14 @@ class Recipe(StrictModel):
     model: ModelSpec = Field(description="The model and its task.")
     inputs: InputSpec = Field(default_factory=InputSpec, description="Input shape bounds.")
     export: ExportSpec = Field(default_factory=ExportSpec, description="Formats and exporter options.")
-    passes: tuple[PassConfig, ...] = Field(
-        (), description="Compression passes in order, each a [[passes]] table with a 'type' "
-        "(now: quantize).")
+    datasets: dict[str, DatasetSpec] = Field(
+        default_factory=dict, description="Labelled texts by name: [datasets.NAME], used by finetune, prune "
+        "and [eval].")
+    passes: tuple[SerializeAsAny[PassConfig], ...] = Field(
+        (), description="Passes in order, each a [[passes]] table with a 'type' (see below): finetune, "
+        "prune, quantize.")
+    eval: EvalSpec | None = Field(None, description="Task metric on a dataset's eval split, for the model "
+                                  "before and after compression, every artifact on the host and on devices.")
     verify: VerifySpec = Field(default_factory=VerifySpec, description="Verification inputs and thresholds.")
     gate: GateSpec = Field(default_factory=GateSpec, description="CI regression thresholds for this recipe.")
     targets: tuple[str, ...] = Field(("host",), min_length=1,
@@ -158,6 +164,35 @@ class Recipe(StrictModel):
                                      "`--target all` builds each. A target given to `--target` as a .toml "
                                      "file is built even when it is not listed here: an explicit choice, "
                                      "noted on stderr.")
+
+    @field_validator("passes", mode="before")
+    @classmethod
+    def _pass_configs(cls, value):
+        """Tables become the config class registered for their type (see config.passes.PASS_TYPES)."""
+        if not isinstance(value, (list, tuple)):
+            return value
+        out = []
+        for entry in value:
+            if isinstance(entry, dict):
+                kind = PASS_TYPES.get(entry.get("type"))
+                if kind is None:
+                    raise ValueError(f"unknown pass type {entry.get('type')!r} (choose one of: "
+                                     f"{', '.join(sorted(PASS_TYPES))})")
+                entry = kind.model_validate(entry)
+            out.append(entry)
+        return tuple(out)
+
+    @field_validator("datasets")
+    @classmethod
+    def _dataset_names(cls, value):
+        import re
+
+        from edgeslm.config.base import NAME_PATTERN
+
+        for name in value:
+            if not re.match(NAME_PATTERN, name):
+                raise ValueError(f"dataset name {name!r}: use lower-case letters, digits, '.', '_' and '-'")
+        return value
 
     @property
     def quantize(self) -> QuantizeConfig | None:
@@ -180,20 +215,29 @@ class LoadedRecipe:
         return p if p.is_absolute() else (self.base_dir / p)
 
     def content_hash(self) -> str:
-        """Hash of the recipe's meaning (not its formatting) plus the files it names."""
+        """Hash of the recipe's meaning (not its formatting) plus the content of the files and folders it
+        names (texts, datasets): editing a dataset file changes the hash."""
         h = hashlib.sha256(canonical_json(self.recipe.model_dump(mode="json")).encode())
         for f in self.referenced_files():
-            h.update(f.read_bytes() if f.is_file() else b"<dir>" + "".join(
-                sorted(str(p.relative_to(f)) + str(p.stat().st_size) for p in f.rglob("*"))).encode())
+            if f.is_file():
+                h.update(f.read_bytes())
+            elif f.is_dir():
+                h.update(b"<dir>")
+                for p in sorted(x for x in f.rglob("*") if x.is_file()):
+                    h.update(p.relative_to(f).as_posix().encode() + b"\0" + p.read_bytes())
         return h.hexdigest()
 
     def referenced_files(self) -> list[Path]:
+        from edgeslm.datasets import content_files
+
         out = []
         if self.recipe.verify.texts_file:
             out.append(self.resolve_path(self.recipe.verify.texts_file))
         q = self.recipe.quantize
         if q and q.calibration and q.calibration.source != "builtin":
             out.append(self.resolve_path(q.calibration.source))
+        for spec in self.recipe.datasets.values():
+            out += content_files(spec, self.base_dir)
         return out
 
 
@@ -201,9 +245,32 @@ def canonical_json(obj) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+def parse_passes(entries, file: str) -> None:
+    """Each [[passes]] table against the config class of its type, with errors located as passes[i]."""
+    import difflib
+
+    if not isinstance(entries, list):
+        raise ConfigError(file, "passes", "expected [[passes]] tables (a list of tables)")
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ConfigError(file, f"passes[{i}]", "expected a table with a type")
+        tag = entry.get("type")
+        if tag is None:
+            raise ConfigError(file, f"passes[{i}].type", "required key is missing",
+                              f"choose one of: {', '.join(sorted(PASS_TYPES))}")
+        if tag not in PASS_TYPES:
+            close = difflib.get_close_matches(str(tag), list(PASS_TYPES), n=1, cutoff=0.6)
+            raise ConfigError(file, f"passes[{i}].type", f"unknown pass type {tag!r}",
+                              f"did you mean '{close[0]}'?" if close else
+                              f"choose one of: {', '.join(sorted(PASS_TYPES))}")
+        parse(PASS_TYPES[tag], entry, file, prefix=("passes", i))
+
+
 def load_recipe(path: str | Path) -> LoadedRecipe:
     path = Path(path).expanduser().resolve()
     data = read_toml(path)
+    if "passes" in data:
+        parse_passes(data["passes"], str(path_for_display(path)))
     recipe = parse(Recipe, data, str(path_for_display(path)))
     loaded = LoadedRecipe(recipe, path)
     for key, problem, fix in cross_checks(recipe):
@@ -212,17 +279,61 @@ def load_recipe(path: str | Path) -> LoadedRecipe:
 
     for key, value in _file_keys(recipe):  # read now: binary, empty or missing files fail here
         read_texts(loaded.resolve_path(value), file=str(path_for_display(path)), key=key)
+    from edgeslm.datasets import source_path
+
+    for name, spec in recipe.datasets.items():
+        for key, src in (("source", spec.source), ("eval_source", spec.eval_source)):
+            if src is None or src.startswith("hf:"):
+                continue
+            p = source_path(src, loaded.base_dir)
+            if p is None or not p.exists():
+                raise ConfigError(str(path_for_display(path)), f"datasets.{name}.{key}",
+                                  f"{p or src} does not exist" if p is not None else f"package of {src!r} is not installed",
+                                  "fix the path; relative paths start at the recipe's folder")
     return loaded
+
+
+def dataset_for(recipe: Recipe, name: str | None) -> str | None:
+    """The dataset a pass or [eval] means: the named one, or the only one."""
+    if name is not None:
+        return name if name in recipe.datasets else None
+    return next(iter(recipe.datasets)) if len(recipe.datasets) == 1 else None
 
 
 def cross_checks(recipe: Recipe):
     """Rules that span sections, each yielding (key, problem, fix)."""
+    from edgeslm.config.passes import FinetuneConfig, PruneConfig
+
     m = recipe.model
     if m.num_labels is not None and m.task != "sequence-classification":
         yield "model.num_labels", "only applies to task = \"sequence-classification\"", "remove it"
     quant = [(i, p) for i, p in enumerate(recipe.passes) if isinstance(p, QuantizeConfig)]
     if len(quant) > 1:
         yield f"passes[{quant[1][0]}]", "only one quantize pass is allowed", "remove one"
+    if quant and any(not isinstance(p, QuantizeConfig) for p in recipe.passes[quant[0][0] + 1:]):
+        yield (f"passes[{quant[0][0]}]", "quantize must be the last pass (it is realised by the exporters, "
+               "after every change to the model)", "move it after finetune and prune")
+    known = ", ".join(recipe.datasets) or "none defined"
+    uses = [(f"passes[{i}].dataset", p.dataset) for i, p in enumerate(recipe.passes)
+            if isinstance(p, (FinetuneConfig, PruneConfig))]
+    uses += [(f"passes[{i}].recovery.dataset", p.recovery.dataset) for i, p in enumerate(recipe.passes)
+             if isinstance(p, PruneConfig) and p.recovery is not None]
+    if recipe.eval is not None:
+        uses.append(("eval.dataset", recipe.eval.dataset))
+    for key, name in uses:
+        if dataset_for(recipe, name) is None:
+            yield (key, f"no dataset {name!r}" if name else "names no dataset and the recipe has "
+                   f"{len(recipe.datasets)} (datasets: {known})",
+                   "add a [datasets.NAME] table" if not recipe.datasets else "name one of the recipe's datasets")
+    for i, p in enumerate(recipe.passes):
+        if isinstance(p, FinetuneConfig) and m.task != "sequence-classification":
+            yield f"passes[{i}]", f"finetune trains sequence classifiers; the task is {m.task!r}", \
+                "use task = \"sequence-classification\""
+        if isinstance(p, PruneConfig) and p.importance == "taylor" and m.task != "sequence-classification":
+            yield f"passes[{i}].importance", "taylor importance needs labels (sequence-classification)", \
+                "use importance = \"magnitude\""
+        if isinstance(p, PruneConfig) and p.recovery is not None and m.task != "sequence-classification":
+            yield f"passes[{i}].recovery", "recovery fine-tuning needs a sequence-classification task", "remove it"
     task = TASKS[m.task]
     for i, q in quant:
         if q.embeddings and (q.method != "dynamic-int8" or "executorch" in recipe.export.formats):

@@ -29,18 +29,26 @@ Inputs = dict[str, np.ndarray]
 
 @dataclass
 class ExportContext:
-    loaded: Any  # edgeslm.models.loader.LoadedModel
+    loaded: Any  # edgeslm.models.loader.LoadedModel, after every pass
     recipe: Recipe
     target: Target  # resolved
-    quant: QuantizeConfig | None
     workdir: Path
     calibration: Callable[[], list[Inputs]]  # tokenized calibration samples, computed on demand
     step: Callable[[str], AbstractContextManager]
-    prepared_quant: Callable[[], Any] | None = None  # -> passes.quantize.PreparedQuant, shared
+    plan: Any = None  # edgeslm.passes.ExportPlan: what the passes left for the exporters to realise
+
+    @property
+    def quant(self) -> QuantizeConfig | None:
+        q = self.prepared_quant()
+        return q.config if q is not None else None
+
+    def prepared_quant(self):
+        """The quantize pass's plan (passes.quantize.PreparedQuant), or None for a float build."""
+        return getattr(self.plan, "quantization", None)
 
     def module(self):
-        """The module to export: smoothed for int8 when the quantize pass asks for it."""
-        return self.prepared_quant().module if self.quant is not None else self.loaded.module
+        """The module to export: the model as the passes left it (smoothed for int8)."""
+        return self.loaded.module
 
     def example_inputs(self, seq_len: int | None = None) -> Inputs:
         """Real tokenized text, padded or truncated to `seq_len` tokens, batch `inputs.batch_size`."""

@@ -23,6 +23,12 @@ class LoadedModel:
     config: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # warnings for the user and the manifest
 
+    @property
+    def hf(self):
+        """The transformers model inside the export wrapper (what fine-tuning and pruning change)."""
+        return getattr(self.module, "model", None) or getattr(self.module, "encoder", None) or \
+            next(m for m in self.module.modules() if hasattr(m, "config"))
+
     @contextlib.contextmanager
     def attention(self, implementation: str):
         """Temporarily switch the attention kernel (e.g. 'edge_bmm' for XNNPACK export)."""
@@ -126,7 +132,10 @@ def _wrappers():
 
 
 def load_model(source: ResolvedSource, task: str, num_labels: int | None = None,
-               trust_remote_code: bool = False, allow_untrained_head: bool = False) -> LoadedModel:
+               trust_remote_code: bool = False, allow_untrained_head: bool = False,
+               labels: list[str] | None = None) -> LoadedModel:
+    """`labels`: class names for a head that is about to be trained (a finetune pass); the checkpoint's
+    own head is replaced when its size differs."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
     import transformers
@@ -153,6 +162,9 @@ def load_model(source: ResolvedSource, task: str, num_labels: int | None = None,
     kwargs = {"trust_remote_code": trust_remote_code, "attn_implementation": "eager"}
     if task == "sequence-classification" and num_labels:
         kwargs["num_labels"] = num_labels
+    if task == "sequence-classification" and labels:
+        kwargs.update(num_labels=len(labels), id2label=dict(enumerate(labels)),
+                      label2id={lb: i for i, lb in enumerate(labels)}, ignore_mismatched_sizes=True)
     try:
         model, info = auto.from_pretrained(folder, dtype=torch.float32, output_loading_info=True, **kwargs)
     except Exception as exc:  # noqa: BLE001 - damaged or mismatched weights raise OSError, RuntimeError,
@@ -160,7 +172,7 @@ def load_model(source: ResolvedSource, task: str, num_labels: int | None = None,
         raise ModelSourceError(f"model source {source.spec!r} ({model_type}): cannot load its weights for "
                                f"task {task!r}: {_first_line(exc)} (check the files, or download them again)") from None
     check_vocab(source.spec, len(tokenizer), model.get_input_embeddings().num_embeddings, folder)
-    head_note = _check_head(source.spec, task, info, allow_untrained_head)
+    head_note = None if labels else _check_head(source.spec, task, info, allow_untrained_head)  # labels: trained next
     model.eval()
     _register_attention()
     EmbeddingHead, LogitsHead = _wrappers()
@@ -185,14 +197,16 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300]
 
 
-# weights that may be absent from a checkpoint without the model's outputs becoming random
-_HARMLESS_MISSING = ("pooler.", "position_ids", "token_type_ids")
+# weights that may be absent from a checkpoint without the model's outputs becoming random (the pooler
+# only for embeddings: they mean-pool the last hidden state, classifiers use the pooler)
+_HARMLESS_MISSING = ("position_ids", "token_type_ids")
 
 
 def _check_head(spec: str, task: str, info: dict, allowed: bool) -> str | None:
     """A checkpoint without the task head gets a random one from transformers, silently: refuse it
     unless the recipe says that is intended (warn then)."""
-    missing = [k for k in info.get("missing_keys", []) if not any(h in k for h in _HARMLESS_MISSING)]
+    harmless = _HARMLESS_MISSING + (("pooler.",) if task == "embedding" else ())
+    missing = [k for k in info.get("missing_keys", []) if not any(h in k for h in harmless)]
     if not missing:
         return None
     shown = ", ".join(sorted(missing)[:4]) + (" ..." if len(missing) > 4 else "")

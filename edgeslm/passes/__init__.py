@@ -1,28 +1,95 @@
-"""Pass handlers. Config classes live in edgeslm.config.passes (torch-free).
+"""Passes: each a config class (edgeslm.config.passes) plus a registered handler; one verb runs them.
 
-A handler is registered for a config class; model-stage passes transform the PyTorch model in place
-before export (fine-tuning and pruning will land here), export-stage passes (quantize) are realised by
-each exporter in its runtime's terms.
+A handler takes the PassContext and its config and changes `ctx.model` (the PyTorch model) in place or
+replaces its module, and may leave instructions for the exporters in `ctx.plan` (quantize does: which
+layers stay float, the method, the preset). Passes run in recipe order. Before the first pass that
+compresses, the pipeline's `before_compression` hook records the model as it is then: compression loss is
+measured against it (and distillation learns from it).
+
+    @register_pass(MyConfig)          # MyConfig: a PassConfig with type: Literal["my-pass"]
+    def my_pass(ctx, cfg): ...
+
+makes `[[passes]] type = "my-pass"` valid in recipes; no caller changes.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
-MODEL_PASS_HANDLERS: dict[type, Callable] = {}
+from edgeslm.config.passes import PASS_TYPES, PassConfig, pass_tag, register_config
+from edgeslm.errors import UserError
+
+HANDLERS: dict[str, Callable] = {}
 
 
-def register_model_pass(config_cls: type):
-    def deco(fn):
-        MODEL_PASS_HANDLERS[config_cls] = fn
+class PassError(UserError):
+    """A pass cannot run as configured (no handler, data it cannot use)."""
+
+
+def register_pass(config_cls: type[PassConfig]):
+    """Register `config_cls` for its `type` and the decorated function as its handler."""
+    register_config(config_cls)
+
+    def deco(fn: Callable) -> Callable:
+        HANDLERS[pass_tag(config_cls)] = fn
         return fn
     return deco
 
 
-def apply_model_passes(model, passes, log) -> None:
-    for cfg in passes:
-        if getattr(cfg, "stage", "model") != "model":
-            continue
-        handler = MODEL_PASS_HANDLERS[type(cfg)]
-        with log.step(f"pass: {cfg.type}"):
-            handler(model, cfg)
+def handler_for(cfg: PassConfig, where: str = "passes") -> Callable:
+    tag = cfg.type
+    if tag in HANDLERS:
+        return HANDLERS[tag]
+    path = getattr(type(cfg), "handler", "")
+    if not path:
+        raise PassError(f"{where}: pass type {tag!r} has no handler (known passes with handlers: "
+                        f"{', '.join(sorted(set(HANDLERS) | {t for t, c in PASS_TYPES.items() if c.handler}))}); "
+                        "register one with edgeslm.passes.register_pass")
+    module, _, name = path.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise PassError(f"{where}: handler {path!r} of pass type {tag!r} cannot be loaded ({exc})") from None
+    HANDLERS[tag] = fn
+    return fn
+
+
+@dataclass
+class ExportPlan:
+    """What the exporters must realise beyond exporting the module (today: quantization)."""
+
+    quantization: Any = None  # edgeslm.passes.quantize.PreparedQuant
+
+
+@dataclass
+class PassContext:
+    model: Any  # edgeslm.models.loader.LoadedModel: the model the passes change
+    recipe: Any  # edgeslm.config.recipe.Recipe
+    datasets: Callable[[str | None], Any]  # name (None: the only one) -> edgeslm.datasets.Dataset
+    calibration: Callable[[], list]  # tokenized calibration samples
+    step: Callable  # StepLog.step: a context manager per named step
+    plan: ExportPlan = field(default_factory=ExportPlan)
+    facts: list[dict] = field(default_factory=list)  # one entry per pass, into the manifest
+    teacher: Any = None  # the model before compression (set by the pipeline's hook)
+    progress: Callable[[str], None] = lambda message: None  # one-line progress (epochs, accuracy)
+
+    def max_len(self, override: int | None = None) -> int:
+        return override or self.recipe.inputs.max_seq_len
+
+
+def run_passes(ctx: PassContext, passes, before_compression: Callable[[PassContext], None]) -> None:
+    """Run `passes` in order; `before_compression` is called once, just before the first pass that
+    compresses (or after the last pass when none does)."""
+    recorded = False
+    for i, cfg in enumerate(passes):
+        handler = handler_for(cfg, f"passes[{i}]")
+        if cfg.compresses and not recorded:
+            before_compression(ctx)
+            recorded = True
+        with ctx.step(f"pass {i}: {cfg.type}"):
+            facts = handler(ctx, cfg) or {}
+        ctx.facts.append({"type": cfg.type, **facts})
+    if not recorded:
+        before_compression(ctx)

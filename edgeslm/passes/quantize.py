@@ -1,5 +1,6 @@
-"""The model-level half of a quantize pass, shared by every exporter: which Linear layers stay in
-float, and SmoothQuant scaling. Each exporter then quantizes in its own runtime's terms."""
+"""The quantize pass: its model-level half runs here, shared by every exporter (which Linear layers stay
+in float, SmoothQuant scaling, exact in float); it leaves the plan in `ctx.plan.quantization` and each
+exporter then quantizes in its own runtime's terms (onnx_quant, executorch_quant)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,17 @@ class PreparedQuant:
     module: torch.nn.Module  # what the exporters export (smoothed copy, or the original)
     kept_float: list[str]  # Linear module names left unquantized
     facts: dict = field(default_factory=dict)
+    config: QuantizeConfig | None = None
+
+
+def run(ctx, cfg: QuantizeConfig) -> dict:
+    """Pass handler: plan the quantization; the model's module becomes the smoothed copy."""
+    prepared = prepare(ctx.model.module, cfg, ctx.calibration, ctx.model.input_names)
+    prepared.config = cfg
+    ctx.model.module = prepared.module
+    ctx.plan.quantization = prepared
+    return {"method": cfg.method, "kept_float": len(prepared.kept_float),
+            **{k: v for k, v in prepared.facts.items() if k != "kept_float"}}
 
 
 def down_projections(module: torch.nn.Module) -> list[str]:

@@ -496,6 +496,33 @@ def _check(name: str, value: float, threshold, kind: str) -> dict:
             else "info", "passed": ok}
 
 
+def nearest_centroid(embeddings, centroids):
+    """Class of each (normalised) embedding: the centroid with the highest cosine."""
+    import numpy as np
+
+    e = np.asarray(embeddings, dtype=np.float64)
+    e = e / np.clip(np.linalg.norm(e, axis=1, keepdims=True), 1e-12, None)
+    return (e @ np.asarray(centroids, dtype=np.float64).T).argmax(1)
+
+
+def task_metric(metric: str, predicted, targets, classes: int) -> dict:
+    """Accuracy and macro-F1 of class predictions; `value` is the one `metric` names."""
+    import numpy as np
+
+    pred, true = np.asarray(predicted).reshape(-1), np.asarray(targets).reshape(-1)
+    acc = float((pred == true).mean()) if true.size else 0.0
+    f1s = []
+    for k in range(classes):
+        tp = int(((pred == k) & (true == k)).sum())
+        fp = int(((pred == k) & (true != k)).sum())
+        fn = int(((pred != k) & (true == k)).sum())
+        if tp + fp + fn:
+            f1s.append(2 * tp / (2 * tp + fp + fn))
+    macro = float(sum(f1s) / len(f1s)) if f1s else 0.0
+    value = acc if metric == "accuracy" else macro
+    return {"metric": metric, "value": value, "accuracy": acc, "macro_f1": macro, "n": int(true.size)}
+
+
 def parity(session: Session, build_dir: str, manifest: dict, artifact: dict) -> dict:
     """Run the stored reference inputs here and compare with eager PyTorch (the same maths and
     thresholds as the build host) and with the build host's own run of this artifact."""

@@ -1,0 +1,52 @@
+"""Datasets a recipe names ([datasets.NAME]) and how the task is evaluated ([eval]); no torch."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from edgeslm.config.base import NAME_PATTERN, StrictModel
+
+
+class DatasetSpec(StrictModel):
+    source: str = Field(
+        min_length=1, description="Where the labelled texts are: a .csv, .tsv or .jsonl file; a folder with "
+        "one sub-folder per label holding one .txt file per text (relative paths start at the recipe; "
+        "'pkg:package/sub' is a folder inside an installed package); or 'hf:org/name' (a Hugging Face "
+        "datasets id, needs the `datasets` package and a network).")
+    format: Literal["auto", "csv", "tsv", "jsonl", "folders", "hf"] = Field(
+        "auto", description="auto: from the file suffix, a folder, or the hf: prefix.")
+    text_column: str = Field("text", min_length=1, description="Column (or JSON key) holding the text.")
+    label_column: str = Field("label", min_length=1, description="Column (or JSON key) holding the label.")
+    labels: tuple[str, ...] | None = Field(
+        None, min_length=2, description="Label names in class-id order. Default: the labels found, sorted "
+        "(numeric labels in numeric order).")
+    eval_source: str | None = Field(
+        None, min_length=1, description="A separate file or folder for the eval split (same format); "
+        "otherwise `eval_fraction` of `source` is held out.")
+    eval_fraction: float = Field(0.2, gt=0, lt=1, description="Share held out for evaluation when there "
+                                 "is no eval_source (stratified by label).")
+    seed: int = Field(0, ge=0, description="Seed of the train/eval split.")
+    max_train: int = Field(0, ge=0, description="Use at most this many training texts (0 = all; stratified).")
+    max_eval: int = Field(0, ge=0, description="Use at most this many eval texts (0 = all; stratified).")
+    hf_split: str = Field("train", description="Split of a hub dataset used as `source`.")
+    hf_eval_split: str | None = Field(None, description="Split of a hub dataset used for evaluation "
+                                      "(default: hold out eval_fraction of hf_split).")
+
+
+class EvalSpec(StrictModel):
+    dataset: str | None = Field(None, pattern=NAME_PATTERN, description="Dataset whose eval split is "
+                                "scored. Default: the only dataset the recipe names.")
+    metric: Literal["accuracy", "macro-f1"] = Field(
+        "accuracy", description="Task metric. Embedding models are scored by a nearest-centroid probe "
+        "(centroids of each label's train texts).")
+    max_drop: float | None = Field(
+        None, ge=0, le=100, description="Largest drop of the task metric (points) of any artifact against the "
+        "model before compression; a larger one fails the build. Default: reported, not gated.")
+    on_device: bool = Field(True, description="Ship the tokenized eval split in the build so `edgeslm profile "
+                            "--eval` scores it on the device.")
+
+    @model_validator(mode="after")
+    def _ok(self):
+        return self

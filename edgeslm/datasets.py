@@ -1,0 +1,267 @@
+"""Labelled text datasets named by a recipe ([datasets.NAME]): read, checked, split. No torch.
+
+Formats: a .csv / .tsv file with a header row, a .jsonl file (one object per line), a folder with one
+sub-folder per label holding one .txt file per text (the BBC News layout), or a Hugging Face datasets
+id ('hf:org/name', needs the `datasets` package and a network). Texts are whitespace-normalised and exact
+duplicates dropped before splitting, so no text is in both the train and the eval split. Everything that
+can be wrong with the data is one ConfigError naming the recipe, the key and the file, before any work.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgeslm.config.data import DatasetSpec
+from edgeslm.errors import ConfigError, MissingDependency
+
+csv.field_size_limit(1 << 26)
+
+
+@dataclass
+class Split:
+    texts: list[str]
+    labels: list[int]  # class ids, into Dataset.labels
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclass
+class Dataset:
+    name: str
+    labels: list[str]  # class names in id order
+    train: Split
+    eval: Split
+    facts: dict = field(default_factory=dict)  # counts, duplicates, source, sha256 -> manifest
+
+
+def source_path(source: str, base_dir: Path) -> Path | None:
+    """The local file or folder a dataset source names (None for a hub id)."""
+    if source.startswith("hf:"):
+        return None
+    if source.startswith("pkg:"):
+        from edgeslm.models.sources import _package_folder
+
+        return _package_folder(source[4:])
+    p = Path(source).expanduser()
+    return p if p.is_absolute() else base_dir / p
+
+
+def detect_format(spec: DatasetSpec, path: Path | None) -> str:
+    if spec.format != "auto":
+        return spec.format
+    if path is None:
+        return "hf"
+    if path.is_dir():
+        return "folders"
+    return {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}.get(path.suffix.lower(), "?")
+
+
+class _Reader:
+    def __init__(self, spec: DatasetSpec, file: str, key: str):
+        self.spec, self.file, self.key = spec, file, key
+        self.replaced = 0  # files or rows whose bytes were not UTF-8 (decoded with replacement)
+
+    def fail(self, problem: str, fix: str | None = None) -> ConfigError:
+        return ConfigError(self.file, self.key, problem, fix)
+
+    def _text(self, path: Path) -> str:
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise self.fail(f"cannot read {path}: {exc.strerror or exc}") from None
+        if b"\x00" in raw:
+            raise self.fail(f"{path} is not a text file (NUL bytes: binary data?)")
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            self.replaced += 1
+            return raw.decode("utf-8", errors="replace")
+
+    def records(self, path: Path, fmt: str) -> list[tuple[str, str]]:
+        if not path.exists():
+            raise self.fail(f"{path} does not exist", "fix the path; relative paths start at the recipe's folder")
+        if fmt == "folders":
+            if not path.is_dir():
+                raise self.fail(f"{path} is not a folder (format 'folders' wants one sub-folder per label)")
+            out = []
+            for label_dir in sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")):
+                for f in sorted(label_dir.glob("*.txt")):
+                    out.append((self._text(f), label_dir.name))
+            if not out:
+                raise self.fail(f"{path} has no <label>/<text>.txt files",
+                                "lay it out as one sub-folder per label with one .txt file per text")
+            return out
+        if path.is_dir():
+            raise self.fail(f"{path} is a folder; give a .csv, .tsv or .jsonl file (or format = \"folders\")")
+        text = self._text(path)
+        tc, lc = self.spec.text_column, self.spec.label_column
+        if fmt in ("csv", "tsv"):
+            rows = csv.DictReader(text.splitlines(), delimiter="," if fmt == "csv" else "\t")
+            header = rows.fieldnames or []
+            for col, what in ((tc, "text_column"), (lc, "label_column")):
+                if col not in header:
+                    raise self.fail(f"{path} has no column {col!r} (columns: {', '.join(header) or 'none'})",
+                                    f"set {what} to one of them")
+            return [(r.get(tc) or "", (r.get(lc) or "").strip()) for r in rows]
+        if fmt == "jsonl":
+            out = []
+            for n, line in enumerate(text.splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except ValueError:
+                    raise self.fail(f"{path} line {n} is not JSON", "one JSON object per line") from None
+                if not isinstance(obj, dict) or tc not in obj or lc not in obj:
+                    raise self.fail(f"{path} line {n} lacks {tc!r} or {lc!r}",
+                                    "set text_column / label_column to the keys the file uses")
+                out.append((str(obj[tc]), str(obj[lc]).strip()))
+            return out
+        raise self.fail(f"cannot tell the format of {path}", "use a .csv, .tsv or .jsonl file, a folder, or set format")
+
+
+def _hub_records(spec: DatasetSpec, split: str, reader: _Reader) -> list[tuple[str, str]]:
+    try:
+        import datasets as hf_datasets
+    except ImportError:
+        raise MissingDependency("datasets", f"{reader.key} = {spec.source!r} (a hub dataset)") from None
+    try:
+        data = hf_datasets.load_dataset(spec.source[3:], split=split)
+    except Exception as exc:  # noqa: BLE001 - the hub raises many kinds; all mean "not available"
+        raise reader.fail(f"hub dataset {spec.source[3:]!r} split {split!r} is not available "
+                          f"({type(exc).__name__})", "check the id and your network") from None
+    for col in (spec.text_column, spec.label_column):
+        if col not in data.column_names:
+            raise reader.fail(f"hub dataset has no column {col!r} (columns: {', '.join(data.column_names)})")
+    names = getattr(data.features.get(spec.label_column), "names", None)
+    return [(str(r[spec.text_column]), names[r[spec.label_column]] if names else str(r[spec.label_column]))
+            for r in data]
+
+
+def _clean(records: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], int, int]:
+    """Whitespace-normalised, empty texts and labels dropped, exact duplicates dropped (first kept)."""
+    seen, out, empty, dupes = set(), [], 0, 0
+    for text, label in records:
+        text = " ".join(text.split())
+        if not text or not label:
+            empty += 1
+            continue
+        if text in seen:
+            dupes += 1
+            continue
+        seen.add(text)
+        out.append((text, label))
+    return out, empty, dupes
+
+
+def _label_order(found: set[str], spec: DatasetSpec, reader: _Reader) -> list[str]:
+    if spec.labels is not None:
+        unknown = sorted(found - set(spec.labels))
+        if unknown:
+            raise reader.fail(f"labels {unknown[:5]} are in the data but not in labels",
+                              "add them to labels or remove those texts")
+        return list(spec.labels)
+    if all(x.lstrip("-").isdigit() for x in found):
+        return sorted(found, key=int)
+    return sorted(found)
+
+
+def _stratified(items: list[tuple[str, int]], n: int, rng: random.Random) -> list[tuple[str, int]]:
+    """About n items with each label's share kept (at least one per label when n allows)."""
+    if n <= 0 or n >= len(items):
+        return items
+    by: dict[int, list] = {}
+    for it in items:
+        by.setdefault(it[1], []).append(it)
+    out = []
+    for group in by.values():
+        k = max(1, round(n * len(group) / len(items)))
+        out += rng.sample(group, min(k, len(group)))
+    rng.shuffle(out)
+    return out
+
+
+def load_dataset(name: str, spec: DatasetSpec, base_dir: Path, file: str) -> Dataset:
+    key = f"datasets.{name}.source"
+    reader = _Reader(spec, file, key)
+    path = source_path(spec.source, base_dir)
+    fmt = detect_format(spec, path)
+    if fmt == "hf":
+        records = _hub_records(spec, spec.hf_split, reader)
+    else:
+        if path is None:
+            raise reader.fail(f"package of {spec.source!r} is not installed")
+        records = reader.records(path, fmt)
+    records, empty, dupes = _clean(records)
+    eval_records = None
+    if spec.eval_source is not None or spec.hf_eval_split is not None:
+        ereader = _Reader(spec, file, f"datasets.{name}.eval_source")
+        if fmt == "hf":
+            eval_records = _hub_records(spec, spec.hf_eval_split or spec.hf_split, ereader)
+        else:
+            epath = source_path(spec.eval_source, base_dir)
+            eval_records = ereader.records(epath, detect_format(spec, epath)) if epath else []
+        eval_records, e_empty, e_dupes = _clean(eval_records)
+        train_set = {t for t, _ in records}
+        overlap = sum(1 for t, _ in eval_records if t in train_set)
+        eval_records = [r for r in eval_records if r[0] not in train_set]
+        empty, dupes = empty + e_empty, dupes + e_dupes + overlap
+        reader.replaced += ereader.replaced
+        if not eval_records:
+            raise ConfigError(file, f"datasets.{name}.eval_source", "holds no texts (after dropping empty ones "
+                              "and those also in the train data)")
+    if not records:
+        raise reader.fail(f"{spec.source} holds no labelled texts", "check text_column and label_column")
+    found = {lb for _, lb in records} | {lb for _, lb in (eval_records or [])}
+    labels = _label_order(found, spec, reader)
+    if len(labels) < 2:
+        raise reader.fail(f"{spec.source} has only one label ({labels[0]!r}); a classifier needs at least two")
+    ids = {lb: i for i, lb in enumerate(labels)}
+    items = [(t, ids[lb]) for t, lb in records]
+    rng = random.Random(spec.seed)
+    if eval_records is None:
+        by: dict[int, list] = {}
+        for it in items:
+            by.setdefault(it[1], []).append(it)
+        train, evals = [], []
+        for lab in sorted(by):
+            group = by[lab]
+            rng.shuffle(group)
+            k = round(spec.eval_fraction * len(group)) if len(group) > 1 else 0
+            k = max(1, k) if len(group) > 1 else 0
+            evals += group[:k]
+            train += group[k:]
+        rng.shuffle(train)
+        rng.shuffle(evals)
+    else:
+        train, evals = items, [(t, ids[lb]) for t, lb in eval_records]
+    train = _stratified(train, spec.max_train, rng)
+    evals = _stratified(evals, spec.max_eval, rng)
+    if len({lb for _, lb in train}) < 2:
+        raise reader.fail("the train split has fewer than two labels", "add texts or lower eval_fraction")
+    if not evals:
+        raise reader.fail("the eval split is empty", "add texts or raise eval_fraction")
+    counts = {labels[i]: sum(1 for _, lb in train if lb == i) for i in range(len(labels))}
+    digest = hashlib.sha256(json.dumps([train, evals, labels]).encode()).hexdigest()
+    facts = {"source": spec.source, "format": fmt, "labels": labels, "train": len(train), "eval": len(evals),
+             "train_per_label": counts, "duplicates_dropped": dupes, "empty_dropped": empty,
+             "not_utf8_decoded_with_replacement": reader.replaced, "sha256": digest}
+    return Dataset(name, labels, Split([t for t, _ in train], [lb for _, lb in train]),
+                   Split([t for t, _ in evals], [lb for _, lb in evals]), facts)
+
+
+def content_files(spec: DatasetSpec, base_dir: Path) -> list[Path]:
+    """Local files and folders whose bytes are part of the build's cache key."""
+    out = []
+    for src in (spec.source, spec.eval_source):
+        if src is not None:
+            p = source_path(src, base_dir)
+            if p is not None:
+                out.append(p)
+    return out
