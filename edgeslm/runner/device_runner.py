@@ -445,7 +445,10 @@ def _prune(mdir: str) -> list:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 continue  # a profile is running on it: kept until the next deploy
-            _safe_rmtree(mdir, os.path.join(versions, name))
+            try:
+                _safe_rmtree(mdir, os.path.join(versions, name))
+            except RunnerError:
+                continue  # not ours (e.g. a symlink planted there): left alone
             os.unlink(pin)
             pruned.append(name)
         finally:
@@ -462,7 +465,10 @@ def _prune_staging(mdir: str, keep: str | None = None) -> None:
     for name in os.listdir(mdir) if os.path.isdir(mdir) else []:
         p = os.path.join(mdir, name)
         if p != keep and (name.startswith(".staging-") or name.startswith(".trash-")) and OWN_FOLDER_RE.match(name):
-            _safe_rmtree(mdir, p)
+            try:
+                _safe_rmtree(mdir, p)
+            except RunnerError:
+                pass  # not ours: left alone
 
 
 def rollback(workdir: str, recipe: str, expect: str | None, manifest_sha256: str | None) -> dict:

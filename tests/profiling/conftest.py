@@ -50,3 +50,4 @@ def inventory(tmp_path, sshd):
     return make
 
 
+
