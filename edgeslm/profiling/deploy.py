@@ -80,6 +80,17 @@ def find_host_build(out: Path | None, recipe: str, version: str) -> HostBuild | 
     return None
 
 
+def differences(check: dict, build: HostBuild | None) -> str:
+    """What a failed `verify` found, named against the host's build when there is one."""
+    bad = [b for b in check.get("bad") or [] if isinstance(b, dict)]
+    actual = check.get("actual")
+    if build and isinstance(actual, dict):  # the device's manifest is not the build's: which files differ?
+        bad = [{"path": "manifest.json", "problem": "differs"}] + [
+            {"path": f.path, "problem": "missing" if actual.get(f.path) is None else "differs"}
+            for f in build.manifest.files if actual.get(f.path) != f.sha256]
+    return ", ".join(f"{b.get('path')} ({b.get('problem')})" for b in bad[:4]) or "no details"
+
+
 def device_version(name: str, value) -> str:
     """A version name a device answered with, checked before it is used here or sent back."""
     if not isinstance(value, str) or not VERSION_RE.match(value):
@@ -165,8 +176,8 @@ def _upload(dev: RemoteRunner, build: HostBuild, result: DeployResult, log) -> N
         return
     bad = [b for b in check.get("bad") or [] if isinstance(b, dict)]
     if bad and bad[0].get("problem") != "missing":
-        what = ", ".join(f"{b.get('path')} ({b.get('problem')})" for b in bad[:3])
-        log(f"version {version} on {result.device} does not match this build ({what}): replacing it")
+        log(f"version {version} on {result.device} does not match this build ({differences(check, build)}): "
+            "replacing it")
     staging = posixpath.join(result.model_dir, f".staging-{version}")
     dev.put(build.folder / MANIFEST_NAME, posixpath.join(staging, MANIFEST_NAME))
     plan = dev.model("stage", recipe, version)

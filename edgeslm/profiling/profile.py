@@ -16,7 +16,8 @@ from pathlib import Path
 from edgeslm.artifacts.manifest import Manifest, parse_manifest
 from edgeslm.config.devices import Device
 from edgeslm.errors import ConfigError, UserError
-from edgeslm.profiling.deploy import HostBuild, device_version, find_host_build, only_recipe, open_device
+from edgeslm.profiling.deploy import (HostBuild, device_version, differences, find_host_build, only_recipe,
+                                      open_device)
 from edgeslm.profiling.remote import check_name
 from edgeslm.runner import PROFILE_SCHEMA
 from edgeslm.transport import DeviceError
@@ -80,8 +81,7 @@ def profile(name: str, device: Device, out: Path, recipe: str | None = None, art
             ok = dev.call("verify", vdir, *(["--manifest-sha256", host.manifest_sha256] if host else []))
             against = "host build" if host else "device manifest"
             if ok.get("ok") is not True:
-                bad = ", ".join(f"{b.get('path')} ({b.get('problem')})" for b in (ok.get("bad") or [])[:2]
-                                if isinstance(b, dict))
+                bad = differences(ok, host)
                 judged = f"the host's build {host.folder}" if host else "its own manifest"
                 raise DeviceError(f"device {name}: deployed {recipe} version {version} does not match {judged} "
                                   f"({bad}); deploy it again")

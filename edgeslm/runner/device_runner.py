@@ -262,7 +262,18 @@ def verify_dir(folder: str, manifest_sha256: str | None = None) -> dict:
     if not os.path.isfile(mpath):
         return {"ok": False, "files": 0, "bad": [{"path": "manifest.json", "problem": "missing"}]}
     if manifest_sha256 and sha256(mpath) != manifest_sha256:
-        return {"ok": False, "files": 0,
+        # not the host's build: hash what the device holds so the host can name what differs
+        actual = {}
+        try:
+            for e in _manifest_files(folder):
+                try:
+                    p = _inside(folder, e["path"])
+                    actual[e["path"]] = sha256(p) if os.path.isfile(p) and not os.path.islink(p) else None
+                except RunnerError:
+                    actual[e["path"]] = None
+        except RunnerError:
+            pass
+        return {"ok": False, "files": 0, "actual": actual, "against": "host build",
                 "bad": [{"path": "manifest.json", "problem": "differs from the host's build"}]}
     entries = _manifest_files(folder)
     bad = []
