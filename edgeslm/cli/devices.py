@@ -250,23 +250,35 @@ def profile(build_or_recipe, name, recipe, artifacts, threads, iters, warmup, mi
             devices_file, accept_new_host_key, as_json) -> None:
     """Profile on a device: check the outputs against the build's reference, then measure latency
     (p50/p90/p99, CV), load time, peak RSS, temperatures. With BUILD_OR_RECIPE it is deployed first;
-    `--device local` runs the same runner in a fresh subprocess here."""
+    `--device local` runs the same runner in a fresh subprocess here. Every argument is checked before
+    anything touches the device."""
+    from edgeslm.profiling.deploy import HostBuild
     from edgeslm.profiling.deploy import deploy as run_deploy
+    from edgeslm.profiling.profile import check_request
     from edgeslm.profiling.profile import profile as run_profile
+    from edgeslm.profiling.remote import check_name
 
     inv, file = _inventory(devices_file)
     device = inv.get(name, file)
+    if recipe:
+        check_name(recipe)
     log = (lambda m: None) if as_json else (lambda m: click.echo(f"  {m}", err=True))
     if threads is None:
         from edgeslm.config.catalog import load_target
 
         threads = load_target(device.target).threads
+    folder = None
     if build_or_recipe:
         folder = _build_for(build_or_recipe, device.target, out)
+        built = HostBuild.load(folder)
+        check_request(built.manifest, artifacts, seq_len, str(folder))  # before the device is touched
+        if recipe and recipe != built.manifest.recipe["name"]:
+            raise UserError(f"--recipe {recipe} does not match the build {folder} "
+                            f"({built.manifest.recipe['name']}); drop --recipe")
         recipe = run_deploy(folder, name, device, accept_new_host_key, log=log).recipe
         out = folder.parent.parent
     results = run_profile(name, device, out, recipe, artifacts, threads, iters, warmup, min_seconds, seq_len,
-                          accept_new_host_key, log=log)
+                          accept_new_host_key, log=log, build=folder)
     if as_json:
         click.echo(json.dumps([{k: v for k, v in r.items() if k != "samples_ms"} for r in results], indent=2))
     else:
