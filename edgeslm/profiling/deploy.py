@@ -112,8 +112,19 @@ def version_of(manifest: Manifest) -> str:
     return manifest.version
 
 
+def checked_probe(name: str, probe) -> dict:
+    """A device's probe answer, shaped as expected before anything reads it."""
+    shape = {"arch": str, "cpu_model": str, "os": str, "python": str, "runtimes": dict, "thermal": dict,
+             "features": list}
+    if (not isinstance(probe, dict) or any(not isinstance(probe.get(k), t) for k, t in shape.items())
+            or not isinstance(probe["thermal"].get("temperatures_c"), dict)):
+        raise DeviceError(f"device {name}: probe answered something malformed; is the device's runner intact?")
+    return probe
+
+
 def compatibility(name: str, device: Device, probe: dict, manifest: Manifest) -> list[str]:
     """Raise for what cannot work (architecture, missing runtime); return warnings for the rest."""
+    probe = checked_probe(name, probe)
     arch = manifest.target["arch"]
     if probe["arch"] != arch:
         raise DeviceError(f"device {name} is {probe['arch']} but build {manifest.recipe['name']} is for "
@@ -185,7 +196,9 @@ def _upload(dev: RemoteRunner, build: HostBuild, result: DeployResult, log) -> N
     need = plan.get("need")
     if not isinstance(need, list) or any(p not in sizes for p in need):
         raise DeviceError(f"device {result.device}: stage asked for files this build does not list; refusing")
-    result.reused_files = int(plan.get("reused", 0))
+    if not isinstance(plan.get("reused"), int) or not isinstance(plan.get("free_bytes"), int):
+        raise DeviceError(f"device {result.device}: stage answered something malformed")
+    result.reused_files = plan["reused"]
     needed_bytes = sum(sizes[p] for p in need)
     if needed_bytes > plan["free_bytes"]:
         raise DeviceError(f"device {result.device}: not enough disk in {result.model_dir}: need "

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger("edgeslm.transport")
+_warned: set[str] = set()  # each skipped line is reported once per run, not once per connection
 
 
 @dataclass
@@ -61,7 +62,9 @@ def load(path: Path, warn=None) -> KnownHosts:
         problem = _parse_line(kh, line)
         if problem:
             kh.warnings.append(f"{path}:{n}: {problem}; line skipped")
-            warn(kh.warnings[-1])
+            if kh.warnings[-1] not in _warned:
+                _warned.add(kh.warnings[-1])
+                warn(kh.warnings[-1])
     return kh
 
 
