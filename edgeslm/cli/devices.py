@@ -173,6 +173,10 @@ def deploy(build_or_recipe, names, group, and_profile, out, break_lock, devices_
         target = inv.get(n, file).target
         if target not in folders:
             folders[target] = _build_for(build_or_recipe, target, out)
+    from edgeslm.profiling.deploy import checked_build
+
+    for folder in set(folders.values()):  # a hostile or modified build folder: one error, before any device
+        checked_build(folder)
     log = (lambda m: None) if as_json else (lambda m: click.echo(f"  {m}", err=True))
 
     def one(n):

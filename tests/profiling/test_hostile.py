@@ -174,3 +174,17 @@ def test_hostile_device_manifest_cannot_choose_where_results_land(tmp_path, inve
     written = [p for p in tmp_path.rglob("*.json")
                if not p.is_relative_to(tmp_path / "wd-pi") and not p.is_relative_to(tmp_path / "b")]
     assert all(p.is_relative_to(out) for p in written), written
+
+
+def test_hostile_build_folder_is_one_error_before_any_device_of_a_group(tmp_path, inventory, tiny_builds):
+    from click.testing import CliRunner
+
+    from edgeslm.cli import main
+
+    inv = inventory(pi={"groups": ("lab",)}, pj={"groups": ("lab",)})
+    build = variant(tiny_builds["v1"], tmp_path / "bad", "a", edit=lambda m: m.update(cache_key=".."))
+    r = CliRunner().invoke(main, ["deploy", str(build), "-g", "lab", "--devices", str(inv)])
+    assert r.exit_code == 2 and r.stdout == ""
+    assert r.stderr.strip() == (f"error: {build}/manifest.json: cache_key: cache key '..' is not a lower-case hex "
+                                "digest (refusing this build folder; rebuild it)")
+    assert not (tmp_path / "wd-pi").exists() and not (tmp_path / "wd-pj").exists()
