@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -75,7 +76,6 @@ def test_failed_deploys_leave_no_staging_folders(tmp_path, inventory, tiny_build
 
 
 def test_a_staged_version_failing_verification_is_removed(tmp_path, tiny_builds):
-    import shutil
     import sys
 
     version = "ab" * 8
@@ -101,7 +101,8 @@ def test_tampered_model_is_caught_by_profile_and_replaced_by_deploy(tmp_path, in
     (cur / "manifest.json").write_text(json.dumps(m, indent=2))
     assert run_runner(dev.python, "verify", cur)[1]["ok"]  # self-consistent: the device alone cannot tell
 
-    out = build.parent.parent  # where the host keeps this build
+    out = tmp_path / "out"  # where the host keeps this build (a copy: results land beside it)
+    shutil.copytree(build, out / "tinydeploy" / "host")
     with pytest.raises(UserError, match=rf"device pi: deployed tinydeploy version {first.version} does not match "
                                         r"the host's build .*\(manifest\.json \(differs\), model\.onnx \(differs\)\)"):
         profile("pi", dev, out, iters=2, warmup=1, artifacts=["onnx"], **QUIET)
