@@ -30,7 +30,7 @@ VERSION_LEN = 16  # a deployed version is the first 16 hex digits of the cache k
 
 def plain_name(value: Any, what: str = "name") -> str:
     """A recipe/target/artifact name: lower-case letters, digits, '.', '_', '-'; never '.' or '..'."""
-    if not isinstance(value, str) or not NAME_RE.match(value) or len(value) > 128:
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value) or len(value) > 128:
         raise ValueError(f"{what} {value!r} is not a plain name (lower-case letters, digits, '.', '_', '-', "
                          "starting with a letter or digit)")
     return value
@@ -135,7 +135,7 @@ class Manifest(_Model):
     @field_validator("cache_key")
     @classmethod
     def _cache_key(cls, v: str) -> str:
-        if not CACHE_KEY_RE.match(v):
+        if not CACHE_KEY_RE.fullmatch(v):
             raise ValueError(f"cache key {v!r} is not a lower-case hex digest")
         return v
 

@@ -55,7 +55,7 @@ class Inventory(StrictModel):
         if LOCAL in self.devices:
             raise ValueError(f"'{LOCAL}' is the built-in device of this machine; pick another name")
         for name, dev in self.devices.items():
-            if not DEVICE_NAME_RE.match(name):
+            if not DEVICE_NAME_RE.fullmatch(name):
                 raise ValueError(f"devices.{name!r}: a device name becomes a folder name; use letters, digits, "
                                  "'.', '_' and '-', starting with a letter or digit (at most 64)")
             if dev.host is None:

@@ -93,7 +93,7 @@ def differences(check: dict, build: HostBuild | None) -> str:
 
 def device_version(name: str, value) -> str:
     """A version name a device answered with, checked before it is used here or sent back."""
-    if not isinstance(value, str) or not VERSION_RE.match(value):
+    if not isinstance(value, str) or not VERSION_RE.fullmatch(value):
         raise DeviceError(f"device {name}: answered an invalid version {str(value)[:40]!r}")
     return value
 
@@ -243,7 +243,7 @@ def deployed_recipes(dev: RemoteRunner) -> list[str]:
         found = json.loads(dev.python_output(LIST_RECIPES, dev.workdir))
     except ValueError:
         raise DeviceError(f"device {dev.name}: answered an invalid list of deployed recipes") from None
-    return [n for n in found if isinstance(n, str) and NAME_RE.match(n)] if isinstance(found, list) else []
+    return [n for n in found if isinstance(n, str) and NAME_RE.fullmatch(n)] if isinstance(found, list) else []
 
 
 def only_recipe(dev: RemoteRunner, name: str) -> str:

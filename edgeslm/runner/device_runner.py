@@ -197,13 +197,13 @@ def hash_files(paths: list) -> dict:
 
 
 def _plain_name(value: str, what: str) -> str:
-    if not isinstance(value, str) or len(value) > 128 or not NAME_RE.match(value):
+    if not isinstance(value, str) or len(value) > 128 or not NAME_RE.fullmatch(value):
         raise RunnerError(f"refusing {what} {value!r}: not a plain name")
     return value
 
 
 def _version(value: str) -> str:
-    if not isinstance(value, str) or not VERSION_RE.match(value):
+    if not isinstance(value, str) or not VERSION_RE.fullmatch(value):
         raise RunnerError(f"refusing version {value!r}: not 16 hex digits")
     return value
 
@@ -295,7 +295,7 @@ def _safe_rmtree(mdir: str, path: str) -> None:
     """Remove a folder this runner made inside MDIR (or MDIR/versions), refusing anything else."""
     parent, name = os.path.split(path)
     real_parent = os.path.realpath(parent)
-    if (not OWN_FOLDER_RE.match(name) or os.path.islink(path)
+    if (not OWN_FOLDER_RE.fullmatch(name) or os.path.islink(path)
             or real_parent not in (os.path.realpath(mdir), os.path.join(os.path.realpath(mdir), "versions"))):
         raise RunnerError(f"refusing to delete {path}: not a folder this runner made in {mdir}")
     if os.path.isdir(path):
@@ -405,7 +405,7 @@ def _link_version(mdir: str, name: str):
         return None
     target = os.readlink(p)
     head, _, v = target.partition("/")
-    return v if head == "versions" and VERSION_RE.match(v) else None
+    return v if head == "versions" and VERSION_RE.fullmatch(v) else None
 
 
 def status(workdir: str, recipe: str) -> dict:
@@ -413,7 +413,7 @@ def status(workdir: str, recipe: str) -> dict:
     versions = os.path.join(mdir, "versions")
     return {"current": _link_version(mdir, "current"), "previous": _link_version(mdir, "previous"),
             "versions": sorted(v for v in (os.listdir(versions) if os.path.isdir(versions) else [])
-                               if VERSION_RE.match(v)),
+                               if VERSION_RE.fullmatch(v)),
             "staging": sorted(n for n in os.listdir(mdir) if n.startswith(".staging-"))
             if os.path.isdir(mdir) else []}
 
@@ -446,7 +446,7 @@ def _prune(mdir: str) -> list:
     versions = os.path.join(mdir, "versions")
     pruned = []
     for name in sorted(os.listdir(versions)) if os.path.isdir(versions) else []:
-        if name in keep or not VERSION_RE.match(name):
+        if name in keep or not VERSION_RE.fullmatch(name):
             continue
         pin = _pin_path(mdir, name)
         os.makedirs(os.path.dirname(pin), exist_ok=True)
@@ -475,7 +475,7 @@ def _prune(mdir: str) -> list:
 def _prune_staging(mdir: str, keep: str | None = None) -> None:
     for name in os.listdir(mdir) if os.path.isdir(mdir) else []:
         p = os.path.join(mdir, name)
-        if p != keep and (name.startswith(".staging-") or name.startswith(".trash-")) and OWN_FOLDER_RE.match(name):
+        if p != keep and (name.startswith(".staging-") or name.startswith(".trash-")) and OWN_FOLDER_RE.fullmatch(name):
             try:
                 _safe_rmtree(mdir, p)
             except RunnerError:
