@@ -226,7 +226,8 @@ def test_simultaneous_deploys_to_a_fresh_device(tmp_path, inventory, tiny_builds
             t.join(120)
         assert len(outcomes) == n and "ok" in outcomes, outcomes
         for o in outcomes:
-            assert o == "ok" or o.startswith(f"device {name}: another deploy is in progress on this device (held by "), o
+            busy = f"device {name}: another deploy is in progress on this device (held by "
+            assert o == "ok" or o.startswith(busy), o
         if settings:  # waiting for the lock: every one of them succeeds
             assert outcomes == ["ok"] * n, outcomes
         wd = tmp_path / f"wd-{name}"
