@@ -377,7 +377,9 @@ def commit(workdir: str, recipe: str, version: str, manifest_sha256: str | None)
         raise RunnerError(f"refusing {versions}: it is a symlink")
     os.makedirs(versions, exist_ok=True)
     final = os.path.join(versions, version)
-    if os.path.lexists(final):  # a damaged copy of this version: moved aside, then replaced
+    if os.path.lexists(final):
+        # a damaged copy of this version (verify failed on it): moved aside, then replaced. If it is the
+        # active one, `current` dangles between the two renames; it was already not the build anyway.
         trash = os.path.join(mdir, f".trash-{version}-{os.getpid()}")
         if os.path.islink(final):
             os.unlink(final)
@@ -549,7 +551,9 @@ def _stale(info: dict) -> bool:
 
 
 def _write_info(fd: int, info: dict) -> None:
+    """One write of a fixed length (JSON padded with spaces), so a reader never sees half a record."""
     data = json.dumps(info).encode()
+    data += b" " * max(0, 1024 - len(data))
     os.pwrite(fd, data, 0)
     os.ftruncate(fd, len(data))
 
