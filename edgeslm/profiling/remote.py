@@ -98,7 +98,7 @@ class RemoteRunner:
         if r.rc != 0 or not isinstance(data, dict) or "error" in data:
             why = (data or {}).get("error") if isinstance(data, dict) else None
             why = why or (r.stderr.strip().splitlines() or ["no output"])[-1]
-            raise DeviceError(f"device {self.name}: {args[0]} failed: {str(why)[:300]}")
+            raise DeviceError(f"device {self.name}: {args[0]} failed: {' '.join(str(why).split())[:300]}")
         return data
 
     def model(self, verb: str, recipe: str, *args: str, timeout: float | None = None) -> dict:
@@ -136,7 +136,7 @@ class RemoteRunner:
             except ValueError:
                 answer = {"error": line.strip()[:200]}
             if "error" in answer:
-                raise DeviceError(f"device {self.name}: {answer['error']}")
+                raise DeviceError(f"device {self.name}: {' '.join(str(answer['error']).split())[:400]}")
 
             def beat():
                 while not stop.wait(max(0.1, expire / 5)):
