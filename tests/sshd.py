@@ -77,12 +77,14 @@ Subsystem sftp internal-sftp
 
 
 class CuttingProxy:
-    """A TCP proxy to a port that cuts both directions after `limit` client bytes: a dropped link."""
+    """A TCP proxy to a port that cuts both directions after `limit` client bytes: a dropped link.
+    With `cuts`, only the first `cuts` connections are cut; later ones are forwarded whole."""
 
-    def __init__(self, target_port: int, limit: int):
+    def __init__(self, target_port: int, limit: int, cuts: int | None = None):
         import threading
 
-        self.limit, self.target = limit, target_port
+        self.limit, self.target, self.cuts = limit, target_port, cuts
+        self.connections = 0
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -101,6 +103,8 @@ class CuttingProxy:
                 return
             upstream = socket.create_connection(("127.0.0.1", self.target))
             sent = [0]
+            self.connections += 1
+            cut_this = self.cuts is None or self.connections <= self.cuts
 
             def pump(src, dst, count):
                 try:
@@ -108,7 +112,7 @@ class CuttingProxy:
                         data = src.recv(65536)
                         if not data:
                             break
-                        if count:
+                        if count and cut_this:
                             sent[0] += len(data)
                             if sent[0] > self.limit:
                                 self.cut = True
@@ -128,3 +132,61 @@ class CuttingProxy:
 
     def close(self):
         self.sock.close()
+
+
+class SilentProxy:
+    """A TCP proxy that forwards `limit` client bytes, then stops forwarding (and reading) both ways
+    without closing anything: a link that went silent. Connections stay open until close()."""
+
+    def __init__(self, target_port: int, limit: int):
+        import threading
+
+        self.limit, self.target = limit, target_port
+        self.silent = threading.Event()
+        self.open: list[socket.socket] = []
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        import threading
+
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            self.open += [client, upstream]
+            sent = [0]
+
+            def pump(src, dst, count):
+                try:
+                    while not self.silent.is_set():
+                        data = src.recv(65536)
+                        if not data:
+                            return
+                        if count:
+                            sent[0] += len(data)
+                            if sent[0] > self.limit:
+                                self.silent.set()  # from now on: nothing, either way, and no close
+                                return
+                        if self.silent.is_set():
+                            return
+                        dst.sendall(data)
+                except OSError:
+                    pass
+
+            threading.Thread(target=pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=pump, args=(upstream, client, False), daemon=True).start()
+
+    def close(self):
+        self.sock.close()
+        for s in self.open:
+            try:
+                s.close()
+            except OSError:
+                pass

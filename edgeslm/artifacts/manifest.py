@@ -8,15 +8,45 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from edgeslm.errors import ConfigError, UserError
 from edgeslm.hashing import sha256_file
 
 MANIFEST_SCHEMA = "edgeslm.manifest/1"
 MANIFEST_NAME = "manifest.json"
+
+# Names and paths in a manifest become paths on the build host and on devices. A build folder can come
+# from anywhere (a CI artifact, a colleague), and a device answers with its own copy: both are checked
+# here, and the device runner repeats the same checks on its side.
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+CACHE_KEY_RE = re.compile(r"^[0-9a-f]{16,128}$")
+VERSION_LEN = 16  # a deployed version is the first 16 hex digits of the cache key
+
+
+def plain_name(value: Any, what: str = "name") -> str:
+    """A recipe/target/artifact name: lower-case letters, digits, '.', '_', '-'; never '.' or '..'."""
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value) or len(value) > 128:
+        raise ValueError(f"{what} {value!r} is not a plain name (lower-case letters, digits, '.', '_', '-', "
+                         "starting with a letter or digit)")
+    return value
+
+
+def relative_path(value: Any) -> str:
+    """A plain relative POSIX path inside the build folder: no '..', '.', empty parts, leading '/',
+    backslash or NUL."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"path {value!r} is empty")
+    bad = ("\\" in value or "\x00" in value or value.startswith("/")
+           or any(part in ("", ".", "..") for part in value.split("/")))
+    if bad or any(ord(c) < 32 for c in value):
+        raise ValueError(f"path {value!r} is not a plain relative path inside the build folder "
+                         "(no '..', no leading '/', no backslash, no empty parts)")
+    return value
 
 
 class _Model(BaseModel):
@@ -24,10 +54,15 @@ class _Model(BaseModel):
 
 
 class FileEntry(_Model):
-    path: str = Field(description="Relative to the build folder.")
-    sha256: str
-    size: int
+    path: str = Field(description="Relative to the build folder (a plain relative POSIX path).")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
     role: Literal["model", "tokenizer", "reference", "other"]
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        return relative_path(v)
 
 
 class TensorSpec(_Model):
@@ -54,9 +89,9 @@ class Verification(_Model):
 
 
 class Artifact(_Model):
-    name: str = Field(description="Stable id, e.g. 'onnx' or 'executorch'.")
+    name: str = Field(description="Stable id, e.g. 'onnx' or 'executorch' (a plain name).")
     format: Literal["onnx", "executorch"]
-    file: str
+    file: str = Field(description="The model file, relative to the build folder.")
     runtime: str = Field(description="onnxruntime | executorch/xnnpack")
     precision: str = Field(description="fp32, int8-dynamic, int8-static")
     quantization: dict[str, Any] | None = None
@@ -67,6 +102,16 @@ class Artifact(_Model):
     task_metric: dict[str, Any] | None = None  # on the eval split, on the build host
     # Room for later work: per-operator profiles, KV-cache programs, extra methods.
     extras: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return plain_name(v, "artifact name")
+
+    @field_validator("file")
+    @classmethod
+    def _file(cls, v: str) -> str:
+        return relative_path(v)
 
 
 class Manifest(_Model):
@@ -93,6 +138,31 @@ class Manifest(_Model):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
+    @field_validator("cache_key")
+    @classmethod
+    def _cache_key(cls, v: str) -> str:
+        if not CACHE_KEY_RE.fullmatch(v):
+            raise ValueError(f"cache key {v!r} is not a lower-case hex digest")
+        return v
+
+    @model_validator(mode="after")
+    def _paths(self):
+        plain_name(self.recipe.get("name"), "recipe.name")
+        plain_name(self.target.get("name"), "target.name")
+        try:
+            relative_path(self.reference.get("file"))
+        except ValueError as exc:
+            raise ValueError(f"reference.file: {exc}") from None
+        paths = [f.path for f in self.files]
+        if len(set(paths)) != len(paths) or MANIFEST_NAME in paths:
+            raise ValueError("files lists a path twice (or lists manifest.json itself)")
+        return self
+
+    @property
+    def version(self) -> str:
+        """The name of this build's folder on a device: versions/<version>."""
+        return self.cache_key[:VERSION_LEN]
+
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json", by_alias=True), indent=2, sort_keys=False)
 
@@ -112,6 +182,57 @@ def read_manifest(folder: Path) -> Manifest | None:
         return Manifest.from_json((folder / MANIFEST_NAME).read_text())
     except (OSError, ValueError):
         return None
+
+
+def parse_manifest(text: str, where: str) -> Manifest:
+    """A manifest from text, or a one-line ConfigError naming `where` and the offending key."""
+    import pydantic
+
+    from edgeslm.config.base import error_from_pydantic
+
+    try:
+        return Manifest.from_json(text)
+    except pydantic.ValidationError as exc:
+        raise error_from_pydantic(exc, Manifest, where) from None
+
+
+def load_manifest(folder: Path) -> Manifest:
+    """The manifest of a build folder that is about to be used (deployed, profiled): every name and
+    path in it checked, or a UserError naming the file and key."""
+    path = folder / MANIFEST_NAME
+    try:
+        text = path.read_text()
+    except OSError:
+        raise UserError(f"{folder}: not a build folder (no {MANIFEST_NAME}); run `edgeslm build` first") from None
+    try:
+        return parse_manifest(text, str(path))
+    except ConfigError as exc:
+        raise ConfigError(exc.file, exc.key, exc.problem, "refusing this build folder; rebuild it") from None
+
+
+_checked: dict[tuple, str] = {}
+
+
+def check_files(folder: Path, manifest: Manifest) -> None:
+    """Every file the manifest lists is a regular file inside `folder` (no symlink out of it) with the
+    listed size and sha256. Run before anything of the folder leaves this machine."""
+    root = folder.resolve()
+    for f in manifest.files:
+        p = folder / f.path
+        try:
+            real = p.resolve(strict=True)
+        except (OSError, RuntimeError):
+            raise UserError(f"{folder}: {f.path} (listed in {MANIFEST_NAME}) is missing; rebuild it") from None
+        if root not in real.parents or not real.is_file():
+            raise UserError(f"{folder}: {f.path} (listed in {MANIFEST_NAME}) resolves outside the build "
+                            "folder or is not a file; refusing this build folder")
+        st = real.stat()
+        stamp = (str(real), st.st_size, st.st_mtime_ns, st.st_ino)
+        if stamp not in _checked:  # hashed once per process (a group deploy checks one folder per device)
+            _checked[stamp] = sha256_file(real)
+        if st.st_size != f.size or _checked[stamp] != f.sha256:
+            raise UserError(f"{folder}: {f.path} does not match its size/sha256 in {MANIFEST_NAME} "
+                            "(the build folder was modified); rebuild it")
 
 
 def write_manifest(folder: Path, manifest: Manifest) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -11,8 +12,23 @@ from edgeslm import __version__
 from edgeslm.errors import EXIT_INTERNAL, EdgeSLMError
 
 
+class _Warnings(logging.Handler):
+    """Warnings from library code (e.g. a known_hosts line that was skipped) as one stderr line each."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"warning: {record.getMessage()}", err=True)
+
+
+def _route_warnings() -> None:
+    logger = logging.getLogger("edgeslm")
+    if not any(isinstance(h, _Warnings) for h in logger.handlers):
+        logger.addHandler(_Warnings(logging.WARNING))
+        logger.propagate = False
+
+
 class EdgeGroup(click.Group):
     def invoke(self, ctx):
+        _route_warnings()
         try:
             return super().invoke(ctx)
         except EdgeSLMError as exc:

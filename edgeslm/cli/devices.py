@@ -5,13 +5,17 @@ from __future__ import annotations
 import concurrent.futures as cf
 import json
 import os
+import typing
 from pathlib import Path
 
 import click
 
 from edgeslm.cli import main
 from edgeslm.config.devices import LOCAL, load_inventory
+from edgeslm.config.recipe import Format
 from edgeslm.errors import EXIT_FAILED, EdgeSLMError, UserError
+
+ARTIFACTS = typing.get_args(Format)  # an artifact is named after its export format
 
 devices_option = click.option(
     "--devices", "devices_file", type=click.Path(path_type=Path), default=None,
@@ -23,8 +27,11 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print result
 
 
 def _inventory(path: Path | None):
-    path = path or Path(os.environ.get("EDGESLM_DEVICES", "devices.toml"))
-    return load_inventory(path), str(path)
+    """--devices FILE, else $EDGESLM_DEVICES, else ./devices.toml. A file the user named must exist;
+    the default may be absent (then only `local` is there)."""
+    named = path or (Path(os.environ["EDGESLM_DEVICES"]) if os.environ.get("EDGESLM_DEVICES") else None)
+    path = named or Path("devices.toml")
+    return load_inventory(path, required=named is not None), str(path)
 
 
 @main.group()
@@ -61,7 +68,8 @@ def devices_check(names, group, all_, devices_file, accept_new_host_key, as_json
 
     inv, file = _inventory(devices_file)
     chosen = inv.select(names, group, all_, file) or [LOCAL]
-    results = _parallel(chosen, lambda n: check(n, inv.get(n, file), accept_new_host_key))
+    single = len(chosen) == 1 and not group and not all_
+    results = _parallel(chosen, lambda n: check(n, inv.get(n, file), accept_new_host_key), single=single)
     if as_json:
         click.echo(json.dumps(results, indent=2))
     else:
@@ -101,8 +109,13 @@ def devices_trust(name, devices_file) -> None:
     click.echo(f"{name}: host key recorded in {device.known_hosts}")
 
 
-def _parallel(names: list[str], fn, workers: int = 4) -> list[dict]:
-    """Run fn per device with bounded concurrency; a failing device does not stop the others."""
+def _parallel(names: list[str], fn, workers: int = 4, single: bool = False) -> list[dict]:
+    """Run fn per device with bounded concurrency; a failing device does not stop the others. With
+    `single` (one device named on its own) its error is the command's error: exit 2, like every
+    other command that talks to one device."""
+    if single:
+        return [fn(names[0])]
+
     def one(n):
         try:
             return fn(n)
@@ -137,12 +150,17 @@ def _build_for(arg: str, target_name: str, out: Path) -> Path:
 @click.option("--profile", "and_profile", is_flag=True, help="Profile on each device after deploying.")
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("build"), show_default=True,
               help="Build folder root (recipes are built there for each device's target).")
+@click.option("--break-lock", is_flag=True,
+              help="First free a deploy lock on the device whose holder is gone or stale (no heartbeat "
+                   "within lock_expire); a live deploy's lock is never broken.")
 @devices_option
 @accept_option
 @json_option
-def deploy(build_or_recipe, names, group, and_profile, out, devices_file, accept_new_host_key, as_json) -> None:
+def deploy(build_or_recipe, names, group, and_profile, out, break_lock, devices_file, accept_new_host_key,
+           as_json) -> None:
     """Push a build (folder, or recipe built for each device's target) to devices: upload, verify
-    sha256 there, switch atomically. A failed deploy leaves the device's active model untouched."""
+    sha256 there, switch atomically. A failed deploy leaves the device's active model untouched.
+    One device: its failure is the command's error (exit 2). Several: each failure is named, exit 1."""
     from edgeslm.profiling.deploy import deploy as run_deploy
     from edgeslm.profiling.profile import profile as run_profile
 
@@ -155,21 +173,26 @@ def deploy(build_or_recipe, names, group, and_profile, out, devices_file, accept
         target = inv.get(n, file).target
         if target not in folders:
             folders[target] = _build_for(build_or_recipe, target, out)
+    from edgeslm.profiling.deploy import checked_build
+
+    for folder in set(folders.values()):  # a hostile or modified build folder: one error, before any device
+        checked_build(folder)
     log = (lambda m: None) if as_json else (lambda m: click.echo(f"  {m}", err=True))
 
     def one(n):
         device = inv.get(n, file)
         folder = folders[device.target]
-        r = run_deploy(folder, n, device, accept_new_host_key, log=log)
+        r = run_deploy(folder, n, device, accept_new_host_key, log=log, break_lock=break_lock)
         row = {"device": n, "ok": True, "recipe": r.recipe, "version": r.version, "sent_files": r.sent_files,
                "sent_bytes": r.sent_bytes, "reused_files": r.reused_files, "already_there": r.already_there,
                "seconds": round(r.seconds, 2), "previous": r.previous, "warnings": r.warnings}
         if and_profile:
-            results = run_profile(n, device, out, r.recipe, accept_new_host_key=accept_new_host_key, log=log)
+            results = run_profile(n, device, out, r.recipe, accept_new_host_key=accept_new_host_key, log=log,
+                                  build=folder)
             row["profiles"] = [x["_path"] for x in results]
         return row
 
-    results = _parallel(chosen, one)
+    results = _parallel(chosen, one, single=len(chosen) == 1 and not group)
     if as_json:
         click.echo(json.dumps(results, indent=2))
     else:
@@ -193,28 +216,36 @@ def deploy(build_or_recipe, names, group, and_profile, out, devices_file, accept
 @main.command()
 @click.option("--device", "-d", "name", required=True, help="Device name.")
 @click.option("--recipe", help="Which deployed recipe (default: the only one).")
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("build"), show_default=True,
+              help="Build folder root: the previous version is verified against its build there (or in the "
+                   "build cache) when this machine has it, else against the device's own manifest.")
 @devices_option
 @accept_option
-def rollback(name, recipe, devices_file, accept_new_host_key) -> None:
-    """Switch a device back to the previously active version (atomic)."""
+def rollback(name, recipe, out, devices_file, accept_new_host_key) -> None:
+    """Switch a device back to the previously active version (verified first, then atomic)."""
     from edgeslm.profiling.deploy import rollback as run_rollback
 
     inv, file = _inventory(devices_file)
-    r = run_rollback(name, inv.get(name, file), recipe, accept_new_host_key)
-    click.echo(f"ok {name}: {r['recipe']} now {r['current']} (was {r['previous']})")
+    r = run_rollback(name, inv.get(name, file), recipe, accept_new_host_key, out=out)
+    click.echo(f"ok {name}: {r['recipe']} now {r['current']} (was {r['previous']}); "
+               f"verified against {r['verified_against']}")
 
 
 @main.command()
 @click.argument("build_or_recipe", required=False)
 @click.option("--device", "-d", "name", default=LOCAL, show_default=True, help="Device name.")
 @click.option("--recipe", help="Deployed recipe to profile when no build is given (default: the only one).")
-@click.option("--artifact", "artifacts", multiple=True, help="onnx, executorch (default: all).")
-@click.option("--threads", type=int, default=None,
+@click.option("--artifact", "artifacts", multiple=True, type=click.Choice(ARTIFACTS),
+              help="Which artifact (repeatable; default: all).")
+@click.option("--threads", type=click.IntRange(min=0), default=None,
               help="Inference threads (default: the device target's threads; 0 = all cores).")
-@click.option("--iters", type=int, default=100, show_default=True, help="Measured iterations (at least).")
-@click.option("--warmup", type=int, default=10, show_default=True, help="Warm-up runs, not measured.")
-@click.option("--min-seconds", type=float, default=0.0, help="Keep measuring at least this long.")
-@click.option("--seq-len", type=int, help="Input length in tokens (default: the recipe's max_seq_len).")
+@click.option("--iters", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Measured iterations (at least).")
+@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Warm-up runs, not measured.")
+@click.option("--min-seconds", type=click.FloatRange(min=0), default=0.0, help="Keep measuring at least this long.")
+@click.option("--seq-len", type=click.IntRange(min=1),
+              help="Input length in tokens (default: the recipe's max_seq_len).")
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("build"), show_default=True)
 @devices_option
 @accept_option
@@ -223,23 +254,35 @@ def profile(build_or_recipe, name, recipe, artifacts, threads, iters, warmup, mi
             devices_file, accept_new_host_key, as_json) -> None:
     """Profile on a device: check the outputs against the build's reference, then measure latency
     (p50/p90/p99, CV), load time, peak RSS, temperatures. With BUILD_OR_RECIPE it is deployed first;
-    `--device local` runs the same runner in a fresh subprocess here."""
+    `--device local` runs the same runner in a fresh subprocess here. Every argument is checked before
+    anything touches the device."""
+    from edgeslm.profiling.deploy import HostBuild
     from edgeslm.profiling.deploy import deploy as run_deploy
+    from edgeslm.profiling.profile import check_request
     from edgeslm.profiling.profile import profile as run_profile
+    from edgeslm.profiling.remote import check_name
 
     inv, file = _inventory(devices_file)
     device = inv.get(name, file)
+    if recipe:
+        check_name(recipe)
     log = (lambda m: None) if as_json else (lambda m: click.echo(f"  {m}", err=True))
     if threads is None:
         from edgeslm.config.catalog import load_target
 
         threads = load_target(device.target).threads
+    folder = None
     if build_or_recipe:
         folder = _build_for(build_or_recipe, device.target, out)
+        built = HostBuild.load(folder)
+        check_request(built.manifest, artifacts, seq_len, str(folder))  # before the device is touched
+        if recipe and recipe != built.manifest.recipe["name"]:
+            raise UserError(f"--recipe {recipe} does not match the build {folder} "
+                            f"({built.manifest.recipe['name']}); drop --recipe")
         recipe = run_deploy(folder, name, device, accept_new_host_key, log=log).recipe
         out = folder.parent.parent
     results = run_profile(name, device, out, recipe, artifacts, threads, iters, warmup, min_seconds, seq_len,
-                          accept_new_host_key, log=log)
+                          accept_new_host_key, log=log, build=folder)
     if as_json:
         click.echo(json.dumps([{k: v for k, v in r.items() if k != "samples_ms"} for r in results], indent=2))
     else:

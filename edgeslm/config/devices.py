@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from pydantic import Field, model_validator
@@ -10,6 +11,8 @@ from edgeslm.config.base import StrictModel, parse, read_toml
 from edgeslm.errors import ConfigError
 
 LOCAL = "local"
+# Device names become folder names (profile results land in .../profiles/<device>/).
+DEVICE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 class Device(StrictModel):
@@ -27,7 +30,21 @@ class Device(StrictModel):
     workdir: str = Field("~/edgeslm", description="Folder on the device holding deployed versions.")
     python: str = Field("python3", description="Python interpreter on the device that runs the runner.")
     groups: tuple[str, ...] = Field((), description="Groups for `--group` deploys and checks.")
-    connect_timeout: float = Field(10.0, gt=0, le=300, description="Seconds to wait for a connection.")
+    connect_timeout: float = Field(10.0, gt=0, le=300, description="Seconds to wait for a connection "
+                                   "(TCP connect, SSH handshake, authentication), per attempt.")
+    io_timeout: float = Field(30.0, gt=0, le=3600, description="Seconds without any answer from the device "
+                              "(SSH keepalives are sent and must be answered) after which the link counts as "
+                              "dead and the running deploy or profile fails; also bounds each SFTP read/write.")
+    command_timeout: float = Field(600.0, gt=0, le=86400, description="Seconds one runner command (verify, "
+                                   "stage, commit, activate...) may take on the device.")
+    profile_timeout: float = Field(3600.0, gt=0, le=86400, description="Seconds one profiling run may take "
+                                   "on the device.")
+    lock_wait: float = Field(0.0, ge=0, le=3600, description="Seconds a deploy waits for another deploy's "
+                             "lock on the device before giving up (0: fail at once, naming the holder).")
+    lock_expire: float = Field(30.0, gt=0, le=3600, description="The deploy lock's holder on the device "
+                               "gives it up after this many seconds without a heartbeat from its host (the "
+                               "host sends one every lock_expire/5 s), so a host that vanished or a link "
+                               "that went silent frees the device.")
 
 
 class Inventory(StrictModel):
@@ -38,6 +55,9 @@ class Inventory(StrictModel):
         if LOCAL in self.devices:
             raise ValueError(f"'{LOCAL}' is the built-in device of this machine; pick another name")
         for name, dev in self.devices.items():
+            if not DEVICE_NAME_RE.fullmatch(name):
+                raise ValueError(f"devices.{name!r}: a device name becomes a folder name; use letters, digits, "
+                                 "'.', '_' and '-', starting with a letter or digit (at most 64)")
             if dev.host is None:
                 raise ValueError(f"devices.{name}.host is required")
         return self
@@ -76,7 +96,12 @@ class Inventory(StrictModel):
         return list(dict.fromkeys(chosen))
 
 
-def load_inventory(path: Path | None) -> Inventory:
-    if path is None or not path.exists():
+def load_inventory(path: Path | None, required: bool = False) -> Inventory:
+    """The inventory in `path`. A missing file is an empty inventory (only `local`) unless `required`
+    (the user named the file): then it is an error naming it."""
+    if path is None or (not path.exists() and not required):
         return Inventory()
+    if not path.is_file():
+        raise ConfigError(str(path), None, "devices file not found" if not path.exists() else "not a file",
+                          "check the path given with --devices or $EDGESLM_DEVICES")
     return parse(Inventory, read_toml(path), str(path))

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from edgeslm.config.catalog import load_target
 from edgeslm.config.devices import Device
-from edgeslm.profiling.deploy import INSTALL, open_device
+from edgeslm.profiling.deploy import INSTALL, checked_probe, open_device
 
 
 def check(name: str, device: Device, accept_new_host_key: bool = False) -> dict:
     with open_device(name, device, accept_new_host_key) as dev:
-        probe = dev.call("probe", "--workdir", dev.workdir)
+        probe = checked_probe(name, dev.call("probe", "--workdir", dev.workdir))
     target = load_target(device.target).resolved()
     problems, missing = [], []
     if probe["arch"] != target.arch:

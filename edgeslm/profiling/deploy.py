@@ -3,27 +3,35 @@
 On the device, `<workdir>/<recipe>/` holds `versions/<key>/` (complete, verified builds), `current` and
 `previous` (symlinks switched atomically) and `.staging-<key>/` while a deploy uploads. The active model
 changes only in the final rename of `current`; a deploy that fails before that leaves it untouched.
+
+A build folder is input like any other: its manifest's names and paths are checked, and its files are
+checked against their hashes here, before anything leaves this machine. What is on the device is judged
+against the host's build (the runner hashes the device's files; the device's own manifest must be
+byte-identical to the build's), never against what the device says about itself.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import posixpath
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeslm.artifacts.manifest import MANIFEST_NAME, Manifest, read_manifest
+from edgeslm.artifacts.manifest import MANIFEST_NAME, NAME_RE, Manifest, check_files, load_manifest, parse_manifest
 from edgeslm.config.devices import LOCAL, Device
-from edgeslm.errors import UserError
-from edgeslm.profiling.remote import RemoteRunner
-from edgeslm.transport import connect
-from edgeslm.transport.ssh import DeviceError
+from edgeslm.errors import ConfigError, UserError
+from edgeslm.profiling.remote import RemoteRunner, check_name
+from edgeslm.transport import DeviceError, connect
 
 RUNTIME_FOR = {"onnx": "onnxruntime", "executorch": "executorch"}
 INSTALL = {"onnxruntime": "python3 -m pip install onnxruntime numpy",
            "executorch": "python3 -m pip install executorch-numpy-runtime numpy  (Python >= 3.12)",
            "numpy": "python3 -m pip install numpy"}
+VERSION_RE = re.compile(r"^[0-9a-f]{16}$")
 
 
 @dataclass
@@ -41,22 +49,82 @@ class DeployResult:
     warnings: list[str] = field(default_factory=list)
 
 
+@dataclass
+class HostBuild:
+    """A build on this machine: the reference a device's copy is judged against."""
+
+    folder: Path
+    manifest: Manifest
+    manifest_sha256: str
+
+    @classmethod
+    def load(cls, folder: Path) -> "HostBuild":
+        manifest = load_manifest(folder)
+        return cls(folder, manifest, hashlib.sha256((folder / MANIFEST_NAME).read_bytes()).hexdigest())
+
+
+def find_host_build(out: Path | None, recipe: str, version: str) -> HostBuild | None:
+    """The build of `recipe` whose version is `version`, under `out/<recipe>/*/` or in the build cache."""
+    from edgeslm.artifacts.cache import store_dir
+
+    candidates = sorted((out / recipe).glob(f"*/{MANIFEST_NAME}")) if out else []
+    candidates += sorted(store_dir().glob(f"{version}*/{MANIFEST_NAME}"))
+    for path in candidates:
+        try:
+            data = path.read_bytes()
+            m = parse_manifest(data.decode(), str(path))
+        except (OSError, UnicodeDecodeError, ConfigError):
+            continue
+        if m.version == version and m.recipe["name"] == recipe and m.status == "ok":
+            return HostBuild(path.parent, m, hashlib.sha256(data).hexdigest())
+    return None
+
+
+def differences(check: dict, build: HostBuild | None) -> str:
+    """What a failed `verify` found, named against the host's build when there is one."""
+    bad = [b for b in check.get("bad") or [] if isinstance(b, dict)]
+    actual = check.get("actual")
+    if build and isinstance(actual, dict):  # the device's manifest is not the build's: which files differ?
+        bad = [{"path": "manifest.json", "problem": "differs"}] + [
+            {"path": f.path, "problem": "missing" if actual.get(f.path) is None else "differs"}
+            for f in build.manifest.files if actual.get(f.path) != f.sha256]
+    return ", ".join(f"{b.get('path')} ({b.get('problem')})" for b in bad[:4]) or "no details"
+
+
+def device_version(name: str, value) -> str:
+    """A version name a device answered with, checked before it is used here or sent back."""
+    if not isinstance(value, str) or not VERSION_RE.fullmatch(value):
+        raise DeviceError(f"device {name}: answered an invalid version {str(value)[:40]!r}")
+    return value
+
+
 @contextlib.contextmanager
 def open_device(name: str, device: Device, accept_new_host_key: bool = False):
     """A connected RemoteRunner for the device; always closed."""
     conn = connect(name, device, accept_new_host_key=accept_new_host_key)
     try:
-        yield RemoteRunner(conn, name, device.python, device.workdir)
+        yield RemoteRunner(conn, name, device)
     finally:
         conn.close()
 
 
 def version_of(manifest: Manifest) -> str:
-    return manifest.cache_key[:16]
+    return manifest.version
+
+
+def checked_probe(name: str, probe) -> dict:
+    """A device's probe answer, shaped as expected before anything reads it."""
+    shape = {"arch": str, "cpu_model": str, "os": str, "python": str, "runtimes": dict, "thermal": dict,
+             "features": list}
+    if (not isinstance(probe, dict) or any(not isinstance(probe.get(k), t) for k, t in shape.items())
+            or not isinstance(probe["thermal"].get("temperatures_c"), dict)):
+        raise DeviceError(f"device {name}: probe answered something malformed; is the device's runner intact?")
+    return probe
 
 
 def compatibility(name: str, device: Device, probe: dict, manifest: Manifest) -> list[str]:
     """Raise for what cannot work (architecture, missing runtime); return warnings for the rest."""
+    probe = checked_probe(name, probe)
     arch = manifest.target["arch"]
     if probe["arch"] != arch:
         raise DeviceError(f"device {name} is {probe['arch']} but build {manifest.recipe['name']} is for "
@@ -77,63 +145,92 @@ def compatibility(name: str, device: Device, probe: dict, manifest: Manifest) ->
     return warnings
 
 
-def deploy(build_folder: Path, name: str, device: Device, accept_new_host_key: bool = False,
-           log=print) -> DeployResult:
-    manifest = read_manifest(build_folder)
-    if manifest is None:
-        raise UserError(f"{build_folder}: not a build folder (no valid {MANIFEST_NAME}); run `edgeslm build` first")
-    if manifest.status != "ok":
+def checked_build(build_folder: Path) -> HostBuild:
+    """A build folder fit to deploy: valid manifest, verified build, files matching their hashes."""
+    build = HostBuild.load(build_folder)
+    if build.manifest.status != "ok":
         raise UserError(f"{build_folder}: build failed verification; refusing to deploy it")
+    check_files(build_folder, build.manifest)
+    return build
+
+
+def deploy(build_folder: Path, name: str, device: Device, accept_new_host_key: bool = False,
+           log=print, break_lock: bool = False) -> DeployResult:
+    build = checked_build(build_folder)  # before anything of it leaves this machine
+    manifest = build.manifest
     t0 = time.perf_counter()
-    recipe, version = manifest.recipe["name"], version_of(manifest)
+    recipe, version = manifest.recipe["name"], manifest.version
     with open_device(name, device, accept_new_host_key) as dev:
         probe = dev.call("probe", "--workdir", dev.workdir)
         result = DeployResult(name, recipe, version, warnings=compatibility(name, device, probe, manifest))
-        model_dir = result.model_dir = posixpath.join(dev.workdir, recipe)
-        with dev.locked(model_dir):
-            _upload(dev, build_folder, manifest, model_dir, version, result, log)
-            switched = dev.call("activate", model_dir, version)
+        result.model_dir = dev.model_dir(recipe)
+        if break_lock:
+            broke = dev.model("break-lock", recipe)
+            if broke.get("broken"):
+                h = broke.get("holder") or {}
+                log(f"broke the stale deploy lock of {h.get('owner', 'an unknown host')} on {name}")
+        with dev.locked(recipe):
+            _upload(dev, build, result, log)
+            switched = dev.model("activate", recipe, version)
             result.previous = switched.get("previous")
     result.seconds = time.perf_counter() - t0
     return result
 
 
-def _upload(dev: RemoteRunner, build_folder: Path, manifest: Manifest, model_dir: str, version: str,
-            result: DeployResult, log) -> None:
-    final = posixpath.join(model_dir, "versions", version)
-    try:
-        if dev.call("verify", final)["ok"]:
-            result.already_there = True
-            result.reused_files = len(manifest.files)
-            return
-    except DeviceError:
-        pass  # not there (or broken): stage it
-    staging = posixpath.join(model_dir, f".staging-{version}")
-    dev.put(build_folder / MANIFEST_NAME, posixpath.join(staging, MANIFEST_NAME))
-    plan = dev.call("stage", model_dir, version)
-    need = set(plan["need"])
-    result.reused_files = plan["reused"]
+def _upload(dev: RemoteRunner, build: HostBuild, result: DeployResult, log) -> None:
+    manifest, recipe, version = build.manifest, result.recipe, result.version
+    final = posixpath.join(result.model_dir, "versions", version)
+    check = dev.call("verify", final, "--manifest-sha256", build.manifest_sha256)
+    if check.get("ok") is True:
+        result.already_there = True
+        result.reused_files = len(manifest.files)
+        return
+    bad = [b for b in check.get("bad") or [] if isinstance(b, dict)]
+    if bad and bad[0].get("problem") != "missing":
+        log(f"version {version} on {result.device} does not match this build ({differences(check, build)}): "
+            "replacing it")
+    staging = posixpath.join(result.model_dir, f".staging-{version}")
+    dev.put(build.folder / MANIFEST_NAME, posixpath.join(staging, MANIFEST_NAME))
+    plan = dev.model("stage", recipe, version)
     sizes = {f.path: f.size for f in manifest.files}
+    need = plan.get("need")
+    if not isinstance(need, list) or any(p not in sizes for p in need):
+        raise DeviceError(f"device {result.device}: stage asked for files this build does not list; refusing")
+    if not isinstance(plan.get("reused"), int) or not isinstance(plan.get("free_bytes"), int):
+        raise DeviceError(f"device {result.device}: stage answered something malformed")
+    result.reused_files = plan["reused"]
     needed_bytes = sum(sizes[p] for p in need)
     if needed_bytes > plan["free_bytes"]:
-        raise DeviceError(f"device {result.device}: not enough disk in {model_dir}: need "
+        raise DeviceError(f"device {result.device}: not enough disk in {result.model_dir}: need "
                           f"{needed_bytes / 1e6:.1f} MB, {plan['free_bytes'] / 1e6:.1f} MB free "
                           "(free space or set another workdir)")
-    for path in sorted(need, key=lambda p: sizes[p]):
+    for path in sorted(set(need), key=lambda p: sizes[p]):
         log(f"upload {path} ({sizes[path] / 1e6:.1f} MB)")
-        dev.put(build_folder / path, posixpath.join(staging, path))
+        dev.put(build.folder / path, posixpath.join(staging, path))
         result.sent_files += 1
         result.sent_bytes += sizes[path]
-    dev.call("commit", model_dir, version)  # verifies every sha256 on the device first
+    # the device hashes every file against this build's manifest before it becomes a version
+    dev.model("commit", recipe, version, "--manifest-sha256", build.manifest_sha256)
 
 
-def rollback(name: str, device: Device, recipe: str | None, accept_new_host_key: bool = False) -> dict:
+def rollback(name: str, device: Device, recipe: str | None, accept_new_host_key: bool = False,
+             out: Path | None = None) -> dict:
+    """Switch back to the previous version after verifying it: against the host's build of that version
+    when one is under `out` or in the build cache, else against the device's own manifest."""
     with open_device(name, device, accept_new_host_key) as dev:
-        recipe = recipe or only_recipe(dev, name)
-        model_dir = posixpath.join(dev.workdir, recipe)
-        with dev.locked(model_dir):
-            out = dev.call("rollback", model_dir)
-    return {"device": name, "recipe": recipe, **out}
+        recipe = check_name(recipe) if recipe else only_recipe(dev, name)
+        with dev.locked(recipe):
+            previous = dev.model("status", recipe).get("previous")
+            if previous is None:
+                raise UserError(f"device {name}: nothing to roll back to for {recipe}: no previous version")
+            previous = device_version(name, previous)
+            host = find_host_build(out, recipe, previous)
+            extra = ["--manifest-sha256", host.manifest_sha256] if host else []
+            r = dev.model("rollback", recipe, "--expect", previous, *extra)
+    against = (f"the host's build {host.folder}" if host else
+               f"the device's own manifest (no build of {previous} on this machine)")
+    return {"device": name, "recipe": recipe, "current": r.get("current"), "previous": r.get("previous"),
+            "verified_against": against}
 
 
 LIST_RECIPES = ("import os,sys,json; w=sys.argv[1]; print(json.dumps(sorted(d for d in os.listdir(w) "
@@ -141,9 +238,12 @@ LIST_RECIPES = ("import os,sys,json; w=sys.argv[1]; print(json.dumps(sorted(d fo
 
 
 def deployed_recipes(dev: RemoteRunner) -> list[str]:
-    import json
-
-    return json.loads(dev.python_output(LIST_RECIPES, dev.workdir))
+    """Recipes deployed on the device (names that are not plain names are not ours: ignored)."""
+    try:
+        found = json.loads(dev.python_output(LIST_RECIPES, dev.workdir))
+    except ValueError:
+        raise DeviceError(f"device {dev.name}: answered an invalid list of deployed recipes") from None
+    return [n for n in found if isinstance(n, str) and NAME_RE.fullmatch(n)] if isinstance(found, list) else []
 
 
 def only_recipe(dev: RemoteRunner, name: str) -> str:

@@ -1,4 +1,10 @@
-"""Profile what is deployed on a device: the runner checks parity, then measures; results come home."""
+"""Profile what is deployed on a device: the runner checks parity, then measures; results come home.
+
+The version profiled is pinned on the device for the whole run (a deploy meanwhile does not delete it)
+and labels the results. Before measuring, the device's files are hashed there and judged against the
+host's build of that version when this machine has it, else against the device's own manifest.
+Where results land here is decided only by host-side names (recipe, target, device), each checked.
+"""
 
 from __future__ import annotations
 
@@ -7,64 +13,134 @@ import json
 import posixpath
 from pathlib import Path
 
+from edgeslm.artifacts.manifest import Manifest, parse_manifest
 from edgeslm.config.devices import Device
-from edgeslm.errors import UserError
-from edgeslm.profiling.deploy import only_recipe, open_device
+from edgeslm.errors import ConfigError, UserError
+from edgeslm.profiling.deploy import (HostBuild, device_version, differences, find_host_build, only_recipe,
+                                      open_device)
+from edgeslm.profiling.remote import check_name
 from edgeslm.runner import PROFILE_SCHEMA
+from edgeslm.transport import DeviceError
 
 RESULT_DIR = "profiles"
 
 
-def store_for(out: Path, manifest: dict) -> Path:
+def check_settings(iters: int, warmup: int, threads: int, min_seconds: float, seq_len: int | None) -> None:
+    if iters < 1:
+        raise UserError(f"--iters must be at least 1 (got {iters})")
+    if warmup < 0 or threads < 0 or min_seconds < 0:
+        raise UserError("--warmup, --threads and --min-seconds cannot be negative")
+    if seq_len is not None and seq_len < 1:
+        raise UserError(f"--seq-len must be at least 1 (got {seq_len})")
+
+
+def check_request(manifest: Manifest, artifacts, seq_len: int | None, where: str) -> list[str]:
+    """The artifacts to profile (default: all) and the sequence length, checked against a build."""
+    have = [a.name for a in manifest.artifacts]
+    for a in artifacts:
+        if a not in have:
+            raise UserError(f"{where} has no artifact {a!r}; it has: {', '.join(have)}")
+    lo, hi = manifest.shapes.get("min_seq_len"), manifest.shapes.get("max_seq_len")
+    if seq_len is not None and isinstance(lo, int) and isinstance(hi, int) and not lo <= seq_len <= hi:
+        raise UserError(f"--seq-len {seq_len} is outside {where}'s range [{lo}, {hi}]")
+    return list(artifacts) or have
+
+
+def store_for(out: Path, recipe: str, manifest: Manifest) -> Path:
     """Results live beside the build they measure: <out>/<recipe>/<target>/profiles when that local
     build is the deployed version, else <out>/profiles/<recipe>."""
-    folder = out / manifest["recipe"]["name"] / manifest["target"]["name"]
+    folder = out / check_name(recipe) / check_name(manifest.target["name"], "target")
     try:
         local = json.loads((folder / "manifest.json").read_text())
     except (OSError, ValueError):
         local = {}
-    if local.get("cache_key") == manifest["cache_key"]:
+    if isinstance(local, dict) and local.get("cache_key") == manifest.cache_key:
         return folder / RESULT_DIR
-    return out / RESULT_DIR / manifest["recipe"]["name"]
+    return out / RESULT_DIR / recipe
 
 
 def profile(name: str, device: Device, out: Path, recipe: str | None = None, artifacts=(),
             threads: int = 0, iters: int = 100, warmup: int = 10, min_seconds: float = 0.0,
-            seq_len: int | None = None, accept_new_host_key: bool = False, log=print) -> list[dict]:
-    """Profile each artifact of the deployed `recipe`; results are stored beside the build (store_for)."""
+            seq_len: int | None = None, accept_new_host_key: bool = False, log=print,
+            build: Path | None = None) -> list[dict]:
+    """Profile each artifact of the deployed `recipe` (default: the only one) on its active version.
+    `build`: the host's build folder of that version, when the caller knows it."""
+    check_settings(iters, warmup, threads, min_seconds, seq_len)
+    for a in artifacts:
+        check_name(a, "artifact")
+    given = HostBuild.load(build) if build else None
+    if given and recipe is None:
+        recipe = given.manifest.recipe["name"]
     results = []
     with open_device(name, device, accept_new_host_key) as dev:
-        recipe = recipe or only_recipe(dev, name)
-        current = posixpath.join(dev.workdir, recipe, "current")
-        ok = dev.call("verify", current)
-        if not ok["ok"]:
-            raise UserError(f"device {name}: deployed {recipe} failed its checksum check "
-                            f"({ok['bad'][:2]}); deploy it again")
-        remote_manifest = out / f".{name}-manifest.json"
-        dev.get(posixpath.join(current, "manifest.json"), remote_manifest)
-        manifest = json.loads(remote_manifest.read_text())
-        remote_manifest.unlink()
-        store = store_for(out, manifest)
-        names = list(artifacts) or [a["name"] for a in manifest["artifacts"]]
-        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        for art in names:
-            log(f"profiling {recipe}/{art} on {name}")
-            remote = posixpath.join(dev.workdir, recipe, "results", f"{stamp}-{art}.json")
-            args = ["profile", current, "--artifact", art, "--threads", str(threads), "--iters", str(iters),
-                    "--warmup", str(warmup), "--min-seconds", str(min_seconds), "--out", remote]
-            if seq_len:
-                args += ["--seq-len", str(seq_len)]
-            dev.call(*args, timeout=3600)
-            local = store / name / f"{stamp}-{art}.json"
-            dev.get(remote, local)
-            result = json.loads(local.read_text())
-            if result.get("schema") != PROFILE_SCHEMA:
-                raise UserError(f"device {name}: runner answered schema {result.get('schema')}, "
-                                f"expected {PROFILE_SCHEMA}")
-            result["device"].update({"name": name, "target": device.target})
-            result["build"]["version"] = posixpath.basename(
-                dev.python_output("import os,sys; print(os.path.realpath(sys.argv[1]))", current).strip())
-            local.write_text(json.dumps(result, indent=1))
-            result["_path"] = str(local)
-            results.append(result)
+        recipe = check_name(recipe) if recipe else only_recipe(dev, name)
+        with dev.pinned(recipe) as pinned:
+            version = device_version(name, pinned)
+            host = given if given and given.manifest.version == version else find_host_build(out, recipe, version)
+            vdir = posixpath.join(dev.model_dir(recipe), "versions", version)
+            ok = dev.call("verify", vdir, *(["--manifest-sha256", host.manifest_sha256] if host else []))
+            against = "host build" if host else "device manifest"
+            if ok.get("ok") is not True:
+                bad = differences(ok, host)
+                judged = f"the host's build {host.folder}" if host else "its own manifest"
+                raise DeviceError(f"device {name}: deployed {recipe} version {version} does not match {judged} "
+                                  f"({bad}); deploy it again")
+            if host:
+                manifest = host.manifest
+            else:
+                log(f"no build of {recipe} {version} on this machine: {name}'s files were checked against "
+                    "the device's own manifest only")
+                manifest = _device_manifest(dev, name, recipe, version, vdir, out)
+            names = check_request(manifest, artifacts, seq_len, f"{recipe} {version} on {name}")
+            store = store_for(out, recipe, manifest)
+            stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            for art in names:
+                log(f"profiling {recipe}/{art} ({version}) on {name}")
+                label = {"recipe": recipe, "target": manifest.target["name"], "cache_key": manifest.cache_key,
+                         "version": version, "verified_against": against}
+                results.append(_run(dev, name, device, vdir, art, stamp, store, label,
+                                    threads, iters, warmup, min_seconds, seq_len))
     return results
+
+
+def _device_manifest(dev, name: str, recipe: str, version: str, vdir: str, out: Path) -> Manifest:
+    """The device's own manifest of the pinned version, checked like a build folder's."""
+    local = out / f".{name}-manifest.json"
+    try:
+        dev.get(posixpath.join(vdir, "manifest.json"), local)
+        text = local.read_text(errors="replace")
+    finally:
+        local.unlink(missing_ok=True)
+    try:
+        manifest = parse_manifest(text, f"{recipe}/versions/{version}/manifest.json")
+    except ConfigError as exc:
+        raise DeviceError(f"device {name}: {exc}; deploy the build again") from None
+    if manifest.recipe["name"] != recipe or manifest.version != version:
+        raise DeviceError(f"device {name}: {recipe}/versions/{version}/manifest.json describes "
+                          f"{manifest.recipe['name']} {manifest.version}; deploy the build again")
+    return manifest
+
+
+def _run(dev, name, device, vdir, art, stamp, store, label, threads, iters, warmup, min_seconds, seq_len) -> dict:
+    remote = posixpath.join(dev.model_dir(label["recipe"]), "results", f"{stamp}-{art}.json")
+    args = ["profile", vdir, "--artifact", art, "--threads", str(threads), "--iters", str(iters),
+            "--warmup", str(warmup), "--min-seconds", str(min_seconds), "--out", remote, "--workdir", dev.workdir]
+    if seq_len:
+        args += ["--seq-len", str(seq_len)]
+    dev.call(*args, timeout=device.profile_timeout)
+    local = store / name / f"{stamp}-{art}.json"
+    dev.get(remote, local)
+    try:
+        result = json.loads(local.read_text())
+    except ValueError:
+        result = None
+    if (not isinstance(result, dict) or result.get("schema") != PROFILE_SCHEMA
+            or not all(isinstance(result.get(k), dict) for k in ("device", "build", "parity", "artifact"))):
+        local.unlink(missing_ok=True)
+        got = result.get("schema") if isinstance(result, dict) else "no JSON object"
+        raise DeviceError(f"device {name}: runner answered schema {got!r}, expected {PROFILE_SCHEMA}")
+    result["device"].update({"name": name, "target": device.target})
+    result["build"].update(label)  # what was pinned and verified, not what the device says
+    local.write_text(json.dumps(result, indent=1))
+    result["_path"] = str(local)
+    return result

@@ -1,33 +1,76 @@
-"""The device runner, called through a connector: uploaded once per version, answers in JSON."""
+"""The device runner, called through a connector: checked each session, answers in JSON.
+
+Names that become paths on the device (recipe, version) are checked here before they are sent, and the
+runner checks them again on its side. Locks and pins are held by a runner process on the device that
+this side keeps alive with heartbeats; it gives up by itself when they stop.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import getpass
 import json
+import os
 import posixpath
+import socket
+import threading
+import uuid
 from pathlib import Path
 
+from edgeslm.artifacts.manifest import plain_name
+from edgeslm.errors import UserError
 from edgeslm.hashing import sha256_file
 from edgeslm.runner import RUNNER_PATH
-from edgeslm.transport import Connector
-from edgeslm.transport.ssh import DeviceError
+from edgeslm.transport import Connector, DeviceError
 
 RESOLVE = "import os,sys; p=os.path.expanduser(sys.argv[1]); os.makedirs(p, exist_ok=True); print(p)"
-EXISTS = "import os,sys; print(int(os.path.isfile(sys.argv[1])))"
+DIGEST = ("import hashlib,os,sys; p=sys.argv[1]; print(hashlib.sha256(open(p,'rb').read()).hexdigest() "
+          "if os.path.isfile(p) else 'missing')")
+INSTALL = ("import hashlib,os,sys; t,p,d=sys.argv[1:4]; ok=hashlib.sha256(open(t,'rb').read()).hexdigest()==d; "
+           "os.replace(t,p) if ok else os.remove(t); print(int(ok))")
+
+
+def check_name(value: str, what: str = "recipe") -> str:
+    """A name that becomes a folder on the device or here: plain, or a one-line UserError."""
+    try:
+        return plain_name(value, what)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def owner() -> str:
+    """Who holds a lock, for the message another deploy sees (no secrets: user, host, pid)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "?"
+    return f"{user}@{socket.gethostname()} (edgeslm pid {os.getpid()})"
 
 
 class RemoteRunner:
-    def __init__(self, conn: Connector, name: str, python: str, workdir: str):
-        self.conn, self.name, self.python = conn, name, python
-        self.workdir = self._resolve(workdir)
-        digest = sha256_file(RUNNER_PATH)[:12]
-        self.path = posixpath.join(self.workdir, "runner", f"device_runner-{digest}.py")
-        if self.python_output(EXISTS, self.path).strip() != "1":
-            self.conn.put(RUNNER_PATH, self.path + ".part")
-            self.python_output("import os,sys; os.replace(sys.argv[1] + '.part', sys.argv[1])", self.path)
+    def __init__(self, conn: Connector, name: str, device):
+        self.conn, self.name, self.device = conn, name, device
+        self.python = device.python
+        self.workdir = self._resolve(device.workdir)
+        self.path = self._install()
+
+    # ------------------------------------------------------------------------------ the runner
+    def _install(self) -> str:
+        """The runner file on the device, re-checked by sha256 every session and re-uploaded under a
+        unique temporary name when it is missing or differs (truncated, edited)."""
+        digest = sha256_file(RUNNER_PATH)
+        path = posixpath.join(self.workdir, "runner", f"device_runner-{digest[:12]}.py")
+        if self.python_output(DIGEST, path).strip() == digest:
+            return path
+        tmp = f"{path}.part-{uuid.uuid4().hex[:12]}"
+        self.conn.put(RUNNER_PATH, tmp)
+        if self.python_output(INSTALL, tmp, path, digest).strip() != "1":
+            raise DeviceError(f"device {self.name}: the uploaded runner arrived damaged (sha256 differs); "
+                              "check the device's disk and try again")
+        return path
 
     def python_output(self, code: str, *args: str) -> str:
-        r = self.conn.run([self.python, "-c", code, *args], timeout=60)
+        r = self.conn.run([self.python, "-c", code, *args], timeout=self.device.command_timeout)
         if r.rc == 127 or "not found" in r.stderr and r.rc != 0:
             raise DeviceError(f"device {self.name}: Python {self.python!r} not found there (install python3 >= 3.9 "
                               "or set 'python' for this device in devices.toml)")
@@ -45,22 +88,47 @@ class RemoteRunner:
                                   "set a writable 'workdir' in devices.toml") from None
             raise
 
-    def call(self, *args: str, timeout: float | None = 600) -> dict:
-        r = self.conn.run([self.python, self.path, *args], timeout=timeout)
+    def call(self, *args: str, timeout: float | None = None) -> dict:
+        r = self.conn.run([self.python, self.path, *args], timeout=timeout or self.device.command_timeout)
         lines = [ln for ln in r.stdout.strip().splitlines() if ln.startswith("{")]
         try:
             data = json.loads(lines[-1]) if lines else None
         except ValueError:
             data = None
-        if r.rc != 0 or data is None or "error" in data:
-            why = (data or {}).get("error") or (r.stderr.strip().splitlines() or ["no output"])[-1]
-            raise DeviceError(f"device {self.name}: {args[0]} failed: {why}")
+        if r.rc != 0 or not isinstance(data, dict) or "error" in data:
+            why = (data or {}).get("error") if isinstance(data, dict) else None
+            why = why or (r.stderr.strip().splitlines() or ["no output"])[-1]
+            raise DeviceError(f"device {self.name}: {args[0]} failed: {' '.join(str(why).split())[:300]}")
         return data
 
+    def model(self, verb: str, recipe: str, *args: str, timeout: float | None = None) -> dict:
+        """A runner command on <workdir>/<recipe>."""
+        return self.call(verb, "--workdir", self.workdir, check_name(recipe), *args, timeout=timeout)
+
+    def model_dir(self, recipe: str) -> str:
+        return posixpath.join(self.workdir, check_name(recipe))
+
+    # ------------------------------------------------------------------------- locks and pins
     @contextlib.contextmanager
-    def locked(self, folder: str):
-        """Exclusive deploy lock on the device, held by a runner process for as long as we are connected."""
-        holder = self.conn.spawn([self.python, self.path, "hold-lock", folder])
+    def locked(self, recipe: str):
+        """The exclusive deploy lock on <workdir>/<recipe>; yields the holder's record."""
+        with self._hold(recipe, "--wait", str(self.device.lock_wait)) as answer:
+            yield answer
+
+    @contextlib.contextmanager
+    def pinned(self, recipe: str, version: str = "current"):
+        """Pin a version (resolving `current` once) so no deploy prunes it; yields the version."""
+        with self._hold(recipe, "--pin", version) as answer:
+            yield answer["pinned"]
+
+    @contextlib.contextmanager
+    def _hold(self, recipe: str, *extra: str):
+        expire = float(self.device.lock_expire)
+        argv = [self.python, self.path, "hold", "--workdir", self.workdir, check_name(recipe),
+                "--owner", owner(), "--expire", f"{expire:g}", *extra]
+        wait = float(self.device.lock_wait) if "--wait" in extra else 30.0  # a pin waits out a prune
+        holder = self.conn.spawn(argv, timeout=self.device.io_timeout + wait + 5)
+        stop = threading.Event()
         try:
             line = holder.readline()
             try:
@@ -68,11 +136,19 @@ class RemoteRunner:
             except ValueError:
                 answer = {"error": line.strip()[:200]}
             if "error" in answer:
-                raise DeviceError(f"device {self.name}: {answer['error']}")
-            yield
+                raise DeviceError(f"device {self.name}: {' '.join(str(answer['error']).split())[:400]}")
+
+            def beat():
+                while not stop.wait(max(0.1, expire / 5)):
+                    holder.write("\n")
+
+            threading.Thread(target=beat, name=f"heartbeat-{self.name}", daemon=True).start()
+            yield answer
         finally:
+            stop.set()
             holder.close()
 
+    # ---------------------------------------------------------------------------------- files
     def put(self, local: Path, remote: str) -> None:
         self.conn.put(local, remote)
 

@@ -7,14 +7,20 @@ It never imports torch itself and nothing from edgeslm: this file is copied to t
 
     python3 device_runner.py probe [--workdir DIR]
     python3 device_runner.py hash FILE...
-    python3 device_runner.py verify DIR                     (sha256 of every file in DIR/manifest.json)
-    python3 device_runner.py stage MODEL_DIR VERSION        (reuse files the device has; list the rest)
-    python3 device_runner.py commit MODEL_DIR VERSION       (verify staged files, move into versions/)
-    python3 device_runner.py activate MODEL_DIR VERSION     (atomic switch of MODEL_DIR/current)
-    python3 device_runner.py rollback MODEL_DIR
-    python3 device_runner.py hold-lock DIR                  (exclusive deploy lock while stdin is open)
+    python3 device_runner.py verify DIR [--manifest-sha256 H]  (sha256 of every file DIR/manifest.json lists;
+                                                               with H, that manifest must be the host's)
+    python3 device_runner.py status --workdir W RECIPE      (current, previous, versions, staging folders)
+    python3 device_runner.py stage --workdir W RECIPE VERSION   (reuse files the device has; list the rest)
+    python3 device_runner.py commit --workdir W RECIPE VERSION [--manifest-sha256 H]  (verify, into versions/)
+    python3 device_runner.py activate --workdir W RECIPE VERSION  (atomic switch of current; prune)
+    python3 device_runner.py rollback --workdir W RECIPE [--expect V] [--manifest-sha256 H]  (verify, switch)
+    python3 device_runner.py hold --workdir W RECIPE [--pin V|current] [--owner TEXT] [--expire S] [--wait S]
+                                     (deploy lock, or a pin on a version, while heartbeats arrive on stdin)
+    python3 device_runner.py break-lock --workdir W RECIPE  (free a stale lock whose holder is gone)
     python3 device_runner.py profile BUILD_DIR --artifact NAME [--threads N --warmup N --iters N
-                                     --min-seconds S --seq-len L] --out RESULT.json
+                                     --min-seconds S --seq-len L] [--out RESULT.json --workdir W]
+
+The model folder is <workdir>/<recipe>; RECIPE must be a plain name and VERSION 16 hex digits.
 
 Every command prints one JSON object on stdout; failures exit 1 with {"error": "..."}.
 """
@@ -28,6 +34,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import sys
 import time
@@ -168,6 +175,15 @@ def probe(workdir: str | None) -> dict:
 
 
 # --------------------------------------------------------------------------------- files, versions
+# Nothing this runner is given is trusted: not its arguments, not the manifest.json files it reads.
+# Every path it builds is a plain name or a plain relative path that resolves inside the model folder
+# <workdir>/<recipe>; it deletes only folders of the kinds it makes there (versions/<hex>,
+# .staging-<hex>, .trash-*), never anything outside its workdir.
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+VERSION_RE = re.compile(r"^[0-9a-f]{16}$")
+OWN_FOLDER_RE = re.compile(r"^(\.staging-[0-9a-f]{16}|\.trash-[0-9a-f]{16}-[0-9]+|[0-9a-f]{16})$")
+
+
 def sha256(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -180,71 +196,199 @@ def hash_files(paths: list) -> dict:
     return {p: (sha256(p) if os.path.isfile(p) else None) for p in paths}
 
 
-def verify_dir(folder: str) -> dict:
-    with open(os.path.join(folder, "manifest.json")) as f:
-        manifest = json.load(f)
+def _plain_name(value: str, what: str) -> str:
+    if not isinstance(value, str) or len(value) > 128 or not NAME_RE.fullmatch(value):
+        raise RunnerError(f"refusing {what} {value!r}: not a plain name")
+    return value
+
+
+def _version(value: str) -> str:
+    if not isinstance(value, str) or not VERSION_RE.fullmatch(value):
+        raise RunnerError(f"refusing version {value!r}: not 16 hex digits")
+    return value
+
+
+def _rel_path(value) -> str:
+    """A plain relative POSIX path: no '..', '.', empty parts, leading '/', backslash or NUL."""
+    if (not isinstance(value, str) or not value or value.startswith("/") or "\\" in value
+            or any(ord(c) < 32 for c in value) or any(p in ("", ".", "..") for p in value.split("/"))):
+        raise RunnerError(f"refusing path {value!r}: not a plain relative path")
+    return value
+
+
+def _inside(base: str, rel: str) -> str:
+    """BASE/REL, refused unless REL is a plain relative path that resolves inside BASE."""
+    path = os.path.join(base, *_rel_path(rel).split("/"))
+    root = os.path.realpath(base)
+    if not os.path.realpath(path).startswith(root + os.sep):
+        raise RunnerError(f"refusing path {rel!r}: it resolves outside {base}")
+    return path
+
+
+def model_dir(workdir: str, recipe: str) -> str:
+    """<workdir>/<recipe>, refused unless RECIPE is a plain name and the folder is a real folder there."""
+    root = os.path.realpath(os.path.expanduser(workdir))
+    path = os.path.join(root, _plain_name(recipe, "recipe name"))
+    if os.path.islink(path) or os.path.realpath(path) != path:
+        raise RunnerError(f"refusing {path}: it is a symlink (the model folder must be a real folder)")
+    return path
+
+
+def _manifest_files(folder: str) -> list:
+    """The file entries of FOLDER/manifest.json, each checked (plain path inside FOLDER, hex sha256)."""
+    try:
+        with open(os.path.join(folder, "manifest.json")) as f:
+            manifest = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise RunnerError(f"cannot read {folder}/manifest.json: {exc}")
+    entries = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(entries, list):
+        raise RunnerError(f"{folder}/manifest.json has no list of files")
+    out = []
+    for e in entries:
+        if not (isinstance(e, dict) and isinstance(e.get("sha256"), str) and isinstance(e.get("size"), int)):
+            raise RunnerError(f"{folder}/manifest.json has a malformed file entry")
+        _rel_path(e.get("path"))
+        if e["path"] == "manifest.json":
+            raise RunnerError(f"{folder}/manifest.json lists itself")
+        out.append(e)
+    return out
+
+
+def verify_dir(folder: str, manifest_sha256: str | None = None) -> dict:
+    """sha256 of every file FOLDER/manifest.json lists. With MANIFEST_SHA256 (the host's build), the
+    manifest itself must be that build's, so the files are judged against the host's hashes."""
+    mpath = os.path.join(folder, "manifest.json")
+    if not os.path.isfile(mpath):
+        return {"ok": False, "files": 0, "bad": [{"path": "manifest.json", "problem": "missing"}]}
+    if manifest_sha256 and sha256(mpath) != manifest_sha256:
+        # not the host's build: hash what the device holds so the host can name what differs
+        actual = {}
+        try:
+            for e in _manifest_files(folder):
+                try:
+                    p = _inside(folder, e["path"])
+                    actual[e["path"]] = sha256(p) if os.path.isfile(p) and not os.path.islink(p) else None
+                except RunnerError:
+                    actual[e["path"]] = None
+        except RunnerError:
+            pass
+        return {"ok": False, "files": 0, "actual": actual, "against": "host build",
+                "bad": [{"path": "manifest.json", "problem": "differs from the host's build"}]}
+    entries = _manifest_files(folder)
     bad = []
-    for entry in manifest["files"]:
-        p = os.path.join(folder, entry["path"])
-        if not os.path.isfile(p):
+    for entry in entries:
+        try:
+            p = _inside(folder, entry["path"])
+        except RunnerError:
+            bad.append({"path": entry["path"], "problem": "resolves outside the version folder"})
+            continue
+        if not os.path.isfile(p) or os.path.islink(p):
             bad.append({"path": entry["path"], "problem": "missing"})
         elif os.path.getsize(p) != entry["size"] or sha256(p) != entry["sha256"]:
             bad.append({"path": entry["path"], "problem": "checksum mismatch"})
-    return {"ok": not bad, "files": len(manifest["files"]), "bad": bad}
+    return {"ok": not bad, "files": len(entries), "bad": bad,
+            "against": "host build" if manifest_sha256 else "device manifest"}
 
 
-def stage(model_dir: str, version: str) -> dict:
-    """Prepare .staging-VERSION (which already holds manifest.json): reuse files the device has with
-    the same sha256 (from current or previous, hard-linked or copied) and list what must be sent."""
-    staging = os.path.join(model_dir, f".staging-{version}")
-    with open(os.path.join(staging, "manifest.json")) as f:
-        manifest = json.load(f)
+def _safe_rmtree(mdir: str, path: str) -> None:
+    """Remove a folder this runner made inside MDIR (or MDIR/versions), refusing anything else."""
+    parent, name = os.path.split(path)
+    real_parent = os.path.realpath(parent)
+    if (not OWN_FOLDER_RE.fullmatch(name) or os.path.islink(path)
+            or real_parent not in (os.path.realpath(mdir), os.path.join(os.path.realpath(mdir), "versions"))):
+        raise RunnerError(f"refusing to delete {path}: not a folder this runner made in {mdir}")
+    if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _copy(src: str, dst: str) -> None:
+    """A fresh copy (never a hard link: versions must not share inodes, or one corruption hits both)."""
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    tmp = f"{dst}.tmp-{os.getpid()}"
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def _drop_symlinks(folder: str) -> None:
+    """A staging folder only ever holds folders and regular files this runner or SFTP wrote."""
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            p = os.path.join(root, name)
+            if os.path.islink(p):
+                os.unlink(p)
+
+
+def stage(workdir: str, recipe: str, version: str) -> dict:
+    """Prepare .staging-VERSION (which already holds the host's manifest.json): reuse files the device
+    has with the same sha256 (copied from current or previous) and list what must be sent. Staging
+    folders of other versions are left-overs of failed deploys (we hold the deploy lock): removed."""
+    mdir = model_dir(workdir, recipe)
+    staging = os.path.join(mdir, ".staging-" + _version(version))
+    _prune_staging(mdir, keep=staging)
+    _drop_symlinks(staging)
+    try:
+        entries = _manifest_files(staging)
+    except RunnerError:
+        _safe_rmtree(mdir, staging)
+        raise
     known = {}
     for link in ("current", "previous"):
-        folder = os.path.join(model_dir, link)
-        try:
-            with open(os.path.join(folder, "manifest.json")) as f:
-                old = json.load(f)
-        except (OSError, ValueError):
+        v = _link_version(mdir, link)
+        if not v:
             continue
-        for e in old.get("files", []):
-            known.setdefault(e["sha256"], os.path.join(folder, e["path"]))
+        folder = os.path.join(mdir, "versions", v)
+        try:
+            for e in _manifest_files(folder):
+                known.setdefault(e["sha256"], _inside(folder, e["path"]))
+        except RunnerError:
+            continue
     need, reused, reused_bytes = [], 0, 0
-    for e in manifest["files"]:
-        dst = os.path.join(staging, e["path"])
+    for e in entries:
+        dst = _inside(staging, e["path"])
         if os.path.isfile(dst) and os.path.getsize(dst) == e["size"] and sha256(dst) == e["sha256"]:
             reused += 1
             continue
         src = known.get(e["sha256"])
         if src and os.path.isfile(src) and sha256(src) == e["sha256"]:
-            os.makedirs(os.path.dirname(dst), exist_ok=True)
-            try:
-                os.link(src, dst)
-            except OSError:
-                shutil.copyfile(src, dst)
+            _copy(src, dst)
             reused += 1
             reused_bytes += e["size"]
             continue
         need.append(e["path"])
-    os.makedirs(staging, exist_ok=True)
     st = os.statvfs(staging)
     return {"need": need, "reused": reused, "reused_bytes": reused_bytes,
             "free_bytes": st.f_bavail * st.f_frsize}
 
 
-def commit(model_dir: str, version: str) -> dict:
-    """Verify every file of the staged version, then move it into versions/ (an atomic rename)."""
-    staging = os.path.join(model_dir, f".staging-{version}")
-    check = verify_dir(staging)
+def commit(workdir: str, recipe: str, version: str, manifest_sha256: str | None) -> dict:
+    """Verify every file of the staged version (against the host's build), then move it into
+    versions/ (an atomic rename). A staging folder that fails verification is removed."""
+    mdir = model_dir(workdir, recipe)
+    staging = os.path.join(mdir, ".staging-" + _version(version))
+    _drop_symlinks(staging)
+    check = verify_dir(staging, manifest_sha256)
     if not check["ok"]:
+        _safe_rmtree(mdir, staging)
         bad = ", ".join(f"{b['path']} ({b['problem']})" for b in check["bad"][:3])
-        raise RunnerError(f"staged files failed verification: {bad}")
-    versions = os.path.join(model_dir, "versions")
+        raise RunnerError(f"staged files failed verification: {bad}; the staging folder was removed")
+    versions = os.path.join(mdir, "versions")
+    if os.path.islink(versions):
+        raise RunnerError(f"refusing {versions}: it is a symlink")
     os.makedirs(versions, exist_ok=True)
     final = os.path.join(versions, version)
-    if os.path.isdir(final):
-        shutil.rmtree(final)
-    os.rename(staging, final)
+    if os.path.lexists(final):
+        # a damaged copy of this version (verify failed on it): moved aside, then replaced. If it is the
+        # active one, `current` dangles between the two renames; it was already not the build anyway.
+        trash = os.path.join(mdir, f".trash-{version}-{os.getpid()}")
+        if os.path.islink(final):
+            os.unlink(final)
+        else:
+            os.rename(final, trash)
+        os.rename(staging, final)
+        _safe_rmtree(mdir, trash)
+    else:
+        os.rename(staging, final)
     return {"committed": final, "files": check["files"]}
 
 
@@ -256,67 +400,292 @@ def _switch(link: str, target: str) -> None:
     os.replace(tmp, link)  # atomic on POSIX: readers see the old or the new version, never neither
 
 
-def activate(model_dir: str, version: str) -> dict:
-    """current -> versions/VERSION; the old current becomes previous."""
-    target = os.path.join("versions", version)
-    if not os.path.isfile(os.path.join(model_dir, target, "manifest.json")):
-        raise RunnerError(f"no complete version {version} in {model_dir}")
-    current = os.path.join(model_dir, "current")
-    old = os.readlink(current) if os.path.islink(current) else None
-    if old and old != target:
-        _switch(os.path.join(model_dir, "previous"), old)
-    _switch(current, target)
-    _prune(model_dir, keep={target, old})
-    return {"current": target, "previous": old if old != target else _link(model_dir, "previous")}
+def _link_version(mdir: str, name: str):
+    """The version `current` or `previous` points to, if it points to versions/<16 hex> (else None)."""
+    p = os.path.join(mdir, name)
+    if not os.path.islink(p):
+        return None
+    target = os.readlink(p)
+    head, _, v = target.partition("/")
+    return v if head == "versions" and VERSION_RE.fullmatch(v) else None
 
 
-def _link(model_dir: str, name: str):
-    p = os.path.join(model_dir, name)
-    return os.readlink(p) if os.path.islink(p) else None
+def status(workdir: str, recipe: str) -> dict:
+    mdir = model_dir(workdir, recipe)
+    versions = os.path.join(mdir, "versions")
+    return {"current": _link_version(mdir, "current"), "previous": _link_version(mdir, "previous"),
+            "versions": sorted(v for v in (os.listdir(versions) if os.path.isdir(versions) else [])
+                               if VERSION_RE.fullmatch(v)),
+            "staging": sorted(n for n in os.listdir(mdir) if n.startswith(".staging-"))
+            if os.path.isdir(mdir) else []}
 
 
-def _prune(model_dir: str, keep: set) -> None:
-    """Keep current and previous; remove older versions and stale staging folders."""
-    keep = {k for k in keep if k} | {_link(model_dir, "previous"), _link(model_dir, "current")}
-    versions = os.path.join(model_dir, "versions")
-    for name in os.listdir(versions) if os.path.isdir(versions) else []:
-        if os.path.join("versions", name) not in keep:
-            shutil.rmtree(os.path.join(versions, name), ignore_errors=True)
+def activate(workdir: str, recipe: str, version: str) -> dict:
+    """current -> versions/VERSION; the old current becomes previous; older versions are pruned."""
+    mdir = model_dir(workdir, recipe)
+    target = "versions/" + _version(version)
+    if not os.path.isfile(os.path.join(mdir, "versions", version, "manifest.json")):
+        raise RunnerError(f"no complete version {version} in {mdir}")
+    old = _link_version(mdir, "current")
+    if old and old != version:
+        _switch(os.path.join(mdir, "previous"), "versions/" + old)
+    _switch(os.path.join(mdir, "current"), target)
+    prev = _link_version(mdir, "previous")
+    pruned = _prune(mdir)
+    return {"current": target, "previous": ("versions/" + prev) if prev else None, "pruned": pruned}
 
 
-def rollback(model_dir: str) -> dict:
-    previous = _link(model_dir, "previous")
-    if not previous or not os.path.isdir(os.path.join(model_dir, previous)):
-        raise RunnerError(f"nothing to roll back to in {model_dir}: no previous version")
-    current = _link(model_dir, "current")
-    _switch(os.path.join(model_dir, "current"), previous)
-    if current:
-        _switch(os.path.join(model_dir, "previous"), current)
-    return {"current": previous, "previous": current}
+def _pin_path(mdir: str, version: str) -> str:
+    return os.path.join(mdir, ".pins", version)
 
 
-def hold_lock(folder: str) -> int:
-    """Hold an exclusive flock on FOLDER/.deploy.lock until stdin closes (the deploying host's session
-    ends, cleanly or because the link dropped); the kernel then releases it, so no stale locks."""
+def _prune(mdir: str) -> list:
+    """Keep current, previous and versions a profile has pinned; remove other versions, staging
+    folders of failed deploys and left-over temporary links."""
     import fcntl
 
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, ".deploy.lock")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    keep = {_link_version(mdir, "current"), _link_version(mdir, "previous")}
+    versions = os.path.join(mdir, "versions")
+    pruned = []
+    for name in sorted(os.listdir(versions)) if os.path.isdir(versions) else []:
+        if name in keep or not VERSION_RE.fullmatch(name):
+            continue
+        pin = _pin_path(mdir, name)
+        os.makedirs(os.path.dirname(pin), exist_ok=True)
+        fd = os.open(pin, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # a profile is running on it: kept until the next deploy
+            try:
+                _safe_rmtree(mdir, os.path.join(versions, name))
+            except RunnerError:
+                continue  # not ours (e.g. a symlink planted there): left alone
+            os.unlink(pin)
+            pruned.append(name)
+        finally:
+            os.close(fd)
+    _prune_staging(mdir)
+    for name in os.listdir(mdir):
+        if (name.startswith("current.tmp-") or name.startswith("previous.tmp-")) and os.path.islink(
+                os.path.join(mdir, name)):
+            os.unlink(os.path.join(mdir, name))
+    return pruned
+
+
+def _prune_staging(mdir: str, keep: str | None = None) -> None:
+    for name in os.listdir(mdir) if os.path.isdir(mdir) else []:
+        p = os.path.join(mdir, name)
+        if p != keep and (name.startswith(".staging-") or name.startswith(".trash-")) and OWN_FOLDER_RE.fullmatch(name):
+            try:
+                _safe_rmtree(mdir, p)
+            except RunnerError:
+                pass  # not ours: left alone
+
+
+def rollback(workdir: str, recipe: str, expect: str | None, manifest_sha256: str | None) -> dict:
+    """Switch current back to previous after verifying previous (against the host's build when given,
+    else against its own manifest); refuse if it fails."""
+    mdir = model_dir(workdir, recipe)
+    previous = _link_version(mdir, "previous")
+    if not previous or not os.path.isdir(os.path.join(mdir, "versions", previous)):
+        raise RunnerError(f"nothing to roll back to in {mdir}: no previous version")
+    if expect and previous != expect:
+        raise RunnerError(f"previous version changed while rolling back (now {previous}); try again")
+    check = verify_dir(os.path.join(mdir, "versions", previous), manifest_sha256)
+    if not check["ok"]:
+        bad = ", ".join(f"{b['path']} ({b['problem']})" for b in check["bad"][:3])
+        raise RunnerError(f"previous version {previous} failed verification against the "
+                          f"{check.get('against', 'device manifest')}: {bad}; not switching to it")
+    current = _link_version(mdir, "current")
+    _switch(os.path.join(mdir, "current"), "versions/" + previous)
+    if current:
+        _switch(os.path.join(mdir, "previous"), "versions/" + current)
+    return {"current": "versions/" + previous, "previous": ("versions/" + current) if current else None,
+            "verified_against": check["against"], "files": check["files"]}
+
+
+# ------------------------------------------------------------------------------ locks and pins
+# A deploy holds an exclusive flock on <model>/.deploy.lock; a profile holds a shared flock on
+# <model>/.pins/<version> (prune skips pinned versions). Either is held by a `hold` process that the
+# host keeps alive with heartbeat lines on its stdin: it exits (and the kernel drops the flock) when
+# stdin closes or no heartbeat came for EXPIRE seconds, so a link that went silent frees the device
+# even while sshd keeps the session. The lock file says who holds it, since when, last heartbeat.
+def _now() -> float:
+    return time.time()
+
+
+def _iso(t: float) -> str:
+    return datetime.datetime.fromtimestamp(t).isoformat(timespec="seconds")
+
+
+def _lock_info(path: str) -> dict:
+    text = _read(path)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        owner = _read(path, "unknown owner")
-        print(json.dumps({"error": f"another deploy is in progress on this device ({owner})"}), flush=True)
-        return 1
-    os.ftruncate(fd, 0)
-    os.write(fd, f"pid {os.getpid()} since {datetime.datetime.now().isoformat(timespec='seconds')}".encode())
-    print(json.dumps({"locked": path}), flush=True)
-    try:
-        sys.stdin.read()
-    except (OSError, KeyboardInterrupt):
+        info = json.loads(text)
+        if isinstance(info, dict):
+            return info
+    except ValueError:
         pass
-    return 0
+    m = re.match(r"pid (\d+) since (\S+)", text)  # written by runners before heartbeats
+    if m:
+        try:
+            t = datetime.datetime.fromisoformat(m.group(2)).timestamp()
+        except ValueError:
+            t = 0.0
+        return {"pid": int(m.group(1)), "since": t, "heartbeat": t, "expire": 0, "owner": "unknown host"}
+    return {}
+
+
+def _describe(info: dict) -> str:
+    if not info:
+        return "holder unknown"
+    age = _now() - float(info.get("heartbeat") or 0)
+    return (f"held by {info.get('owner', 'unknown host')} (device pid {info.get('pid')}) since "
+            f"{_iso(float(info.get('since') or 0))}, last heartbeat {age:.0f}s ago")
+
+
+def _stale(info: dict) -> bool:
+    return bool(info) and _now() - float(info.get("heartbeat") or 0) > float(info.get("expire") or 0)
+
+
+def _write_info(fd: int, info: dict) -> None:
+    """One write of a fixed length (JSON padded with spaces), so a reader never sees half a record."""
+    data = json.dumps(info).encode()
+    data += b" " * max(0, 1024 - len(data))
+    os.pwrite(fd, data, 0)
+    os.ftruncate(fd, len(data))
+
+
+def _acquire(path: str, mode: int, wait: float):
+    import fcntl
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    deadline = _now() + max(0.0, wait)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            st = os.stat(path)  # the file may have been unlinked (pruned) while we waited
+            if (st.st_ino, st.st_dev) == (os.fstat(fd).st_ino, os.fstat(fd).st_dev):
+                return fd
+        except OSError:
+            pass
+        os.close(fd)
+        if _now() >= deadline:
+            return None
+        time.sleep(0.2)
+
+
+def hold(workdir: str, recipe: str, pin: str | None, owner: str, expire: float, wait: float) -> int:
+    """Hold the deploy lock (or, with PIN, a pin on a version) while heartbeats arrive on stdin."""
+    import fcntl
+    import select
+
+    mdir = model_dir(workdir, recipe)
+    os.makedirs(mdir, exist_ok=True)
+    if pin is None:
+        path = os.path.join(mdir, ".deploy.lock")
+        fd = _acquire(path, fcntl.LOCK_EX, wait)
+        if fd is None:
+            info = _lock_info(path)
+            hint = ("; it looks stale: `edgeslm deploy --break-lock` frees it" if _stale(info) else "")
+            print(json.dumps({"error": f"another deploy is in progress on this device ({_describe(info)}){hint}",
+                              "holder": info}), flush=True)
+            return 1
+        since = _now()
+        info = {"owner": owner, "pid": os.getpid(), "since": since, "heartbeat": since, "expire": expire}
+        _write_info(fd, info)
+        answer = {"locked": path, "holder": info}
+    else:
+        deadline = _now() + max(wait, 30.0)
+        while True:
+            version = _link_version(mdir, "current") if pin == "current" else _version(pin)
+            if not version:
+                print(json.dumps({"error": f"nothing deployed in {mdir}"}), flush=True)
+                return 1
+            fd = _acquire(_pin_path(mdir, version), fcntl.LOCK_SH, max(0.0, deadline - _now()))
+            if fd is None:
+                print(json.dumps({"error": f"cannot pin version {version} in {mdir}"}), flush=True)
+                return 1
+            if os.path.isfile(os.path.join(mdir, "versions", version, "manifest.json")):
+                break
+            os.close(fd)  # pruned between resolving and pinning: resolve again
+            if pin != "current" or _now() >= deadline:
+                print(json.dumps({"error": f"version {version} is no longer on the device"}), flush=True)
+                return 1
+        info = None
+        answer = {"pinned": version}
+    print(json.dumps(answer), flush=True)
+    last = _now()
+    while True:
+        try:
+            ready, _, _ = select.select([0], [], [], max(0.05, min(1.0, expire / 4)))
+        except (OSError, ValueError, KeyboardInterrupt):
+            return 0
+        if ready:
+            try:
+                data = os.read(0, 4096)
+            except OSError:
+                data = b""
+            if not data:
+                return 0  # the host closed the session (or it dropped): release
+            last = _now()
+            if info is not None:
+                info["heartbeat"] = last
+                _write_info(fd, info)
+        elif _now() - last > expire:
+            return 3  # no heartbeat: the host is gone or its link went silent; release
+
+
+def break_lock(workdir: str, recipe: str) -> dict:
+    """Free the deploy lock only when its holder is gone or stale (no heartbeat within its expiry) and
+    is this runner's `hold` process for this folder; then stop that process."""
+    import fcntl
+    import signal
+
+    mdir = model_dir(workdir, recipe)
+    path = os.path.join(mdir, ".deploy.lock")
+    if not os.path.exists(path):
+        return {"broken": False, "held": False}
+    fd = _acquire(path, fcntl.LOCK_EX, 0)
+    if fd is not None:
+        os.close(fd)
+        return {"broken": False, "held": False}
+    info = _lock_info(path)
+    if not _stale(info):
+        raise RunnerError(f"the deploy lock is {_describe(info)}, within its {info.get('expire')}s expiry: "
+                          "that deploy is alive; not breaking it")
+    pid = info.get("pid")
+    cmdline = _read_bytes(f"/proc/{pid}/cmdline").split(b"\0") if isinstance(pid, int) else []
+    args = [a.decode(errors="replace") for a in cmdline]
+    paths = {os.path.realpath(os.path.expanduser(a)) for a in args if a[:1] in ("/", "~")}
+    root = os.path.dirname(mdir)
+    ours = (any(os.path.basename(a).startswith("device_runner") for a in args)
+            and any(a in ("hold", "hold-lock") for a in args)
+            and (mdir in paths or (root in paths and recipe in args)))
+    if not ours:
+        raise RunnerError(f"the deploy lock is {_describe(info)}, but process {pid} is not this runner's lock "
+                          f"holder for {recipe} ({' '.join(args)[:120] or 'no such process'}); not killing it")
+    for sig, grace in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+        fd = _acquire(path, fcntl.LOCK_EX, grace)
+        if fd is not None:
+            os.close(fd)
+            return {"broken": True, "held": True, "holder": info, "signal": int(sig)}
+    raise RunnerError(f"could not free the deploy lock ({_describe(info)})")
+
+
+def _read_bytes(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
 
 
 # ------------------------------------------------------------------------------------- profiling
@@ -528,7 +897,7 @@ def parity(session: Session, build_dir: str, manifest: dict, artifact: dict) -> 
     thresholds as the build host) and with the build host's own run of this artifact."""
     import numpy as np
 
-    ref = np.load(os.path.join(build_dir, manifest["reference"]["file"]))
+    ref = np.load(_inside(build_dir, manifest["reference"]["file"]), allow_pickle=False)
     out_name = manifest["outputs"][0]["name"]
     limits = manifest["reference"].get("thresholds", {})
     refs, outs, masks, host_err = [], [], [], 0.0
@@ -563,6 +932,9 @@ def profile(build_dir: str, artifact_name: str, threads: int, warmup: int, iters
             min_seconds: float, seq_len: int | None) -> dict:
     import numpy as np
 
+    if iters < 1 or warmup < 0 or threads < 0 or min_seconds < 0 or (seq_len is not None and seq_len < 1):
+        raise RunnerError("--iters must be >= 1; --warmup, --threads and --min-seconds >= 0; --seq-len >= 1")
+
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     threads = threads or os.cpu_count() or 1  # explicit, so the result states the threads really used
     with open(os.path.join(build_dir, "manifest.json")) as f:
@@ -583,7 +955,7 @@ def profile(build_dir: str, artifact_name: str, threads: int, warmup: int, iters
     gc.collect()
     rss_before = _status_kb("VmRSS")
     t0 = time.perf_counter()
-    session = Session(loader, os.path.join(build_dir, artifact["file"]), threads,
+    session = Session(loader, _inside(build_dir, artifact["file"]), threads,
                       artifact.get("export", {}).get("input_order") or [i["name"] for i in manifest["inputs"]])
     load_ms = (time.perf_counter() - t0) * 1e3
     rss_loaded = _status_kb("VmRSS")
@@ -591,7 +963,7 @@ def profile(build_dir: str, artifact_name: str, threads: int, warmup: int, iters
     check = parity(session, build_dir, manifest, artifact)
 
     # benchmark input: reference sample 0's tokens repeated to `seq` tokens, batch from the manifest
-    ref = np.load(os.path.join(build_dir, manifest["reference"]["file"]))
+    ref = np.load(_inside(build_dir, manifest["reference"]["file"]), allow_pickle=False)
     batch = shapes.get("batch_size", 1)
     feeds = {}
     for spec in manifest["inputs"]:
@@ -656,6 +1028,19 @@ def profile(build_dir: str, artifact_name: str, threads: int, warmup: int, iters
 
 
 # -------------------------------------------------------------------------------------------- cli
+def _write_result(result: dict, out: str, workdir: str | None) -> dict:
+    if workdir:  # results of a deployed model go to <workdir>/<recipe>/results/<plain name>
+        root = os.path.realpath(os.path.expanduser(workdir))
+        if not os.path.realpath(out).startswith(root + os.sep):
+            raise RunnerError(f"refusing --out {out!r}: outside the workdir {root}")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    tmp = f"{out}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(result, f)
+    os.replace(tmp, out)
+    return {"written": out, "flags": result["flags"], "parity": result["parity"]["passed"]}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="device_runner.py", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -663,12 +1048,24 @@ def main(argv=None) -> int:
     p.add_argument("--workdir")
     p = sub.add_parser("hash")
     p.add_argument("files", nargs="*")
-    for name in ("verify", "hold-lock", "rollback"):
-        sub.add_parser(name).add_argument("dir")
-    for name in ("activate", "stage", "commit"):
-        p = sub.add_parser(name)
-        p.add_argument("dir")
-        p.add_argument("version")
+    p = sub.add_parser("verify")
+    p.add_argument("dir")
+    p.add_argument("--manifest-sha256")
+    model_cmds = {}
+    for name in ("status", "stage", "commit", "activate", "rollback", "hold", "break-lock"):
+        p = model_cmds[name] = sub.add_parser(name)
+        p.add_argument("--workdir", required=True)
+        p.add_argument("recipe")
+        if name in ("stage", "commit", "activate"):
+            p.add_argument("version")
+    for name in ("commit", "rollback"):
+        model_cmds[name].add_argument("--manifest-sha256")
+    model_cmds["rollback"].add_argument("--expect", help="the version previous must point to")
+    p = model_cmds["hold"]
+    p.add_argument("--pin", help="pin this version (or 'current') instead of taking the deploy lock")
+    p.add_argument("--owner", default="unknown host")
+    p.add_argument("--expire", type=float, default=30.0, help="release after this many seconds without a heartbeat")
+    p.add_argument("--wait", type=float, default=0.0, help="wait this long for the lock")
     p = sub.add_parser("profile")
     p.add_argument("build_dir")
     p.add_argument("--artifact", required=True)
@@ -678,6 +1075,7 @@ def main(argv=None) -> int:
     p.add_argument("--min-seconds", type=float, default=0.0)
     p.add_argument("--seq-len", type=int)
     p.add_argument("--out")
+    p.add_argument("--workdir", help="with --out: the result must land inside this workdir")
     args = ap.parse_args(argv)
     try:
         if args.cmd == "probe":
@@ -685,27 +1083,26 @@ def main(argv=None) -> int:
         elif args.cmd == "hash":
             result = hash_files(args.files)
         elif args.cmd == "verify":
-            result = verify_dir(args.dir)
-        elif args.cmd == "activate":
-            result = activate(args.dir, args.version)
+            result = verify_dir(args.dir, args.manifest_sha256)
+        elif args.cmd == "status":
+            result = status(args.workdir, args.recipe)
         elif args.cmd == "stage":
-            result = stage(args.dir, args.version)
+            result = stage(args.workdir, args.recipe, args.version)
         elif args.cmd == "commit":
-            result = commit(args.dir, args.version)
+            result = commit(args.workdir, args.recipe, args.version, args.manifest_sha256)
+        elif args.cmd == "activate":
+            result = activate(args.workdir, args.recipe, args.version)
         elif args.cmd == "rollback":
-            result = rollback(args.dir)
-        elif args.cmd == "hold-lock":
-            return hold_lock(args.dir)
+            result = rollback(args.workdir, args.recipe, args.expect, args.manifest_sha256)
+        elif args.cmd == "hold":
+            return hold(args.workdir, args.recipe, args.pin, args.owner, args.expire, args.wait)
+        elif args.cmd == "break-lock":
+            result = break_lock(args.workdir, args.recipe)
         else:
             result = profile(args.build_dir, args.artifact, args.threads, args.warmup, args.iters,
                              args.min_seconds, args.seq_len)
             if args.out:
-                os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-                tmp = args.out + ".tmp"
-                with open(tmp, "w") as f:
-                    json.dump(result, f)
-                os.replace(tmp, args.out)
-                result = {"written": args.out, "flags": result["flags"], "parity": result["parity"]["passed"]}
+                result = _write_result(result, args.out, args.workdir)
     except RunnerError as exc:
         print(json.dumps({"error": str(exc)}))
         return 1
@@ -713,7 +1110,7 @@ def main(argv=None) -> int:
         print(json.dumps({"error": f"missing Python package on the device: {exc.name or exc} "
                                    f"(install it: {sys.executable} -m pip install {_pip_name(exc.name)})"}))
         return 1
-    except OSError as exc:
+    except (OSError, KeyError, TypeError, ValueError) as exc:
         print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
         return 1
     print(json.dumps(result))

@@ -9,6 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from edgeslm.errors import UserError
+
+
+class DeviceError(UserError):
+    """The device cannot be reached, refuses us, failed a command, or answered something invalid."""
+
 
 @dataclass
 class Completed:
@@ -26,8 +32,9 @@ class Connector(Protocol):
 
     def get(self, remote: str, local: Path) -> None: ...
 
-    def spawn(self, argv: list[str]) -> "Spawned":
-        """Start a command that lives until `close()` (its stdin closes) or the connection drops."""
+    def spawn(self, argv: list[str], timeout: float | None = None) -> "Spawned":
+        """Start a command that lives until `close()` (its stdin closes) or the connection drops;
+        `timeout` bounds each wait for a line from it."""
         ...
 
     def close(self) -> None: ...
@@ -35,6 +42,10 @@ class Connector(Protocol):
 
 class Spawned(Protocol):
     def readline(self) -> str: ...
+
+    def write(self, data: str) -> None:
+        """Send to the command's stdin (heartbeats for lock and pin holders)."""
+        ...
 
     def close(self) -> None: ...
 

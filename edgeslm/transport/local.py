@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from edgeslm.transport import Completed
+from edgeslm.transport import Completed, DeviceError
 
 
 class LocalConnector:
@@ -16,7 +16,10 @@ class LocalConnector:
 
     def run(self, argv: list[str], timeout: float | None = None) -> Completed:
         env = {k: v for k, v in os.environ.items() if not k.startswith("EDGESLM_")}
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
+        except subprocess.TimeoutExpired:
+            raise DeviceError(f"device {self.device}: command timed out after {timeout:g}s") from None
         return Completed(r.returncode, r.stdout, r.stderr)
 
     def put(self, local: Path, remote: str) -> None:
@@ -27,7 +30,7 @@ class LocalConnector:
         local.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(remote, local)
 
-    def spawn(self, argv: list[str]):
+    def spawn(self, argv: list[str], timeout: float | None = None):
         return _Process(subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
 
     def close(self) -> None:
@@ -40,6 +43,13 @@ class _Process:
 
     def readline(self) -> str:
         return self.proc.stdout.readline()
+
+    def write(self, data: str) -> None:
+        try:
+            self.proc.stdin.write(data)
+            self.proc.stdin.flush()
+        except (OSError, ValueError):
+            pass
 
     def close(self) -> None:
         try:

@@ -1,8 +1,14 @@
-"""SSH connector (paramiko): verified host keys, ~/.ssh/config aliases, retries on transient failures.
+"""SSH connector (paramiko): verified host keys, ~/.ssh/config aliases, retries on transient failures,
+and a bounded wait on every exchange.
 
-Host keys are checked against the device's known_hosts file: an unknown key is refused with its
-fingerprint and the way to accept it; a changed key is refused, always. Passwords and passphrases are
-never logged (paramiko gets them from the agent or key files; edgeslm never asks for or stores one).
+Host keys are checked against the device's known_hosts file (read by `known_hosts`): an unknown key is
+refused with its fingerprint and the way to accept it; a changed or revoked key is refused, always.
+Passwords and passphrases are never logged (paramiko gets them from the agent or key files; edgeslm
+never asks for or stores one).
+
+A link can go silent (connection open, nothing forwarded). Every connection therefore sends SSH
+keepalives that the server must answer, and a watchdog closes it when nothing at all has arrived for
+`io_timeout` seconds: whatever was waiting (a command, an upload, a lock) then fails with one line.
 """
 
 from __future__ import annotations
@@ -14,18 +20,19 @@ import posixpath
 import random
 import shlex
 import socket
+import threading
 import time
 from pathlib import Path
 
-from edgeslm.errors import UserError
-from edgeslm.transport import Completed
+from edgeslm.transport import Completed, DeviceError
+from edgeslm.transport import known_hosts as kh
 
-
-class DeviceError(UserError):
-    """The device cannot be reached, refuses us, or failed a command."""
+__all__ = ["DeviceError", "SSHConnector", "resolve_settings"]
 
 
 def _fingerprint(key) -> str:
+    if key is None:
+        return "no key of that type"
     digest = hashlib.sha256(key.asbytes()).digest()
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
@@ -47,22 +54,36 @@ def resolve_settings(device) -> dict:
         "proxy_jump": found.get("proxyjump"),
         "known_hosts": str(Path(device.known_hosts).expanduser()),
         "timeout": device.connect_timeout,
+        "io_timeout": device.io_timeout,
     }
+
+
+class _Retry(Exception):
+    """A transient failure worth another attempt; `where` names the hop that failed."""
+
+    def __init__(self, where: str, exc: BaseException):
+        self.where = where
+        self.why = exc.why if isinstance(exc, _Retry) else _why(exc)
+        super().__init__(f"{where}: {self.why}")
 
 
 class SSHConnector:
     def __init__(self, name: str, device, accept_new_host_key: bool = False, retries: int = 3):
         self.device = name
         self.settings = resolve_settings(device)
+        self.io_timeout = float(self.settings["io_timeout"])
         self.accept_new = accept_new_host_key
+        self.known = kh.load(Path(self.settings["known_hosts"]))
         self._jump = None
+        self._sock = None
+        self._dead: str | None = None  # why the watchdog closed the link
+        self._closing = threading.Event()
         self.client = self._connect(retries)
         self._sftp = None
+        self._watch()
 
     # ---------------------------------------------------------------------------------- connect
     def _connect(self, retries: int):
-        import paramiko
-
         s = self.settings
         where = f"{s['user']}@{s['hostname']}:{s['port']}"
         if s["identity_file"] and not Path(s["identity_file"]).is_file():
@@ -70,84 +91,161 @@ class SSHConnector:
                               "(fix identity_file in devices.toml or ~/.ssh/config)")
         delay = 0.5
         for attempt in range(1, retries + 1):
-            client = paramiko.SSHClient()
-            kh = Path(s["known_hosts"])
-            if kh.exists():
-                client.load_host_keys(str(kh))
-            client.set_missing_host_key_policy(_AcceptAndRecord(kh) if self.accept_new else _Refuse(self.device, s))
             try:
-                client.connect(s["hostname"], port=s["port"], username=s["user"],
-                               key_filename=s["identity_file"], timeout=s["timeout"],
-                               banner_timeout=s["timeout"], auth_timeout=s["timeout"],
-                               sock=self._proxy_sock(), allow_agent=True, look_for_keys=s["identity_file"] is None)
-                return client
-            except _HostKeyRefused as exc:
-                raise DeviceError(str(exc)) from None
-            except paramiko.BadHostKeyException as exc:
-                raise DeviceError(
-                    f"device {self.device}: host key for {where} CHANGED (now {_fingerprint(exc.key)}, "
-                    f"{s['known_hosts']} has {_fingerprint(exc.expected_key)}); refusing to connect. "
-                    "If the device was reinstalled, remove its old line from known_hosts") from None
-            except paramiko.PasswordRequiredException:
-                raise DeviceError(f"device {self.device}: identity file {s['identity_file']} is encrypted; load "
-                                  "it into ssh-agent (edgeslm never asks for or stores passphrases)") from None
-            except paramiko.AuthenticationException:
-                raise DeviceError(f"device {self.device}: authentication refused by {where} (check user and "
-                                  "identity_file, or load the key into ssh-agent)") from None
-            except (socket.timeout, TimeoutError, ConnectionError, OSError, paramiko.SSHException) as exc:
+                sock = self._open_socket()
+                return self._client(s["hostname"], s["port"], s["user"], sock, f"device {self.device}", where)
+            except _Retry as exc:
+                self._close_jump()
                 if attempt == retries:
-                    raise DeviceError(f"device {self.device}: cannot connect to {where} after {retries} "
-                                      f"attempts ({_why(exc)})") from None
+                    raise DeviceError(f"device {self.device}: cannot connect to {exc.where} after {retries} "
+                                      f"attempts ({exc.why})") from None
                 time.sleep(delay * (1 + random.random()))  # backoff with jitter
                 delay *= 2
+            except DeviceError:
+                self._close_jump()
+                raise
         raise AssertionError("unreachable")
 
-    def _proxy_sock(self):
-        jump = self.settings.get("proxy_jump")
-        if not jump or jump.lower() == "none":
-            return None
+    def _client(self, host: str, port: int, user: str, sock, who: str, where: str):
+        """A connected, authenticated SSHClient over `sock`; host keys checked against known_hosts."""
         import paramiko
 
+        client = paramiko.SSHClient()
+        name = kh.lookup_name(host, port)
+        for key in self.known.keys_for(name):
+            client.get_host_keys().add(name, key.get_name(), key)
+        kh_path = Path(self.settings["known_hosts"])
+        client.set_missing_host_key_policy(
+            _AcceptAndRecord(kh_path, self.known, who) if self.accept_new else _Refuse(who, str(kh_path), self.known))
+        s = self.settings
+        try:
+            client.connect(host, port=port, username=user, key_filename=s["identity_file"], timeout=s["timeout"],
+                           banner_timeout=s["timeout"], auth_timeout=s["timeout"], channel_timeout=s["timeout"],
+                           sock=sock, allow_agent=True, look_for_keys=s["identity_file"] is None)
+            return client
+        except _HostKeyRefused as exc:
+            client.close()
+            raise DeviceError(str(exc)) from None
+        except paramiko.BadHostKeyException as exc:
+            client.close()
+            if self.known.is_revoked(exc.key):
+                raise DeviceError(_revoked(who, where, exc.key, str(kh_path))) from None
+            raise DeviceError(
+                f"{who}: host key for {where} CHANGED (now {_fingerprint(exc.key)}, "
+                f"{kh_path} has {_fingerprint(exc.expected_key)}); refusing to connect. "
+                "If the device was reinstalled, remove its old line from known_hosts") from None
+        except paramiko.PasswordRequiredException:
+            client.close()
+            raise DeviceError(f"{who}: identity file {s['identity_file']} is encrypted; load "
+                              "it into ssh-agent (edgeslm never asks for or stores passphrases)") from None
+        except paramiko.AuthenticationException:
+            client.close()
+            raise DeviceError(f"{who}: authentication refused by {where} (check user and "
+                              "identity_file, or load the key into ssh-agent)") from None
+        except (socket.timeout, TimeoutError, ConnectionError, OSError, EOFError, paramiko.SSHException) as exc:
+            client.close()
+            raise _Retry(where, exc) from None
+
+    def _open_socket(self):
+        """A TCP connection to the device, or a channel through the ProxyJump host; wrapped so the
+        watchdog knows when bytes last arrived."""
+        s = self.settings
+        jump = s.get("proxy_jump")
+        if not jump or jump.lower() == "none":
+            try:
+                raw = socket.create_connection((s["hostname"], s["port"]), timeout=s["timeout"])
+            except OSError as exc:
+                raise _Retry(f"{s['user']}@{s['hostname']}:{s['port']}", exc) from None
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            self._sock = _Watched(raw)
+            return self._sock
         user, _, hostport = jump.rpartition("@")
         host, _, port = hostport.partition(":")
-        self._jump = paramiko.SSHClient()
-        kh = Path(self.settings["known_hosts"])
-        if kh.exists():
-            self._jump.load_host_keys(str(kh))
-        self._jump.set_missing_host_key_policy(_Refuse(self.device + " (ProxyJump)", {"known_hosts": str(kh)}))
-        self._jump.connect(host, port=int(port or 22), username=user or self.settings["user"],
-                           key_filename=self.settings["identity_file"], timeout=self.settings["timeout"])
-        return self._jump.get_transport().open_channel(
-            "direct-tcpip", (self.settings["hostname"], self.settings["port"]), ("127.0.0.1", 0))
+        user, port = user or s["user"], int(port or 22)
+        where = f"{user}@{host}:{port}"
+        who = f"device {self.device}: ProxyJump host {where}"
+        try:
+            raw = socket.create_connection((host, port), timeout=s["timeout"])
+        except OSError as exc:
+            raise _Retry(f"ProxyJump host {where}", exc) from None
+        try:
+            self._jump = self._client(host, port, user, _Watched(raw), who, where)
+        except _Retry as exc:
+            raise _Retry(f"ProxyJump host {where}", exc) from None
+        try:
+            chan = self._jump.get_transport().open_channel(
+                "direct-tcpip", (s["hostname"], s["port"]), ("127.0.0.1", 0), timeout=s["timeout"])
+        except (OSError, EOFError, Exception) as exc:  # noqa: BLE001 - paramiko's ChannelException et al.
+            raise _Retry(f"ProxyJump host {where} (forwarding to {s['hostname']}:{s['port']})", exc) from None
+        self._sock = _Watched(chan)
+        return self._sock
+
+    def _close_jump(self) -> None:
+        if self._jump is not None:
+            try:
+                self._jump.close()
+            except Exception:  # noqa: BLE001
+                pass
+            self._jump = None
+
+    # ---------------------------------------------------------------------------------- liveness
+    def _watch(self) -> None:
+        """Keepalives the server must answer, and a watchdog that closes a silent link."""
+        transport = self.client.get_transport()
+        interval = max(0.25, min(10.0, self.io_timeout / 4))
+        transport.packetizer.set_keepalive(interval, lambda: _keepalive(transport))
+        sock = self._sock
+
+        def watchdog():
+            while not self._closing.wait(min(0.5, interval / 2)) and transport.is_active():
+                silent = time.monotonic() - sock.last
+                if silent > self.io_timeout:
+                    self._dead = (f"no answer from the device for {silent:.0f}s (link silent or device "
+                                  f"hung; io_timeout = {self.io_timeout:g}s in devices.toml)")
+                    transport.close()  # every waiting channel, SFTP request and lock then fails
+                    return
+
+        threading.Thread(target=watchdog, name=f"ssh-watchdog-{self.device}", daemon=True).start()
+
+    def _lost(self, exc: BaseException, doing: str) -> DeviceError:
+        if self._dead:
+            return DeviceError(f"device {self.device}: {doing} failed: {self._dead}")
+        return DeviceError(f"device {self.device}: {doing} failed: connection lost ({_why(exc)})")
 
     # ----------------------------------------------------------------------------------- verbs
     def run(self, argv: list[str], timeout: float | None = None) -> Completed:
         import paramiko
 
         cmd = " ".join(shlex.quote(a) for a in argv)
+        what = _what(argv)
         try:
             _, out, err = self.client.exec_command(cmd, timeout=timeout)
             stdout = out.read().decode(errors="replace")
             stderr = err.read().decode(errors="replace")
             return Completed(out.channel.recv_exit_status(), stdout, stderr)
         except (socket.timeout, TimeoutError):
-            raise DeviceError(f"device {self.device}: command timed out after {timeout}s: {argv[0]}") from None
+            if self._dead:
+                raise self._lost(TimeoutError(), what) from None
+            raise DeviceError(f"device {self.device}: {what} timed out after {timeout:g}s "
+                              "(command_timeout in devices.toml)") from None
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise DeviceError(f"device {self.device}: connection lost ({_why(exc)})") from None
+            raise self._lost(exc, what) from None
 
-    def spawn(self, argv: list[str]):
+    def spawn(self, argv: list[str], timeout: float | None = None):
         import paramiko
 
         try:
-            chan = self.client.get_transport().open_session()
+            chan = self.client.get_transport().open_session(timeout=self.io_timeout)
+            chan.settimeout(timeout or self.io_timeout)
             chan.exec_command(" ".join(shlex.quote(a) for a in argv))
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise DeviceError(f"device {self.device}: connection lost ({_why(exc)})") from None
+        except (paramiko.SSHException, OSError, EOFError, AttributeError) as exc:
+            raise self._lost(exc, _what(argv)) from None
         return _Channel(chan)
 
     def sftp(self):
         if self._sftp is None:
             self._sftp = self.client.open_sftp()
+            self._sftp.get_channel().settimeout(self.io_timeout)
         return self._sftp
 
     def put(self, local: Path, remote: str) -> None:
@@ -157,7 +255,7 @@ class SSHConnector:
             self._mkdirs(posixpath.dirname(remote))
             self.sftp().put(str(local), remote, confirm=True)
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise DeviceError(f"device {self.device}: upload of {local.name} failed ({_why(exc)})") from None
+            raise self._lost(exc, f"upload of {local.name}") from None
 
     def _mkdirs(self, folder: str) -> None:
         sftp = self.sftp()
@@ -170,7 +268,10 @@ class SSHConnector:
                 missing.append(folder)
                 folder = posixpath.dirname(folder)
         for f in reversed(missing):
-            sftp.mkdir(f)
+            try:
+                sftp.mkdir(f)
+            except OSError:
+                sftp.stat(f)  # made meanwhile by another session: fine; else this raises
 
     def get(self, remote: str, local: Path) -> None:
         import paramiko
@@ -179,9 +280,10 @@ class SSHConnector:
         try:
             self.sftp().get(remote, str(local))
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise DeviceError(f"device {self.device}: download of {remote} failed ({_why(exc)})") from None
+            raise self._lost(exc, f"download of {remote}") from None
 
     def close(self) -> None:
+        self._closing.set()
         for c in (self._sftp, self.client, self._jump):
             try:
                 if c is not None:
@@ -190,12 +292,59 @@ class SSHConnector:
                 pass
 
 
+class _Watched:
+    """A socket (or a ProxyJump channel) that records when bytes last arrived."""
+
+    def __init__(self, sock):
+        self._s = sock
+        self.last = time.monotonic()
+
+    def recv(self, n: int) -> bytes:
+        data = self._s.recv(n)
+        if data:
+            self.last = time.monotonic()
+        return data
+
+    def __getattr__(self, name):
+        return getattr(self._s, name)
+
+
+def _keepalive(transport) -> None:
+    """A global request the server must answer (OpenSSH replies "failure"): an answer proves the link."""
+    import paramiko
+    from paramiko.common import cMSG_GLOBAL_REQUEST
+
+    m = paramiko.Message()
+    m.add_byte(cMSG_GLOBAL_REQUEST)
+    m.add_string("keepalive@openssh.com")
+    m.add_boolean(True)
+    try:
+        transport._send_user_message(m)
+    except Exception:  # noqa: BLE001 - a dead link: the watchdog reports it
+        pass
+
+
+def _what(argv: list[str]) -> str:
+    if len(argv) > 2 and argv[1].endswith(".py"):
+        return f"runner {argv[2]}"
+    return "command"
+
+
 class _Channel:
     def __init__(self, chan):
         self.chan, self.file = chan, chan.makefile("r")
 
     def readline(self) -> str:
-        return self.file.readline()
+        try:
+            return self.file.readline()
+        except (socket.timeout, OSError, EOFError):
+            return ""
+
+    def write(self, data: str) -> None:
+        try:
+            self.chan.sendall(data.encode())
+        except (socket.timeout, OSError, EOFError):
+            pass
 
     def close(self) -> None:
         try:
@@ -210,6 +359,11 @@ def _why(exc: BaseException) -> str:
     return text.splitlines()[0][:200]
 
 
+def _revoked(who: str, hostname: str, key, known_hosts: str) -> str:
+    return (f"{who}: host key for {hostname} ({key.get_name()} {_fingerprint(key)}) is REVOKED in "
+            f"{known_hosts}; refusing to connect")
+
+
 class _HostKeyRefused(Exception):
     pass
 
@@ -217,23 +371,29 @@ class _HostKeyRefused(Exception):
 class _Refuse:
     """Unknown host key: refuse, showing the fingerprint and how to accept it explicitly."""
 
-    def __init__(self, device: str, settings: dict):
-        self.device, self.settings = device, settings
+    def __init__(self, who: str, known_hosts: str, known: kh.KnownHosts):
+        self.who, self.known_hosts, self.known = who, known_hosts, known
 
     def missing_host_key(self, client, hostname, key):
+        if self.known.is_revoked(key):
+            raise _HostKeyRefused(_revoked(self.who, hostname, key, self.known_hosts))
+        device = self.who.split(":")[0].removeprefix("device ")
         raise _HostKeyRefused(
-            f"device {self.device}: unknown host key for {hostname} ({key.get_name()} {_fingerprint(key)}), "
-            f"not in {self.settings['known_hosts']}; if that fingerprint is right, accept it with "
-            f"`edgeslm devices trust {self.device}` (or ssh-keyscan it into known_hosts)")
+            f"{self.who}: unknown host key for {hostname} ({key.get_name()} {_fingerprint(key)}), "
+            f"not in {self.known_hosts}; if that fingerprint is right, accept it with "
+            f"`edgeslm devices trust {device}` (or ssh-keyscan it into known_hosts)")
 
 
 class _AcceptAndRecord:
-    """Trust on first use, only when asked for explicitly: record the new key in known_hosts."""
+    """Trust on first use, only when asked for explicitly: record the new key in known_hosts.
+    A revoked key is refused even then."""
 
-    def __init__(self, known_hosts: Path):
-        self.known_hosts = known_hosts
+    def __init__(self, known_hosts: Path, known: kh.KnownHosts, who: str):
+        self.known_hosts, self.known, self.who = known_hosts, known, who
 
     def missing_host_key(self, client, hostname, key):
+        if self.known.is_revoked(key):
+            raise _HostKeyRefused(_revoked(self.who, hostname, key, str(self.known_hosts)))
         self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
         with open(self.known_hosts, "a") as f:
             f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")

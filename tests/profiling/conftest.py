@@ -16,8 +16,10 @@ def sshd(tmp_path_factory):
 
 
 def device_entry(name: str, server, workdir: Path, known_hosts: Path, python: str | None = None,
-                 port: int | None = None, groups=(), target: str = "host", timeout: float = 5) -> str:
+                 port: int | None = None, groups=(), target: str = "host", timeout: float = 5, **settings) -> str:
+    """A devices.toml entry for the test sshd; `settings` are further keys (io_timeout=2, ...)."""
     g = ", ".join(f'"{x}"' for x in groups)
+    more = "".join(f"{k} = {v!r}\n" for k, v in settings.items())
     return f"""
 [devices.{name}]
 host = "127.0.0.1"
@@ -30,7 +32,7 @@ workdir = "{workdir}"
 python = "{python or sys.executable}"
 groups = [{g}]
 connect_timeout = {timeout}
-"""
+{more}"""
 
 
 @pytest.fixture
@@ -48,5 +50,6 @@ def inventory(tmp_path, sshd):
 
     make.known_hosts = known
     return make
+
 
 

@@ -13,11 +13,19 @@ import pytest
 from click.testing import CliRunner
 
 from edgeslm.cli import main
+from edgeslm.config.devices import load_inventory
 from edgeslm.errors import EXIT_FAILED, EXIT_USER
 from sshd import free_port
 
 pytestmark = pytest.mark.slow
 EXE = shutil.which("edgeslm", path=str(Path(sys.executable).parent)) or "edgeslm"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env(**extra) -> dict:
+    """The installed executable, running this checkout's code (it may be installed from another)."""
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, **extra}
 
 
 def cli(*args):
@@ -71,7 +79,7 @@ def test_devices_check_names_missing_runtimes(tmp_path, inventory):
 
 
 def test_installed_executable_deploys_to_local(tmp_path, tiny_builds):
-    env = {**os.environ, "EDGESLM_CACHE": str(tmp_path / "cache")}
+    env = _env(EDGESLM_CACHE=str(tmp_path / "cache"))
     r = subprocess.run([EXE, "profile", str(tiny_builds["v1"]), "--device", "local", "--iters", "10", "--json"],
                        capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
@@ -82,11 +90,13 @@ def test_installed_executable_deploys_to_local(tmp_path, tiny_builds):
 
 
 def test_unreachable_host_is_one_line(tmp_path, inventory, tiny_builds):
+    """One device named: its failure is the command's error (exit 2), as from profile and rollback."""
     inv = inventory(pi={"port": free_port(), "timeout": 1})
     r = subprocess.run([EXE, "deploy", str(tiny_builds["v1"]), "-d", "pi", "--devices", str(inv)],
-                       capture_output=True, text=True)
-    assert r.returncode == EXIT_FAILED
-    assert "FAILED pi: device pi: cannot connect to root@127.0.0.1" in r.stdout and "Traceback" not in r.stderr
+                       capture_output=True, text=True, env=_env())
+    assert r.returncode == EXIT_USER
+    assert r.stderr.startswith("error: device pi: cannot connect to root@127.0.0.1") and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
 
 
 def test_deploy_and_report_do_not_import_torch(tmp_path, tiny_builds):
@@ -96,7 +106,50 @@ def test_deploy_and_report_do_not_import_torch(tmp_path, tiny_builds):
             f"r = CliRunner().invoke(main, ['report', {str(tiny_builds['v1'])!r}]); "
             "assert r.exit_code == 0, r.output; "
             "print([m for m in ('torch', 'transformers', 'executorch') if m in sys.modules])")
-    env = {**os.environ, "EDGESLM_CACHE": str(tmp_path / "cache")}
+    env = _env(EDGESLM_CACHE=str(tmp_path / "cache"))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_profile_arguments_are_checked_before_the_device_is_touched(tmp_path, inventory, tiny_builds):
+    inv = inventory(pi={})
+    wd = tmp_path / "wd-pi"
+    assert cli("deploy", tiny_builds["v1"], "-d", "pi", "--devices", inv).exit_code == 0
+    active = os.readlink(wd / "tinydeploy" / "current")
+    for args, says in ((["--artifact", "tflite"], "'tflite' is not one of 'onnx', 'executorch'"),
+                       (["--iters", "0"], "0 is not in the range x>=1"),
+                       (["--warmup", "-1"], "-1 is not in the range x>=0"),
+                       (["--seq-len", "100000"], "--seq-len 100000 is outside"),
+                       (["--recipe", "../x"], "recipe '../x' is not a plain name")):
+        r = CliRunner().invoke(main, ["profile", str(tiny_builds["v2"]), "-d", "pi", "--devices", str(inv),
+                                      "-o", str(tmp_path / "out"), *args])
+        assert r.exit_code == EXIT_USER and says in r.output, (args, r.output)
+        assert "Traceback" not in r.output and "IndexError" not in r.output
+        assert os.readlink(wd / "tinydeploy" / "current") == active  # nothing was deployed
+    from edgeslm.errors import UserError
+    from edgeslm.profiling.profile import profile
+
+    with pytest.raises(UserError, match="--iters must be at least 1"):
+        profile("pi", load_inventory(inv).get("pi"), tmp_path / "out", iters=0)
+
+
+def test_devices_file_named_but_missing_and_device_names(tmp_path, monkeypatch):
+    r = cli_raw("devices", "list", "--devices", tmp_path / "devcies.toml")
+    assert r.exit_code == EXIT_USER and f"{tmp_path / 'devcies.toml'}: devices file not found" in r.output
+    monkeypatch.setenv("EDGESLM_DEVICES", str(tmp_path / "nope.toml"))
+    r = cli_raw("deploy", tmp_path, "-d", "pi")
+    assert r.exit_code == EXIT_USER and "nope.toml: devices file not found" in r.output
+    monkeypatch.delenv("EDGESLM_DEVICES")
+    monkeypatch.chdir(tmp_path)  # no ./devices.toml: only `local`
+    r = cli_raw("devices", "list", "--json")
+    assert r.exit_code == 0 and [d["name"] for d in json.loads(r.stdout)] == ["local"]
+    bad = tmp_path / "devices.toml"
+    bad.write_text('[devices."../../pi"]\nhost = "h"\ntarget = "rpi4"\n')
+    r = cli_raw("devices", "list")
+    assert r.exit_code == EXIT_USER
+    assert "devices.toml: devices.'../../pi': a device name becomes a folder name" in r.output
+
+
+def cli_raw(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])

@@ -168,12 +168,13 @@ def test_two_deploys_at_once_cannot_both_proceed(tmp_path, inventory, tiny_build
     from edgeslm.runner import RUNNER_PATH
 
     dev = _dev(inventory(pi={}))
-    model_dir = tmp_path / "wd-pi" / "tinydeploy"
-    holder = subprocess.Popen([dev.python, str(RUNNER_PATH), "hold-lock", str(model_dir)],
+    holder = subprocess.Popen([dev.python, str(RUNNER_PATH), "hold", "--workdir", str(tmp_path / "wd-pi"),
+                               "tinydeploy", "--owner", "ci@builder (edgeslm pid 42)"],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert "locked" in holder.stdout.readline()
     try:
-        with pytest.raises(UserError, match="another deploy is in progress"):
+        with pytest.raises(UserError, match=r"another deploy is in progress on this device \(held by "
+                                            r"ci@builder \(edgeslm pid 42\) \(device pid \d+\) since \d{4}-"):
             deploy(tiny_builds["v1"], "pi", dev, log=lambda m: None)
     finally:
         holder.stdin.close()

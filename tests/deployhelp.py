@@ -1,0 +1,40 @@
+"""Helpers for deploy tests: build variants and the device runner as a real process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def variant(build: Path, dest: Path, key: str, grow: int = 0, edit=None) -> Path:
+    """A copy of `build` that is another version (cache key `key` * 64); with `grow`, model.onnx gets
+    that many random bytes more (so it must be sent); `edit(manifest_dict)` may change the manifest."""
+    import hashlib
+    import json
+    import os
+    import shutil
+
+    shutil.copytree(build, dest)
+    manifest = json.loads((dest / "manifest.json").read_text())
+    manifest["cache_key"] = key * 64
+    for f in manifest["files"]:
+        if f["path"] == "model.onnx" and grow:
+            data = (dest / "model.onnx").read_bytes() + os.urandom(grow)
+            (dest / "model.onnx").write_bytes(data)
+            f["sha256"], f["size"] = hashlib.sha256(data).hexdigest(), len(data)
+    if edit:
+        edit(manifest)
+    (dest / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return dest
+
+
+def run_runner(python: str, *args, stdin: str | None = None) -> tuple[int, dict]:
+    """The device runner as a real process, as the host calls it: (exit code, its JSON answer)."""
+    import json
+    import subprocess
+
+    from edgeslm.runner import RUNNER_PATH
+
+    r = subprocess.run([python, str(RUNNER_PATH), *map(str, args)], capture_output=True, text=True,
+                       input=stdin, timeout=60)
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
+    return r.returncode, (json.loads(lines[-1]) if lines else {"stderr": r.stderr})
