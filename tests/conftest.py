@@ -51,3 +51,37 @@ def tiny_builds(tmp_path_factory, tiny_model):
     recipe = load_recipe(root / "v1.toml")
     out["rpi4"] = build(recipe, plan(recipe, [load_target("rpi4")])[0], root / "arm").folder
     return out
+
+
+@pytest.fixture(scope="session")
+def trainable_model(tmp_path_factory):
+    """trainable_model(arch) -> folder of a tiny encoder with the default initializer range (0.02), for
+    fine-tuning: fine-tuned on the topics dataset it is a small but real classifier."""
+    from tiny import make_model
+
+    made = {}
+
+    def get(arch: str) -> Path:
+        if arch not in made:
+            made[arch] = make_model(arch, "embedding", tmp_path_factory.mktemp(f"trainable-{arch}"),
+                                    initializer_range=0.02)
+        return made[arch]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def topics_csv(tmp_path_factory) -> Path:
+    from tiny import write_dataset
+
+    return write_dataset(tmp_path_factory.mktemp("topics"), per_label=60)
+
+
+FINETUNE_TOPICS = """
+[datasets.topics]
+source = "{data}"
+[[passes]]
+type = "finetune"
+epochs = 8
+learning_rate = 5e-3
+"""

@@ -8,17 +8,41 @@ from pathlib import Path
 ARCHS = ("bert", "mobilebert", "distilbert", "albert")
 
 
+# Topic words (whole tokens of the tiny tokenizer, see make_tokenizer), so a tiny model learns the topics in
+# a few epochs.
+TOPICS = {
+    "money": ["bank", "company", "percent", "bill", "cent", "raised", "year", "month", "report", "shares"],
+    "tech": ["processor", "model", "battery", "engine", "power", "faster", "uses", "built", "reset", "security"],
+    "culture": ["festival", "film", "summer", "band", "playing", "minutes", "final", "best", "morning", "court"],
+}
+FILLER = ["the", "a", "and", "with", "after", "this", "over", "from", "more", "when", "while", "that"]
+
+
 def make_tokenizer(folder: Path):
-    from tokenizers import BertWordPieceTokenizer
+    """A deterministic WordPiece vocabulary (the `tokenizers` trainer breaks ties differently from run to
+    run, which made every tiny model, and so every marginal test figure, differ between sessions): the
+    special tokens, every character alone and as a ##suffix, the topic words of `write_dataset`, then the
+    most frequent words of the bundled texts, ties broken alphabetically."""
+    import collections
+    import re
+
     from transformers import BertTokenizerFast
 
-    from edgeslm.models.loader import builtin_texts
+    from edgeslm.texts import builtin_texts
 
     texts = builtin_texts("verify_texts") + builtin_texts("calibration_texts")
-    wp = BertWordPieceTokenizer(lowercase=True)
-    wp.train_from_iterator(texts, vocab_size=600, min_frequency=1, show_progress=False)
+    words = collections.Counter(w for t in texts for w in re.findall(r"[a-z]+|[0-9]+", t.lower()))
+    chars = sorted({c for t in texts for c in t.lower() if not c.isspace()})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars + [f"##{c}" for c in chars if c.isalnum()]
+    topic = sorted({w for ws in TOPICS.values() for w in ws} | set(FILLER))
+    vocab += [w for w in topic if w not in vocab]
+    for w, _ in sorted(words.items(), key=lambda kv: (-kv[1], kv[0])):
+        if len(vocab) >= 600:
+            break
+        if w not in vocab:
+            vocab.append(w)
     folder.mkdir(parents=True, exist_ok=True)
-    wp.save_model(str(folder))
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
     return BertTokenizerFast.from_pretrained(str(folder), do_lower_case=True)
 
 
@@ -86,16 +110,6 @@ formats = [{fmts}]
 {extra}
 ''')
     return path
-
-
-# Topic words that are whole tokens of the tiny tokenizer (trained on edgeslm's bundled texts), so a tiny
-# model learns the topics in a few epochs.
-TOPICS = {
-    "money": ["bank", "company", "percent", "bill", "cent", "raised", "year", "month", "report", "shar"],
-    "tech": ["processor", "model", "battery", "engine", "power", "faster", "uses", "built", "reset", "security"],
-    "culture": ["festival", "film", "summer", "band", "playing", "minutes", "final", "best", "morning", "court"],
-}
-FILLER = ["the", "a", "and", "with", "after", "this", "over", "from", "more", "when", "while", "that"]
 
 
 def write_dataset(folder: Path, per_label: int = 60, fmt: str = "csv", seed: int = 0) -> Path:

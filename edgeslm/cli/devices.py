@@ -246,12 +246,17 @@ def rollback(name, recipe, out, devices_file, accept_new_host_key) -> None:
 @click.option("--min-seconds", type=click.FloatRange(min=0), default=0.0, help="Keep measuring at least this long.")
 @click.option("--seq-len", type=click.IntRange(min=1),
               help="Input length in tokens (default: the recipe's max_seq_len).")
+@click.option("--eval", "with_eval", is_flag=True,
+              help="Also score the build's eval split on the device (task accuracy measured there, and latency "
+                   "at the texts' real lengths); needs [eval] in the recipe.")
+@click.option("--eval-limit", type=click.IntRange(min=1), default=None,
+              help="Score only the first N eval texts (e.g. on a slow or emulated device).")
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("build"), show_default=True)
 @devices_option
 @accept_option
 @json_option
-def profile(build_or_recipe, name, recipe, artifacts, threads, iters, warmup, min_seconds, seq_len, out,
-            devices_file, accept_new_host_key, as_json) -> None:
+def profile(build_or_recipe, name, recipe, artifacts, threads, iters, warmup, min_seconds, seq_len, with_eval,
+            eval_limit, out, devices_file, accept_new_host_key, as_json) -> None:
     """Profile on a device: check the outputs against the build's reference, then measure latency
     (p50/p90/p99, CV), load time, peak RSS, temperatures. With BUILD_OR_RECIPE it is deployed first;
     `--device local` runs the same runner in a fresh subprocess here. Every argument is checked before
@@ -276,13 +281,19 @@ def profile(build_or_recipe, name, recipe, artifacts, threads, iters, warmup, mi
         folder = _build_for(build_or_recipe, device.target, out)
         built = HostBuild.load(folder)
         check_request(built.manifest, artifacts, seq_len, str(folder))  # before the device is touched
+        if with_eval and not (built.manifest.reference or {}).get("eval"):
+            raise UserError(f"--eval: the build {folder} carries no eval set; add [eval] to the recipe "
+                            f"{built.manifest.recipe['name']}")
         if recipe and recipe != built.manifest.recipe["name"]:
             raise UserError(f"--recipe {recipe} does not match the build {folder} "
                             f"({built.manifest.recipe['name']}); drop --recipe")
         recipe = run_deploy(folder, name, device, accept_new_host_key, log=log).recipe
         out = folder.parent.parent
+    if eval_limit and not with_eval:
+        raise UserError("--eval-limit needs --eval")
     results = run_profile(name, device, out, recipe, artifacts, threads, iters, warmup, min_seconds, seq_len,
-                          accept_new_host_key, log=log, build=folder)
+                          accept_new_host_key, log=log, build=folder,
+                          eval_rows=(eval_limit or 0) if with_eval else None)
     if as_json:
         click.echo(json.dumps([{k: v for k, v in r.items() if k != "samples_ms"} for r in results], indent=2))
     else:
@@ -307,6 +318,13 @@ def _print_profile(r: dict) -> None:
     click.echo(f"  load {r['load_ms']:.0f} ms (runtime import {r['runtime_import_ms']:.0f} ms); peak RSS "
                f"{mem['peak_rss'] / 1024:.0f} MiB, model load +{mem['load_increase'] / 1024:.0f} MiB, "
                f"runs +{(mem['run_increase'] or 0) / 1024:.0f} MiB")
+    task = r.get("task")
+    if task:
+        host = f" (build host: {task['host_value']:.4f})" if task.get("host_value") is not None else ""
+        tl = task["latency_ms"]
+        click.echo(f"  {task['metric']} on the device: {task['value']:.4f}{host} on {task['rows']} of {task['of']} eval "
+                   f"texts (median {task['tokens']['median']:.0f} tokens): p50 {tl['p50']:.2f} ms per batch of "
+                   f"{task['batch']}, CV {tl['cv'] * 100:.1f}%")
     if r["flags"]:
         click.echo(f"  flags: {', '.join(r['flags'])}")
     click.echo(f"  result: {r['_path']}")

@@ -917,6 +917,40 @@ def parity(session: Session, build_dir: str, manifest: dict, artifact: dict) -> 
             "against": "eager-pytorch-fp32", "metrics": result["metrics"]}
 
 
+def evaluate(session: Session, build_dir: str, manifest: dict, artifact: dict, limit: int | None) -> dict:
+    """The task metric measured here: the build's tokenized eval split through this artifact, scored
+    with the same maths as on the build host; with the latency of each batch at its real length."""
+    import numpy as np
+
+    spec = manifest["reference"].get("eval")
+    if not spec:
+        raise RunnerError("this build carries no eval set: add [eval] (with on_device = true) to the recipe")
+    ref = np.load(_inside(build_dir, manifest["reference"]["file"]), allow_pickle=False)
+    rows = int(spec["rows"]) if not limit else min(int(limit), int(spec["rows"]))
+    outs, times, lengths, done = [], [], [], 0
+    for i in range(int(spec["batches"])):
+        feeds = {s["name"]: ref[f"eval/{i}/{s['name']}"] for s in manifest["inputs"]}
+        t = time.perf_counter()
+        out = session(feeds)
+        times.append((time.perf_counter() - t) * 1e3)
+        outs.append(np.asarray(out, dtype=np.float64))
+        lengths += [int(x) for x in feeds["attention_mask"].sum(-1)]
+        done += out.shape[0]
+        if done >= rows:
+            break
+    out = np.concatenate(outs)[:rows]
+    if manifest["task"] == "embedding":
+        pred = nearest_centroid(out, ref[f"eval/centroids/{artifact['name']}"])
+    else:
+        pred = out.argmax(-1)
+    result = task_metric(spec["metric"], pred, ref["eval/targets"][:rows], int(spec["classes"]))
+    host = (artifact.get("task_metric") or {}).get("value")
+    result.update({"rows": rows, "of": int(spec["rows"]), "host_value": host if rows == int(spec["rows"]) else None,
+                   "latency_ms": stats(times), "batch": int(manifest["shapes"].get("batch_size", 1)),
+                   "tokens": {"median": float(np.median(lengths)), "max": int(max(lengths))}})
+    return result
+
+
 def stats(samples_ms: list) -> dict:
     import numpy as np
 
@@ -929,7 +963,8 @@ def stats(samples_ms: list) -> dict:
 
 
 def profile(build_dir: str, artifact_name: str, threads: int, warmup: int, iters: int,
-            min_seconds: float, seq_len: int | None) -> dict:
+            min_seconds: float, seq_len: int | None, eval_rows: int | None = None) -> dict:
+    """`eval_rows`: None = no task evaluation, 0 = the whole eval split, N = its first N texts."""
     import numpy as np
 
     if iters < 1 or warmup < 0 or threads < 0 or min_seconds < 0 or (seq_len is not None and seq_len < 1):
@@ -961,6 +996,7 @@ def profile(build_dir: str, artifact_name: str, threads: int, warmup: int, iters
     rss_loaded = _status_kb("VmRSS")
     hwm_after_load = _status_kb("VmHWM")
     check = parity(session, build_dir, manifest, artifact)
+    task = evaluate(session, build_dir, manifest, artifact, eval_rows or None) if eval_rows is not None else None
 
     # benchmark input: reference sample 0's tokens repeated to `seq` tokens, batch from the manifest
     ref = np.load(_inside(build_dir, manifest["reference"]["file"]), allow_pickle=False)
@@ -1010,6 +1046,7 @@ def profile(build_dir: str, artifact_name: str, threads: int, warmup: int, iters
                      "warmup": warmup, "iters": iters, "min_seconds": min_seconds,
                      "seq_len": seq, "batch_size": batch},
         "parity": check,
+        "task": task,
         "runtime_import_ms": import_ms, "load_ms": load_ms, "first_run_ms": first_ms,
         "latency_ms": lat, "samples_ms": samples,
         "memory_kb": {"rss_at_start": rss_start, "runtime_import_increase": (rss_before or 0) - (rss_start or 0),
@@ -1076,6 +1113,8 @@ def main(argv=None) -> int:
     p.add_argument("--seq-len", type=int)
     p.add_argument("--out")
     p.add_argument("--workdir", help="with --out: the result must land inside this workdir")
+    p.add_argument("--eval", type=int, default=None, metavar="ROWS",
+                   help="also score the build's eval split here (0 = all of it, N = its first N texts)")
     args = ap.parse_args(argv)
     try:
         if args.cmd == "probe":
@@ -1100,7 +1139,7 @@ def main(argv=None) -> int:
             result = break_lock(args.workdir, args.recipe)
         else:
             result = profile(args.build_dir, args.artifact, args.threads, args.warmup, args.iters,
-                             args.min_seconds, args.seq_len)
+                             args.min_seconds, args.seq_len, args.eval)
             if args.out:
                 result = _write_result(result, args.out, args.workdir)
     except RunnerError as exc:
