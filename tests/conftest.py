@@ -76,12 +76,3 @@ def topics_csv(tmp_path_factory) -> Path:
 
     return write_dataset(tmp_path_factory.mktemp("topics"), per_label=60)
 
-
-FINETUNE_TOPICS = """
-[datasets.topics]
-source = "{data}"
-[[passes]]
-type = "finetune"
-epochs = 8
-learning_rate = 5e-3
-"""

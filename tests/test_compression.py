@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conftest import FINETUNE_TOPICS
+from tiny import FINETUNE_TOPICS
 from edgeslm.cli import main
 from edgeslm.config.catalog import load_target
 from edgeslm.config.recipe import load_recipe

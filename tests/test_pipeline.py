@@ -80,7 +80,7 @@ def test_dynamic_int8_both_formats(tmp_path, tiny_model, arch, task):
 def test_static_int8_both_formats(tmp_path, trainable_model, topics_csv):
     """Static int8 of a (tiny) fine-tuned classifier: a trained model, as static int8 is used in practice
     (a random one's outputs are either input-independent or too ill-conditioned to calibrate)."""
-    from conftest import FINETUNE_TOPICS
+    from tiny import FINETUNE_TOPICS
 
     extra = (FINETUNE_TOPICS.format(data=topics_csv) + '[[passes]]\ntype = "quantize"\nmethod = "static-int8"\n'
              '[passes.calibration]\nsamples = 16\n')

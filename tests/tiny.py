@@ -143,3 +143,14 @@ def write_dataset(folder: Path, per_label: int = 60, fmt: str = "csv", seed: int
             w.writerow(["text", "label"])
             w.writerows(rows)
     return path
+
+
+# A [datasets.topics] table and a finetune pass that turn a trainable tiny model into a real classifier
+FINETUNE_TOPICS = """
+[datasets.topics]
+source = "{data}"
+[[passes]]
+type = "finetune"
+epochs = 8
+learning_rate = 5e-3
+"""
