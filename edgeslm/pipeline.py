@@ -94,7 +94,7 @@ def build(loaded: LoadedRecipe, target: Target, out: Path, force: bool = False,
     try:
         from edgeslm.stages import build_into
 
-        manifest = build_into(work, loaded, target, source, model_files, tools, key, log, started, t0)
+        manifest = build_into(work, loaded, target, source, model_files, tools, key, log, started, t0, force)
         if manifest.status == "ok":
             cache.store(work, key, replace=force)
         cache.replace_dir(work, folder)

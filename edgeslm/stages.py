@@ -59,7 +59,7 @@ def eager(model, sample: dict) -> np.ndarray:
 
 
 def build_into(work: Path, loaded: LoadedRecipe, target: Target, source: ResolvedSource, model_files: dict,
-               tools: dict, key: str, log, started: str, t0: float) -> Manifest:
+               tools: dict, key: str, log, started: str, t0: float, force: bool = False) -> Manifest:
     from edgeslm.exporters import ExportContext, get_exporter
     from edgeslm.models.loader import load_model
     from edgeslm.passes import PassContext, run_passes
@@ -122,7 +122,13 @@ def build_into(work: Path, loaded: LoadedRecipe, target: Target, source: Resolve
 
     ctx = PassContext(model=model, recipe=recipe, datasets=datasets, calibration=calibration, step=log.step,
                       progress=getattr(log, "progress", lambda m: None))
-    run_passes(ctx, recipe.passes, before_compression)
+    from edgeslm.artifacts import cache as build_cache
+    from edgeslm.passes.cache import PassCache
+
+    pass_cache = PassCache({"model": model_files, "model_spec": recipe.model.model_dump(mode="json"),
+                            "max_seq_len": max_len, "tools": tools, "code": build_cache.code_hash()},
+                           lambda name: datasets(name).facts["sha256"], read=not force)
+    run_passes(ctx, recipe.passes, before_compression, pass_cache)
     ctx.teacher = None
 
     with log.step("reference outputs"):
@@ -154,9 +160,18 @@ def build_into(work: Path, loaded: LoadedRecipe, target: Target, source: Resolve
         exporter = get_exporter(fmt)
         ectx = ExportContext(loaded=model, recipe=recipe, target=target, workdir=work, calibration=calibration,
                              step=log.step, plan=ctx.plan)
-        result = exporter.export(ectx)
+        prepared = ectx.prepared_quant()
+        if prepared is not None and prepared.config.max_accuracy_drop is not None and evalset is not None:
+            from edgeslm.passes.quant_search import search
+
+            result, run, found, _ = search(fmt, exporter, ectx, prepared, evalset, recipe.inputs.batch_size,
+                                           before["metric"]["value"], log)
+            result.quantization = {**(result.quantization or {}), "search": found}
+        else:
+            result = exporter.export(ectx)
+            run = None
         with log.step(f"{fmt}: verify"):
-            run = exporter.runner(work / result.file, threads=0)
+            run = run or exporter.runner(work / result.file, threads=0)
             actual = [np.asarray(run(s)) for s in samples]
             fidelity = compare(recipe.model.task, reference, actual, masks, limits, result.runtime)
             fidelity.against = "eager PyTorch after the passes (what was exported)"

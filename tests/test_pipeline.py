@@ -125,16 +125,18 @@ def test_rebuild_keeps_device_results(tmp_path, tiny_model):
     assert (again.folder / "profiles" / "pi" / "r.json").exists()
 
 
-def test_int8_embeddings_shrink_the_onnx_file(tmp_path, tiny_model):
+def test_int8_embeddings_shrink_both_formats(tmp_path, tiny_model):
     src = tiny_model("bert", "embedding")
     q = '[[passes]]\ntype = "quantize"\nmethod = "dynamic-int8"\n'
     sizes = {}
     for name, extra in (("plain", q), ("small", q + "embeddings = true\n")):
-        recipe = load_recipe(write_recipe(tmp_path / f"{name}.toml", src, "embedding", name=name, extra=extra,
-                                          formats=("onnx",)))
+        recipe = load_recipe(write_recipe(tmp_path / f"{name}.toml", src, "embedding", name=name, extra=extra))
         m = build(recipe, plan(recipe, [load_target("host")])[0], tmp_path / "out").manifest
-        a = m.artifact("onnx")
-        assert a.verification.passed
-        sizes[name] = next(f.size for f in m.files if f.path == "model.onnx")
-        assert ("Gather" in a.quantization["ops"]) == (name == "small")
-    assert sizes["small"] < sizes["plain"]
+        for a in m.artifacts:
+            assert a.verification.passed
+            sizes[name, a.format] = next(f.size for f in m.files if f.path == a.file)
+        assert ("Gather" in m.artifact("onnx").quantization["ops"]) == (name == "small")
+        assert ("embedding_byte" in m.artifact("executorch").quantization.get("embedding", "")) == (name == "small")
+    vocab_table = 600 * 32 * 4  # the tiny model's float table; int8 keeps a quarter of it
+    for fmt in ("onnx", "executorch"):
+        assert sizes["plain", fmt] - sizes["small", fmt] > 0.6 * vocab_table, fmt

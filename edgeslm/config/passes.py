@@ -26,6 +26,9 @@ class PassConfig(StrictModel):
     compresses: ClassVar[bool] = True
     handler: ClassVar[str] = ""  # "module:function" carrying the pass out (imported when it runs)
     summary: ClassVar[str] = ""  # one line for `edgeslm explain`
+    # True when the pass changes weights only (not shapes): its result can be cached as a state dict and
+    # shared by every recipe that starts with the same passes (several variants of one fine-tuned model)
+    cacheable: ClassVar[bool] = False
 
 
 PASS_TYPES: dict[str, type[PassConfig]] = {}
@@ -82,14 +85,21 @@ class QuantizeConfig(PassConfig):
         None, description="Keep the FFN down-projections (width-reducing Linear layers, the most "
         "outlier-sensitive) in float. Default: true for static-int8, false for dynamic-int8.")
     embeddings: bool = Field(
-        False, description="Also store the word-embedding table in int8 (per row). ONNX with dynamic-int8 "
-        "only for now. MiniLM: 23.5 MB instead of 59.2 MB, embedding cosine 0.9923 instead of 0.9936.")
+        False, description="Also store the word-embedding table in int8 (per row): ONNX with dynamic-int8 "
+        "(onnxruntime's Gather quantization), ExecuTorch with either method (embedding_byte). MiniLM: ONNX "
+        "23.5 MB instead of 59.2 MB, embedding cosine 0.9923 instead of 0.9936.")
     exclude: tuple[str, ...] = Field(
         (), description="Glob patterns of module paths or node names kept in float "
         "(e.g. '*encoder.layer.0.*', '*pooler*').")
     calibration: CalibrationSpec | None = Field(
         None, description="Texts for activation statistics: static ranges and SmoothQuant scales "
         "(defaults to the bundled texts).")
+    max_accuracy_drop: float | None = Field(
+        None, ge=0, le=100, description="Accuracy-aware quantization: per format, try settings in order of "
+        "compression (as configured; SmoothQuant alpha 0.5 and 0.85; FFN down-projections kept in float; "
+        "attention output projections too; the first and last layer too) until the [eval] metric of the "
+        "artifact is at most this many points below the model before quantization. Every trial and the "
+        "choice go into the manifest; when none holds, the build fails listing them. Needs [eval].")
 
 
 class TrainingSpec(StrictModel):
@@ -125,6 +135,7 @@ class FinetuneConfig(TrainingSpec, PassConfig):
     handler: ClassVar[str] = "edgeslm.passes.finetune:run"
     summary: ClassVar[str] = "train the task head (and the encoder) on the recipe's data"
     compresses: ClassVar[bool] = False
+    cacheable: ClassVar[bool] = True
     type: Literal["finetune"] = "finetune"
 
 

@@ -336,9 +336,12 @@ def cross_checks(recipe: Recipe):
             yield f"passes[{i}].recovery", "recovery fine-tuning needs a sequence-classification task", "remove it"
     task = TASKS[m.task]
     for i, q in quant:
-        if q.embeddings and (q.method != "dynamic-int8" or "executorch" in recipe.export.formats):
-            yield (f"passes[{i}].embeddings", "int8 embeddings are implemented for ONNX with dynamic-int8 only",
-                   "set embeddings = false, or use method = \"dynamic-int8\" with export.formats = [\"onnx\"]")
+        if q.embeddings and q.method != "dynamic-int8" and "onnx" in recipe.export.formats:
+            yield (f"passes[{i}].embeddings", "int8 embeddings in ONNX are implemented with dynamic-int8 only",
+                   "set embeddings = false, use method = \"dynamic-int8\", or export.formats = [\"executorch\"]")
+        if q.max_accuracy_drop is not None and recipe.eval is None:
+            yield (f"passes[{i}].max_accuracy_drop", "needs a task metric to search against",
+                   "add [eval] with a dataset")
         if q.method not in task.quantize_methods:
             yield (f"passes[{i}].method", f"task {task.name!r} does not allow {q.method}",
                    task.quantize_refusal)

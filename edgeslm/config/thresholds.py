@@ -9,7 +9,7 @@ from edgeslm.errors import UserError
 SPEC = re.compile(r"^(latency|rss|size|accuracy)=([+-]?\d+(?:\.\d+)?)(%?)$")
 DEFAULT_FAIL_ON = "latency=+10%,rss=+5%,size=+1%,accuracy=-0.5"
 HELP = ("comma-separated METRIC=LIMIT: latency=+10% (median latency may grow 10%), rss=+5% (peak RSS), "
-        "size=+1% (file size), accuracy=-0.5 (cosine or top-1 may drop 0.5 points)")
+        "size=+1% (file size), accuracy=-0.5 (the task metric, else top-1 or cosine, may drop 0.5 points)")
 
 
 def parse_fail_on(spec: str) -> dict[str, float]:

@@ -61,10 +61,14 @@ class ExecuTorchExporter:
         module = ctx.module()
         with ctx.loaded.attention(attention), torch.no_grad(), _quiet():
             if ctx.quant is not None:
-                from edgeslm.exporters.executorch_quant import quantize_pt2e
+                from edgeslm.exporters.executorch_quant import quantize_pt2e, quantize_word_embeddings
 
                 with ctx.step(f"executorch: quantize ({ctx.quant.method})"):
+                    emb_facts = {}
+                    if ctx.quant.embeddings:  # before PT2E: it exports the module with the int8 lookup op
+                        module, emb_facts = quantize_word_embeddings(module, ctx.loaded.hf)
                     module, quant_facts = quantize_pt2e(module, example, dyn, ctx)
+                    quant_facts.update(emb_facts)
             with ctx.step("executorch: torch.export"):
                 exported = torch.export.export(module, example, dynamic_shapes=dyn, strict=False)
             with ctx.step("executorch: lower to XNNPACK"):
@@ -84,6 +88,8 @@ class ExecuTorchExporter:
         import torch
         from executorch.runtime import Runtime
 
+        _load_quantized_kernels()
+
         method = Runtime.get().load_program(str(path)).load_method("forward")
 
         def run(inputs: Inputs) -> np.ndarray:
@@ -91,6 +97,14 @@ class ExecuTorchExporter:
             return out[0].numpy().copy()
 
         return run
+
+
+def _load_quantized_kernels() -> None:
+    """The portable quantized kernels (embedding_byte for int8 embedding tables) for the Python runtime."""
+    try:
+        import executorch.kernels.quantized  # noqa: F401
+    except (ImportError, OSError):
+        pass
 
 
 @contextlib.contextmanager

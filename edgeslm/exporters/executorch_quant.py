@@ -80,3 +80,40 @@ def quantize_pt2e(module, example: tuple, dynamic_shapes, ctx):
         "calibration_samples": len(samples), **prepared.facts,
         "quantized_linear": len(linear) - len(kept),
     }
+
+
+class ByteEmbedding(torch.nn.Module):
+    """A word-embedding table stored as int8 with one scale per row (symmetric), looked up with
+    ExecuTorch's `quantized_decomposed::embedding_byte` kernel (in the portable quantized kernels and in
+    executorch-numpy-runtime): the table is 4x smaller and dequantized row by row at lookup."""
+
+    def __init__(self, weight: torch.Tensor):
+        super().__init__()
+        w = weight.detach().float()
+        scale = (w.abs().amax(1) / 127.0).clamp(min=1e-12)
+        self.register_buffer("qweight", torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8))
+        self.register_buffer("scales", scale)
+        self.num_embeddings, self.embedding_dim = w.shape
+
+    def forward(self, ids):
+        return torch.ops.quantized_decomposed.embedding_byte.dtype(self.qweight, self.scales, None, -127, 127, ids,
+                                                                   dtype=torch.float32)
+
+
+def quantize_word_embeddings(module, hf) -> tuple[torch.nn.Module, dict]:
+    """A copy of `module` whose word-embedding table is int8 (ByteEmbedding). A table tied to an output
+    layer (masked-LM heads) keeps its float copy for that layer."""
+    import copy
+
+    import executorch.exir.passes._quant_patterns_and_replacements  # noqa: F401 - defines the op
+
+    table = hf.get_input_embeddings()
+    name = next(n for n, m in module.named_modules() if m is table)
+    module = copy.deepcopy(module)
+    parent_name, _, child = name.rpartition(".")
+    parent = module.get_submodule(parent_name) if parent_name else module
+    original = getattr(parent, child)
+    setattr(parent, child, ByteEmbedding(original.weight))
+    tied = any(isinstance(m, torch.nn.Linear) and m.weight is original.weight for m in module.modules())
+    return module, {"embedding_table": name, "embedding": "int8 per row (embedding_byte)",
+                    "embedding_tied_float_copy": tied}

@@ -79,11 +79,18 @@ class PassContext:
         return override or self.recipe.inputs.max_seq_len
 
 
-def run_passes(ctx: PassContext, passes, before_compression: Callable[[PassContext], None]) -> None:
+def run_passes(ctx: PassContext, passes, before_compression: Callable[[PassContext], None], cache=None) -> None:
     """Run `passes` in order; `before_compression` is called once, just before the first pass that
-    compresses (or after the last pass when none does)."""
+    compresses (or after the last pass when none does). `cache` (edgeslm.passes.cache.PassCache) skips
+    the longest leading run of cacheable passes whose result it holds, and keeps what it computes."""
     recorded = False
+    start = 0
+    if cache is not None:
+        start, facts = cache.restore(ctx, passes)
+        ctx.facts += facts
     for i, cfg in enumerate(passes):
+        if i < start:
+            continue
         handler = handler_for(cfg, f"passes[{i}]")
         if cfg.compresses and not recorded:
             before_compression(ctx)
@@ -91,5 +98,7 @@ def run_passes(ctx: PassContext, passes, before_compression: Callable[[PassConte
         with ctx.step(f"pass {i}: {cfg.type}"):
             facts = handler(ctx, cfg) or {}
         ctx.facts.append({"type": cfg.type, **facts})
+        if cache is not None:
+            cache.keep(ctx, passes, i)
     if not recorded:
         before_compression(ctx)

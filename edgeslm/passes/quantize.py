@@ -18,12 +18,13 @@ class PreparedQuant:
     kept_float: list[str]  # Linear module names left unquantized
     facts: dict = field(default_factory=dict)
     config: QuantizeConfig | None = None
+    base_module: torch.nn.Module | None = None  # the module before smoothing (accuracy-aware search)
 
 
 def run(ctx, cfg: QuantizeConfig) -> dict:
     """Pass handler: plan the quantization; the model's module becomes the smoothed copy."""
     prepared = prepare(ctx.model.module, cfg, ctx.calibration, ctx.model.input_names)
-    prepared.config = cfg
+    prepared.config, prepared.base_module = cfg, ctx.model.module
     ctx.model.module = prepared.module
     ctx.plan.quantization = prepared
     return {"method": cfg.method, "kept_float": len(prepared.kept_float),

@@ -121,6 +121,11 @@ def rows(c: Collected) -> list[dict]:
         samples = [s for r in runs for s in r.get("samples_ms", [])]
         lat = stats(samples) if samples else latest["latency_ms"]
         parity_cos = _metric(latest["parity"], "cosine_min")
+        full = [r["task"] for r in runs if isinstance(r.get("task"), dict) and r["task"].get("rows") == r["task"].get("of")]
+        tm = artifact.get("task_metric") or {}
+        task = {"metric": (manifest.get("evaluation") or {}).get("metric"), "host": tm.get("value"),
+                "device": full[-1]["value"] if full else None,
+                "device_p50_ms_real_lengths": full[-1]["latency_ms"]["p50"] if full else None}
         out.append({
             "key": "/".join((device, recipe, target, art)),
             "device": device, "recipe": recipe, "target": target, "artifact": art,
@@ -134,6 +139,7 @@ def rows(c: Collected) -> list[dict]:
             "parity": {"passed": all(r["parity"]["passed"] for r in runs), "cosine_min": parity_cos},
             "accuracy": {"cosine_min": _metric(artifact.get("verification"), "cosine_min"),
                          "top1_agreement": _metric(artifact.get("verification"), "top1_agreement")},
+            "task": task,
             "flags": sorted({f for r in runs for f in r["flags"]}),
             "cache_key": latest["build"]["cache_key"],
             "recipe_sha256": manifest.get("recipe", {}).get("sha256"),
@@ -159,5 +165,32 @@ def builds_without_profiles(c: Collected) -> list[dict]:
             out.append({"recipe": m["recipe"]["name"], "target": m["target"]["name"], "artifact": a["name"],
                         "precision": a["precision"], "size": size,
                         "cosine_min": _metric(a.get("verification"), "cosine_min"),
+                        "task": {"metric": (m.get("evaluation") or {}).get("metric"),
+                                 "host": (a.get("task_metric") or {}).get("value")},
                         "verified": (a.get("verification") or {}).get("passed")})
     return out
+
+
+def task_value(row: dict):
+    """The task metric of a result: measured on the device when it was, else on the build host."""
+    t = row.get("task") or {}
+    return t.get("device") if t.get("device") is not None else t.get("host")
+
+
+def pareto(rows: list[dict], cost: str = "latency") -> set[str]:
+    """Keys of the results no other result beats on both the task metric and the cost (p50 latency or
+    size) on the same device: the trade-offs worth choosing from."""
+    def cost_of(r):
+        return r["latency_ms"]["p50"] if cost == "latency" else r.get("size")
+
+    front = set()
+    for r in rows:
+        acc, c = task_value(r), cost_of(r)
+        if acc is None or c is None:
+            continue
+        beaten = any(o is not r and o["device"] == r["device"] and task_value(o) is not None and cost_of(o) is not None
+                     and task_value(o) >= acc and cost_of(o) <= c and (task_value(o) > acc or cost_of(o) < c)
+                     for o in rows)
+        if not beaten:
+            front.add(r["key"])
+    return front

@@ -100,8 +100,18 @@ def _relative(metric: str, cur: float | None, base: float | None, limit: float) 
 
 
 def _accuracy(cur: dict, base: dict, limit: float) -> Check:
-    name = "top1_agreement" if cur["accuracy"].get("top1_agreement") is not None else "cosine_min"
-    c, b = cur["accuracy"].get(name), base["accuracy"].get(name)
+    """The task metric when both sides have one (measured on the device where both were), else
+    agreement with PyTorch (top-1, or cosine for embeddings)."""
+    from edgeslm.reports.collect import task_value
+
+    ct, bt = cur.get("task") or {}, base.get("task") or {}
+    if ct.get("device") is not None and bt.get("device") is not None:
+        name, c, b = f"{ct.get('metric')} on the device", ct["device"], bt["device"]
+    elif task_value(cur) is not None and task_value(base) is not None:
+        name, c, b = f"{ct.get('metric')} (host)", ct.get("host"), bt.get("host")
+    else:
+        name = "top1_agreement" if cur["accuracy"].get("top1_agreement") is not None else "cosine_min"
+        c, b = cur["accuracy"].get(name), base["accuracy"].get(name)
     if not cur["parity"]["passed"]:
         return Check("accuracy", b, c, None, limit, "regressed", "on-device parity check failed")
     if c is None or b is None:

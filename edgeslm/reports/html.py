@@ -74,6 +74,52 @@ def tradeoff_plot(rows: list[dict]) -> str | None:
     return _svg(fig)
 
 
+def accuracy_plot(rows: list[dict]) -> str | None:
+    """Task metric against p50 latency and against size, per variant, with the Pareto front drawn: the
+    variants no other one beats on both axes (latency only on real devices; emulated timings are not
+    latency)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    matplotlib.rcParams["svg.fonttype"] = "path"
+    import matplotlib.pyplot as plt
+
+    from edgeslm.reports.collect import pareto, task_value
+
+    pts = [r for r in rows if task_value(r) is not None]
+    if len(pts) < 2:
+        return None
+    colors = {"fp32": "#1f77b4", "int8-dynamic": "#2ca02c", "int8-static": "#d62728"}
+    markers = {"onnx": "o", "executorch": "s"}
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, cost, label in ((axes[0], "latency", "p50 latency (ms)"), (axes[1], "size", "artifact size (MB)")):
+        use = [r for r in pts if cost == "size" or "emulated" not in r["flags"]]
+
+        def x_of(r):
+            return r["latency_ms"]["p50"] if cost == "latency" else (r.get("size") or 0) / 1e6
+
+        front = pareto(use, cost)
+        for r in use:
+            ax.scatter(x_of(r), task_value(r) * 100, c=colors.get(r["precision"], "#555"),
+                       marker=markers.get(r["format"], "^"), s=70 if r["key"] in front else 35,
+                       edgecolors="black" if r["key"] in front else "none", zorder=3)
+            ax.annotate(r["recipe"], (x_of(r), task_value(r) * 100), fontsize=6, xytext=(4, 3),
+                        textcoords="offset points")
+        for device in sorted({r["device"] for r in use}):
+            line = sorted((x_of(r), task_value(r) * 100) for r in use if r["key"] in front and r["device"] == device)
+            if len(line) > 1:
+                ax.step([x for x, _ in line], [y for _, y in line], where="post", color="#888", linestyle="--",
+                        linewidth=1, zorder=2)
+        ax.set_xlabel(label)
+        ax.set_ylabel("task metric (%)")
+        ax.grid(alpha=0.3)
+    handles = [plt.Line2D([], [], color=c, marker="o", linestyle="", label=k) for k, c in colors.items()]
+    handles += [plt.Line2D([], [], color="#555", marker=m, linestyle="", label=f) for f, m in markers.items()]
+    handles.append(plt.Line2D([], [], color="#888", linestyle="--", label="Pareto front"))
+    axes[1].legend(handles=handles, fontsize=7, loc="best")
+    return _svg(fig)
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
@@ -107,10 +153,12 @@ def render(report: dict) -> str:
             acc = r["accuracy"]["cosine_min"]
             rows.append([e(r["recipe"]), e(r["target"]), e(r["artifact"]), e(r["precision"]), markdown.mb(r["size"]),
                          f"{lat['p50']:.2f}", f"{lat['p90']:.2f}", f"{lat['p99']:.2f}", f"{lat['cv'] * 100:.1f}%",
-                         f"{r['peak_rss_kb'] / 1024:.0f} MiB", parity, "-" if acc is None else f"{acc:.4f}",
+                         f"{r['peak_rss_kb'] / 1024:.0f} MiB", parity, e(markdown.task_cell(r)),
+                         "-" if acc is None else f"{acc:.4f}",
                          f"<span class=flag>{e(', '.join(r['flags']))}</span>" if r["flags"] else "-"])
         parts.append(_table(["recipe", "target", "artifact", "precision", "size", "p50 ms", "p90 ms", "p99 ms", "CV",
-                             "peak RSS", "parity on device", "cosine (host)", "flags"], rows))
+                             "peak RSS", "parity on device", "task metric (device / host)", "cosine (host)", "flags"],
+                            rows))
         runtimes = ", ".join(f"{k} {v}" for k, v in (fp.get("runtimes") or {}).items() if v)
         parts.append(f"<p class=muted>kernel {e(str(fp['kernel']))}, Python {e(str(fp['python']))}, "
                      f"{e(runtimes)}</p>")
@@ -118,6 +166,13 @@ def render(report: dict) -> str:
         if svg:
             parts.append(f"<figure class=plot data-plot=latency>{svg}<figcaption>Latency distribution per "
                          f"artifact on {e(device)} (box: quartiles, whiskers: 1st-99th percentile)</figcaption></figure>")
+    svg = accuracy_plot(report["results"])
+    if svg:
+        parts.append(f"<h2>Task accuracy against latency and size</h2><figure class=plot data-plot=accuracy>{svg}"
+                     "<figcaption>Task metric (measured on the device where it was, else on the build host) of "
+                     "every variant against its p50 latency (real devices only) and its size; outlined points and "
+                     "the dashed line: the Pareto front (nothing else is both cheaper and at least as accurate)"
+                     "</figcaption></figure>")
     svg = tradeoff_plot(report["results"])
     if svg:
         parts.append(f"<h2>Size, latency and accuracy across variants and devices</h2><figure class=plot "

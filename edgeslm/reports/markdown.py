@@ -19,6 +19,17 @@ def value(metric: str, v) -> str:
             "size": lambda x: f"{x / 1e6:.1f} MB"}.get(metric, lambda x: f"{x:.4f}")(v)
 
 
+def task_cell(r: dict) -> str:
+    """'0.9765 / 0.9765 acc ★' : task metric on the device / on the build host; ★ = on the Pareto front
+    of task metric against latency on this device."""
+    t = r.get("task") or {}
+    if t.get("host") is None and t.get("device") is None:
+        return "-"
+    name = {"accuracy": "acc", "macro-f1": "F1"}.get(t.get("metric"), t.get("metric") or "")
+    star = " ★" if (r.get("pareto") or {}).get("latency") else ""
+    return f"{_num(t.get('device'), '.4f')} / {_num(t.get('host'), '.4f')} {name}{star}"
+
+
 def render(report: dict) -> str:
     out = ["# edgeslm profiling report", ""]
     comp = report.get("comparison")
@@ -33,8 +44,8 @@ def render(report: dict) -> str:
         emu = f" — EMULATED ({fp['emulated']}): timings are not device latency" if fp.get("emulated") else ""
         out += [f"## {device}: {fp['arch']}, {fp['cpu_model']}, {fp['cores']} cores{emu}", "",
                 "| recipe | target | artifact | precision | size | p50 ms | p90 ms | p99 ms | CV | peak RSS | "
-                "parity on device | accuracy (host) | flags |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                "parity on device | task metric (device / host) | vs PyTorch (host) | flags |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in rs:
             lat = r["latency_ms"]
             parity = ("pass" if r["parity"]["passed"] else "**FAIL**") + (
@@ -44,9 +55,13 @@ def render(report: dict) -> str:
                 f", top-1 {acc['top1_agreement']:.3f}" if acc.get("top1_agreement") is not None else "")
             out.append(f"| {r['recipe']} | {r['target']} | {r['artifact']} | {r['precision']} | {mb(r['size'])} | "
                        f"{lat['p50']:.2f} | {lat['p90']:.2f} | {lat['p99']:.2f} | {lat['cv'] * 100:.1f}% | "
-                       f"{r['peak_rss_kb'] / 1024:.0f} MiB | {parity} | {accuracy} | {', '.join(r['flags']) or '-'} |")
+                       f"{r['peak_rss_kb'] / 1024:.0f} MiB | {parity} | {task_cell(r)} | {accuracy} | "
+                       f"{', '.join(r['flags']) or '-'} |")
         runtimes = ", ".join(f"{k} {v}" for k, v in (fp.get("runtimes") or {}).items() if v)
         out += ["", f"Device: kernel {fp['kernel']}, Python {fp['python']}, {runtimes}.", ""]
+        if any((r.get("pareto") or {}).get("latency") for r in rs) and len(rs) > 1:
+            out += ["★ on the Pareto front: no other variant on this device is both faster and at least as accurate "
+                    "(task metric measured on the device where it was, else on the build host).", ""]
     if comp:
         out += ["## Comparison with the baseline", "",
                 "| result | metric | baseline | current | change | limit | verdict |", "|---|---|---|---|---|---|---|"]
@@ -67,10 +82,11 @@ def render(report: dict) -> str:
         out.append("")
     if report["unprofiled_builds"]:
         out += ["## Builds not profiled on a device", "", "| recipe | target | artifact | precision | size | "
-                "cosine (host) | verified |", "|---|---|---|---|---|---|---|"]
+                "cosine (host) | task metric (host) | verified |", "|---|---|---|---|---|---|---|---|"]
         for b in report["unprofiled_builds"]:
             out.append(f"| {b['recipe']} | {b['target']} | {b['artifact']} | {b['precision']} | {mb(b['size'])} | "
-                       f"{_num(b['cosine_min'], '.4f')} | {'yes' if b['verified'] else 'no'} |")
+                       f"{_num(b['cosine_min'], '.4f')} | {_num((b.get('task') or {}).get('host'), '.4f')} | "
+                       f"{'yes' if b['verified'] else 'no'} |")
         out.append("")
     out += ["## Builds", "", "| recipe | target | recipe sha256 | tools |", "|---|---|---|---|"]
     for key, b in report["builds"].items():

@@ -5,8 +5,9 @@
     builds:   {cache_key: {recipe, target, recipe_sha256, tools}}
     results:  [{key, device, recipe, target, artifact, format, precision, runtime, size, latency_ms
                 {n,p50,p90,p99,mean,stdev,cv,min,max}, runs, peak_rss_kb, load_ms, parity {passed,
-                cosine_min}, accuracy {cosine_min, top1_agreement}, flags, cache_key, settings}]
-    unprofiled_builds: [{recipe, target, artifact, precision, size, cosine_min, verified}]
+                cosine_min}, accuracy {cosine_min, top1_agreement}, task {metric, host, device,
+                device_p50_ms_real_lengths}, pareto {latency, size}, flags, cache_key, settings}]
+    unprofiled_builds: [{recipe, target, artifact, precision, size, cosine_min, task {metric, host}, verified}]
     comparison: null | {failed, notes, rows: [{key, status, checks: [{metric, baseline, current,
                 change, limit, status, detail}]}]}
 """
@@ -16,11 +17,14 @@ from __future__ import annotations
 import datetime as dt
 
 from edgeslm import __version__
-from edgeslm.reports.collect import REPORT_SCHEMA, Collected, builds_without_profiles, rows
+from edgeslm.reports.collect import REPORT_SCHEMA, Collected, builds_without_profiles, pareto, rows
 
 
 def build_report(c: Collected, comparison=None, keep_samples: bool = True) -> dict:
     results = rows(c)
+    fronts = {"latency": pareto(results, "latency"), "size": pareto(results, "size")}
+    for r in results:
+        r["pareto"] = {k: r["key"] in v for k, v in fronts.items()}
     devices = {r["device"]: r["fingerprint"] for r in results}
     builds = {k: {"recipe": m["recipe"]["name"], "target": m["target"]["name"],
                   "recipe_sha256": m["recipe"]["sha256"], "tools": m["tools"]} for k, m in c.manifests.items()}

@@ -726,6 +726,11 @@ def import_runtime(fmt: str):
             import torch  # the official runtime speaks torch tensors
             from executorch.runtime import Runtime
 
+            try:  # portable quantized kernels (embedding_byte: int8 embedding tables)
+                import executorch.kernels.quantized  # noqa: F401
+            except (ImportError, OSError):
+                pass
+
             def load_et(path, threads, order):
                 if threads:
                     try:

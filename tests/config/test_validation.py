@@ -171,8 +171,10 @@ def test_gate_thresholds_in_the_recipe(tmp_path):
 
 
 def test_int8_embeddings_only_where_implemented(tmp_path):
-    q = '[[passes]]\ntype = "quantize"\nmethod = "dynamic-int8"\nembeddings = true\n'
-    msg = error_of(write(tmp_path, BASE + q))  # default formats include executorch
-    assert "passes[0].embeddings" in msg and "ONNX with dynamic-int8 only" in msg
-    ok = write(tmp_path, BASE + '[export]\nformats = ["onnx"]\n' + q, "ok.toml")
+    static = '[[passes]]\ntype = "quantize"\nmethod = "static-int8"\nembeddings = true\n'
+    msg = error_of(write(tmp_path, BASE + static))  # default formats include onnx
+    assert "passes[0].embeddings" in msg and "ONNX are implemented with dynamic-int8 only" in msg
+    ok = write(tmp_path, BASE + '[export]\nformats = ["executorch"]\n' + static, "ok.toml")
     assert load_recipe(ok).recipe.quantize.embeddings
+    dynamic = static.replace("static-int8", "dynamic-int8")
+    assert load_recipe(write(tmp_path, BASE + dynamic, "both.toml")).recipe.quantize.embeddings
