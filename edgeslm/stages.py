@@ -153,7 +153,7 @@ def build_into(work: Path, loaded: LoadedRecipe, target: Target, source: Resolve
                     ref_file[f"eval/{i}/{name}"] = arr
             ref_file["eval/targets"] = evalset.targets
 
-    limits = thresholds(recipe.verify, recipe.quantize is not None)
+    limits = thresholds(recipe.verify, recipe.quantize is not None, recipe.model.task)
     masks = [s["attention_mask"] for s in samples]
     artifacts = []
     for fmt in recipe.export.formats:

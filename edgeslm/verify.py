@@ -26,8 +26,14 @@ INT8_DEFAULTS = {"min_cosine": 0.99, "max_abs_error": None, "min_top1_agreement"
                  "min_centered_cosine": 0.9, "top1_margin": TOP1_MARGIN}
 
 
-def thresholds(spec: VerifySpec, quantized: bool) -> dict[str, float | None]:
-    base = INT8_DEFAULTS if quantized else FLOAT_DEFAULTS
+def thresholds(spec: VerifySpec, quantized: bool, task: str = "embedding") -> dict[str, float | None]:
+    """Limits from [verify], else the defaults for the precision. A classifier's few logits make cosine a
+    poor judge (one low-confidence text with logits near zero scores 0.95 under int8 while its
+    probabilities move by 0.03): there, probabilities (KL), top-1 and centred cosine are gated and cosine
+    only reported, unless the recipe sets min_cosine."""
+    base = dict(INT8_DEFAULTS if quantized else FLOAT_DEFAULTS)
+    if task == "sequence-classification":
+        base["min_cosine"] = None
     return {k: (getattr(spec, k) if getattr(spec, k) is not None else v) for k, v in base.items()}
 
 

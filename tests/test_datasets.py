@@ -115,3 +115,11 @@ def test_not_utf8_files_are_read_with_replacement_and_counted(tmp_path):
     d = load_dataset("t", DatasetSpec(source=str(src)), tmp_path, "r.toml")
     assert d.facts["not_utf8_decoded_with_replacement"] == 1
     assert json.dumps(d.facts)
+
+
+def test_labels_not_in_the_model_are_refused_before_any_work(tmp_path):
+    src = write_dataset(tmp_path / "ok", per_label=10)
+    p = recipe(tmp_path, src)
+    p.write_text(p.read_text().replace('[[passes]]\ntype = "finetune"\n', ""))  # no fine-tuning: the model's labels
+    msg = error_of(p)
+    assert "eval.dataset: labels ['culture', 'money', 'tech'] are not among the model's labels" in msg

@@ -194,14 +194,45 @@ def check_datasets(loaded: LoadedRecipe) -> str:
     """Read every local dataset the recipe names (hub datasets are checked when built)."""
     from edgeslm.datasets import load_dataset
 
-    notes = []
-    for name, spec in loaded.recipe.datasets.items():
+    from edgeslm.config.passes import FinetuneConfig
+    from edgeslm.config.recipe import dataset_for
+
+    recipe, file = loaded.recipe, str(path_for_display(loaded.path))
+    notes, found = [], {}
+    for name, spec in recipe.datasets.items():
         if spec.source.startswith("hf:"):
             notes.append(f"{name}: hub dataset {spec.source[3:]}")
             continue
-        d = load_dataset(name, spec, loaded.base_dir, str(path_for_display(loaded.path)))
+        d = found[name] = load_dataset(name, spec, loaded.base_dir, file)
         notes.append(f"{name}: {len(d.labels)} labels, {len(d.train)} train / {len(d.eval)} eval texts")
+    fine_tuned = any(isinstance(p, FinetuneConfig) for p in recipe.passes)
+    target = dataset_for(recipe, recipe.eval.dataset) if recipe.eval else None
+    if target in found and recipe.model.task == "sequence-classification" and not fine_tuned:
+        _check_labels(loaded, found[target].labels, file)
     return ("; datasets " + "; ".join(notes)) if notes else ""
+
+
+def _check_labels(loaded: LoadedRecipe, labels: list[str], file: str) -> None:
+    """Without fine-tuning, the eval data's labels must be the model's own (config.json id2label, by name,
+    or class numbers below num_labels)."""
+    from edgeslm.errors import ModelSourceError
+    from edgeslm.models.checks import read_config
+    from edgeslm.models.sources import resolve_source
+
+    try:
+        folder = resolve_source(loaded.recipe.model.source, loaded.base_dir, loaded.recipe.model.revision,
+                                download=False).folder
+        config = read_config(loaded.recipe.model.source, folder)
+    except ModelSourceError:
+        return  # a hub model not downloaded yet: checked when built
+    id2label = config.get("id2label") or {}
+    names = {str(v) for v in id2label.values()}
+    n = len(id2label) or int(config.get("num_labels") or 2)
+    if all(lb in names for lb in labels) or all(lb.isdigit() and int(lb) < n for lb in labels):
+        return
+    raise ConfigError(file, "eval.dataset", f"labels {labels[:5]} are not among the model's labels "
+                      f"({', '.join(sorted(names)[:8]) or 'none'})",
+                      "fine-tune on this dataset first (a finetune pass), or use a checkpoint trained on these labels")
 
 
 def check_source(loaded: LoadedRecipe) -> str:
