@@ -29,6 +29,9 @@ from edgeslm.models.sources import ResolvedSource
 
 REFERENCE_FILE = "reference.npz"
 EAGER_BATCH = 16  # eager PyTorch scores the eval split in batches of this size (exact up to float)
+# the code a cached fine-tuning result depends on (a change elsewhere does not redo it)
+CACHED_PASS_CODE = ("passes/__init__.py", "passes/cache.py", "passes/finetune.py", "models/loader.py",
+                    "datasets.py", "config/passes.py", "config/data.py", "texts.py")
 
 
 class Datasets:
@@ -126,7 +129,7 @@ def build_into(work: Path, loaded: LoadedRecipe, target: Target, source: Resolve
     from edgeslm.passes.cache import PassCache
 
     pass_cache = PassCache({"model": model_files, "model_spec": recipe.model.model_dump(mode="json"),
-                            "max_seq_len": max_len, "tools": tools, "code": build_cache.code_hash()},
+                            "max_seq_len": max_len, "tools": tools, "code": build_cache.code_hash(CACHED_PASS_CODE)},
                            lambda name: datasets(name).facts["sha256"], read=not force)
     run_passes(ctx, recipe.passes, before_compression, pass_cache)
     ctx.teacher = None

@@ -38,13 +38,17 @@ def tool_versions() -> dict[str, str]:
     return out
 
 
-def code_hash() -> str:
-    """edgeslm's own build code: a change to an exporter must invalidate cached builds."""
+def code_hash(only: tuple[str, ...] | None = None) -> str:
+    """edgeslm's own build code: a change to an exporter must invalidate cached builds. `only`: the
+    package-relative files (or folders) a cached step depends on, e.g. fine-tuning."""
     root = Path(__file__).resolve().parents[1]
     h = hashlib.sha256()
     for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if only is not None and not any(rel == o or rel.startswith(o.rstrip("/") + "/") for o in only):
+            continue
         if p.suffix in (".py", ".txt") and "__pycache__" not in p.parts and "cli" not in p.parts:
-            h.update(p.relative_to(root).as_posix().encode())
+            h.update(rel.encode())
             h.update(p.read_bytes())
     return h.hexdigest()
 
