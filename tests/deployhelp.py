@@ -38,3 +38,19 @@ def run_runner(python: str, *args, stdin: str | None = None) -> tuple[int, dict]
                        input=stdin, timeout=60)
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
     return r.returncode, (json.loads(lines[-1]) if lines else {"stderr": r.stderr})
+
+
+def cli(*args):
+    """The CLI in process (click's runner), arguments as strings."""
+    from click.testing import CliRunner
+
+    from edgeslm.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def device(path: Path, name: str = "pi"):
+    """The device entry `name` of the inventory at `path`."""
+    from edgeslm.config.devices import load_inventory
+
+    return load_inventory(path).get(name)

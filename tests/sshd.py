@@ -76,73 +76,15 @@ Subsystem sftp internal-sftp
     return Sshd(folder, port, folder / "client_ed25519", host_pub, proc)
 
 
-class CuttingProxy:
-    """A TCP proxy to a port that cuts both directions after `limit` client bytes: a dropped link.
-    With `cuts`, only the first `cuts` connections are cut; later ones are forwarded whole."""
-
-    def __init__(self, target_port: int, limit: int, cuts: int | None = None):
-        import threading
-
-        self.limit, self.target, self.cuts = limit, target_port, cuts
-        self.connections = 0
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(4)
-        self.port = self.sock.getsockname()[1]
-        self.cut = False
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        import threading
-
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.target))
-            sent = [0]
-            self.connections += 1
-            cut_this = self.cuts is None or self.connections <= self.cuts
-
-            def pump(src, dst, count):
-                try:
-                    while True:
-                        data = src.recv(65536)
-                        if not data:
-                            break
-                        if count and cut_this:
-                            sent[0] += len(data)
-                            if sent[0] > self.limit:
-                                self.cut = True
-                                break
-                        dst.sendall(data)
-                except OSError:
-                    pass
-                for s in (src, dst):
-                    try:
-                        s.shutdown(socket.SHUT_RDWR)
-                        s.close()
-                    except OSError:
-                        pass
-
-            threading.Thread(target=pump, args=(client, upstream, True), daemon=True).start()
-            threading.Thread(target=pump, args=(upstream, client, False), daemon=True).start()
-
-    def close(self):
-        self.sock.close()
-
-
-class SilentProxy:
-    """A TCP proxy that forwards `limit` client bytes, then stops forwarding (and reading) both ways
-    without closing anything: a link that went silent. Connections stay open until close()."""
+class _Proxy:
+    """A loopback TCP proxy to `target_port`; subclasses decide, chunk by chunk, what gets through
+    (`_forward(connection_index, from_client, byte_count_so_far)` -> "send" | "cut" | "silence")."""
 
     def __init__(self, target_port: int, limit: int):
         import threading
 
         self.limit, self.target = limit, target_port
-        self.silent = threading.Event()
+        self.connections = 0
         self.open: list[socket.socket] = []
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -150,6 +92,9 @@ class SilentProxy:
         self.sock.listen(4)
         self.port = self.sock.getsockname()[1]
         threading.Thread(target=self._serve, daemon=True).start()
+
+    def _forward(self, index: int, from_client: bool, sent: int) -> str:
+        raise NotImplementedError
 
     def _serve(self):
         import threading
@@ -161,27 +106,69 @@ class SilentProxy:
                 return
             upstream = socket.create_connection(("127.0.0.1", self.target))
             self.open += [client, upstream]
-            sent = [0]
+            self.connections += 1
+            index, sent = self.connections, [0]
 
-            def pump(src, dst, count):
+            def pump(src, dst, from_client):
                 try:
-                    while not self.silent.is_set():
+                    while True:
                         data = src.recv(65536)
                         if not data:
-                            return
-                        if count:
+                            break
+                        if from_client:
                             sent[0] += len(data)
-                            if sent[0] > self.limit:
-                                self.silent.set()  # from now on: nothing, either way, and no close
-                                return
-                        if self.silent.is_set():
-                            return
+                        verdict = self._forward(index, from_client, sent[0])
+                        if verdict == "silence":
+                            return  # nothing more either way, and nothing closed
+                        if verdict == "cut":
+                            break
                         dst.sendall(data)
                 except OSError:
                     pass
+                for sock in (src, dst):
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                        sock.close()
+                    except OSError:
+                        pass
 
             threading.Thread(target=pump, args=(client, upstream, True), daemon=True).start()
             threading.Thread(target=pump, args=(upstream, client, False), daemon=True).start()
+
+
+class CuttingProxy(_Proxy):
+    """Cuts both directions after `limit` client bytes: a dropped link. With `cuts`, only the first
+    `cuts` connections are cut; later ones are forwarded whole."""
+
+    def __init__(self, target_port: int, limit: int, cuts: int | None = None):
+        self.cuts, self.cut = cuts, False
+        super().__init__(target_port, limit)
+
+    def _forward(self, index: int, from_client: bool, sent: int) -> str:
+        if from_client and (self.cuts is None or index <= self.cuts) and sent > self.limit:
+            self.cut = True
+            return "cut"
+        return "send"
+
+    def close(self):
+        self.sock.close()
+
+
+class SilentProxy(_Proxy):
+    """Forwards `limit` client bytes, then stops forwarding (and reading) both ways without closing
+    anything: a link that went silent. Connections stay open until close()."""
+
+    def __init__(self, target_port: int, limit: int):
+        import threading
+
+        self.silent = threading.Event()
+        super().__init__(target_port, limit)
+
+    def _forward(self, index: int, from_client: bool, sent: int) -> str:
+        if self.silent.is_set() or (from_client and sent > self.limit):
+            self.silent.set()
+            return "silence"
+        return "send"
 
     def close(self):
         self.sock.close()

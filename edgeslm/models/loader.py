@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
+
 
 from edgeslm.config.tasks import TASKS
 from edgeslm.errors import ModelSourceError

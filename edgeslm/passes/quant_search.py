@@ -27,7 +27,7 @@ def _layer_patterns(hf) -> tuple[str, ...]:
     n = getattr(hf.config, "num_hidden_layers", None) or getattr(hf.config, "n_layers", None)
     if not n or hf.config.model_type == "albert":  # ALBERT's layers share one set of weights
         return ()
-    return (f"*layer.0.*", f"*layer.{n - 1}.*")
+    return ("*layer.0.*", f"*layer.{n - 1}.*")
 
 
 def candidates(q: QuantizeConfig, hf) -> list[tuple[str, QuantizeConfig]]:

@@ -14,11 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from deployhelp import variant
-from edgeslm.cli import main
-from edgeslm.config.devices import load_inventory
+from deployhelp import cli, device, variant
 from edgeslm.errors import EXIT_FAILED, EXIT_USER, UserError
 from edgeslm.profiling.deploy import deploy
 from edgeslm.runner import RUNNER_PATH
@@ -27,13 +24,7 @@ from sshd import CuttingProxy, SilentProxy, free_port, keygen
 pytestmark = pytest.mark.slow
 QUIET = {"log": lambda m: None}
 
-
-def cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def _dev(path: Path, name: str = "pi"):
-    return load_inventory(path).get(name)
+_dev = device
 
 
 def _current(wd: Path) -> str:
@@ -176,7 +167,7 @@ def test_known_hosts_with_markers_hashed_hosts_and_malformed_lines(tmp_path, inv
         "just-one-field",
         "example.org ssh-ed25519 !!!not-base64!!!",
         f"@unknown-marker example.org {' '.join(other.split()[:2])}",
-        f"example.org,!127.0.0.1 ssh-frobnicate AAAA",
+        "example.org,!127.0.0.1 ssh-frobnicate AAAA",
         f"{_hashed(f'[127.0.0.1]:{sshd.port}')} {_key(sshd)}",
     ]) + "\n")
     inv = inventory(pi={"known_hosts": known})

@@ -13,11 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from deployhelp import run_runner, variant
-from edgeslm.cli import main
-from edgeslm.config.devices import load_inventory
+from deployhelp import cli, device, run_runner, variant
 from edgeslm.errors import EXIT_USER, UserError
 from edgeslm.profiling.deploy import deploy, rollback
 from edgeslm.profiling.profile import profile
@@ -27,13 +24,7 @@ from sshd import CuttingProxy
 pytestmark = pytest.mark.slow
 QUIET = {"log": lambda m: None}
 
-
-def cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def _dev(path: Path, name: str = "pi"):
-    return load_inventory(path).get(name)
+_dev = device
 
 
 def _model(wd: Path) -> Path:
