@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from edgeslm.errors import ConfigError
-from edgeslm.runner.device_runner import nearest_centroid, task_metric
+from edgeslm.contract.parity import nearest_centroid, task_metric
 
 # nearest-centroid probe: train texts per label used for the centroids
 CENTROID_TEXTS_PER_LABEL = 64

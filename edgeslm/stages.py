@@ -246,7 +246,7 @@ def batch_consistency(model, run, texts: list[str], single: list, max_len: int, 
     """ONNX takes any batch: run up to 16 verification texts as one padded batch and compare each row
     with the same text run alone. Dynamic int8 quantizes activations per tensor over the whole batch,
     so there a text's output depends on its neighbours; this measures by how much (reported, not gated)."""
-    from edgeslm.runner.device_runner import _row_cosines, output_rows
+    from edgeslm.contract.parity import _row_cosines, output_rows
 
     n = min(16, len(texts))
     batch = model.tokenize(texts[:n], max_len, min_len)

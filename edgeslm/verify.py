@@ -18,7 +18,7 @@ import numpy as np
 
 from edgeslm.artifacts.manifest import Metric, Verification
 from edgeslm.config.recipe import VerifySpec
-from edgeslm.runner.device_runner import TOP1_MARGIN, compare_outputs
+from edgeslm.contract.parity import TOP1_MARGIN, compare_outputs
 
 FLOAT_DEFAULTS = {"min_cosine": 0.9999, "max_abs_error": 1e-3, "min_top1_agreement": 1.0, "max_kl": 1e-4,
                   "min_centered_cosine": 0.999, "top1_margin": TOP1_MARGIN}

@@ -16,7 +16,7 @@ from edgeslm.config.catalog import load_target
 from edgeslm.config.recipe import load_recipe
 from edgeslm.pipeline import build, plan
 from edgeslm.runner import RUNNER_PATH
-from edgeslm.runner.device_runner import compare_outputs
+from edgeslm.contract.parity import compare_outputs
 from edgeslm.verify import FLOAT_DEFAULTS, INT8_DEFAULTS
 from tiny import write_recipe
 

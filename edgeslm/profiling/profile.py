@@ -19,7 +19,7 @@ from edgeslm.errors import ConfigError, UserError
 from edgeslm.profiling.deploy import (HostBuild, device_version, differences, find_host_build, only_recipe,
                                       open_device)
 from edgeslm.profiling.remote import check_name
-from edgeslm.runner import PROFILE_SCHEMA
+from edgeslm.contract import PROFILE_SCHEMA
 from edgeslm.transport import DeviceError
 
 RESULT_DIR = "profiles"

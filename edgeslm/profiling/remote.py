@@ -20,7 +20,7 @@ from pathlib import Path
 from edgeslm.artifacts.manifest import plain_name
 from edgeslm.errors import UserError
 from edgeslm.hashing import sha256_file
-from edgeslm.runner import RUNNER_PATH
+from edgeslm.runner.bundle import runner_path
 from edgeslm.transport import Connector, DeviceError
 
 RESOLVE = "import os,sys; p=os.path.expanduser(sys.argv[1]); os.makedirs(p, exist_ok=True); print(p)"
@@ -56,14 +56,15 @@ class RemoteRunner:
 
     # ------------------------------------------------------------------------------ the runner
     def _install(self) -> str:
-        """The runner file on the device, re-checked by sha256 every session and re-uploaded under a
-        unique temporary name when it is missing or differs (truncated, edited)."""
-        digest = sha256_file(RUNNER_PATH)
-        path = posixpath.join(self.workdir, "runner", f"device_runner-{digest[:12]}.py")
+        """The runner bundle (one zip file, see edgeslm.runner.bundle) on the device, re-checked by sha256
+        every session and re-uploaded under a unique temporary name when it is missing or differs."""
+        local = runner_path()
+        digest = sha256_file(local)
+        path = posixpath.join(self.workdir, "runner", local.name)
         if self.python_output(DIGEST, path).strip() == digest:
             return path
         tmp = f"{path}.part-{uuid.uuid4().hex[:12]}"
-        self.conn.put(RUNNER_PATH, tmp)
+        self.conn.put(local, tmp)
         if self.python_output(INSTALL, tmp, path, digest).strip() != "1":
             raise DeviceError(f"device {self.name}: the uploaded runner arrived damaged (sha256 differs); "
                               "check the device's disk and try again")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeslm.errors import UserError
-from edgeslm.runner.device_runner import stats
+from edgeslm.contract.stats import stats
 
 REPORT_SCHEMA = "edgeslm.report/1"
 PROFILE_SCHEMA = "edgeslm.profile/1"

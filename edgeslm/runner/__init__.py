@@ -1,10 +1,10 @@
-"""The on-device runner: one stdlib + numpy file that ships to the device (see device_runner.py).
+"""The on-device runner (stdlib + numpy + a runtime). It imports nothing of edgeslm but itself and
+`edgeslm.contract`; both ship to the device as one zip file (see bundle.py, `RUNNER_PATH`)."""
 
-It never imports torch or the rest of edgeslm. The host side imports its schema constants from here.
-"""
 
-from pathlib import Path
+def __getattr__(name: str):
+    if name == "RUNNER_PATH":  # built on first use, on the host only
+        from edgeslm.runner.bundle import runner_path
 
-from edgeslm.runner.device_runner import PROBE_SCHEMA, PROFILE_SCHEMA, RUNNER_VERSION  # noqa: F401
-
-RUNNER_PATH = Path(__file__).with_name("device_runner.py")
+        return runner_path()
+    raise AttributeError(name)

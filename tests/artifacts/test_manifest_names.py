@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from edgeslm.artifacts.manifest import plain_name, relative_path
-from edgeslm.runner import device_runner as runner
+from edgeslm.runner import store as runner
 
 NAMES_OK = ["tinydeploy", "minilm-embedding-int8", "a.b_c-1", "0x"]
 NAMES_BAD = ["", ".", "..", "../x", "a/b", "A", "-x", ".hidden", "x\n", "x\x00", "x y", "a" * 129, None]

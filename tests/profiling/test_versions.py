@@ -153,7 +153,7 @@ def _runner_running(verb: str, marker: str) -> bool:
             args = (p / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if (any(b"device_runner" in a for a in args) and verb.encode() in args
+        if (any(b"edgeslm-runner" in a for a in args) and verb.encode() in args
                 and any(marker.encode() in a for a in args)):
             return True
     return False
@@ -224,14 +224,14 @@ def test_simultaneous_deploys_to_a_fresh_device(tmp_path, inventory, tiny_builds
         wd = tmp_path / f"wd-{name}"
         assert run_runner(dev.python, "verify", _model(wd) / "current")[1]["ok"]
         runners = list((wd / "runner").iterdir())
-        assert [p.name for p in runners] == [f"device_runner-{_sha(RUNNER_PATH)[:12]}.py"], runners
+        assert [p.name for p in runners] == [RUNNER_PATH.name], runners
 
 
 def test_damaged_runner_file_on_the_device_is_replaced(tmp_path, inventory, tiny_builds):
     dev = _dev(inventory(pi={}))
     wd = tmp_path / "wd-pi"
     deploy(tiny_builds["v1"], "pi", dev, **QUIET)
-    runner = next((wd / "runner").glob("device_runner-*.py"))
+    runner = next((wd / "runner").glob("edgeslm-runner-*.pyz"))
     runner.write_bytes(runner.read_bytes()[:1000])  # truncated
     r = profile("pi", dev, tmp_path / "out", iters=2, warmup=1, artifacts=["onnx"], **QUIET)
     assert r[0]["parity"]["passed"] and _sha(runner) == _sha(RUNNER_PATH)

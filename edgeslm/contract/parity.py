@@ -1,0 +1,135 @@
+"""Output comparison and task metrics (the one implementation: edgeslm.verify on the build host and
+the runner on the device both call these)."""
+
+from __future__ import annotations
+
+class ParityError(ValueError):
+    """Outputs that cannot be compared (shapes differ)."""
+
+
+# The one implementation of "does this artifact compute what PyTorch computed": the build host
+# (edgeslm.verify) and the device (parity below) both call compare_outputs, so they cannot disagree.
+LOGIT_TASKS = ("sequence-classification", "fill-mask")
+TOP1_MARGIN = 0.1  # top-1 is judged only where PyTorch's top-2 logits differ by at least this (nats;
+# 0.1 is a 52.5% / 47.5% split of two classes): near-ties flip legitimately under int8
+
+
+def output_rows(task: str, out, mask):
+    """The vectors that are compared: one per batch row (embedding, classification) or one per real,
+    unpadded token position (fill-mask)."""
+    import numpy as np
+
+    out = np.asarray(out, dtype=np.float64)
+    if task == "fill-mask":
+        keep = np.asarray(mask).astype(bool).reshape(-1)
+        return out.reshape(-1, out.shape[-1])[keep]
+    return out.reshape(-1, out.shape[-1])
+
+
+def _row_cosines(a, b):
+    import numpy as np
+
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    dots = (a * b).sum(axis=1)
+    both = (na > 0) & (nb > 0)
+    out = np.where(both, dots / np.where(both, na * nb, 1.0), 0.0)
+    same = (na == 0) & (nb == 0)
+    return np.where(same, 1.0, out)
+
+
+def _softmax(x):
+    import numpy as np
+
+    z = x - x.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def centered_cosine(ref, out) -> float:
+    """Cosine between the artifact's and PyTorch's deviations from their own mean output over all rows:
+    1 when the artifact responds to its inputs as PyTorch does, 0 for a constant (input-independent)
+    output, whatever that constant is."""
+    import numpy as np
+
+    rc, oc = ref - ref.mean(axis=0), out - out.mean(axis=0)
+    d = float(np.linalg.norm(rc) * np.linalg.norm(oc))
+    if d == 0.0:
+        return 1.0 if not np.any(rc) and not np.any(oc) else 0.0
+    return float((rc * oc).sum() / d)
+
+
+def compare_outputs(task: str, refs: list, outs: list, masks: list, limits: dict) -> dict:
+    """Compare an artifact's outputs with PyTorch's over all samples. `limits` holds min_cosine,
+    max_abs_error, min_top1_agreement, max_kl, min_centered_cosine and top1_margin (None = report only).
+    Returns {"passed", "rows", "metrics": [{name, value, threshold, kind, passed}]}."""
+    import numpy as np
+
+    ref_rows, out_rows = [], []
+    for ref, out, mask in zip(refs, outs, masks):
+        ref, out = np.asarray(ref), np.asarray(out)
+        if ref.shape != out.shape:
+            raise ParityError(f"output shape {tuple(out.shape)} differs from PyTorch's {tuple(ref.shape)}")
+        ref_rows.append(output_rows(task, ref, mask))
+        out_rows.append(output_rows(task, out, mask))
+    r, o = np.concatenate(ref_rows), np.concatenate(out_rows)
+    if not np.all(np.isfinite(o)):
+        bad = int((~np.isfinite(o)).any(axis=1).sum())
+        return {"passed": False, "rows": int(len(r)), "metrics": [
+            _check("finite_outputs", 1.0 - bad / max(len(o), 1), 1.0, "min")]}
+    cos = _row_cosines(r, o)
+    metrics = [
+        _check("cosine_min", float(cos.min()), limits.get("min_cosine"), "min"),
+        _check("cosine_p5", float(np.percentile(cos, 5)), None, "min"),
+        _check("cosine_mean", float(cos.mean()), None, "min"),
+        _check("max_abs_error", float(np.abs(r - o).max()), limits.get("max_abs_error"), "max"),
+    ]
+    if len(r) >= 3:
+        metrics.append(_check("centered_cosine", centered_cosine(r, o), limits.get("min_centered_cosine"), "min"))
+    if task in LOGIT_TASKS:
+        pr, po = _softmax(r), _softmax(o)
+        kl = (pr * (np.log(np.clip(pr, 1e-30, None)) - np.log(np.clip(po, 1e-30, None)))).sum(axis=1)
+        metrics += [_check("kl_max", float(kl.max()), limits.get("max_kl"), "max"),
+                    _check("kl_mean", float(kl.mean()), None, "max"),
+                    _check("prob_max_abs_error", float(np.abs(pr - po).max()), None, "max")]
+        margin = limits.get("top1_margin")
+        margin = TOP1_MARGIN if margin is None else margin
+        top2 = np.sort(r, axis=1)[:, -2:] if r.shape[1] > 1 else np.concatenate([r, r - np.inf], axis=1)
+        clear = (top2[:, 1] - top2[:, 0]) >= margin
+        metrics.append(_check("top1_clear_rows", float(clear.sum()), None, "min"))
+        if clear.any():
+            agree = float((r[clear].argmax(1) == o[clear].argmax(1)).mean())
+            metrics.append(_check("top1_agreement", agree, limits.get("min_top1_agreement"), "min"))
+    return {"passed": all(m["passed"] is not False for m in metrics), "rows": int(len(r)), "metrics": metrics}
+
+
+def _check(name: str, value: float, threshold, kind: str) -> dict:
+    ok = None if threshold is None else bool(value >= threshold if kind == "min" else value <= threshold)
+    return {"name": name, "value": float(value), "threshold": threshold, "kind": kind if threshold is not None
+            else "info", "passed": ok}
+
+
+def nearest_centroid(embeddings, centroids):
+    """Class of each (normalised) embedding: the centroid with the highest cosine."""
+    import numpy as np
+
+    e = np.asarray(embeddings, dtype=np.float64)
+    e = e / np.clip(np.linalg.norm(e, axis=1, keepdims=True), 1e-12, None)
+    return (e @ np.asarray(centroids, dtype=np.float64).T).argmax(1)
+
+
+def task_metric(metric: str, predicted, targets, classes: int) -> dict:
+    """Accuracy and macro-F1 of class predictions; `value` is the one `metric` names."""
+    import numpy as np
+
+    pred, true = np.asarray(predicted).reshape(-1), np.asarray(targets).reshape(-1)
+    acc = float((pred == true).mean()) if true.size else 0.0
+    f1s = []
+    for k in range(classes):
+        tp = int(((pred == k) & (true == k)).sum())
+        fp = int(((pred == k) & (true != k)).sum())
+        fn = int(((pred != k) & (true == k)).sum())
+        if tp + fp + fn:
+            f1s.append(2 * tp / (2 * tp + fp + fn))
+    macro = float(sum(f1s) / len(f1s)) if f1s else 0.0
+    value = acc if metric == "accuracy" else macro
+    return {"metric": metric, "value": value, "accuracy": acc, "macro_f1": macro, "n": int(true.size)}

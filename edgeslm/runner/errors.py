@@ -1,0 +1,5 @@
+"""The runner's one error: a refusal or failure reported to the host as {"error": ...}."""
+
+
+class RunnerError(Exception):
+    pass

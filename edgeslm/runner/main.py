@@ -1,0 +1,134 @@
+"""edgeslm device runner: probe a device, manage deployed versions, check and profile a model there.
+
+Runs on the device with Python >= 3.9, the standard library, numpy, and one runtime: onnxruntime for
+.onnx; for .pte `executorch.runtime` when installed, else the torch-free `executorch_numpy_runtime`.
+It never imports torch, nor anything of edgeslm but `edgeslm.contract` and `edgeslm.runner`, which ship to
+the device as one zip file (see edgeslm.runner.bundle).
+
+    python3 runner.pyz probe [--workdir DIR]
+    python3 runner.pyz hash FILE...
+    python3 runner.pyz verify DIR [--manifest-sha256 H]  (sha256 of every file DIR/manifest.json lists;
+                                                               with H, that manifest must be the host's)
+    python3 runner.pyz status --workdir W RECIPE      (current, previous, versions, staging folders)
+    python3 runner.pyz stage --workdir W RECIPE VERSION   (reuse files the device has; list the rest)
+    python3 runner.pyz commit --workdir W RECIPE VERSION [--manifest-sha256 H]  (verify, into versions/)
+    python3 runner.pyz activate --workdir W RECIPE VERSION  (atomic switch of current; prune)
+    python3 runner.pyz rollback --workdir W RECIPE [--expect V] [--manifest-sha256 H]  (verify, switch)
+    python3 runner.pyz hold --workdir W RECIPE [--pin V|current] [--owner TEXT] [--expire S] [--wait S]
+                                     (deploy lock, or a pin on a version, while heartbeats arrive on stdin)
+    python3 runner.pyz break-lock --workdir W RECIPE  (free a stale lock whose holder is gone)
+    python3 runner.pyz profile BUILD_DIR --artifact NAME [--threads N --warmup N --iters N
+                                     --min-seconds S --seq-len L] [--out RESULT.json --workdir W]
+
+The model folder is <workdir>/<recipe>; RECIPE must be a plain name and VERSION 16 hex digits.
+
+Every command prints one JSON object on stdout; failures exit 1 with {"error": "..."}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from edgeslm.runner.errors import RunnerError
+from edgeslm.runner.facts import probe
+from edgeslm.runner.locks import break_lock, hold
+from edgeslm.runner.profile import profile
+from edgeslm.runner.store import activate, commit, hash_files, rollback, stage, status, verify_dir
+
+
+def _write_result(result: dict, out: str, workdir: str | None) -> dict:
+    if workdir:  # results of a deployed model go to <workdir>/<recipe>/results/<plain name>
+        root = os.path.realpath(os.path.expanduser(workdir))
+        if not os.path.realpath(out).startswith(root + os.sep):
+            raise RunnerError(f"refusing --out {out!r}: outside the workdir {root}")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    tmp = f"{out}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(result, f)
+    os.replace(tmp, out)
+    return {"written": out, "flags": result["flags"], "parity": result["parity"]["passed"]}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="runner.pyz", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("probe")
+    p.add_argument("--workdir")
+    p = sub.add_parser("hash")
+    p.add_argument("files", nargs="*")
+    p = sub.add_parser("verify")
+    p.add_argument("dir")
+    p.add_argument("--manifest-sha256")
+    model_cmds = {}
+    for name in ("status", "stage", "commit", "activate", "rollback", "hold", "break-lock"):
+        p = model_cmds[name] = sub.add_parser(name)
+        p.add_argument("--workdir", required=True)
+        p.add_argument("recipe")
+        if name in ("stage", "commit", "activate"):
+            p.add_argument("version")
+    for name in ("commit", "rollback"):
+        model_cmds[name].add_argument("--manifest-sha256")
+    model_cmds["rollback"].add_argument("--expect", help="the version previous must point to")
+    p = model_cmds["hold"]
+    p.add_argument("--pin", help="pin this version (or 'current') instead of taking the deploy lock")
+    p.add_argument("--owner", default="unknown host")
+    p.add_argument("--expire", type=float, default=30.0, help="release after this many seconds without a heartbeat")
+    p.add_argument("--wait", type=float, default=0.0, help="wait this long for the lock")
+    p = sub.add_parser("profile")
+    p.add_argument("build_dir")
+    p.add_argument("--artifact", required=True)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--iters", type=int, default=100)
+    p.add_argument("--min-seconds", type=float, default=0.0)
+    p.add_argument("--seq-len", type=int)
+    p.add_argument("--out")
+    p.add_argument("--workdir", help="with --out: the result must land inside this workdir")
+    p.add_argument("--eval", type=int, default=None, metavar="ROWS",
+                   help="also score the build's eval split here (0 = all of it, N = its first N texts)")
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "probe":
+            result = probe(args.workdir)
+        elif args.cmd == "hash":
+            result = hash_files(args.files)
+        elif args.cmd == "verify":
+            result = verify_dir(args.dir, args.manifest_sha256)
+        elif args.cmd == "status":
+            result = status(args.workdir, args.recipe)
+        elif args.cmd == "stage":
+            result = stage(args.workdir, args.recipe, args.version)
+        elif args.cmd == "commit":
+            result = commit(args.workdir, args.recipe, args.version, args.manifest_sha256)
+        elif args.cmd == "activate":
+            result = activate(args.workdir, args.recipe, args.version)
+        elif args.cmd == "rollback":
+            result = rollback(args.workdir, args.recipe, args.expect, args.manifest_sha256)
+        elif args.cmd == "hold":
+            return hold(args.workdir, args.recipe, args.pin, args.owner, args.expire, args.wait)
+        elif args.cmd == "break-lock":
+            result = break_lock(args.workdir, args.recipe)
+        else:
+            result = profile(args.build_dir, args.artifact, args.threads, args.warmup, args.iters,
+                             args.min_seconds, args.seq_len, args.eval)
+            if args.out:
+                result = _write_result(result, args.out, args.workdir)
+    except RunnerError as exc:
+        print(json.dumps({"error": str(exc)}))
+        return 1
+    except ImportError as exc:
+        print(json.dumps({"error": f"missing Python package on the device: {exc.name or exc} "
+                                   f"(install it: {sys.executable} -m pip install {_pip_name(exc.name)})"}))
+        return 1
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
+        return 1
+    print(json.dumps(result))
+    return 0
+
+
+def _pip_name(module) -> str:
+    return {"executorch_numpy_runtime": "executorch-numpy-runtime", None: "numpy"}.get(module, module)

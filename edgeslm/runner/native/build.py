@@ -1,0 +1,69 @@
+"""Build the torch-free ExecuTorch runtime for the device: `libedgeslm_et.so` (edgeslm_et.cpp, a C ABI
+for ctypes) beside the shared libraries of the pinned executorch wheel that it links. None of them needs
+libtorch; the folder is self-contained (rpath $ORIGIN) and is what a device needs to run .pte files.
+
+    python -m edgeslm.runner.native.build OUT [--arch x86_64|aarch64] [--executorch DIR]
+
+DIR is the `executorch` package folder of a wheel for that architecture (default: the installed one,
+for this machine's architecture). aarch64 needs `aarch64-linux-gnu-g++` (Debian: g++-aarch64-linux-gnu).
+Host-only code (it is left out of the runner bundle).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+LIBS = ("libexecutorch.so", "libexecutorch_backend_xnnpack.so", "libexecutorch_kernels_optimized.so",
+        "libexecutorch_kernels_quantized.so", "libexecutorch_threadpool.so")
+COMPILERS = {"x86_64": "g++", "aarch64": "aarch64-linux-gnu-g++"}
+
+
+def installed_executorch() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("executorch")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("executorch is not installed here; pass --executorch DIR")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def build(out: Path, arch: str | None = None, executorch: Path | None = None, timeout: float = 300) -> Path:
+    """Compile the shim into OUT and copy the runtime libraries beside it; returns OUT/libedgeslm_et.so."""
+    arch = arch or platform.machine()
+    if arch not in COMPILERS:
+        raise RuntimeError(f"no build for architecture {arch!r}: {', '.join(COMPILERS)}")
+    et = executorch or installed_executorch()
+    cxx = shutil.which(COMPILERS[arch])
+    if cxx is None:
+        raise RuntimeError(f"{COMPILERS[arch]} not found (apt-get install g++"
+                           f"{'-aarch64-linux-gnu' if arch == 'aarch64' else ''})")
+    out.mkdir(parents=True, exist_ok=True)
+    for name in LIBS:
+        shutil.copy2(et / "lib" / name, out / name)
+    target = out / "libedgeslm_et.so"
+    cmd = [cxx, "-O2", "-std=c++17", "-shared", "-fPIC", str(HERE / "edgeslm_et.cpp"),
+           f"-I{HERE / 'include'}", f"-I{et / 'include'}",
+           f"-I{et / 'include/executorch/runtime/core/portable_type/c10'}", f"-L{out}",
+           "-Wl,--no-as-needed", *[f"-l{n[3:-3]}" for n in LIBS], "-Wl,-rpath,$ORIGIN", "-o", str(target)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise RuntimeError(f"building {target.name} failed:\n{r.stderr[-3000:]}")
+    return target
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--arch", choices=sorted(COMPILERS))
+    ap.add_argument("--executorch", type=Path)
+    args = ap.parse_args()
+    print(build(args.out, args.arch, args.executorch))
+
+
+if __name__ == "__main__":
+    main()
