@@ -21,7 +21,7 @@ demo: $(STAMP)
 
 # deploy tests start a real OpenSSH server on loopback; report tests open the HTML in headless Chromium
 system-deps:
-	@test -x /usr/sbin/sshd && test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq --no-install-recommends openssh-server chromium)
+	@test -x /usr/sbin/sshd && test -x /usr/bin/chromium && test -x /usr/bin/g++ || (apt-get update -qq && apt-get install -y -qq --no-install-recommends openssh-server chromium g++)
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest
