@@ -46,7 +46,7 @@ def build(out: Path, arch: str | None = None, executorch: Path | None = None, ti
     for name in LIBS:
         shutil.copy2(et / "lib" / name, out / name)
     target = out / "libedgeslm_et.so"
-    cmd = [cxx, "-O2", "-std=c++17", "-shared", "-fPIC", str(HERE / "edgeslm_et.cpp"),
+    cmd = [cxx, "-O3", "-std=c++17", "-DET_USE_THREADPOOL", "-shared", "-fPIC", str(HERE / "edgeslm_et.cpp"),
            f"-I{HERE / 'include'}", f"-I{et / 'include'}",
            f"-I{et / 'include/executorch/runtime/core/portable_type/c10'}", f"-L{out}",
            "-Wl,--no-as-needed", *[f"-l{n[3:-3]}" for n in LIBS], "-Wl,-rpath,$ORIGIN", "-o", str(target)]

@@ -14,8 +14,13 @@
 #include <string>
 #include <vector>
 
+#include <cmath>
+
+#include <executorch/extension/kernel_util/make_boxed_from_unboxed_functor.h>
 #include <executorch/extension/module/module.h>
 #include <executorch/extension/tensor/tensor_ptr.h>
+#include <executorch/runtime/core/exec_aten/util/tensor_util.h>
+#include <executorch/runtime/kernel/thread_parallel_interface.h>
 
 namespace executorch::extension::threadpool {
 class ThreadPool {
@@ -72,11 +77,117 @@ int from_scalar(ScalarType t) {
   }
 }
 
+// ------------------------------------------------------------------------------------------------
+// The two custom operators of ExecuTorch's fast decoder path (extension/llm/custom_ops), which the
+// wheel only ships inside a library that links libtorch. Same schemas, same semantics:
+//   llama::update_cache.out(Tensor value, Tensor(a!) cache, SymInt start_pos, *, Tensor(b!) out)
+//     value [B, S, H, D] is copied into cache [B, S_max, H, D] at positions start_pos .. start_pos+S-1.
+//   llama::custom_sdpa.out(Tensor q, Tensor k, Tensor v, SymInt start_pos, Tensor? attn_mask=None,
+//                          float dropout_p=0.0, bool is_causal=False, float? scale=None, *, Tensor(a!) out)
+//     q [B, S, Hq, D] attends to k, v [B, S_kv, Hkv, D] (Hq a multiple of Hkv: grouped-query attention);
+//     without a mask only the first start_pos+S keys exist, and with is_causal query i sees keys up to
+//     start_pos+i; a mask [S, S_kv] (additive float, or bool: true = attend) replaces both.
+// float32 only (the decoders are exported with fp32 activations; weights are quantized in XNNPACK).
+using executorch::aten::Tensor;
+using executorch::runtime::KernelRuntimeContext;
+template <typename T>
+using Opt = executorch::aten::optional<T>;
+
+Tensor& update_cache_out(KernelRuntimeContext& ctx, const Tensor& value, Tensor& cache, int64_t start_pos,
+                         Tensor& out) {
+  if (value.dim() != 4 || cache.dim() != 4 || value.size(0) != cache.size(0) || value.size(2) != cache.size(2) ||
+      value.size(3) != cache.size(3) || value.element_size() != cache.element_size() || start_pos < 0 ||
+      start_pos + value.size(1) > cache.size(1)) {
+    ET_LOG(Error, "update_cache: value/cache shapes or start_pos out of range");
+    ctx.fail(executorch::runtime::Error::InvalidArgument);
+    return out;
+  }
+  const int64_t row = value.size(2) * value.size(3) * value.element_size();
+  const char* src = static_cast<const char*>(value.const_data_ptr());
+  char* dst = static_cast<char*>(cache.mutable_data_ptr());
+  for (int64_t b = 0; b < value.size(0); ++b) {
+    std::memcpy(dst + (b * cache.size(1) + start_pos) * row, src + b * value.size(1) * row,
+                static_cast<size_t>(value.size(1) * row));
+  }
+  return out;
+}
+
+Tensor& custom_sdpa_out(KernelRuntimeContext& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
+                        int64_t start_pos, const Opt<Tensor>& attn_mask, double dropout_p, bool is_causal,
+                        Opt<double> scale, Tensor& out) {
+  (void)dropout_p;
+  using executorch::aten::ScalarType;
+  const bool ok = q.dim() == 4 && k.dim() == 4 && v.dim() == 4 && q.scalar_type() == ScalarType::Float &&
+                  k.scalar_type() == ScalarType::Float && v.scalar_type() == ScalarType::Float &&
+                  k.size(2) > 0 && q.size(2) % k.size(2) == 0 && q.size(3) == k.size(3) &&
+                  v.size(3) == q.size(3) && start_pos >= 0 &&
+                  (attn_mask.has_value() || start_pos + q.size(1) <= k.size(1));
+  if (!ok || executorch::runtime::resize_tensor(out, q.sizes()) != executorch::runtime::Error::Ok) {
+    ET_LOG(Error, "custom_sdpa: unsupported shapes or dtypes (float32 [B, S, H, D] expected)");
+    ctx.fail(executorch::runtime::Error::InvalidArgument);
+    return out;
+  }
+  const int64_t B = q.size(0), S = q.size(1), Hq = q.size(2), D = q.size(3);
+  const int64_t Skv = k.size(1), Hkv = k.size(2), group = Hq / Hkv;
+  const float sc = scale.has_value() ? static_cast<float>(scale.value()) : 1.0f / std::sqrt(static_cast<float>(D));
+  const int64_t keys = attn_mask.has_value() ? Skv : start_pos + S;
+  const float* qd = q.const_data_ptr<float>();
+  const float* kd = k.const_data_ptr<float>();
+  const float* vd = v.const_data_ptr<float>();
+  float* od = out.mutable_data_ptr<float>();
+  const float* mf = nullptr;
+  const bool* mb = nullptr;
+  if (attn_mask.has_value()) {
+    if (attn_mask->scalar_type() == ScalarType::Bool) mb = attn_mask->const_data_ptr<bool>();
+    else mf = attn_mask->const_data_ptr<float>();
+  }
+  auto body = [&](int64_t begin, int64_t end) {
+    std::vector<float> p(static_cast<size_t>(keys));
+    for (int64_t job = begin; job < end; ++job) {  // job = (b * Hq + h) * S + i
+      const int64_t i = job % S, h = (job / S) % Hq, b = job / (S * Hq), hk = h / group;
+      const float* qr = qd + ((b * S + i) * Hq + h) * D;
+      const int64_t n = (is_causal && !attn_mask.has_value()) ? start_pos + i + 1 : keys;
+      float mx = -INFINITY;
+      for (int64_t j = 0; j < n; ++j) {
+        const float* kr = kd + ((b * Skv + j) * Hkv + hk) * D;
+        float dot = 0.f;
+        for (int64_t d = 0; d < D; ++d) dot += qr[d] * kr[d];
+        float s = dot * sc;
+        if (mf) s += mf[i * Skv + j];
+        if (mb && !mb[i * Skv + j]) s = -INFINITY;
+        p[j] = s;
+        mx = s > mx ? s : mx;
+      }
+      float sum = 0.f;
+      for (int64_t j = 0; j < n; ++j) {
+        p[j] = (mx == -INFINITY) ? 0.f : std::exp(p[j] - mx);
+        sum += p[j];
+      }
+      float* orow = od + ((b * S + i) * Hq + h) * D;
+      for (int64_t d = 0; d < D; ++d) orow[d] = 0.f;
+      const float inv = sum > 0.f ? 1.f / sum : 0.f;
+      for (int64_t j = 0; j < n; ++j) {
+        const float w = p[j] * inv;
+        const float* vr = vd + ((b * Skv + j) * Hkv + hk) * D;
+        for (int64_t d = 0; d < D; ++d) orow[d] += w * vr[d];
+      }
+    }
+  };
+  executorch::extension::parallel_for(0, B * Hq * S, 1, body);
+  return out;
+}
+
 }  // namespace
+
+EXECUTORCH_LIBRARY(llama, "update_cache.out", update_cache_out);
+EXECUTORCH_LIBRARY(llama, "custom_sdpa.out", custom_sdpa_out);
 
 extern "C" {
 
 int es_abi_version() { return 1; }
+
+// 1 when the decoder operators (llama::update_cache, llama::custom_sdpa) are compiled in.
+int es_has_decoder_ops() { return 1; }
 
 int es_set_threads(int n) {
   auto* pool = executorch::extension::threadpool::get_threadpool();
