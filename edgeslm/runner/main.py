@@ -89,6 +89,8 @@ def main(argv=None) -> int:
     p.add_argument("--workdir", help="with --out: the result must land inside this workdir")
     p.add_argument("--eval", type=int, default=None, metavar="ROWS",
                    help="also score the build's eval split here (0 = all of it, N = its first N texts)")
+    p.add_argument("--et-runtime", metavar="DIR",
+                   help="run .pte files with libedgeslm_et.so from DIR (torch-free; default: $EDGESLM_ET_RUNTIME)")
     args = ap.parse_args(argv)
     try:
         if args.cmd == "probe":
@@ -113,7 +115,7 @@ def main(argv=None) -> int:
             result = break_lock(args.workdir, args.recipe)
         else:
             result = profile(args.build_dir, args.artifact, args.threads, args.warmup, args.iters,
-                             args.min_seconds, args.seq_len, args.eval)
+                             args.min_seconds, args.seq_len, args.eval, args.et_runtime)
             if args.out:
                 result = _write_result(result, args.out, args.workdir)
     except RunnerError as exc:

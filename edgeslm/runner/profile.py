@@ -19,7 +19,8 @@ from edgeslm.runner.store import _inside
 
 
 def profile(build_dir: str, artifact_name: str, threads: int, warmup: int, iters: int,
-            min_seconds: float, seq_len: int | None, eval_rows: int | None = None) -> dict:
+            min_seconds: float, seq_len: int | None, eval_rows: int | None = None,
+            et_runtime: str | None = None) -> dict:
     """`eval_rows`: None = no task evaluation, 0 = the whole eval split, N = its first N texts."""
     import numpy as np
 
@@ -41,7 +42,7 @@ def profile(build_dir: str, artifact_name: str, threads: int, warmup: int, iters
     thermal_before = thermal()
     rss_start = _status_kb("VmRSS")
     t0 = time.perf_counter()
-    runtime_name, loader = import_runtime(artifact["format"])
+    runtime_name, loader = import_runtime(artifact["format"], et_runtime)
     import_ms = (time.perf_counter() - t0) * 1e3
     gc.collect()
     rss_before = _status_kb("VmRSS")

@@ -6,8 +6,33 @@ from edgeslm.runner.errors import RunnerError
 from edgeslm.runner.facts import _dist_version, _has_module
 
 
-def import_runtime(fmt: str):
-    """Import the runtime for `fmt` (measured apart from loading the model). Returns (name, loader)."""
+def import_runtime(fmt: str, et_runtime: str | None = None):
+    """Import the runtime for `fmt` (measured apart from loading the model). Returns (name, loader).
+    For .pte, `et_runtime` (or $EDGESLM_ET_RUNTIME): a folder holding libedgeslm_et.so and the executorch
+    libraries it links (edgeslm.runner.native.build) - torch-free, and it has the decoder operators;
+    else `executorch.runtime` when installed, else executorch-numpy-runtime."""
+    import os
+
+    et_runtime = et_runtime or os.environ.get("EDGESLM_ET_RUNTIME") or None
+    if fmt == "executorch" and et_runtime:
+        from edgeslm.runner.native_et import NativeRuntime
+
+        import json
+
+        holder = {}
+
+        def load_native(path, threads, order):
+            if "rt" not in holder:
+                holder["rt"] = NativeRuntime(et_runtime, threads)
+            method = holder["rt"].load(path)
+            return lambda feeds: method([feeds[k] for k in order])[0]
+
+        try:
+            with open(os.path.join(et_runtime, "runtime.json")) as f:
+                version = json.load(f).get("executorch", "?")
+        except (OSError, ValueError, AttributeError):
+            version = "?"
+        return f"edgeslm-et (executorch {version} libraries)", load_native
     if fmt == "onnx":
         import onnxruntime as ort
 

@@ -66,9 +66,29 @@ def test_a_pte_runs_torch_free_with_the_hosts_exact_outputs(tmp_path, runtime_di
 
 def test_the_runtime_folder_is_self_contained(runtime_dir):
     names = sorted(p.name for p in runtime_dir.iterdir())
-    assert names[0] == "libedgeslm_et.so" and len(names) == 6
-    for lib in runtime_dir.iterdir():  # nothing in the folder needs libtorch or c10
+    assert names[0] == "libedgeslm_et.so" and len(names) == 7 and "runtime.json" in names
+    for lib in runtime_dir.glob("*.so"):  # nothing in the folder needs libtorch or c10
         needed = subprocess.run(["readelf", "-d", str(lib)], capture_output=True, text=True, timeout=30).stdout
         assert "(NEEDED)" in needed and "libtorch" not in needed and "libc10" not in needed, lib.name
         if lib.name == "libedgeslm_et.so":
             assert "$ORIGIN" in needed
+
+
+def test_profile_with_et_runtime_never_imports_torch(tmp_path, runtime_dir, tiny_builds):
+    """The runner's profile command on the shim: torch made unimportable, parity with the stored
+    reference passes, and the result names the runtime."""
+    bundle = tmp_path / "runner.pyz"
+    bundle.write_bytes(build_bytes())
+    no_torch = ("import runpy, sys; sys.modules['torch'] = None; sys.modules['executorch'] = None; "
+                "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+    r = subprocess.run([sys.executable, "-c", no_torch, str(bundle), "profile", str(tiny_builds["v1"]),
+                        "--artifact", "executorch", "--iters", "3", "--warmup", "1", "--et-runtime", str(runtime_dir)],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, (r.stdout[-1000:], r.stderr[-2000:])
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert result["artifact"]["runtime"].startswith("edgeslm-et (executorch 1.5.1")
+    assert result["parity"]["passed"] and result["latency_ms"]["n"] >= 3
+    missing = subprocess.run([sys.executable, str(bundle), "profile", str(tiny_builds["v1"]), "--artifact",
+                              "executorch", "--iters", "1", "--et-runtime", str(tmp_path / "nowhere")],
+                             capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert missing.returncode == 1 and "no libedgeslm_et.so in" in json.loads(missing.stdout)["error"]

@@ -12,7 +12,9 @@ Host-only code (it is left out of the runner bundle).
 from __future__ import annotations
 
 import argparse
+import json
 import platform
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -53,7 +55,14 @@ def build(out: Path, arch: str | None = None, executorch: Path | None = None, ti
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if r.returncode != 0:
         raise RuntimeError(f"building {target.name} failed:\n{r.stderr[-3000:]}")
+    (out / "runtime.json").write_text(json.dumps({"executorch": _version(et), "arch": arch, "abi": 1}) + "\n")
     return target
+
+
+def _version(et: Path) -> str:
+    """__version__ of the executorch package folder (its version.py), e.g. 1.5.1+cpu."""
+    match = re.search(r'__version__\s*=\s*"([^"]+)"', (et / "version.py").read_text())
+    return match.group(1) if match else "?"
 
 
 def main() -> None:
