@@ -246,7 +246,7 @@ def batch_consistency(model, run, texts: list[str], single: list, max_len: int, 
     """ONNX takes any batch: run up to 16 verification texts as one padded batch and compare each row
     with the same text run alone. Dynamic int8 quantizes activations per tensor over the whole batch,
     so there a text's output depends on its neighbours; this measures by how much (reported, not gated)."""
-    from edgeslm.contract.parity import _row_cosines, output_rows
+    from edgeslm.contract.parity import row_cosines, output_rows
 
     n = min(16, len(texts))
     batch = model.tokenize(texts[:n], max_len, min_len)
@@ -257,7 +257,7 @@ def batch_consistency(model, run, texts: list[str], single: list, max_len: int, 
         mask = batch["attention_mask"][i:i + 1]
         row = output_rows(model.task, out[i:i + 1, :length] if out.ndim == 3 else out[i:i + 1], mask[:, :length])
         ref = output_rows(model.task, alone[None, :length] if alone.ndim == 2 else alone[None], mask[:, :length])
-        cos.append(float(_row_cosines(ref, row).min()))
+        cos.append(float(row_cosines(ref, row).min()))
     return Metric(name=f"batch{n}_vs_alone_cosine_min", value=min(cos), kind="info")
 
 

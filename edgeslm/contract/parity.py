@@ -26,7 +26,7 @@ def output_rows(task: str, out, mask):
     return out.reshape(-1, out.shape[-1])
 
 
-def _row_cosines(a, b):
+def row_cosines(a, b):
     import numpy as np
 
     na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
@@ -76,7 +76,7 @@ def compare_outputs(task: str, refs: list, outs: list, masks: list, limits: dict
         bad = int((~np.isfinite(o)).any(axis=1).sum())
         return {"passed": False, "rows": int(len(r)), "metrics": [
             _check("finite_outputs", 1.0 - bad / max(len(o), 1), 1.0, "min")]}
-    cos = _row_cosines(r, o)
+    cos = row_cosines(r, o)
     metrics = [
         _check("cosine_min", float(cos.min()), limits.get("min_cosine"), "min"),
         _check("cosine_p5", float(np.percentile(cos, 5)), None, "min"),
