@@ -174,10 +174,12 @@ def build_into(work: Path, loaded: LoadedRecipe, target: Target, source: Resolve
             result = exporter.export(ectx)
             run = None
         with log.step(f"{fmt}: verify"):
-            run = run or exporter.runner(work / result.file, threads=0)
+            run = run or exporter.runner(work / result.file, threads=0, quantization=result.quantization)
             actual = [np.asarray(run(s)) for s in samples]
             fidelity = compare(recipe.model.task, reference, actual, masks, limits, result.runtime)
             fidelity.against = "eager PyTorch after the passes (what was exported)"
+            if getattr(run, "note", None):
+                fidelity.how = run.note
             if fmt == "onnx" and recipe.inputs.batch_size == 1:
                 fidelity.metrics.append(batch_consistency(model, run, texts, actual, max_len, min_len))
             loss = compare(recipe.model.task, before["outputs"], actual, masks, {}, result.runtime)

@@ -141,3 +141,68 @@ def test_verification_uses_full_length_inputs_and_the_recipe_batch(tmp_path, tin
     for a in m.artifacts:
         assert a.verification.passed and max(a.verification.seq_lens) == 64
         assert len(a.verification.seq_lens) == 3 * a.verification.samples
+
+
+def test_host_kernels_that_saturate_do_not_judge_an_arm_artifact(tmp_path, tiny_model, monkeypatch):
+    """x86 without VNNI saturates u8 x s8 products (vpmaddubsw); ARM and VNNI kernels do not. An ARM-preset
+    ONNX artifact built there is checked with exact int32 products, a check that still fails a broken model."""
+    import onnx
+    from onnx import numpy_helper
+
+    from edgeslm.contract.parity import compare_outputs
+    from edgeslm.exporters import onnx as onnx_exporter
+    from edgeslm.runner import facts
+
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
+    monkeypatch.setattr(facts, "cpu_features", lambda: ["avx2", "fma"])
+    assert "saturates" in onnx_exporter.host_saturates({"preset": "arm-s8s8"})
+    assert "saturates" in onnx_exporter.host_saturates({"preset": "x86-u8s8"})
+    assert onnx_exporter.host_saturates({"preset": "x86-u8u8"}) is None
+    assert onnx_exporter.host_saturates({"preset": "x86-u8s8-reduced"}) is None
+    assert onnx_exporter.host_saturates(None) is None
+    monkeypatch.setattr(facts, "cpu_features", lambda: ["avx2", "avx512_vnni"])
+    assert onnx_exporter.host_saturates({"preset": "arm-s8s8"}) is None
+    monkeypatch.setattr("platform.machine", lambda: "aarch64")
+    monkeypatch.setattr(facts, "cpu_features", lambda: ["asimd"])
+    assert onnx_exporter.host_saturates({"preset": "arm-s8s8"}) is None
+    monkeypatch.undo()
+
+    # u8 x u8 saturates nowhere: there onnxruntime and the exact evaluator must agree
+    quant = '[[passes]]\ntype = "quantize"\nmethod = "dynamic-int8"\n'
+    src = tiny_model("bert", "embedding")
+    recipe = load_recipe(write_recipe(tmp_path / "x86.toml", src, "embedding", name="x86", formats=("onnx",),
+                                      targets=("x86-avx2",), extra=quant))
+    folder = build(recipe, plan(recipe, [load_target("x86-avx2")])[0], tmp_path / "out").folder
+    m = json.loads((folder / "manifest.json").read_text())
+    assert m["artifacts"][0]["quantization"]["preset"] == "x86-u8u8" and m["artifacts"][0]["verification"]["how"] is None
+    ref = np.load(folder / "reference.npz")
+    inputs = [{k.split("/")[2]: ref[k] for k in ref.files if k.startswith(f"input/{i}/")}
+              for i in range(m["reference"]["samples"])]
+    exact = onnx_exporter.exact_integer_runner(folder / "model.onnx", "test")
+    ort_run = onnx_exporter.OnnxExporter().runner(folder / "model.onnx", threads=1)
+    for x in inputs:
+        np.testing.assert_allclose(exact(x), ort_run(x), atol=2e-4)
+
+    # the ARM build on a (made) saturating host: judged by the exact evaluator, and it passes
+    monkeypatch.setattr(onnx_exporter, "host_saturates", lambda q: "exact int32 products (test)")
+    recipe = load_recipe(write_recipe(tmp_path / "arm.toml", src, "embedding", name="arm", formats=("onnx",),
+                                      targets=("rpi4",), extra=quant))
+    folder = build(recipe, plan(recipe, [load_target("rpi4")])[0], tmp_path / "out").folder
+    art = json.loads((folder / "manifest.json").read_text())["artifacts"][0]
+    assert art["quantization"]["preset"] == "arm-s8s8"
+    assert art["verification"]["passed"] and art["verification"]["how"] == "exact int32 products (test)"
+
+    # ... and the same check fails the artifact once one quantized weight matrix is zeroed
+    model = onnx.load(str(folder / "model.onnx"))
+    victim = next(t for t in model.graph.initializer if t.name.endswith("_quantized") and len(t.dims) == 2)
+    victim.CopyFrom(numpy_helper.from_array(np.zeros_like(numpy_helper.to_array(victim)), victim.name))
+    onnx.save(model, str(tmp_path / "broken.onnx"))
+    broken = onnx_exporter.exact_integer_runner(tmp_path / "broken.onnx", "test")
+    exact = onnx_exporter.exact_integer_runner(folder / "model.onnx", "test")
+    ref = np.load(folder / "reference.npz")
+    n = len(inputs)
+    inputs = [{k.split("/")[2]: ref[k] for k in ref.files if k.startswith(f"input/{i}/")} for i in range(n)]
+    refs = [ref[f"output/{i}/sentence_embedding"] for i in range(n)]
+    masks = [x["attention_mask"] for x in inputs]
+    assert compare_outputs("embedding", refs, [exact(x) for x in inputs], masks, INT8_DEFAULTS)["passed"]
+    assert not compare_outputs("embedding", refs, [broken(x) for x in inputs], masks, INT8_DEFAULTS)["passed"]

@@ -86,6 +86,9 @@ class Verification(_Model):
     metrics: list[Metric]
     against: str = "eager-pytorch-fp32"
     runtime: str = ""
+    how: str | None = Field(default=None, description="How the artifact was run when not plainly in its runtime "
+                                                       "on this host (e.g. exact int32 products where this host's "
+                                                       "kernels saturate and the target's do not).")
 
 
 class Artifact(_Model):

@@ -152,6 +152,8 @@ def _summary(console, r) -> None:
         elif a.format == "onnx":
             level = a.export.get("optimization", {}).get("level", "").split(" ")[0]
             note = f"opset {a.export.get('opset')}, graph optimization: {level}"
+        if a.verification.how:
+            note += "; run with exact int32 products (this host's kernels saturate, the target's do not)"
         batch = next((x for x in a.verification.metrics if x.name.startswith("batch")), None)
         if batch is not None:
             note += f"; batched vs alone cos {batch.value:.4f}"

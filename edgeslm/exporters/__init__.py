@@ -73,8 +73,11 @@ class Exporter(Protocol):
 
     def export(self, ctx: ExportContext) -> ExportResult: ...
 
-    def runner(self, path: Path, threads: int) -> Callable[[Inputs], np.ndarray]:
-        """Load `path` in the real runtime; the callable runs one input dict and returns the output."""
+    def runner(self, path: Path, threads: int, quantization: dict | None = None) -> Callable[[Inputs], np.ndarray]:
+        """Load `path` in the real runtime; the callable runs one input dict and returns the output.
+        `quantization` is the artifact's quantization facts (the runtime may need them to judge whether
+        this host computes the artifact as the target will); the callable may carry a `note` saying how
+        it ran."""
         ...
 
 

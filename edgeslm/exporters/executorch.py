@@ -84,7 +84,7 @@ class ExecuTorchExporter:
         return ExportResult(file=FILE, runtime="executorch/xnnpack", precision=precision_of(ctx.quant),
                             quantization=quant_facts, export=facts)
 
-    def runner(self, path: Path, threads: int):
+    def runner(self, path: Path, threads: int, quantization: dict | None = None):
         import torch
         from executorch.runtime import Runtime
 

@@ -62,8 +62,12 @@ class OnnxExporter:
         return ExportResult(file=FILE, runtime="onnxruntime", precision=precision_of(ctx.quant),
                             quantization=quant_facts, export=facts)
 
-    def runner(self, path: Path, threads: int):
+    def runner(self, path: Path, threads: int, quantization: dict | None = None):
         import onnxruntime as ort
+
+        why = host_saturates(quantization)
+        if why is not None:
+            return exact_integer_runner(path, why)
 
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
@@ -75,6 +79,54 @@ class OnnxExporter:
             return sess.run(None, {k: v for k, v in inputs.items() if k in names})[0]
 
         return run
+
+
+def host_saturates(quantization: dict | None) -> str | None:
+    """Why this host's onnxruntime would not compute the artifact's int8 matmuls as its target does, or None.
+
+    On x86 without VNNI, onnxruntime multiplies u8 activations by s8 weights with vpmaddubsw, whose
+    int16 sums of two products saturate when the weights use the full 8-bit range (presets arm-s8s8
+    and x86-u8s8); ARM kernels and VNNI (vpdpbusd) accumulate in int32 and do not. Verifying an
+    ARM-preset artifact with this host's kernels would judge the host, not the device."""
+    import platform
+
+    from edgeslm.config.target import PRESETS, VNNI
+    from edgeslm.runner.facts import cpu_features
+
+    if not quantization or platform.machine().lower() not in ("x86_64", "amd64", "i686"):
+        return None
+    preset = PRESETS.get(quantization.get("preset", ""))
+    if preset is None or preset["weight"] != "s8" or preset["reduce_range"]:
+        return None
+    if VNNI & set(cpu_features()):
+        return None
+    return (f"int8 checked with exact int32 products (onnx reference evaluator): this host's onnxruntime "
+            f"(x86 without VNNI) saturates u8 x s8 products of preset {quantization['preset']}; "
+            f"the target's kernels do not")
+
+
+def exact_integer_runner(path: Path, note: str):
+    """Run `path` with onnx's reference evaluator, integer matmuls exact (float64 holds any int8 dot
+    product of these sizes exactly), floats in numpy: what a non-saturating int8 kernel computes."""
+    import onnx
+    from onnx.reference import ReferenceEvaluator
+    from onnx.reference.op_run import OpRun
+
+    class MatMulInteger(OpRun):
+        def _run(self, A, B, a_zero_point=None, b_zero_point=None):  # noqa: N803 (ONNX input names)
+            a = A.astype(np.float64) - (0.0 if a_zero_point is None else a_zero_point.astype(np.float64))
+            b = B.astype(np.float64) - (0.0 if b_zero_point is None else b_zero_point.astype(np.float64))
+            return (np.matmul(a, b).astype(np.int32),)
+
+    model = onnx.load(str(path))
+    evaluator = ReferenceEvaluator(model, new_ops=[MatMulInteger])
+    names = {i.name for i in model.graph.input}
+
+    def run(inputs: Inputs) -> np.ndarray:
+        return np.asarray(evaluator.run(None, {k: v for k, v in inputs.items() if k in names})[0], dtype=np.float32)
+
+    run.note = note
+    return run
 
 
 def optimize(src: Path, dst: Path, level: str, model_type: str) -> tuple[Path, dict]:

@@ -63,7 +63,7 @@ def search(fmt: str, exporter, ectx, prepared, evalset, batch: int, before: floa
             trial = dataclasses.replace(ectx, loaded=dataclasses.replace(model, module=p.module),
                                         plan=ExportPlan(quantization=p))
             result = exporter.export(trial)
-            run = exporter.runner(ectx.workdir / result.file, threads=0)
+            run = exporter.runner(ectx.workdir / result.file, threads=0, quantization=result.quantization)
             score = evalset.score(run, batch, evalset.centroids(run, batch))
         drop = round((before - score["value"]) * 100, 3)
         trials.append({"candidate": name, "value": score["value"], "drop_points": drop,
