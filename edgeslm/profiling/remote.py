@@ -98,7 +98,7 @@ class RemoteRunner:
             data = None
         if r.rc != 0 or not isinstance(data, dict) or "error" in data:
             why = (data or {}).get("error") if isinstance(data, dict) else None
-            why = why or (r.stderr.strip().splitlines() or ["no output"])[-1]
+            why = why or (r.stderr.strip().splitlines() or [_silent_exit(r.rc)])[-1]
             raise DeviceError(f"device {self.name}: {args[0]} failed: {' '.join(str(why).split())[:300]}")
         return data
 
@@ -155,3 +155,13 @@ class RemoteRunner:
 
     def get(self, remote: str, local: Path) -> None:
         self.conn.get(remote, local)
+
+
+def _silent_exit(rc: int) -> str:
+    """What a runner that printed nothing tells by its exit status (OpenSSH reports a signal as 128+N;
+    paramiko as -1 when the channel closed without one)."""
+    import signal
+
+    if rc > 128 and rc - 128 in {s.value for s in signal.Signals}:
+        return f"no output; the runner was killed by {signal.Signals(rc - 128).name} (exit {rc})"
+    return f"no output (exit status {rc})"

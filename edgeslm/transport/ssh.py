@@ -190,20 +190,29 @@ class SSHConnector:
 
     # ---------------------------------------------------------------------------------- liveness
     def _watch(self) -> None:
-        """Keepalives the server must answer, and a watchdog that closes a silent link."""
+        """Keepalives the server must answer, and a watchdog that closes a silent link.
+
+        The watchdog pings whenever nothing has arrived for `interval`, whatever this side sends
+        meanwhile (paramiko's own keepalive waits for a pause in *outgoing* traffic, so a session that
+        keeps writing, such as a lock heartbeat, would never ping and a long quiet command would look
+        like a dead link)."""
         transport = self.client.get_transport()
         interval = max(0.25, min(10.0, self.io_timeout / 4))
-        transport.packetizer.set_keepalive(interval, lambda: _keepalive(transport))
         sock = self._sock
 
         def watchdog():
+            pinged = 0.0
             while not self._closing.wait(min(0.5, interval / 2)) and transport.is_active():
-                silent = time.monotonic() - sock.last
+                now = time.monotonic()
+                silent = now - sock.last
                 if silent > self.io_timeout:
                     self._dead = (f"no answer from the device for {silent:.0f}s (link silent or device "
                                   f"hung; io_timeout = {self.io_timeout:g}s in devices.toml)")
                     transport.close()  # every waiting channel, SFTP request and lock then fails
                     return
+                if silent >= interval and now - pinged >= interval:
+                    _keepalive(transport)
+                    pinged = now
 
         threading.Thread(target=watchdog, name=f"ssh-watchdog-{self.device}", daemon=True).start()
 
@@ -222,7 +231,10 @@ class SSHConnector:
             _, out, err = self.client.exec_command(cmd, timeout=timeout)
             stdout = out.read().decode(errors="replace")
             stderr = err.read().decode(errors="replace")
-            return Completed(out.channel.recv_exit_status(), stdout, stderr)
+            rc = out.channel.recv_exit_status()
+            if self._dead:  # the watchdog closed the link: the command's end is unknown
+                raise self._lost(EOFError(), what)
+            return Completed(rc, stdout, stderr)
         except (socket.timeout, TimeoutError):
             if self._dead:
                 raise self._lost(TimeoutError(), what) from None

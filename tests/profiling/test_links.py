@@ -73,6 +73,31 @@ def test_silent_link_fails_within_io_timeout_and_the_device_lock_frees_itself(tm
         proxy.close()
 
 
+def test_a_long_quiet_command_survives_while_this_side_keeps_writing(inventory):
+    """The watchdog pings the device whenever nothing arrives, even while this side sends (a lock's
+    heartbeats): a command that prints nothing for 3x io_timeout completes; a real silence still fails."""
+    from edgeslm.transport import connect
+
+    conn = connect("pi", _dev(inventory(pi={"io_timeout": 1.5})))
+    writer = conn.spawn(["sh", "-c", "cat > /dev/null"], timeout=30)  # written to, answers nothing
+    stop = threading.Event()
+
+    def heartbeat():
+        while not stop.wait(0.2):
+            writer.write("beat\n")
+
+    beats = threading.Thread(target=heartbeat, daemon=True)
+    beats.start()
+    try:
+        t0 = time.monotonic()
+        r = conn.run(["sh", "-c", "sleep 5; echo done"], timeout=30)
+        assert (r.rc, r.stdout.strip()) == (0, "done") and time.monotonic() - t0 >= 5
+    finally:
+        stop.set()
+        beats.join(5)
+        conn.close()
+
+
 def _holder(wd: Path, expire: float, owner: str = "ci@other-host (edgeslm pid 7)") -> subprocess.Popen:
     p = subprocess.Popen([sys.executable, str(RUNNER_PATH), "hold", "--workdir", str(wd), "tinydeploy",
                           "--owner", owner, "--expire", str(expire)],
