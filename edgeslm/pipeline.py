@@ -92,7 +92,10 @@ def build(loaded: LoadedRecipe, target: Target, out: Path, force: bool = False,
     made_parent = not folder.parent.exists()
     work.mkdir(parents=True)
     try:
-        from edgeslm.stages import build_into
+        if recipe.model.task == "text-generation":
+            from edgeslm.generation.build import build_generation_into as build_into
+        else:
+            from edgeslm.stages import build_into
 
         manifest = build_into(work, loaded, target, source, model_files, tools, key, log, started, t0, force)
         if manifest.status == "ok":
@@ -107,8 +110,9 @@ def build(loaded: LoadedRecipe, target: Target, out: Path, force: bool = False,
     if manifest.status != "ok":
         from edgeslm.verify import describe_failure
 
-        bad = [f"{a.name}: {describe_failure(a.verification)}" for a in manifest.artifacts
-               if a.verification and not a.verification.passed]
+        bad = [f"{a.name}: " + ", ".join(filter(None, (describe_failure(a.verification),
+                                                         describe_failure(a.compression, "vs original"))))
+               for a in manifest.artifacts if a.verification and not a.verification.passed]
         exc = CheckFailed(f"{recipe.name} for {target.name}: verification failed: " + "; ".join(bad)
                           + f" (artifacts kept in {folder} for inspection; relax [verify] or change the passes)")
         exc.result = BuildResult(folder, manifest, False, time.perf_counter() - t0)  # for the full table

@@ -48,9 +48,10 @@ def compare(task: str, reference: list[np.ndarray], actual: list[np.ndarray],
                         metrics=metrics, runtime=runtime)
 
 
-def describe_failure(v: Verification) -> str:
-    bad = [m for m in v.metrics if m.passed is False]
-    return ", ".join(f"{m.name} {m.value:.5g} {'<' if m.kind == 'min' else '>'} {m.threshold:g}" for m in bad)
+def describe_failure(v: Verification | None, label: str = "") -> str:
+    bad = [m for m in (v.metrics if v is not None else []) if m.passed is False]
+    return ", ".join(f"{m.name}{' ' + label if label else ''} {m.value:.5g} {'<' if m.kind == 'min' else '>'} "
+                     f"{m.threshold:g}" for m in bad)
 
 
 # ------------------------------------------------------------------------------ verification inputs

@@ -155,3 +155,78 @@ type = "finetune"
 epochs = 8
 learning_rate = 5e-3
 """
+
+
+DECODER_FAMILIES = ("llama", "qwen2", "phi3", "gemma2", "mistral")
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def make_decoder_tokenizer(folder: Path):
+    """A byte-level BPE tokenizer (512 tokens) trained on the bundled texts, with a ChatML template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from edgeslm.texts import builtin_texts
+
+    texts = [t for name in ("verify_texts", "verify_long_texts", "calibration_texts") for t in builtin_texts(name)]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(
+        vocab_size=512, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", bos_token="<|endoftext|>",
+                                   pad_token="<|endoftext|>", unk_token="<|endoftext|>")
+    fast.chat_template = CHATML
+    fast.save_pretrained(str(folder))
+    return fast
+
+
+def make_decoder_model(family: str, folder: Path, seed: int = 0) -> Path:
+    """A tiny random decoder of `family` (2 layers, hidden 64, grouped-query attention, vocab 512) with a
+    trained tokenizer; family quirks kept: Qwen2 QKV bias and tied embeddings, Phi-3 fused projections,
+    Gemma 2 soft-capping and alternating sliding/global layers, Mistral sliding window."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    tok = make_decoder_tokenizer(folder)
+    base = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, max_position_embeddings=1024, bos_token_id=tok.bos_token_id,
+                eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, tie_word_embeddings=False)
+    extra = {"qwen2": dict(tie_word_embeddings=True), "gemma2": dict(head_dim=16, sliding_window=512,
+                                                                      query_pre_attn_scalar=16),
+             "mistral": dict(sliding_window=512)}.get(family, {})
+    config = AutoConfig.for_model(family, **{**base, **extra})
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():  # larger weights than the default init: logits that depend on the text
+        for name, p in model.named_parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, 0.15 if "embed" not in name else 0.4)
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.save_pretrained(str(folder))
+    return folder
+
+
+def write_generation_recipe(path: Path, source: Path, name: str = "tinygen", extra: str = "",
+                            targets=("host",), context: int = 128, prompt: int = 32) -> Path:
+    tgts = ", ".join(f'"{t}"' for t in targets)
+    path.write_text(f'''name = "{name}"
+description = "tiny test decoder"
+targets = [{tgts}]
+
+[model]
+source = "{source}"
+task = "text-generation"
+
+[export]
+formats = ["executorch"]
+
+[generation]
+max_context = {context}
+max_prompt = {prompt}
+max_new_tokens = 8
+{extra}
+''')
+    return path

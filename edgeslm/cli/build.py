@@ -125,8 +125,13 @@ def _summary(console, r) -> None:
         how = f"VERIFICATION FAILED after {m.build['seconds']:.1f}s"
     if r.note:
         out.print(f"[yellow]note:[/] {r.note}")
-    out.print(f"[bold]{m.recipe['name']}[/] for [bold]{m.target['name']}[/] ({m.target['arch']}, "
-              f"int8 preset {m.target['quantization']['preset']}): {how} ({r.seconds:.2f}s now)")
+    what = ("text-generation" if m.task == "text-generation"
+            else f"int8 preset {m.target['quantization']['preset']}")
+    out.print(f"[bold]{m.recipe['name']}[/] for [bold]{m.target['name']}[/] ({m.target['arch']}, {what}): "
+              f"{how} ({r.seconds:.2f}s now)")
+    if m.task == "text-generation":
+        _generation_table(out, r)
+        return
     table = Table(show_edge=False, pad_edge=False)
     for col in ("artifact", "precision", "size", "cosine min / p5", "max abs err", "KL max", "centred cos",
                 "top-1 (clear)", "verified", "notes"):
@@ -170,6 +175,47 @@ def _summary(console, r) -> None:
                   f"{m.shapes['max_seq_len']}), batch {m.shapes['batch_size']}")
     for w in m.build.get("warnings", []):
         out.print(f"  [yellow]warning:[/] {w}")
+
+
+def _generation_table(out, r) -> None:
+    """Teacher-forced agreement with eager PyTorch, perplexity before and after, greedy continuations."""
+    from rich.table import Table
+
+    m = r.manifest
+    table = Table(show_edge=False, pad_edge=False)
+    for col in ("artifact", "precision", "size", "KL mean / max", "top-1 (clear)", "top-5", "perplexity",
+                "vs original: top-5", "continuations", "verified"):
+        table.add_column(col)
+    sizes = {f.path: f.size for f in m.files}
+    for a in m.artifacts:
+        v = {x.name: x for x in a.verification.metrics}
+        c = {x.name: x for x in a.compression.metrics}
+
+        def fmt(x, spec: str) -> str:
+            if x is None:
+                return "-"
+            text = format(x.value, spec)
+            return f"[red]{text}[/]" if x.passed is False else text
+
+        ppl = (f"{c['perplexity_reference'].value:.3g} -> {c['perplexity'].value:.3g} "
+               f"({fmt(c['perplexity_increase'], '+.1%')})")
+        cont = a.extras.get("continuations", [])
+        agree = sum(x["first_token_agrees"] for x in cont)
+        prefix = sum(x["common_prefix"] for x in cont)
+        total = sum(len(x["reference"]) for x in cont)
+        table.add_row(a.file, a.precision, _mb(sizes[a.file]),
+                      f"{fmt(v['kl_mean'], '.2e')} / {v['kl_max'].value:.2e}",
+                      f"{fmt(v['top1_agreement'], '.3f')} ({int(v['top1_clear_rows'].value)})",
+                      fmt(v["top5_agreement"], ".3f"), ppl, fmt(c["top5_agreement"], ".3f"),
+                      f"first token {agree}/{len(cont)}, same {prefix}/{total} tokens",
+                      "[green]pass[/]" if a.verification.passed else "[red]FAIL[/]")
+    out.print(table)
+    kv = m.artifacts[0].export.get("kv_cache", {}) if m.artifacts else {}
+    out.print(f"  folder: {r.folder}")
+    out.print(f"  manifest: {r.folder / 'manifest.json'}")
+    out.print(f"  teacher-forced on {m.reference.get('text_tokens')} tokens of held text ({m.reference.get('prompt_tokens')} "
+              f"as the prompt, the rest one at a time); KV cache {m.shapes['max_context']} positions "
+              f"({_mb(kv.get('bytes', 0))}), prompt chunk {m.shapes['max_prompt']}")
 
 
 def _mb(n: int) -> str:

@@ -67,9 +67,14 @@ class QuantizeConfig(PassConfig):
     handler: ClassVar[str] = "edgeslm.passes.quantize:run"
     summary: ClassVar[str] = "int8 weights (and activations), per format and target preset"
     type: Literal["quantize"] = "quantize"
-    method: Literal["dynamic-int8", "static-int8"] = Field(
-        description="dynamic-int8: int8 weights, activations quantized at run time (no data needed). "
-        "static-int8: int8 weights and activations with ranges fixed by calibration data.")
+    method: Literal["dynamic-int8", "static-int8", "8da4w", "8da8w", "int8-weight-only"] = Field(
+        description="Encoders: dynamic-int8 (int8 weights, activations quantized at run time, no data needed) "
+        "or static-int8 (int8 weights and activations with ranges fixed by calibration data). Decoders "
+        "(text-generation): 8da4w (torchao: int4 weights in groups of group_size, int8 dynamic activations "
+        "per token), 8da8w (int8 weights), int8-weight-only (int8 weights per channel, float activations).")
+    group_size: int = Field(32, ge=0, le=4096, description="8da4w/8da8w: input channels per weight scale "
+                            "(0 = one scale per output channel). Layers whose width is not a multiple "
+                            "stay float (listed in the manifest).")
     granularity: Literal["per-channel", "per-tensor"] = Field(
         "per-channel", description="Weight scale granularity. per-channel keeps accuracy "
         "(MiniLM: cosine 0.989 vs 0.962 per-tensor with plain dynamic int8).")

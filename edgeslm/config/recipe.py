@@ -28,7 +28,7 @@ class ModelSpec(StrictModel):
         "a local folder ('./dir' or 'path:dir', relative to the recipe), or a folder inside an installed "
         "Python package ('pkg:package/subfolder', or 'package/subfolder' when that package is installed).")
     revision: str | None = Field(None, description="Hub branch, tag or commit (hub sources only).")
-    task: Literal["embedding", "sequence-classification", "fill-mask"] = Field(
+    task: Literal["embedding", "sequence-classification", "fill-mask", "text-generation"] = Field(
         description="What the exported model computes: " + "; ".join(
             f"{t.name}: {t.description}" for t in TASKS.values()))
     num_labels: int | None = Field(
@@ -41,6 +41,37 @@ class ModelSpec(StrictModel):
         "or fill-mask) and a random one would be created, e.g. to measure speed before fine-tuning. Off by "
         "default: such a build is refused, because its outputs mean nothing.")
 
+
+
+class GenerationSpec(StrictModel):
+    """How a text-generation model is exported and run: cache size, prompt chunk, sampling, chat."""
+
+    max_context: int = Field(512, ge=16, le=32768, description="Positions in the KV cache: prompt plus "
+                             "generated tokens. Its memory (weights + cache) is checked against the device.")
+    max_prompt: int = Field(128, ge=2, le=32768, description="Most tokens one call takes (prefill chunk); "
+                            "longer prompts are fed in chunks.")
+    max_new_tokens: int = Field(64, ge=1, le=32768, description="Tokens `edgeslm run` generates at most.")
+    chat_template: bool = Field(True, description="Wrap prompts in the tokenizer's chat template (when it "
+                                "has one) for `edgeslm run` and the continuation check.")
+    sampling: Literal["greedy", "sample"] = Field("greedy", description="greedy: the most likely token; "
+                                                  "sample: temperature / top_k / top_p sampling.")
+    temperature: float = Field(0.7, gt=0, le=10, description="sample: softmax temperature.")
+    top_k: int = Field(40, ge=0, description="sample: keep the k most likely tokens (0 = all).")
+    top_p: float = Field(0.95, gt=0, le=1, description="sample: keep the smallest set of tokens whose "
+                         "probability reaches top_p.")
+    seed: int = Field(0, description="sample: random seed (the same seed gives the same text).")
+    stop: tuple[Text, ...] = Field((), description="Strings that end generation, besides the model's "
+                                   "end-of-sequence tokens.")
+    prompts: tuple[Text, ...] = Field(
+        ("The capital of France is", "Write a short poem about the sea.", "def fibonacci(n):"),
+        min_length=1, description="Prompts whose greedy continuations are compared with eager PyTorch "
+        "(first-token and prefix agreement reported, not gated).")
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        if self.max_prompt >= self.max_context:
+            raise ValueError(f"max_prompt ({self.max_prompt}) must be below max_context ({self.max_context})")
+        return self
 
 
 class InputSpec(StrictModel):
@@ -116,6 +147,13 @@ class VerifySpec(StrictModel):
         None, ge=-1, le=1, description="Lowest cosine between the artifact's and PyTorch's deviations from "
         "their mean output over the verification samples: fails a constant or input-independent output. "
         "Default 0.999 for float, 0.9 for int8.")
+    min_top5_agreement: float | None = Field(
+        None, ge=0, le=1, description="text-generation: share of positions where PyTorch's top token is among "
+        "the artifact's top 5. Default 1.0 for float, 0.9 quantized.")
+    max_perplexity_increase: float | None = Field(
+        None, ge=0, description="text-generation: largest relative increase of perplexity on the verification "
+        "text over eager PyTorch before quantization (0.05 = +5%). Default 0.001 for float, 0.05 for int8 "
+        "weights, 0.35 for int4 weights.")
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -157,6 +195,8 @@ class Recipe(StrictModel):
         "prune, quantize.")
     eval: EvalSpec | None = Field(None, description="Task metric on a dataset's eval split, for the model "
                                   "before and after compression, every artifact on the host and on devices.")
+    generation: GenerationSpec = Field(default_factory=GenerationSpec, description="text-generation: KV cache "
+                                       "size, prompt chunk and generation settings (ignored by encoders).")
     verify: VerifySpec = Field(default_factory=VerifySpec, description="Verification inputs and thresholds.")
     gate: GateSpec = Field(default_factory=GateSpec, description="CI regression thresholds for this recipe.")
     targets: tuple[str, ...] = Field(("host",), min_length=1,
@@ -335,6 +375,17 @@ def cross_checks(recipe: Recipe):
         if isinstance(p, PruneConfig) and p.recovery is not None and m.task != "sequence-classification":
             yield f"passes[{i}].recovery", "recovery fine-tuning needs a sequence-classification task", "remove it"
     task = TASKS[m.task]
+    if m.task == "text-generation":
+        for i, p in enumerate(recipe.passes):
+            if not isinstance(p, QuantizeConfig):
+                yield (f"passes[{i}]", f"text-generation takes only a quantize pass, not {p.type!r}",
+                       "remove it")
+        if "onnx" in recipe.export.formats:
+            yield ("export.formats", "ONNX export of text-generation models is not built yet (ExecuTorch is)",
+                   "use formats = [\"executorch\"]")
+        if recipe.eval is not None:
+            yield "eval", "text-generation is judged by perplexity and next-token agreement, not [eval]", \
+                "remove [eval]"
     for i, q in quant:
         if q.embeddings and q.method != "dynamic-int8" and "onnx" in recipe.export.formats:
             yield (f"passes[{i}].embeddings", "int8 embeddings in ONNX are implemented with dynamic-int8 only",
@@ -344,7 +395,7 @@ def cross_checks(recipe: Recipe):
                    "add [eval] with a dataset")
         if q.method not in task.quantize_methods:
             yield (f"passes[{i}].method", f"task {task.name!r} does not allow {q.method}",
-                   task.quantize_refusal)
+                   task.quantize_refusal or f"use one of {', '.join(sorted(task.quantize_methods))}")
 
 
 def _file_keys(recipe: Recipe):

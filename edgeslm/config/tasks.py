@@ -27,11 +27,13 @@ TASKS: dict[str, TaskInfo] = {
             "(as sentence-transformers computes it)",
             "sentence_embedding", ("batch", "hidden"), ("cosine", "max_abs_error"),
             frozenset({"dynamic-int8", "static-int8"}),
+            "encoders take int8 quantization: method = \"dynamic-int8\" or \"static-int8\"",
         ),
         TaskInfo(
             "sequence-classification", "class logits from a sequence-classification head",
             "logits", ("batch", "labels"), ("cosine", "max_abs_error", "top1_agreement"),
             frozenset({"dynamic-int8", "static-int8"}),
+            "encoders take int8 quantization: method = \"dynamic-int8\" or \"static-int8\"",
         ),
         TaskInfo(
             "fill-mask", "masked-token logits over the vocabulary at every position",
@@ -40,5 +42,17 @@ TASKS: dict[str, TaskInfo] = {
             "static int8 is not validated for masked-LM heads (no fill-mask checkpoint to calibrate and "
             "verify against is available to edgeslm's tests); use method = \"dynamic-int8\"",
         ),
+        TaskInfo(
+            "text-generation",
+            "next-token logits of a decoder with a KV cache: prompt in one call (prefill), then one token "
+            "per call; greedy or sampled generation runs on the device",
+            "logits", ("batch", "vocab"), ("kl", "top1_agreement", "top5_agreement", "perplexity"),
+            frozenset({"8da4w", "8da8w", "int8-weight-only"}),
+            "decoders take weight quantization: method = \"8da4w\" (int4 weights in groups, int8 dynamic "
+            "activations), \"8da8w\" or \"int8-weight-only\"",
+            frozenset({"llama", "mistral", "qwen2", "phi3", "gemma2"}),
+        ),
     )
 }
+
+ENCODER_TASKS = frozenset({"embedding", "sequence-classification", "fill-mask"})

@@ -133,3 +133,62 @@ def task_metric(metric: str, predicted, targets, classes: int) -> dict:
     macro = float(sum(f1s) / len(f1s)) if f1s else 0.0
     value = acc if metric == "accuracy" else macro
     return {"metric": metric, "value": value, "accuracy": acc, "macro_f1": macro, "n": int(true.size)}
+
+
+def log_softmax(x):
+    import numpy as np
+
+    x = np.asarray(x, dtype=np.float64)
+    z = x - x.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def compare_next_tokens(ref_logits, out_logits, targets, limits: dict) -> dict:
+    """Teacher-forced next-token logits ([positions, vocab]) of an artifact against PyTorch's on the same
+    text; `targets` are the tokens that follow each position. Metrics: KL(PyTorch || artifact) per
+    position (mean gated by max_kl, max reported), top-1 agreement where PyTorch's top-2 logits differ
+    by at least top1_margin, top-5 agreement (PyTorch's top token among the artifact's five), and the
+    perplexity of both on the targets (relative increase gated by max_perplexity_increase).
+    Returns the same shape as compare_outputs."""
+    import numpy as np
+
+    r, o = np.asarray(ref_logits, dtype=np.float64), np.asarray(out_logits, dtype=np.float64)
+    if r.shape != o.shape:
+        raise ParityError(f"logits shape {tuple(o.shape)} differs from PyTorch's {tuple(r.shape)}")
+    if not np.all(np.isfinite(o)):
+        bad = int((~np.isfinite(o)).any(axis=1).sum())
+        return {"passed": False, "rows": int(len(r)),
+                "metrics": [_check("finite_outputs", 1.0 - bad / max(len(o), 1), 1.0, "min")]}
+    lr, lo = log_softmax(r), log_softmax(o)
+    kl = (np.exp(lr) * (lr - lo)).sum(axis=1)
+    top = np.argsort(-r, axis=1)[:, :2]
+    gap = r[np.arange(len(r)), top[:, 0]] - r[np.arange(len(r)), top[:, 1]]
+    clear = gap >= limits.get("top1_margin", TOP1_MARGIN)
+    same = top[:, 0] == o.argmax(axis=1)
+    top5 = np.argsort(-o, axis=1)[:, :5]
+    in5 = (top5 == top[:, [0]]).any(axis=1)
+    t = np.asarray(targets).reshape(-1)
+    idx = np.arange(len(t))
+    ppl_ref = float(np.exp(-lr[idx, t].mean()))
+    ppl_out = float(np.exp(-lo[idx, t].mean()))
+    metrics = [
+        _check("kl_mean", float(kl.mean()), limits.get("max_kl"), "max"),
+        _check("kl_max", float(kl.max()), None, "max"),
+        _check("top1_agreement", float(same[clear].mean()) if clear.any() else 1.0,
+               limits.get("min_top1_agreement"), "min"),
+        _check("top1_clear_rows", float(clear.sum()), None, "min"),
+        _check("top5_agreement", float(in5.mean()), limits.get("min_top5_agreement"), "min"),
+        _check("perplexity_reference", ppl_ref, None, "max"),
+        _check("perplexity", ppl_out, None, "max"),
+        _check("perplexity_increase", ppl_out / ppl_ref - 1.0, limits.get("max_perplexity_increase"), "max"),
+    ]
+    return {"passed": all(m["passed"] is not False for m in metrics), "rows": int(len(r)), "metrics": metrics}
+
+
+def common_prefix(a, b) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n

@@ -158,6 +158,10 @@ def deploy(build_folder: Path, name: str, device: Device, accept_new_host_key: b
            log=print, break_lock: bool = False) -> DeployResult:
     build = checked_build(build_folder)  # before anything of it leaves this machine
     manifest = build.manifest
+    if manifest.task == "text-generation":
+        raise UserError(f"{build_folder}: deploying text-generation builds is not available yet (the device "
+                        "runner's generation loop, TTFT and tokens/s profiling come next); the build itself "
+                        "is verified on this host")
     t0 = time.perf_counter()
     recipe, version = manifest.recipe["name"], manifest.version
     with open_device(name, device, accept_new_host_key) as dev:

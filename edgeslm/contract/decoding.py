@@ -1,0 +1,46 @@
+"""Decoding loops over one model call, shared by the build host and the device runner (numpy only).
+
+`step(tokens, start)` runs tokens (a list of ints) at cache positions start.. and returns the logits
+after the last of them (a 1-D array over the vocabulary). A prompt longer than the program's largest
+call is fed in chunks of `chunk` tokens.
+"""
+
+from __future__ import annotations
+
+
+def prefill(step, tokens: list, start: int, chunk: int):
+    """Feed `tokens` from position `start` in calls of at most `chunk` tokens; the last call's logits."""
+    logits = None
+    for i in range(0, len(tokens), chunk):
+        logits = step(tokens[i:i + chunk], start + i)
+    return logits
+
+
+def teacher_forced(step, ids: list, first: int, chunk: int):
+    """Logits predicting ids[first:], one row each: the first `first` tokens as a prompt, then each true
+    token fed back one at a time (the prefill and the decode paths both run). Shape [len(ids) - first, V]."""
+    import numpy as np
+
+    rows = [np.asarray(prefill(step, ids[:first], 0, chunk), dtype=np.float32).reshape(-1)]
+    for pos in range(first, len(ids) - 1):
+        rows.append(np.asarray(step([ids[pos]], pos), dtype=np.float32).reshape(-1))
+    return np.stack(rows)
+
+
+def greedy(step, prompt: list, new_tokens: int, chunk: int, stop_ids=(), context: int | None = None,
+           on_token=None) -> list:
+    """The most likely token, step by step, until `new_tokens`, a stop token, or the cache is full."""
+    import numpy as np
+
+    logits = prefill(step, prompt, 0, chunk)
+    out, pos = [], len(prompt)
+    for _ in range(new_tokens):
+        tok = int(np.asarray(logits).reshape(-1).argmax())
+        out.append(tok)
+        if on_token is not None:
+            on_token(tok)
+        if tok in stop_ids or (context is not None and pos >= context):
+            break
+        logits = step([tok], pos)
+        pos += 1
+    return out

@@ -1,0 +1,313 @@
+"""The build of a text-generation recipe: load -> reference logits -> quantize -> export (.pte with a KV
+cache) -> verify -> manifest.
+
+Verification is teacher-forced on a held text: the first tokens go in as a prompt (the prefill path),
+then every true token is fed back one at a time (the decode path), and the logits predicting each next
+token are compared with PyTorch's. Two questions, as for encoders:
+- export fidelity (`verification`, gated): the artifact against the eager model it was exported from
+  (after quantization), run through the same calls;
+- compression loss (`compression`, gated on perplexity increase and top-5 agreement): the artifact
+  against the model before quantization (one full forward pass over the text).
+Greedy continuations of the recipe's prompts are reported (first token, common prefix), never gated:
+a 4-bit grid legitimately flips near-ties and the texts then diverge.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgeslm import __version__
+from edgeslm.artifacts.manifest import (Artifact, Manifest, Metric, TensorSpec, Verification, file_entries,
+                                        write_manifest)
+from edgeslm.config.recipe import LoadedRecipe, path_for_display
+from edgeslm.config.target import Target
+from edgeslm.contract.decoding import greedy, teacher_forced
+from edgeslm.contract.parity import common_prefix, compare_next_tokens
+from edgeslm.errors import ConfigError, ModelSourceError
+from edgeslm.models.sources import ResolvedSource
+
+REFERENCE_FILE = "reference.npz"
+FILE = "model.pte"
+TEXT_TOKENS = 160  # tokens of held text for teacher forcing (first half as the prompt)
+CONTINUATION_TOKENS = 16
+TOP_K_STORED = 16  # per position in the reference file: the device checks itself against these
+
+FLOAT_LIMITS = {"max_kl": 1e-4, "min_top1_agreement": 0.99, "min_top5_agreement": 1.0,
+                "max_perplexity_increase": 0.001}
+# fidelity of a quantized artifact to its own eager model (same integer grid; kernels round differently)
+QUANT_FIDELITY = {"max_kl": 0.02, "min_top1_agreement": 0.9, "min_top5_agreement": 0.95,
+                  "max_perplexity_increase": None}
+COMPRESSION = {"8da4w": 0.35, "8da8w": 0.05, "int8-weight-only": 0.05}
+
+
+def limits(loaded: LoadedRecipe) -> tuple[dict, dict]:
+    """(fidelity limits, compression limits) from [verify], else the defaults for the weights."""
+    recipe = loaded.recipe
+    v, q = recipe.verify, recipe.quantize
+    fid = dict(FLOAT_LIMITS if q is None else QUANT_FIDELITY)
+    comp = {"max_kl": None, "min_top1_agreement": None,
+            "min_top5_agreement": 1.0 if q is None else 0.9,
+            "max_perplexity_increase": 0.001 if q is None else COMPRESSION[q.method]}
+    if v.max_kl is not None:
+        fid["max_kl"] = v.max_kl
+    if v.min_top1_agreement is not None:
+        fid["min_top1_agreement"] = v.min_top1_agreement
+    if v.top1_margin is not None:
+        fid["top1_margin"] = comp["top1_margin"] = v.top1_margin
+    if v.min_top5_agreement is not None:
+        comp["min_top5_agreement"] = v.min_top5_agreement
+    if v.max_perplexity_increase is not None:
+        comp["max_perplexity_increase"] = v.max_perplexity_increase
+    return fid, comp
+
+
+def load_causal_lm(source: ResolvedSource, trust_remote_code: bool):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(source.folder), trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(str(source.folder), dtype=torch.float32,
+                                                     trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise ModelSourceError(f"model source {source.spec!r} ({source.folder}): cannot load a causal LM "
+                               f"({str(exc).splitlines()[0][:160]})") from None
+    return tok, model.eval()
+
+
+def held_text_ids(tokenizer, n: int) -> list[int]:
+    from edgeslm.texts import builtin_texts
+
+    text = " ".join(builtin_texts("verify_long_texts"))
+    ids = tokenizer(text, add_special_tokens=True)["input_ids"]
+    while len(ids) < n:
+        ids = ids + ids
+    return [int(i) for i in ids[:n]]
+
+
+def prompt_ids(tokenizer, prompt: str, chat: bool) -> list[int]:
+    if chat and getattr(tokenizer, "chat_template", None):
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                            tokenize=True)
+        ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+        return [int(i) for i in ids]
+    return [int(i) for i in tokenizer(prompt)["input_ids"]]
+
+
+def stop_ids(tokenizer, model) -> list[int]:
+    out = set()
+    for src in (getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id):
+        if isinstance(src, int):
+            out.add(src)
+        elif isinstance(src, (list, tuple)):
+            out.update(int(x) for x in src)
+    return sorted(out)
+
+
+def eager_step(decoder):
+    import torch
+
+    def step(tokens, start):
+        with torch.no_grad():
+            out = decoder(torch.tensor([tokens], dtype=torch.long), torch.tensor([start], dtype=torch.long))
+        return out[0].float().numpy()
+
+    return step
+
+
+def pte_step(path: Path):
+    """The .pte in ExecuTorch's own runtime on the build host (its llama kernels, XNNPACK)."""
+    import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401 - llama::custom_sdpa, update_cache
+    import torch
+    from executorch.runtime import Runtime
+
+    from edgeslm.exporters.executorch import _load_quantized_kernels
+
+    _load_quantized_kernels()
+    method = Runtime.get().load_program(str(path)).load_method("forward")
+
+    def step(tokens, start):
+        out = method.execute([torch.tensor([tokens], dtype=torch.long), torch.tensor([start], dtype=torch.long)])
+        return out[0][0].numpy().copy()
+
+    return step
+
+
+@contextlib.contextmanager
+def quiet_native():
+    """ExecuTorch's C++ runtime and its llama kernels log every call on fd 2 ("No temp allocator
+    provided") and its embedding quantizer prints on fd 1: keep both off the user's terminal. What they
+    wrote is kept and shown when the block raises."""
+    import sys
+    import tempfile
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = (os.dup(1), os.dup(2))
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            sink.seek(0)
+            tail = sink.read().decode(errors="replace").strip().splitlines()[-20:]
+            if tail:
+                print("\n".join(tail), file=sys.stderr)
+            raise
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def _verification(result: dict, runtime: str, against: str, n: int) -> Verification:
+    metrics = [Metric(name=m["name"], value=m["value"], threshold=m["threshold"], kind=m["kind"], passed=m["passed"])
+               for m in result["metrics"]]
+    return Verification(passed=result["passed"], samples=1, seq_lens=[n], metrics=metrics, runtime=runtime,
+                        against=against)
+
+
+def build_generation_into(work: Path, loaded: LoadedRecipe, target: Target, source: ResolvedSource,
+                          model_files: dict, tools: dict, key: str, log, started: str, t0: float,
+                          force: bool = False) -> Manifest:
+    from edgeslm.generation.executorch_export import (export_program, make_decoder, quantize_decoder,
+                                                      sliding_window_problem)
+
+    recipe = loaded.recipe
+    file = str(path_for_display(loaded.path))
+    g, q = recipe.generation, recipe.quantize
+    with log.step("load model"):
+        tokenizer, model = load_causal_lm(source, recipe.model.trust_remote_code)
+        tokenizer.save_pretrained(str(work / "tokenizer"))
+    problem = sliding_window_problem(model.config, g.max_context)
+    if problem:
+        raise ConfigError(file, "generation.max_context", problem)
+    vocab = model.config.get_text_config().vocab_size
+    n_text = min(TEXT_TOKENS, g.max_context)
+    ids = held_text_ids(tokenizer, n_text)
+    first = min(n_text // 2, g.max_prompt)
+    stops = stop_ids(tokenizer, model)
+    prompts = [prompt_ids(tokenizer, p, g.chat_template)[: g.max_context - CONTINUATION_TOKENS - 1]
+               for p in g.prompts]
+
+    import torch
+
+    with log.step("reference logits (eager PyTorch)"):
+        with torch.no_grad():
+            full = model(input_ids=torch.tensor([ids])).logits[0].float().numpy()
+        original = full[first - 1:-1]  # rows predicting ids[first:]
+        reference_tokens = [greedy_hf(model, p, CONTINUATION_TOKENS, stops) for p in prompts]
+
+    with log.step("executorch: wrap with KV cache"):
+        decoder, shape = make_decoder(model, g.max_context)
+    qfacts = None
+    if q is not None:
+        with log.step(f"executorch: quantize ({q.method})"):
+            scheme = {"8da4w": "8da4w", "8da8w": "8da8w", "int8-weight-only": "int8-wo"}[q.method]
+            with quiet_native():
+                qfacts = quantize_decoder(decoder, scheme, q.group_size, q.embeddings)
+    with log.step("eager decoder (after the passes)"), quiet_native():
+        decoder.reset()
+        eager = teacher_forced(eager_step(decoder), ids, first, g.max_prompt)
+    with log.step("executorch: torch.export + lower to XNNPACK"), quiet_native():
+        program, export_facts = export_program(decoder, shape, g.max_prompt)
+        (work / FILE).write_bytes(program.buffer)
+        del program
+    with log.step("executorch: verify"), quiet_native():
+        step = pte_step(work / FILE)
+        actual = teacher_forced(step, ids, first, g.max_prompt)
+        fid_limits, comp_limits = limits(loaded)
+        targets = np.asarray(ids[first:])
+        fidelity = _verification(compare_next_tokens(eager, actual, targets, fid_limits), "executorch/xnnpack",
+                                 "eager PyTorch after the passes (what was exported), same calls", len(ids))
+        loss = _verification(compare_next_tokens(original, actual, targets, comp_limits), "executorch/xnnpack",
+                             "eager PyTorch before compression (one forward pass)", len(ids))
+        loss_ok = loss.passed
+        fidelity.passed = fidelity.passed and loss_ok
+        continuations = []
+        for p, ref in zip(prompts, reference_tokens):
+            got = greedy(step, p, CONTINUATION_TOKENS, g.max_prompt, stops, g.max_context)
+            continuations.append({"prompt_tokens": len(p), "reference": ref, "artifact": got,
+                                  "first_token_agrees": bool(got[:1] == ref[:1]),
+                                  "common_prefix": common_prefix(got, ref)})
+    precision = "fp32" if q is None else q.method
+    artifact = Artifact(
+        name="executorch", format="executorch", file=FILE, runtime="executorch/xnnpack", precision=precision,
+        quantization=qfacts, export={"backend": "xnnpack", "program": "forward(tokens int64[1, n], start_pos "
+                                     "int64[1]) -> logits float32[1, vocab]", "kv_cache": {
+                                         "layers": shape.layers, "kv_heads": shape.kv_heads,
+                                         "head_dim": shape.head_dim, "positions": shape.context,
+                                         "bytes": shape.kv_cache_bytes}, **export_facts},
+        verification=fidelity, compression=loss,
+        extras={"continuations": continuations})
+
+    order = np.argsort(-original, axis=1)[:, :TOP_K_STORED]
+    ref_file = {"text/ids": np.asarray(ids, dtype=np.int64), "text/first": np.asarray(first),
+                "original/top_ids": order.astype(np.int32),
+                "original/top_logits": np.take_along_axis(original, order, axis=1).astype(np.float32),
+                "original/logsumexp": _logsumexp(original).astype(np.float32),
+                "artifact/top_ids": np.argsort(-actual, axis=1)[:, :TOP_K_STORED].astype(np.int32)}
+    for i, p in enumerate(prompts):
+        ref_file[f"prompt/{i}"] = np.asarray(p, dtype=np.int64)
+        ref_file[f"prompt/{i}/reference"] = np.asarray(reference_tokens[i], dtype=np.int64)
+    np.savez_compressed(work / REFERENCE_FILE, **ref_file)
+
+    status = "ok" if fidelity.passed else "verification-failed"
+    manifest = Manifest(
+        edgeslm_version=__version__, cache_key=key, status=status,
+        recipe={"name": recipe.name, "path": str(loaded.path), "sha256": loaded.content_hash(),
+                "content": recipe.model_dump(mode="json")},
+        target=target.model_dump(mode="json"),
+        model={"source": source.spec, "kind": source.kind, "revision": source.revision,
+               "folder": str(source.folder), "files": model_files, "model_type": model.config.model_type,
+               "parameters": int(sum(p.numel() for p in model.parameters())), "vocab_size": vocab,
+               "stop_token_ids": stops},
+        task="text-generation",
+        inputs=[TensorSpec(name="tokens", dtype="int64", axes=["batch", "sequence"]),
+                TensorSpec(name="start_pos", dtype="int64", axes=["one"])],
+        outputs=[TensorSpec(name="logits", dtype="float32", axes=["batch", "vocab"])],
+        shapes={"max_context": g.max_context, "max_prompt": export_facts["max_prompt_tokens"], "batch_size": 1},
+        artifacts=[artifact], files=[],
+        reference={"file": REFERENCE_FILE, "samples": 1, "text_tokens": len(ids), "prompt_tokens": first,
+                   "keys": "text/ids (held text), text/first (prompt length), original/top_ids|top_logits|"
+                           "logsumexp (PyTorch before compression, rows predicting text/ids[first:]), "
+                           "artifact/top_ids (the artifact on the build host), prompt/<i> and "
+                           "prompt/<i>/reference (greedy continuation by PyTorch)",
+                   "thresholds": {"fidelity": fid_limits, "compression": comp_limits}},
+        tools=tools,
+        build={"started_at": started, "seconds": round(time.perf_counter() - t0, 3), "steps": log.steps,
+               "warnings": [],
+               "host": {"machine": platform.machine(), "system": platform.system(),
+                        "python": platform.python_version(), "cpus": os.cpu_count()}},
+        passes=[{"type": "quantize", **(qfacts or {})}] if q is not None else [],
+    )
+    manifest.files = file_entries(work, {"tokenizer/": "tokenizer", REFERENCE_FILE: "reference", "model.": "model"})
+    write_manifest(work, manifest)
+    return manifest
+
+
+def greedy_hf(model, prompt: list, n: int, stops: list) -> list:
+    """Greedy continuation by transformers' own generate (the eager reference)."""
+    import torch
+
+    with torch.no_grad():
+        out = model.generate(torch.tensor([prompt]), max_new_tokens=n, do_sample=False,
+                             eos_token_id=stops or None, pad_token_id=(stops or [0])[0])
+    return [int(t) for t in out[0, len(prompt):]]
+
+
+def _logsumexp(x):
+    m = x.max(axis=1)
+    return m + np.log(np.exp(x - m[:, None]).sum(axis=1))

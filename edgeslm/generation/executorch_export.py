@@ -1,0 +1,206 @@
+"""A transformers causal LM as an ExecuTorch decoder with a KV cache, on ExecuTorch's fast path.
+
+The model stays transformers' own code (so each family's details hold: Phi-3's RoPE scaling, Gemma 2's
+soft-capping and scaled embeddings, Qwen2's QKV bias, tied embeddings); only two things are swapped,
+as optimum-executorch does with `--use_custom_sdpa --use_custom_kv_cache`:
+- attention runs as `llama::custom_sdpa` (causal from the start position, grouped-query heads), or, where
+  the family soft-caps attention logits (Gemma 2), as explicit matmuls with the cap;
+- the cache is one [1, context, kv_heads, head_dim] buffer pair per layer updated by `llama::update_cache`.
+
+The program: `forward(tokens int64[1, n], start_pos int64[1]) -> logits float32[1, vocab]` (the last
+position's logits), 1 <= n, start_pos + n <= context. The device runner and edgeslm's shim run it
+without torch; their kernels for the two llama ops are edgeslm's (runner/native/edgeslm_et.cpp).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ATTENTION = "edgeslm_custom_sdpa"
+
+
+def _register() -> None:
+    from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401 - registers torch.ops.llama.*
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+
+    AttentionInterface.register(ATTENTION, _attention)
+    # the attention builds its own causal structure from the start position: no mask tensors in the graph
+    AttentionMaskInterface.register(ATTENTION, lambda *args, **kwargs: None)
+
+
+def _attention(module, query, key, value, attention_mask, scaling=None, softcap=None, position_ids=None,
+               **kwargs):
+    """query [B, H, n, D]; key/value [B, Hkv, context, D] (the whole cache). Returns [B, n, H, D]."""
+    import torch
+
+    start = position_ids[0][0].item()
+    q, k, v = query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)
+    if softcap is None:
+        out = torch.ops.llama.custom_sdpa(q, k, v, start, None, 0.0, True, scaling)
+        return out, None
+    # soft-capped logits (Gemma 2): tanh(s / cap) * cap before the causal softmax
+    n, context = query.shape[2], key.shape[2]
+    groups = query.shape[1] // key.shape[1]
+    kk = key.repeat_interleave(groups, dim=1)
+    vv = value.repeat_interleave(groups, dim=1)
+    scores = torch.matmul(query, kk.transpose(2, 3)) * (scaling if scaling is not None else query.shape[-1] ** -0.5)
+    scores = torch.tanh(scores / softcap) * softcap
+    rows = torch.arange(n).unsqueeze(1) + start
+    cols = torch.arange(context).unsqueeze(0)
+    scores = scores.masked_fill(cols > rows, float("-inf"))
+    out = torch.matmul(torch.softmax(scores, dim=-1), vv)
+    return out.transpose(1, 2), None
+
+
+@dataclass(frozen=True)
+class DecoderShape:
+    layers: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    context: int
+
+    @property
+    def kv_cache_bytes(self) -> int:
+        """fp32 keys and values for every layer at the full context."""
+        return 2 * self.layers * self.context * self.kv_heads * self.head_dim * 4
+
+
+def decoder_shape(config, context: int) -> DecoderShape:
+    cfg = config.get_text_config()
+    heads = cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    return DecoderShape(layers=cfg.num_hidden_layers, kv_heads=getattr(cfg, "num_key_value_heads", None) or heads,
+                        head_dim=head_dim, vocab=cfg.vocab_size, context=context)
+
+
+def sliding_window_problem(config, context: int) -> str | None:
+    """Sliding-window layers are run as global attention, exact only while the context fits the window."""
+    cfg = config.get_text_config()
+    window = getattr(cfg, "sliding_window", None)
+    if window and context > window:
+        return (f"the context ({context}) is longer than the model's sliding window ({window}); "
+                f"set generation.max_context <= {window}")
+    return None
+
+
+def make_decoder(model, context: int):
+    """Wrap `model` (a transformers *ForCausalLM in fp32, eval mode) for export. Mutates its config's
+    attention implementation."""
+    import torch
+    from executorch.examples.models.llama.source_transformation.custom_kv_cache import CustomKVCache
+    from transformers.cache_utils import Cache, StaticLayer
+
+    _register()
+    shape = decoder_shape(model.config, context)
+    model.config._attn_implementation = ATTENTION
+    text = model.config.get_text_config()
+    text._attn_implementation = ATTENTION
+
+    class Layer(StaticLayer):
+        def __init__(self, store: CustomKVCache, owner):
+            super().__init__(context)
+            self.store, self.owner, self.is_initialized = store, owner, True
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            return self.store.update(input_pos=self.owner.positions, k_val=key_states, v_val=value_states)
+
+        def get_seq_length(self):
+            return 0
+
+    class KV(Cache):
+        def __init__(self, stores):
+            self.positions = None
+            super().__init__(layers=[Layer(s, self) for s in stores])
+
+    class Decoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+            self.stores = torch.nn.ModuleList(
+                CustomKVCache(1, context, shape.kv_heads, shape.head_dim, dtype=torch.float32)
+                for _ in range(shape.layers))
+            self.cache = KV(self.stores)
+
+        def forward(self, tokens, start_pos):
+            n = tokens.shape[1]
+            positions = torch.arange(n, dtype=torch.long) + start_pos[0]
+            self.cache.positions = positions
+            out = self.model(input_ids=tokens, position_ids=positions.unsqueeze(0), cache=self.cache,
+                             use_cache=True, logits_to_keep=1)
+            return out.logits[:, -1, :]
+
+        def reset(self):
+            for s in self.stores:
+                s.k_cache.zero_()
+                s.v_cache.zero_()
+
+    return Decoder().eval(), shape
+
+
+def quantize_decoder(decoder, weights: str, group_size: int, embeddings: bool) -> dict:
+    """torchao: '8da4w' (int4 weights in groups, int8 dynamic activations per token), '8da8w', or 'int8-wo'
+    (int8 weight-only per channel); embeddings int8 per row. Linear layers whose input size is not a
+    multiple of the group stay float. Returns facts."""
+    import torch
+    from torchao.quantization import Int8DynamicActivationIntxWeightConfig, IntxWeightOnlyConfig, quantize_
+    from torchao.quantization.granularity import PerAxis, PerGroup
+
+    linears = [(n, m) for n, m in decoder.named_modules() if isinstance(m, torch.nn.Linear)]
+    facts: dict = {"weights": weights, "linear": len(linears)}
+    if weights in ("8da4w", "8da8w"):
+        gran = PerGroup(group_size) if group_size else PerAxis(0)
+        kept = [n for n, m in linears if group_size and m.weight.shape[1] % group_size]
+        cfg = Int8DynamicActivationIntxWeightConfig(
+            weight_dtype=torch.int4 if weights == "8da4w" else torch.int8, weight_granularity=gran)
+        quantize_(decoder, cfg, filter_fn=lambda m, fqn: isinstance(m, torch.nn.Linear) and fqn not in kept)
+        facts.update(group_size=group_size, kept_float=kept,
+                     activations="int8 dynamic, per token, asymmetric")
+    elif weights == "int8-wo":
+        quantize_(decoder, IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0)),
+                  filter_fn=lambda m, fqn: isinstance(m, torch.nn.Linear))
+        facts.update(group_size=0, activations="float")
+    elif weights != "fp32":
+        raise ValueError(f"unknown weight scheme {weights!r}")
+    if embeddings:
+        # ExecuTorch's own handler: nn.Embedding -> quantized_decomposed::embedding_byte (int8 rows, one
+        # scale each), a kernel ExecuTorch ships (torchao's layout would leave dequantize_affine, which
+        # has no ExecuTorch kernel)
+        from executorch.examples.models.llama.source_transformation.quantize import (
+            get_quant_embedding_transform)
+
+        embeds = [n for n, m in decoder.named_modules() if isinstance(m, torch.nn.Embedding)]
+        get_quant_embedding_transform("8,0", quantize_with_hqq=False)(decoder)
+        facts["embeddings"] = {"int8_per_row": embeds, "kernel": "quantized_decomposed::embedding_byte"}
+    return facts
+
+
+def export_program(decoder, shape: DecoderShape, max_prompt: int, xnnpack: bool = True):
+    """torch.export with a dynamic token count (1..max_prompt), lowered to XNNPACK. Returns
+    (ExecutorchProgramManager, facts)."""
+    import torch
+    from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
+    from executorch.extension.llm.export.export_passes import RemoveRedundantTransposes
+
+    max_prompt = max(2, min(max_prompt, shape.context - 1))
+    example = (torch.zeros((1, 3), dtype=torch.long), torch.tensor([0], dtype=torch.long))
+    dims = ({1: torch.export.Dim("tokens", min=1, max=max_prompt)}, None)
+    with torch.no_grad():
+        ep = torch.export.export(decoder, example, dynamic_shapes=dims, strict=False)
+        gm = RemoveRedundantTransposes()(ep.module())[0]
+        ep = torch.export.export(gm, example, dynamic_shapes=dims, strict=False)
+    partitioners = []
+    if xnnpack:
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+        partitioners = [XnnpackPartitioner()]
+    edge = to_edge_transform_and_lower(ep, partitioner=partitioners,
+                                       compile_config=EdgeCompileConfig(_check_ir_validity=False))
+    from edgeslm.exporters.executorch import delegation_stats
+
+    delegation = delegation_stats(edge.exported_program().graph_module)
+    program = edge.to_executorch()
+    return program, {"max_prompt_tokens": max_prompt, "context": shape.context, "delegation": delegation}
+
+
