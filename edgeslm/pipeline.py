@@ -69,7 +69,7 @@ def build(loaded: LoadedRecipe, target: Target, out: Path, force: bool = False,
     recipe = loaded.recipe
     folder = build_dir(out, recipe.name, target.name)
     source = resolve_source(recipe.model.source, loaded.base_dir, recipe.model.revision)
-    check_model_folder(source.spec, source.folder, recipe.model.task)  # milliseconds, before any work
+    check_model_folder(source.spec, source.folder, recipe.model.task, source.gguf)  # milliseconds, before any work
     memo = HashMemo()
     model_files = source.fingerprint(memo)
     memo.save()

@@ -150,3 +150,25 @@ def test_generation_recipes_refuse_what_is_not_built(tmp_path, decoders):
     recipe = load_recipe(path)
     with pytest.raises(ConfigError, match="sliding window"):
         build(recipe, plan(recipe, [load_target("host")])[0], tmp_path / "out")
+
+
+def test_a_gguf_source_builds_and_damaged_ggufs_are_refused(tmp_path, decoders):
+    """GGUF files (what people have) as the source: transformers dequantizes the Q8_0 tensors on load; the
+    manifest says which grid the file held. A file that is not GGUF, or is cut short, is named in one line."""
+    from edgeslm.errors import ModelSourceError
+    from tiny import write_gguf
+
+    path = write_gguf(decoders["llama"], tmp_path / "tiny.Q8_0.gguf")
+    r = _build(tmp_path, path, "gguf")
+    a = r.manifest.artifacts[0]
+    assert a.verification.passed and r.manifest.model["gguf"]["tensor_types"]["Q8_0"] >= 14
+    assert r.manifest.model["model_type"] == "llama" and list(r.manifest.model["files"]) == [path.name]
+    assert all(c["artifact"] == c["reference"] for c in a.extras["continuations"])
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    fake = tmp_path / "fake.gguf"
+    fake.write_bytes(b"PK\x03\x04" + bytes(100))
+    for bad, why in ((cut, "damaged"), (fake, "not a GGUF file"), (tmp_path / "none.gguf", "does not exist")):
+        with pytest.raises(ModelSourceError, match=why) as info:
+            _build(tmp_path, bad, "bad")
+        assert bad.name in str(info.value)

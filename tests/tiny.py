@@ -230,3 +230,78 @@ max_new_tokens = 8
 {extra}
 ''')
     return path
+
+
+def write_gguf(model_folder: Path, path: Path, quant: str = "Q8_0") -> Path:
+    """The tiny Llama of `model_folder` as a GGUF file the way llama.cpp's converter writes one: llama
+    metadata, byte-level BPE tokenizer with merges and chat template, Q and K rows permuted for
+    llama.cpp's RoPE, 2-D weights in `quant` (Q8_0: the grid transformers dequantizes on load)."""
+    import json
+
+    import gguf
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    cfg = json.loads((model_folder / "config.json").read_text())
+    assert cfg["model_type"] == "llama", cfg["model_type"]
+    sd = load_file(str(model_folder / "model.safetensors"))
+    heads, kv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // heads
+    theta = cfg.get("rope_theta") or (cfg.get("rope_parameters") or {}).get("rope_theta", 10000.0)
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name("tiny-llama")
+    w.add_context_length(cfg["max_position_embeddings"])
+    w.add_embedding_length(cfg["hidden_size"])
+    w.add_block_count(cfg["num_hidden_layers"])
+    w.add_feed_forward_length(cfg["intermediate_size"])
+    w.add_head_count(heads)
+    w.add_head_count_kv(kv)
+    w.add_rope_dimension_count(head_dim)
+    w.add_rope_freq_base(float(theta))
+    w.add_layer_norm_rms_eps(float(cfg["rms_norm_eps"]))
+    w.add_vocab_size(cfg["vocab_size"])
+    tj = json.loads((model_folder / "tokenizer.json").read_text())
+    vocab, special = tj["model"]["vocab"], {t["content"] for t in tj["added_tokens"]}
+    tokens = [t for t, _ in sorted(vocab.items(), key=lambda kv_: kv_[1])]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in tj["model"]["merges"]]
+    tc = json.loads((model_folder / "tokenizer_config.json").read_text())
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_types([3 if t in special else 1 for t in tokens])
+    w.add_token_merges(merges)
+    w.add_bos_token_id(vocab[tc.get("bos_token") or "<|endoftext|>"])
+    w.add_eos_token_id(vocab[tc.get("eos_token") or "<|im_end|>"])
+    w.add_pad_token_id(vocab[tc.get("pad_token") or "<|endoftext|>"])
+    w.add_chat_template(CHATML)
+
+    def permute(x, n):  # llama.cpp's convert_hf_to_gguf: interleaved RoPE halves
+        return x.reshape(n, 2, x.shape[0] // n // 2, *x.shape[1:]).swapaxes(1, 2).reshape(x.shape)
+
+    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+             "lm_head.weight": "output.weight"}
+    parts = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+             "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+             "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
+    qtype = getattr(gguf.GGMLQuantizationType, quant)
+    for name, arr in sd.items():
+        arr = np.ascontiguousarray(arr.astype(np.float32))
+        if name in names:
+            out = names[name]
+        else:
+            _, _, layer, rest = name.split(".", 3)
+            part, _, suffix = rest.rpartition(".")
+            out = f"blk.{layer}.{parts[part]}.{suffix}"
+            if part == "self_attn.q_proj":
+                arr = permute(arr, heads)
+            elif part == "self_attn.k_proj":
+                arr = permute(arr, kv)
+        if arr.ndim == 2 and quant != "F32":
+            w.add_tensor(out, gguf.quants.quantize(arr, qtype), raw_dtype=qtype)
+        else:
+            w.add_tensor(out, arr)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path

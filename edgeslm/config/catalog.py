@@ -255,7 +255,7 @@ def check_source(loaded: LoadedRecipe) -> str:
                 return f"{m.source} (hub id, not in the local cache: downloaded at build time)"
         raise ConfigError(file, "model.source", str(exc)) from None
     try:
-        facts = check_model_folder(m.source, source.folder, m.task)
+        facts = check_model_folder(m.source, source.folder, m.task, source.gguf)
     except ModelSourceError as exc:
         raise ConfigError(file, "model.source", str(exc)) from None
     return f"{facts.model_type} from {source.kind} {source.folder}"

@@ -71,13 +71,18 @@ def load_causal_lm(source: ResolvedSource, trust_remote_code: bool):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    extra = {"gguf_file": source.gguf} if source.gguf else {}  # transformers dequantizes GGUF tensors
     try:
-        tok = AutoTokenizer.from_pretrained(str(source.folder), trust_remote_code=trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(str(source.folder), trust_remote_code=trust_remote_code, **extra)
         model = AutoModelForCausalLM.from_pretrained(str(source.folder), dtype=torch.float32,
-                                                     trust_remote_code=trust_remote_code)
+                                                     trust_remote_code=trust_remote_code, **extra)
     except (OSError, ValueError) as exc:
         raise ModelSourceError(f"model source {source.spec!r} ({source.folder}): cannot load a causal LM "
                                f"({str(exc).splitlines()[0][:160]})") from None
+    if source.gguf:  # loaded into float: nothing of the GGUF quantizer stays attached
+        model.hf_quantizer, model.is_quantized = None, False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
     return tok, model.eval()
 
 
@@ -273,7 +278,7 @@ def build_generation_into(work: Path, loaded: LoadedRecipe, target: Target, sour
         model={"source": source.spec, "kind": source.kind, "revision": source.revision,
                "folder": str(source.folder), "files": model_files, "model_type": model.config.model_type,
                "parameters": int(sum(p.numel() for p in model.parameters())), "vocab_size": vocab,
-               "stop_token_ids": stops},
+               "stop_token_ids": stops, **_gguf_facts(source)},
         task="text-generation",
         inputs=[TensorSpec(name="tokens", dtype="int64", axes=["batch", "sequence"]),
                 TensorSpec(name="start_pos", dtype="int64", axes=["one"])],
@@ -296,6 +301,16 @@ def build_generation_into(work: Path, loaded: LoadedRecipe, target: Target, sour
     manifest.files = file_entries(work, {"tokenizer/": "tokenizer", REFERENCE_FILE: "reference", "model.": "model"})
     write_manifest(work, manifest)
     return manifest
+
+
+def _gguf_facts(source: ResolvedSource) -> dict:
+    if not source.gguf:
+        return {}
+    from edgeslm.models.checks import gguf_tensor_types
+
+    return {"gguf": {"file": source.gguf, "tensor_types": gguf_tensor_types(source.folder / source.gguf),
+                     "note": "dequantized to float by transformers on load, then quantized by the recipe's "
+                             "passes (the GGUF's own integer grid is not carried over)"}}
 
 
 def greedy_hf(model, prompt: list, n: int, stops: list) -> list:

@@ -50,9 +50,11 @@ def read_config(spec: str, folder: Path) -> dict:
     return data
 
 
-def check_model_folder(spec: str, folder: Path, task: str) -> ModelFacts:
+def check_model_folder(spec: str, folder: Path, task: str, gguf: str | None = None) -> ModelFacts:
     """Refuse what cannot build: unknown architecture for the task, missing or damaged weights, missing
     or mismatched tokenizer. Returns what was found."""
+    if gguf is not None:
+        return check_gguf(spec, folder / gguf, task)
     config = read_config(spec, folder)
     model_type = config["model_type"]
     info = TASKS[task]
@@ -182,3 +184,57 @@ def tokenizer_size(folder: Path) -> int | None:
     except (OSError, ValueError, TypeError):
         return None
     return None
+
+
+# GGUF `general.architecture` -> transformers model_type (llama.cpp writes Mistral models as "llama")
+GGUF_ARCHITECTURES = {"llama": "llama", "qwen2": "qwen2", "phi3": "phi3", "gemma2": "gemma2"}
+
+
+def check_gguf(spec: str, path: Path, task: str) -> ModelFacts:
+    """A GGUF file: magic and version, architecture for the task, tensors and tokenizer present."""
+    folder = path.parent
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as exc:
+        raise _fail(spec, folder, f"cannot read {path.name} ({exc.strerror})", "check the file") from None
+    if len(head) < 8 or head[:4] != b"GGUF":
+        raise _fail(spec, folder, f"{path.name} is not a GGUF file (no GGUF magic)", "download it again")
+    version = struct.unpack("<I", head[4:8])[0]
+    if version not in (2, 3):
+        raise _fail(spec, folder, f"{path.name} is GGUF version {version}; versions 2 and 3 are read",
+                    "convert it with a current llama.cpp")
+    try:
+        import gguf
+    except ImportError:
+        raise _fail(spec, folder, "reading GGUF files needs the gguf package", "pip install gguf") from None
+    try:
+        reader = gguf.GGUFReader(str(path))
+        field = reader.fields["general.architecture"]
+        arch = bytes(field.parts[field.data[0]]).decode()
+    except KeyError:
+        raise _fail(spec, folder, f"{path.name} names no general.architecture", "download it again") from None
+    except Exception as exc:  # noqa: BLE001 - a damaged or truncated file raises many kinds
+        raise _fail(spec, folder, f"{path.name} is damaged ({type(exc).__name__}: {str(exc)[:80]})",
+                    "download it again") from None
+    model_type = GGUF_ARCHITECTURES.get(arch)
+    info = TASKS[task]
+    if model_type is None or model_type not in info.model_types:
+        raise _fail(spec, folder, f"GGUF architecture {arch!r} is not supported for task {task!r}",
+                    f"supported GGUF architectures: {', '.join(sorted(GGUF_ARCHITECTURES))}")
+    if not reader.tensors:
+        raise _fail(spec, folder, f"{path.name} holds no tensors", "download it again")
+    if "tokenizer.ggml.tokens" not in reader.fields:
+        raise _fail(spec, folder, f"{path.name} has no tokenizer (tokenizer.ggml.tokens)",
+                    "use a GGUF converted with its tokenizer")
+    tokens = len(reader.fields["tokenizer.ggml.tokens"].data)
+    return ModelFacts(model_type, tokens, tokens, (path.name,))
+
+
+def gguf_tensor_types(path: Path) -> dict[str, int]:
+    """How many tensors of each GGML type (Q4_1, Q8_0, F32...) the file holds."""
+    import collections
+
+    import gguf
+
+    return dict(collections.Counter(t.tensor_type.name for t in gguf.GGUFReader(str(path)).tensors))

