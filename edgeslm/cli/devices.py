@@ -251,12 +251,14 @@ def rollback(name, recipe, out, devices_file, accept_new_host_key) -> None:
                    "at the texts' real lengths); needs [eval] in the recipe.")
 @click.option("--eval-limit", type=click.IntRange(min=1), default=None,
               help="Score only the first N eval texts (e.g. on a slow or emulated device).")
+@click.option("--new-tokens", type=click.IntRange(min=2), default=64, show_default=True,
+              help="text-generation: decode steps timed.")
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("build"), show_default=True)
 @devices_option
 @accept_option
 @json_option
 def profile(build_or_recipe, name, recipe, artifacts, threads, iters, warmup, min_seconds, seq_len, with_eval,
-            eval_limit, out, devices_file, accept_new_host_key, as_json) -> None:
+            eval_limit, new_tokens, out, devices_file, accept_new_host_key, as_json) -> None:
     """Profile on a device: check the outputs against the build's reference, then measure latency
     (p50/p90/p99, CV), load time, peak RSS, temperatures. With BUILD_OR_RECIPE it is deployed first;
     `--device local` runs the same runner in a fresh subprocess here. Every argument is checked before
@@ -293,7 +295,7 @@ def profile(build_or_recipe, name, recipe, artifacts, threads, iters, warmup, mi
         raise UserError("--eval-limit needs --eval")
     results = run_profile(name, device, out, recipe, artifacts, threads, iters, warmup, min_seconds, seq_len,
                           accept_new_host_key, log=log, build=folder,
-                          eval_rows=(eval_limit or 0) if with_eval else None)
+                          eval_rows=(eval_limit or 0) if with_eval else None, new_tokens=new_tokens)
     if as_json:
         click.echo(json.dumps([{k: v for k, v in r.items() if k != "samples_ms"} for r in results], indent=2))
     else:
@@ -303,7 +305,36 @@ def profile(build_or_recipe, name, recipe, artifacts, threads, iters, warmup, mi
         raise SystemExit(EXIT_FAILED)
 
 
+def _print_generation(r: dict) -> None:
+    g, mem, a, d, c = r["generation"], r["memory_kb"], r["artifact"], r["device"], r["parity"]
+    emu = " EMULATED: timings are not device latency" if d.get("emulated") else ""
+    click.echo(f"{d['name']} ({d['arch']}, {d['cpu_model']}){emu}: {r['build']['recipe']} {a['name']} "
+               f"[{a['precision']}, {a['runtime']}]")
+    click.echo(f"  check on device: {'pass' if c['passed'] else 'FAIL ' + ', '.join(c['failed'])} (teacher-forced, "
+               f"{c['positions']} positions: top-1 {c['top1_agreement']:.3f} / top-5 {c['top5_agreement']:.3f} vs "
+               f"PyTorch, top-1 {c['top1_vs_build_host']:.3f} vs the build host's run; perplexity "
+               f"{c['perplexity']:.4g} vs PyTorch {c['perplexity_reference']:.4g}, {c['perplexity_increase']:+.1%})")
+    for t in g["ttft"]:
+        s = t["ttft_ms"]
+        click.echo(f"  prompt {t['prompt_tokens']:>4} tokens: time to first token p50 {s['p50']:.1f} ms "
+                   f"(p10-p90 {s['p10']:.1f}-{s['p90']:.1f}, {s['n']} runs), prefill {t['prefill_tok_s']:.0f} tok/s, "
+                   f"RSS {t['rss_kb'] / 1024:.0f} MiB")
+    dec = g["decode"]
+    st = dec["step_ms"]
+    click.echo(f"  decode: {dec['tok_s']:.1f} tok/s (p10-p90 {dec['tok_s_p10_p90'][0]:.1f}-{dec['tok_s_p10_p90'][1]:.1f}; "
+               f"step p50 {st['p50']:.2f} ms, CV {st['cv'] * 100:.1f}%, {dec['tokens']} tokens after "
+               f"{dec['after_prompt_tokens']}, threads {r['settings']['threads']})")
+    click.echo(f"  load {r['load_ms']:.0f} ms; peak RSS {mem['peak_rss'] / 1024:.0f} MiB (after load "
+               f"{mem['rss_after_load'] / 1024:.0f} MiB, KV cache {r['settings']['max_context']} positions)")
+    if r["flags"]:
+        click.echo(f"  flags: {', '.join(r['flags'])}")
+    click.echo(f"  result: {r['_path']}")
+
+
 def _print_profile(r: dict) -> None:
+    if "generation" in r:
+        _print_generation(r)
+        return
     lat, mem, a, d = r["latency_ms"], r["memory_kb"], r["artifact"], r["device"]
     emu = " EMULATED: timings are not device latency" if d.get("emulated") else ""
     click.echo(f"{d['name']} ({d['arch']}, {d['cpu_model']}){emu}: {r['build']['recipe']} {a['name']} "

@@ -8,6 +8,6 @@ def stats(samples_ms: list) -> dict:
     a = np.asarray(samples_ms, dtype=np.float64)
     mean = float(a.mean())
     std = float(a.std(ddof=1)) if a.size > 1 else 0.0
-    return {"n": int(a.size), "p50": float(np.percentile(a, 50)), "p90": float(np.percentile(a, 90)),
+    return {"n": int(a.size), "p10": float(np.percentile(a, 10)), "p50": float(np.percentile(a, 50)), "p90": float(np.percentile(a, 90)),
             "p99": float(np.percentile(a, 99)), "mean": mean, "stdev": std,
             "cv": std / mean if mean > 0 else 0.0, "min": float(a.min()), "max": float(a.max())}

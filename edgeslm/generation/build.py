@@ -263,6 +263,7 @@ def build_generation_into(work: Path, loaded: LoadedRecipe, target: Target, sour
                 "original/top_ids": order.astype(np.int32),
                 "original/top_logits": np.take_along_axis(original, order, axis=1).astype(np.float32),
                 "original/logsumexp": _logsumexp(original).astype(np.float32),
+                "original/target_logprob": _target_logprob(original, ids[first:]).astype(np.float32),
                 "artifact/top_ids": np.argsort(-actual, axis=1)[:, :TOP_K_STORED].astype(np.int32)}
     for i, p in enumerate(prompts):
         ref_file[f"prompt/{i}"] = np.asarray(p, dtype=np.int64)
@@ -321,6 +322,11 @@ def greedy_hf(model, prompt: list, n: int, stops: list) -> list:
         out = model.generate(torch.tensor([prompt]), max_new_tokens=n, do_sample=False,
                              eos_token_id=stops or None, pad_token_id=(stops or [0])[0])
     return [int(t) for t in out[0, len(prompt):]]
+
+
+def _target_logprob(logits, targets):
+    t = np.asarray(targets)
+    return logits[np.arange(len(t)), t] - _logsumexp(logits)
 
 
 def _logsumexp(x):

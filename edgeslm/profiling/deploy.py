@@ -158,10 +158,6 @@ def deploy(build_folder: Path, name: str, device: Device, accept_new_host_key: b
            log=print, break_lock: bool = False) -> DeployResult:
     build = checked_build(build_folder)  # before anything of it leaves this machine
     manifest = build.manifest
-    if manifest.task == "text-generation":
-        raise UserError(f"{build_folder}: deploying text-generation builds is not available yet (the device "
-                        "runner's generation loop, TTFT and tokens/s profiling come next); the build itself "
-                        "is verified on this host")
     t0 = time.perf_counter()
     recipe, version = manifest.recipe["name"], manifest.version
     with open_device(name, device, accept_new_host_key) as dev:
@@ -173,6 +169,8 @@ def deploy(build_folder: Path, name: str, device: Device, accept_new_host_key: b
             if broke.get("broken"):
                 h = broke.get("holder") or {}
                 log(f"broke the stale deploy lock of {h.get('owner', 'an unknown host')} on {name}")
+        if manifest.task == "text-generation":  # the program runs in edgeslm's runtime: there before the model
+            dev.et_runtime(str(probe.get("arch", "")), log=log)
         with dev.locked(recipe):
             _upload(dev, build, result, log)
             switched = dev.model("activate", recipe, version)

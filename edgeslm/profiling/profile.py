@@ -62,7 +62,7 @@ def store_for(out: Path, recipe: str, manifest: Manifest) -> Path:
 def profile(name: str, device: Device, out: Path, recipe: str | None = None, artifacts=(),
             threads: int = 0, iters: int = 100, warmup: int = 10, min_seconds: float = 0.0,
             seq_len: int | None = None, accept_new_host_key: bool = False, log=print,
-            build: Path | None = None, eval_rows: int | None = None) -> list[dict]:
+            build: Path | None = None, eval_rows: int | None = None, new_tokens: int = 64) -> list[dict]:
     """Profile each artifact of the deployed `recipe` (default: the only one) on its active version.
     `build`: the host's build folder of that version, when the caller knows it. `eval_rows`: also score
     the eval split on the device (0 = all of it, N = the first N texts; None = not)."""
@@ -99,8 +99,12 @@ def profile(name: str, device: Device, out: Path, recipe: str | None = None, art
                 log(f"profiling {recipe}/{art} ({version}) on {name}")
                 label = {"recipe": recipe, "target": manifest.target["name"], "cache_key": manifest.cache_key,
                          "version": version, "verified_against": against}
+                extra = []
+                if manifest.task == "text-generation":
+                    arch = dev.python_output("import platform; print(platform.machine())").strip()
+                    extra = ["--et-runtime", dev.et_runtime(arch, log=log), "--new-tokens", str(new_tokens)]
                 results.append(_run(dev, name, device, vdir, art, stamp, store, label,
-                                    threads, iters, warmup, min_seconds, seq_len, eval_rows))
+                                    threads, iters, warmup, min_seconds, seq_len, eval_rows, extra))
     return results
 
 
@@ -123,7 +127,7 @@ def _device_manifest(dev, name: str, recipe: str, version: str, vdir: str, out: 
 
 
 def _run(dev, name, device, vdir, art, stamp, store, label, threads, iters, warmup, min_seconds, seq_len,
-         eval_rows=None) -> dict:
+         eval_rows=None, extra=()) -> dict:
     remote = posixpath.join(dev.model_dir(label["recipe"]), "results", f"{stamp}-{art}.json")
     args = ["profile", vdir, "--artifact", art, "--threads", str(threads), "--iters", str(iters),
             "--warmup", str(warmup), "--min-seconds", str(min_seconds), "--out", remote, "--workdir", dev.workdir]
@@ -131,6 +135,7 @@ def _run(dev, name, device, vdir, art, stamp, store, label, threads, iters, warm
         args += ["--seq-len", str(seq_len)]
     if eval_rows is not None:
         args += ["--eval", str(int(eval_rows))]
+    args += list(extra)
     dev.call(*args, timeout=device.profile_timeout)
     local = store / name / f"{stamp}-{art}.json"
     dev.get(remote, local)

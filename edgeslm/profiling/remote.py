@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import hashlib
 import json
 import os
 import posixpath
@@ -28,6 +29,12 @@ DIGEST = ("import hashlib,os,sys; p=sys.argv[1]; print(hashlib.sha256(open(p,'rb
           "if os.path.isfile(p) else 'missing')")
 INSTALL = ("import hashlib,os,sys; t,p,d=sys.argv[1:4]; ok=hashlib.sha256(open(t,'rb').read()).hexdigest()==d; "
            "os.replace(t,p) if ok else os.remove(t); print(int(ok))")
+
+# a folder uploaded under a temporary name takes its place; when another session placed the same content
+# first, the copy is dropped (content-addressed: equal names mean equal files)
+PLACE_TREE = ("import os,shutil,sys; t,p=sys.argv[1:3]\n"
+              "try: os.rename(t,p)\nexcept OSError: shutil.rmtree(t)\nprint(1)")
+REMOVE_TREE = "import shutil,sys; shutil.rmtree(sys.argv[1], ignore_errors=True); print(1)"
 
 
 def check_name(value: str, what: str = "recipe") -> str:
@@ -68,6 +75,32 @@ class RemoteRunner:
         if self.python_output(INSTALL, tmp, path, digest).strip() != "1":
             raise DeviceError(f"device {self.name}: the uploaded runner arrived damaged (sha256 differs); "
                               "check the device's disk and try again")
+        return path
+
+    def et_runtime(self, arch: str, log=print) -> str:
+        """edgeslm's ExecuTorch runtime folder for the device's architecture, under
+        <workdir>/runtimes/et-<digest>: built here once (edgeslm.profiling.et_runtime), uploaded when the
+        device lacks it or any file differs, each file checked by sha256 before the folder is put in place."""
+        from edgeslm.profiling.et_runtime import runtime_folder
+
+        local = runtime_folder(arch)
+        files = sorted(p for p in local.iterdir() if p.is_file())
+        sums = {p.name: sha256_file(p) for p in files}
+        digest = hashlib.sha256("".join(f"{n} {h}\n" for n, h in sums.items()).encode()).hexdigest()
+        path = posixpath.join(self.workdir, "runtimes", f"et-{digest[:16]}")
+        there = self.call("hash", *[posixpath.join(path, n) for n in sums])
+        if all(there.get(posixpath.join(path, n)) == h for n, h in sums.items()):
+            return path
+        tmp = f"{path}.part-{uuid.uuid4().hex[:12]}"
+        log(f"  upload ExecuTorch runtime for {arch} ({sum(p.stat().st_size for p in files) / 1e6:.1f} MB)")
+        for p in files:
+            self.conn.put(p, posixpath.join(tmp, p.name))
+        got = self.call("hash", *[posixpath.join(tmp, n) for n in sums])
+        if not all(got.get(posixpath.join(tmp, n)) == h for n, h in sums.items()):
+            self.python_output(REMOVE_TREE, tmp)
+            raise DeviceError(f"device {self.name}: the uploaded ExecuTorch runtime arrived damaged (sha256 "
+                              "differs); check the device's disk and try again")
+        self.python_output(PLACE_TREE, tmp, path)
         return path
 
     def python_output(self, code: str, *args: str) -> str:

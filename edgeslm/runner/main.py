@@ -89,8 +89,16 @@ def main(argv=None) -> int:
     p.add_argument("--workdir", help="with --out: the result must land inside this workdir")
     p.add_argument("--eval", type=int, default=None, metavar="ROWS",
                    help="also score the build's eval split here (0 = all of it, N = its first N texts)")
+    p.add_argument("--new-tokens", type=int, default=64, help="text-generation: decode steps timed")
     p.add_argument("--et-runtime", metavar="DIR",
                    help="run .pte files with libedgeslm_et.so from DIR (torch-free; default: $EDGESLM_ET_RUNTIME)")
+    p = sub.add_parser("generate", help="greedy tokens for a prompt, one JSON line per token as it comes")
+    p.add_argument("build_dir")
+    p.add_argument("--artifact", default="executorch")
+    p.add_argument("--prompt-ids", required=True, help="JSON list of token ids (the host tokenizes)")
+    p.add_argument("--new-tokens", type=int, default=64)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--et-runtime", metavar="DIR")
     args = ap.parse_args(argv)
     try:
         if args.cmd == "probe":
@@ -113,9 +121,20 @@ def main(argv=None) -> int:
             return hold(args.workdir, args.recipe, args.pin, args.owner, args.expire, args.wait)
         elif args.cmd == "break-lock":
             result = break_lock(args.workdir, args.recipe)
+        elif args.cmd == "generate":
+            from edgeslm.runner.generation import generate
+
+            try:
+                ids = json.loads(args.prompt_ids)
+            except ValueError:
+                raise RunnerError("--prompt-ids must be a JSON list of token ids") from None
+            if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+                raise RunnerError("--prompt-ids must be a JSON list of token ids")
+            result = generate(args.build_dir, args.artifact, ids, args.new_tokens,
+                              args.threads or os.cpu_count() or 1, args.et_runtime)
         else:
             result = profile(args.build_dir, args.artifact, args.threads, args.warmup, args.iters,
-                             args.min_seconds, args.seq_len, args.eval, args.et_runtime)
+                             args.min_seconds, args.seq_len, args.eval, args.et_runtime, args.new_tokens)
             if args.out:
                 result = _write_result(result, args.out, args.workdir)
     except RunnerError as exc:

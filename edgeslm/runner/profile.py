@@ -20,7 +20,7 @@ from edgeslm.runner.store import _inside
 
 def profile(build_dir: str, artifact_name: str, threads: int, warmup: int, iters: int,
             min_seconds: float, seq_len: int | None, eval_rows: int | None = None,
-            et_runtime: str | None = None) -> dict:
+            et_runtime: str | None = None, new_tokens: int = 64) -> dict:
     """`eval_rows`: None = no task evaluation, 0 = the whole eval split, N = its first N texts."""
     import numpy as np
 
@@ -35,6 +35,9 @@ def profile(build_dir: str, artifact_name: str, threads: int, warmup: int, iters
     if artifact is None:
         raise RunnerError(f"build has no artifact {artifact_name!r}: "
                           f"{', '.join(a['name'] for a in manifest['artifacts'])}")
+    if manifest.get("task") == "text-generation":
+        return _generation_result(build_dir, manifest, artifact, threads, warmup, iters, new_tokens, et_runtime,
+                                  started)
     shapes = manifest["shapes"]
     seq = seq_len or shapes["max_seq_len"]
     if not shapes["min_seq_len"] <= seq <= shapes["max_seq_len"]:
@@ -113,6 +116,44 @@ def profile(build_dir: str, artifact_name: str, threads: int, warmup: int, iters
                       "peak_during_runs": hwm_run if reset else None,
                       "run_increase": ((hwm_run or 0) - (rss_loaded or 0)) if reset else None,
                       "rss_after_runs": rss_after},
+        "thermal": {"before": thermal_before, "after": thermal_after},
+        "device": {"arch": platform.machine(), "cpu_model": cpu_model(), "cores": os.cpu_count(),
+                   "kernel": platform.release(), "python": platform.python_version(),
+                   "runtimes": runtimes(), "emulated": emulation()},
+        "flags": flags,
+    }
+
+
+def _generation_result(build_dir, manifest, artifact, threads, warmup, iters, new_tokens, et_runtime,
+                       started) -> dict:
+    from edgeslm.runner.generation import profile_generation
+
+    if new_tokens < 2:
+        raise RunnerError("--new-tokens must be >= 2")
+    thermal_before = thermal()
+    gen = profile_generation(build_dir, manifest, artifact, threads, warmup, iters, new_tokens, et_runtime)
+    thermal_after = thermal()
+    flags = []
+    if gen["decode"]["step_ms"]["cv"] > NOISY_CV:
+        flags.append("noisy")
+    if any((t.get("throttled") or {}).get("throttled_now") or (t.get("throttled") or {}).get("freq_capped")
+           for t in (thermal_before, thermal_after)):
+        flags.append("throttled")
+    if emulation():
+        flags.append("emulated")
+    if not gen["check"]["passed"]:
+        flags.append("parity-failed")
+    return {
+        "schema": PROFILE_SCHEMA, "runner_version": RUNNER_VERSION, "started_at": started,
+        "build": {"recipe": manifest["recipe"]["name"], "target": manifest["target"]["name"],
+                  "cache_key": manifest["cache_key"], "task": manifest["task"]},
+        "artifact": {"name": artifact["name"], "format": artifact["format"], "file": artifact["file"],
+                     "precision": artifact["precision"], "runtime": gen["runtime"],
+                     "size": next((f["size"] for f in manifest["files"] if f["path"] == artifact["file"]), None)},
+        "settings": gen["settings"],
+        "parity": {"passed": gen["check"]["passed"], **gen["check"]},
+        "generation": {k: gen[k] for k in ("ttft", "decode")},
+        "load_ms": gen["load_ms"], "samples_ms": gen["samples_ms"], "memory_kb": gen["memory_kb"],
         "thermal": {"before": thermal_before, "after": thermal_after},
         "device": {"arch": platform.machine(), "cpu_model": cpu_model(), "cores": os.cpu_count(),
                    "kernel": platform.release(), "python": platform.python_version(),

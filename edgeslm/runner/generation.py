@@ -1,0 +1,172 @@
+"""text-generation on the device: the decoder program in edgeslm's torch-free ExecuTorch shim.
+
+`profile` measures what decides whether a chat model is usable there: load time, time to first token at
+several prompt lengths (prefill tokens/s), decode tokens/s over many steps (median and spread), and
+memory as the KV cache fills. It first checks the program against the build's stored reference
+(teacher-forced on the held text: top-1 / top-5 agreement with PyTorch and with the build host's run
+of the same program, perplexity against PyTorch's). `generate` streams token ids for a prompt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from edgeslm.contract.decoding import greedy, prefill, teacher_forced
+from edgeslm.contract.parity import TOP1_MARGIN, log_softmax
+from edgeslm.contract.stats import stats
+from edgeslm.runner.errors import RunnerError
+from edgeslm.runner.facts import _status_kb
+from edgeslm.runner.store import _inside
+
+PROMPT_LENGTHS = (32, 128, 512)
+
+
+def open_decoder(build_dir: str, manifest: dict, artifact: dict, threads: int, et_runtime: str | None):
+    """(step, load_ms, runtime name): step(tokens, start) -> logits of the last token."""
+    import numpy as np
+
+    from edgeslm.runner.native_et import NativeRuntime
+
+    et_runtime = et_runtime or os.environ.get("EDGESLM_ET_RUNTIME") or None
+    if not et_runtime:
+        raise RunnerError("text-generation programs run in edgeslm's ExecuTorch runtime folder: give --et-runtime "
+                          "DIR (edgeslm deploy uploads it)")
+    rt = NativeRuntime(et_runtime, threads)
+    t0 = time.perf_counter()
+    method = rt.load(_inside(build_dir, artifact["file"]))
+    load_ms = (time.perf_counter() - t0) * 1e3
+    vocab = int(manifest["model"]["vocab_size"])
+
+    def step(tokens, start):
+        out = method([np.asarray([tokens], dtype=np.int64), np.asarray([start], dtype=np.int64)])[0]
+        return out.reshape(-1, vocab)[-1]
+
+    try:
+        with open(os.path.join(et_runtime, "runtime.json")) as f:
+            version = json.load(f).get("executorch", "?")
+    except (OSError, ValueError, AttributeError):
+        version = "?"
+    return step, load_ms, f"edgeslm-et (executorch {version} libraries)"
+
+
+def check(step, build_dir: str, manifest: dict) -> dict:
+    """Teacher-forced on the stored held text; compared with PyTorch's stored top tokens and log-probs."""
+    import numpy as np
+
+    ref = np.load(_inside(build_dir, manifest["reference"]["file"]), allow_pickle=False)
+    ids = [int(i) for i in ref["text/ids"]]
+    first, chunk = int(ref["text/first"]), int(manifest["shapes"]["max_prompt"])
+    logits = teacher_forced(step, ids, first, chunk).astype(np.float64)
+    lp = log_softmax(logits)
+    targets = np.asarray(ids[first:])
+    top_ids, top_logits = ref["original/top_ids"], ref["original/top_logits"]
+    clear = (top_logits[:, 0] - top_logits[:, 1]) >= TOP1_MARGIN
+    mine = logits.argmax(axis=1)
+    top5 = np.argsort(-logits, axis=1)[:, :5]
+    host = ref["artifact/top_ids"][:, 0]
+    ppl_ref = float(np.exp(-ref["original/target_logprob"].astype(np.float64).mean()))
+    ppl = float(np.exp(-lp[np.arange(len(targets)), targets].mean()))
+    limits = manifest["reference"].get("thresholds", {}).get("compression", {})
+    out = {"positions": int(len(targets)), "prompt_tokens": first,
+           "top1_agreement": float((mine[clear] == top_ids[clear, 0]).mean()) if clear.any() else 1.0,
+           "top5_agreement": float((top5 == top_ids[:, [0]]).any(axis=1).mean()),
+           "top1_vs_build_host": float((mine == host).mean()),
+           "perplexity_reference": ppl_ref, "perplexity": ppl, "perplexity_increase": ppl / ppl_ref - 1.0}
+    gates = [("top5_agreement", "min", limits.get("min_top5_agreement")),
+             ("perplexity_increase", "max", limits.get("max_perplexity_increase"))]
+    failed = [n for n, kind, t in gates if t is not None and
+              (out[n] < t if kind == "min" else out[n] > t)]
+    out["thresholds"] = {n: t for n, _, t in gates}
+    out["passed"] = not failed
+    out["failed"] = failed
+    return out
+
+
+def profile_generation(build_dir: str, manifest: dict, artifact: dict, threads: int, warmup: int, iters: int,
+                       new_tokens: int, et_runtime: str | None) -> dict:
+    """Load, check, then: TTFT at each prompt length (median of `iters` runs after `warmup`), decode
+    speed over `new_tokens` steps, RSS after each length (the static KV cache is touched as it fills)."""
+    import numpy as np
+
+    ctx, chunk = int(manifest["shapes"]["max_context"]), int(manifest["shapes"]["max_prompt"])
+    rss_start = _status_kb("VmRSS")
+    step, load_ms, runtime = open_decoder(build_dir, manifest, artifact, threads, et_runtime)
+    rss_loaded, hwm_loaded = _status_kb("VmRSS"), _status_kb("VmHWM")
+    verdict = check(step, build_dir, manifest)
+    ref = np.load(_inside(build_dir, manifest["reference"]["file"]), allow_pickle=False)
+    text = [int(i) for i in ref["text/ids"]]
+    lengths = [n for n in PROMPT_LENGTHS if n + new_tokens <= ctx] or [max(1, ctx - new_tokens - 1)]
+    ttft = []
+    for n in lengths:
+        prompt = (text * (n // len(text) + 1))[:n]
+        for _ in range(warmup):
+            prefill(step, prompt, 0, chunk)
+        times = []
+        for _ in range(iters):
+            t0 = time.perf_counter()
+            logits = prefill(step, prompt, 0, chunk)
+            int(np.asarray(logits).argmax())
+            times.append((time.perf_counter() - t0) * 1e3)
+        s = stats(times)
+        ttft.append({"prompt_tokens": n, "ttft_ms": s, "prefill_tok_s": n / (s["p50"] / 1e3),
+                     "rss_kb": _status_kb("VmRSS")})
+    # decode: after a 32-token prompt, greedy steps whatever the tokens (no stop), each timed
+    prompt = text[:min(32, len(text))]
+    logits = prefill(step, prompt, 0, chunk)
+    pos, tok, steps = len(prompt), int(np.asarray(logits).argmax()), []
+    n_steps = min(new_tokens, ctx - pos)
+    for _ in range(n_steps):
+        t0 = time.perf_counter()
+        logits = step([tok], pos)
+        tok = int(np.asarray(logits).argmax())
+        steps.append((time.perf_counter() - t0) * 1e3)
+        pos += 1
+    d = stats(steps[min(warmup, len(steps) - 1):] if len(steps) > 1 else steps)
+    return {
+        "runtime": runtime, "load_ms": load_ms, "check": verdict,
+        "ttft": ttft,
+        "decode": {"tokens": len(steps), "after_prompt_tokens": len(prompt), "step_ms": d,
+                   "tok_s": 1000.0 / d["p50"], "tok_s_p10_p90": [1000.0 / d["p90"], 1000.0 / d["p10"]]},
+        "samples_ms": steps,
+        "memory_kb": {"rss_at_start": rss_start, "rss_after_load": rss_loaded, "peak_after_load": hwm_loaded,
+                      "load_increase": (rss_loaded or 0) - (rss_start or 0),
+                      "peak_rss": _status_kb("VmHWM"), "rss_after_decode": _status_kb("VmRSS")},
+        "settings": {"threads": threads, "warmup": warmup, "iters": iters, "new_tokens": new_tokens,
+                     "prompt_lengths": lengths, "max_context": ctx, "prompt_chunk": chunk},
+    }
+
+
+def generate(build_dir: str, artifact_name: str, prompt_ids: list, new_tokens: int, threads: int,
+             et_runtime: str | None, stop_ids: list | None = None) -> dict:
+    """Greedy generation, each token id printed as a JSON line as it comes ({"token": id}); returns the
+    summary (TTFT, tokens/s)."""
+    with open(os.path.join(build_dir, "manifest.json")) as f:
+        manifest = json.load(f)
+    artifact = next((a for a in manifest["artifacts"] if a["name"] == artifact_name), None)
+    if artifact is None:
+        raise RunnerError(f"build has no artifact {artifact_name!r}")
+    ctx, chunk = int(manifest["shapes"]["max_context"]), int(manifest["shapes"]["max_prompt"])
+    if not prompt_ids or len(prompt_ids) >= ctx:
+        raise RunnerError(f"the prompt has {len(prompt_ids)} tokens; the model's context holds {ctx}")
+    vocab = int(manifest["model"]["vocab_size"])
+    if any(not 0 <= int(t) < vocab for t in prompt_ids):
+        raise RunnerError(f"prompt token ids must be in [0, {vocab})")
+    step, load_ms, runtime = open_decoder(build_dir, manifest, artifact, threads, et_runtime)
+    stops = set(stop_ids if stop_ids is not None else manifest["model"].get("stop_token_ids") or [])
+    marks = {"t0": time.perf_counter(), "first": None}
+
+    def emit(tok):
+        if marks["first"] is None:
+            marks["first"] = time.perf_counter()
+        print(json.dumps({"token": tok}), flush=True)
+
+    out = greedy(step, [int(t) for t in prompt_ids], min(new_tokens, ctx - len(prompt_ids)), chunk, stops,
+                 ctx, on_token=emit)
+    end = time.perf_counter()
+    ttft = (marks["first"] - marks["t0"]) * 1e3 if marks["first"] else None
+    rate = (len(out) - 1) / (end - marks["first"]) if marks["first"] and len(out) > 1 else None
+    return {"tokens": out, "prompt_tokens": len(prompt_ids), "load_ms": load_ms, "ttft_ms": ttft,
+            "decode_tok_s": rate, "runtime": runtime, "stopped": bool(out and out[-1] in stops)}
+
