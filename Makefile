@@ -20,9 +20,10 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/edgeslm build
 
-# deploy tests start a real OpenSSH server on loopback; report tests open the HTML in headless Chromium
+# deploy tests start a real OpenSSH server on loopback; report tests open the HTML in headless Chromium;
+# g++ (and the aarch64 cross g++) build edgeslm's ExecuTorch runtime for decoder programs on devices
 system-deps:
-	@test -x /usr/sbin/sshd && test -x /usr/bin/chromium && test -x /usr/bin/g++ || (apt-get update -qq && apt-get install -y -qq --no-install-recommends openssh-server chromium g++)
+	@test -x /usr/sbin/sshd && test -x /usr/bin/chromium && test -x /usr/bin/g++ && test -x /usr/bin/aarch64-linux-gnu-g++ || (apt-get update -qq && apt-get install -y -qq --no-install-recommends openssh-server chromium g++ g++-aarch64-linux-gnu)
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest

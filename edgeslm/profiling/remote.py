@@ -32,7 +32,8 @@ INSTALL = ("import hashlib,os,sys; t,p,d=sys.argv[1:4]; ok=hashlib.sha256(open(t
 
 # a folder uploaded under a temporary name takes its place; when another session placed the same content
 # first, the copy is dropped (content-addressed: equal names mean equal files)
-PLACE_TREE = ("import os,shutil,sys; t,p=sys.argv[1:3]\n"
+PLACE_TREE = ("import os,shutil,sys; t,p,bad=sys.argv[1:4]\n"
+              "if bad=='1' and os.path.isdir(p): os.rename(p,t+'.damaged'); shutil.rmtree(t+'.damaged')\n"
               "try: os.rename(t,p)\nexcept OSError: shutil.rmtree(t)\nprint(1)")
 REMOVE_TREE = "import shutil,sys; shutil.rmtree(sys.argv[1], ignore_errors=True); print(1)"
 
@@ -100,7 +101,8 @@ class RemoteRunner:
             self.python_output(REMOVE_TREE, tmp)
             raise DeviceError(f"device {self.name}: the uploaded ExecuTorch runtime arrived damaged (sha256 "
                               "differs); check the device's disk and try again")
-        self.python_output(PLACE_TREE, tmp, path)
+        damaged = any(there.get(posixpath.join(path, n)) for n in sums)  # present but not what was built
+        self.python_output(PLACE_TREE, tmp, path, "1" if damaged else "0")
         return path
 
     def python_output(self, code: str, *args: str) -> str:

