@@ -361,6 +361,49 @@ def _print_profile(r: dict) -> None:
     click.echo(f"  result: {r['_path']}")
 
 
+@main.command()
+@click.argument("build_or_recipe")
+@click.argument("prompt")
+@click.option("--device", "-d", "name", default=LOCAL, show_default=True, help="Device name.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=None,
+              help="Tokens to generate at most (default: the recipe's generation.max_new_tokens).")
+@click.option("--chat/--no-chat", default=None, help="Wrap the prompt in the model's chat template "
+              "(default: the recipe's generation.chat_template).")
+@click.option("--threads", type=click.IntRange(min=0), default=None,
+              help="Threads (default: the device target's threads; 0 = all cores).")
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("build"), show_default=True)
+@devices_option
+@accept_option
+def run(build_or_recipe, prompt, name, max_new_tokens, chat, threads, out, devices_file, accept_new_host_key) -> None:
+    """Generate text from PROMPT with a text-generation build on a device, streamed as it comes (greedy).
+    The build is deployed first when the device does not run it yet."""
+    from edgeslm.profiling.deploy import HostBuild
+    from edgeslm.profiling.deploy import deploy as run_deploy
+    from edgeslm.profiling.generate import run_prompt
+
+    inv, file = _inventory(devices_file)
+    device = inv.get(name, file)
+    folder = _build_for(build_or_recipe, device.target, out)
+    built = HostBuild.load(folder)
+    if built.manifest.task != "text-generation":
+        raise UserError(f"{folder} is a {built.manifest.task} build; `edgeslm run` needs a text-generation build")
+    if threads is None:
+        from edgeslm.config.catalog import load_target
+
+        threads = load_target(device.target).threads
+    run_deploy(folder, name, device, accept_new_host_key, log=lambda m: click.echo(f"  {m}", err=True))
+
+    def emit(text: str) -> None:
+        click.echo(text, nl=False)
+
+    r = run_prompt(name, device, folder, prompt, max_new_tokens, chat, threads, accept_new_host_key, emit=emit)
+    click.echo()
+    rate = f", {r['decode_tok_s']:.1f} tok/s" if r.get("decode_tok_s") else ""
+    ttft = f"time to first token {r['ttft_ms']:.0f} ms" if r.get("ttft_ms") is not None else "no tokens"
+    click.echo(f"[{name}: {len(r.get('tokens', []))} tokens after a {r['prompt_tokens']}-token prompt; {ttft}{rate}"
+               f"{'; stopped' if r.get('stopped') else ''}]", err=True)
+
+
 EMULATED_TARGET = {"cortex-a72": "rpi4", "cortex-a76": "rpi5"}
 
 

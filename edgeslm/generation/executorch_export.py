@@ -152,10 +152,19 @@ def quantize_decoder(decoder, weights: str, group_size: int, embeddings: bool) -
     if weights in ("8da4w", "8da8w"):
         gran = PerGroup(group_size) if group_size else PerAxis(0)
         kept = [n for n, m in linears if group_size and m.weight.shape[1] % group_size]
+        # the output layer (the vocabulary projection, often tied to the embeddings) keeps 8-bit weights
+        # under 8da4w, as llama.cpp's Q4 files keep it in Q8_0: measured on SmolLM2-135M (160 tokens of
+        # held text), int4 there costs +60% perplexity against +35% with it in int8
+        head = [n for n, m in linears if n.endswith("lm_head")] if weights == "8da4w" else []
         cfg = Int8DynamicActivationIntxWeightConfig(
             weight_dtype=torch.int4 if weights == "8da4w" else torch.int8, weight_granularity=gran)
-        quantize_(decoder, cfg, filter_fn=lambda m, fqn: isinstance(m, torch.nn.Linear) and fqn not in kept)
-        facts.update(group_size=group_size, kept_float=kept,
+        quantize_(decoder, cfg, filter_fn=lambda m, fqn: isinstance(m, torch.nn.Linear) and fqn not in kept
+                  and fqn not in head)
+        if head:
+            quantize_(decoder, Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int8,
+                                                                     weight_granularity=PerAxis(0)),
+                      filter_fn=lambda m, fqn: fqn in head)
+        facts.update(group_size=group_size, kept_float=kept, output_layer_int8=head,
                      activations="int8 dynamic, per token, asymmetric")
     elif weights == "int8-wo":
         quantize_(decoder, IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0)),

@@ -31,7 +31,9 @@ class LocalConnector:
         shutil.copyfile(remote, local)
 
     def spawn(self, argv: list[str], timeout: float | None = None):
-        return _Process(subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+        # the runner answers in JSON on stdout; native runtimes log on stderr (kept off the terminal)
+        return _Process(subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.DEVNULL, text=True))
 
     def close(self) -> None:
         pass

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from deployhelp import device
+from deployhelp import cli, device
 from edgeslm.config.catalog import load_target
 from edgeslm.config.recipe import load_recipe
 from edgeslm.pipeline import build, plan
@@ -20,10 +20,15 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def decoder_build(tmp_path_factory):
-    root = tmp_path_factory.mktemp("gen")
-    src = make_decoder_model("qwen2", root / "model")
-    recipe = load_recipe(write_generation_recipe(root / "g.toml", src, name="tinygen", context=160, prompt=64))
+def decoder_source(tmp_path_factory):
+    return make_decoder_model("qwen2", tmp_path_factory.mktemp("gen") / "model")
+
+
+@pytest.fixture(scope="module")
+def decoder_build(tmp_path_factory, decoder_source):
+    root = tmp_path_factory.mktemp("genbuild")
+    recipe = load_recipe(write_generation_recipe(root / "g.toml", decoder_source, name="tinygen", context=160,
+                                                 prompt=64))
     return build(recipe, plan(recipe, [load_target("host")])[0], root / "out").folder
 
 
@@ -55,3 +60,28 @@ def test_profile_a_decoder_over_ssh(tmp_path, inventory, decoder_build):
                    build=decoder_build)
     assert any("upload ExecuTorch runtime" in m for m in logs) and r["parity"]["passed"]
     assert len(list((tmp_path / "wd-pi" / "runtimes").iterdir())) == 1
+
+
+def test_run_streams_the_same_text_as_transformers_generate(tmp_path, inventory, decoder_build, decoder_source,
+                                                            tiny_builds):
+    """`edgeslm run` deploys the build, tokenizes here, generates on the device and detokenizes the
+    stream: with fp32 weights the text is transformers' own greedy continuation."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from edgeslm.errors import EXIT_USER
+
+    tok = AutoTokenizer.from_pretrained(str(decoder_source))
+    model = AutoModelForCausalLM.from_pretrained(str(decoder_source)).eval()
+    prompt = "The weather in the mountains"
+    ids = tok(prompt, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        out = model.generate(ids, max_new_tokens=6, min_new_tokens=6, do_sample=False, pad_token_id=0)
+    expected = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    inv = inventory(pi={})
+    r = cli("run", decoder_build, prompt, "--device", "pi", "--devices", inv, "--max-new-tokens", 6, "--no-chat")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip() == expected.strip() and expected.strip()
+    assert "6 tokens after a" in r.stderr and "time to first token" in r.stderr
+    r = cli("run", tiny_builds["v1"], prompt, "--device", "pi", "--devices", inv)  # an encoder build
+    assert r.exit_code == EXIT_USER and "needs a text-generation build" in r.output

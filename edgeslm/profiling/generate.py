@@ -1,0 +1,84 @@
+"""`edgeslm run`: a prompt through a deployed text-generation model, the text streamed as the device
+produces it. The host tokenizes (the build's tokenizer and chat template) and detokenizes; the device
+runs the program and sends token ids, so the device needs no tokenizer library."""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from pathlib import Path
+
+from edgeslm.config.devices import Device
+from edgeslm.errors import UserError
+from edgeslm.profiling.deploy import HostBuild, device_version, open_device
+from edgeslm.transport import DeviceError
+
+
+def run_prompt(name: str, device: Device, folder: Path, prompt: str, new_tokens: int | None = None,
+               chat: bool | None = None, threads: int = 0, accept_new_host_key: bool = False,
+               emit=print) -> dict:
+    """Generate on the device from the deployed version of the build in `folder` (deploy it first).
+    `emit(text)` receives each new piece of text. Returns the runner's summary plus the text."""
+    from transformers import AutoTokenizer
+
+    from edgeslm.generation.build import prompt_ids
+
+    build = HostBuild.load(folder)
+    m = build.manifest
+    if m.task != "text-generation":
+        raise UserError(f"{folder} is a {m.task} build; `edgeslm run` generates text with text-generation builds")
+    gen = (m.recipe.get("content") or {}).get("generation") or {}
+    tok = AutoTokenizer.from_pretrained(str(folder / "tokenizer"))
+    ids = prompt_ids(tok, prompt, gen.get("chat_template", True) if chat is None else chat)
+    context = int(m.shapes["max_context"])
+    if len(ids) >= context:
+        raise UserError(f"the prompt is {len(ids)} tokens; {m.recipe['name']} holds {context} in its KV cache")
+    n = min(new_tokens or int(gen.get("max_new_tokens", 64)), context - len(ids))
+    stops = [s for s in gen.get("stop", []) if s]
+    recipe = m.recipe["name"]
+    with open_device(name, device, accept_new_host_key) as dev:
+        with dev.pinned(recipe) as pinned:
+            version = device_version(name, pinned)
+            if version != m.version:
+                raise UserError(f"device {name} runs {recipe} version {version}, not the build's {m.version}; "
+                                f"deploy the build first (edgeslm deploy {folder} --device {name})")
+            arch = dev.python_output("import platform; print(platform.machine())").strip()
+            runtime = dev.et_runtime(arch, log=lambda msg: None)
+            vdir = posixpath.join(dev.model_dir(recipe), "versions", version)
+            chan = dev.conn.spawn([dev.python, dev.path, "generate", vdir, "--prompt-ids", json.dumps(ids),
+                                   "--new-tokens", str(n), "--threads", str(threads), "--et-runtime", runtime],
+                                  timeout=device.profile_timeout)
+            out, shown, summary = [], "", None
+            while True:
+                line = chan.readline()
+                if not line:
+                    break
+                if not line.startswith("{"):
+                    continue
+                try:
+                    d = json.loads(line)
+                except ValueError:
+                    continue
+                if not isinstance(d, dict):
+                    continue
+                if "error" in d:
+                    raise DeviceError(f"device {name}: generate failed: {' '.join(str(d['error']).split())[:300]}")
+                if isinstance(d.get("token"), int):
+                    out.append(d["token"])
+                    text = tok.decode(out, skip_special_tokens=True)
+                    cut = min((text.find(s) for s in stops if s in text), default=-1)
+                    if cut >= 0:
+                        text = text[:cut]
+                    if text.endswith("\ufffd") and cut < 0:  # a character cut between tokens: wait for the rest
+                        continue
+                    if text.startswith(shown) and len(text) > len(shown):
+                        emit(text[len(shown):])
+                    shown = text
+                    if cut >= 0:
+                        break
+                else:
+                    summary = d
+    if summary is None and not out:
+        raise DeviceError(f"device {name}: generate ended without output")
+    return {**(summary or {"tokens": out, "stopped": True}), "text": shown, "prompt_tokens": len(ids),
+            "version": version}
