@@ -135,14 +135,49 @@ def compatibility(name: str, device: Device, probe: dict, manifest: Manifest) ->
         missing.append("numpy")
     for a in manifest.artifacts:
         rt = RUNTIME_FOR[a.format]
+        if manifest.task == "text-generation":  # runs in edgeslm's own runtime folder, uploaded by deploy
+            continue
         if not probe["runtimes"].get(rt) and rt not in missing:
             missing.append(rt)
     if missing:
         raise DeviceError(f"device {name} lacks {', '.join(missing)}: " + "; ".join(INSTALL[m] for m in missing))
+    if manifest.task == "text-generation":
+        problem = fit_problem(probe, manifest)
+        if problem:
+            raise DeviceError(f"device {name}: {manifest.recipe['name']} will not fit: {problem}")
     warnings = []
     if device.target != manifest.target["name"] and name != LOCAL:
         warnings.append(f"build is for target {manifest.target['name']}, device {name} is {device.target}")
     return warnings
+
+
+RUNTIME_RAM = 48 << 20  # the runner, numpy and the ExecuTorch libraries, measured ~40 MiB on x86_64 and aarch64
+RUNTIME_DISK = 20 << 20  # the runtime folder (~14-18 MB)
+
+
+def fit_problem(probe: dict, manifest: Manifest) -> str | None:
+    """Why a decoder build would not fit the device's memory or disk (weights + KV cache at the recipe's
+    max context + runtime; files + runtime folder), with the figures; None when it fits."""
+    sizes = {f.path: f.size for f in manifest.files}
+    mb = lambda n: f"{n / (1 << 20):.0f} MiB"  # noqa: E731
+    for a in manifest.artifacts:
+        weights = sizes.get(a.file, 0)
+        kv = int((a.export or {}).get("kv_cache", {}).get("bytes", 0))
+        need = weights + kv + RUNTIME_RAM
+        avail = probe.get("mem_available_kb")
+        if isinstance(avail, int) and need > avail * 1024:
+            positions = (a.export or {}).get("kv_cache", {}).get("positions")
+            return (f"it needs ~{mb(need)} of RAM (weights {mb(weights)} + KV cache {mb(kv)} at {positions} "
+                    f"positions + runtime ~{mb(RUNTIME_RAM)}), the device has {mb(avail * 1024)} available "
+                    f"(of {mb((probe.get('mem_total_kb') or 0) * 1024)}); lower generation.max_context or "
+                    "quantize the weights")
+    disk = probe.get("disk") or {}
+    files = sum(f.size for f in manifest.files) + RUNTIME_DISK
+    free = disk.get("free_bytes")
+    if isinstance(free, int) and files > free:
+        return (f"its files and runtime need ~{mb(files)} of disk, {disk.get('path')} has {mb(free)} free; "
+                "free space there or set another workdir")
+    return None
 
 
 def checked_build(build_folder: Path) -> HostBuild:

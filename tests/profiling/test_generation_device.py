@@ -85,3 +85,24 @@ def test_run_streams_the_same_text_as_transformers_generate(tmp_path, inventory,
     assert "6 tokens after a" in r.stderr and "time to first token" in r.stderr
     r = cli("run", tiny_builds["v1"], prompt, "--device", "pi", "--devices", inv)  # an encoder build
     assert r.exit_code == EXIT_USER and "needs a text-generation build" in r.output
+
+
+def test_a_decoder_that_does_not_fit_the_device_is_refused_with_the_figures(decoder_build):
+    """Weights + KV cache at max context + runtime against what the device reports (its probe answer,
+    here made small), and the files against its free disk."""
+    from edgeslm.profiling.deploy import HostBuild, compatibility, fit_problem
+    from edgeslm.transport import DeviceError
+
+    m = HostBuild.load(decoder_build).manifest
+    roomy = {"mem_available_kb": 4 << 20, "mem_total_kb": 8 << 20, "disk": {"path": "/w", "free_bytes": 1 << 34}}
+    assert fit_problem(roomy, m) is None
+    small = {**roomy, "mem_available_kb": 30 << 10}
+    why = fit_problem(small, m)
+    assert "needs ~" in why and "KV cache" in why and "160 positions" in why and "30 MiB available" in why
+    full = {**roomy, "disk": {"path": "/w", "free_bytes": 1 << 20}}
+    assert "of disk" in fit_problem(full, m)
+    from edgeslm.runner.facts import probe as real_probe
+
+    answer = {**real_probe(None), **small}  # this machine's answer, with little memory left
+    with pytest.raises(DeviceError, match="tinygen will not fit: it needs"):
+        compatibility("pi", type("Device", (), {"target": "host"})(), answer, m)
