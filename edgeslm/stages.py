@@ -53,6 +53,18 @@ class Datasets:
         return self._cache[real]
 
 
+def recipe_facts(loaded: LoadedRecipe) -> dict:
+    """The manifest's record of the recipe: name, path, sha256 and the whole validated content."""
+    recipe = loaded.recipe
+    return {"name": recipe.name, "path": str(loaded.path), "sha256": loaded.content_hash(),
+            "content": recipe.model_dump(mode="json")}
+
+
+def source_facts(source: ResolvedSource, model_files: dict) -> dict:
+    return {"source": source.spec, "kind": source.kind, "revision": source.revision, "folder": str(source.folder),
+            "files": model_files}
+
+
 def eager(model, sample: dict) -> np.ndarray:
     import torch
 
@@ -211,11 +223,8 @@ def build_into(work: Path, loaded: LoadedRecipe, target: Target, source: Resolve
     inputs = [TensorSpec(name=n, dtype="int64", axes=["batch", "sequence"]) for n in model.input_names]
     manifest = Manifest(
         edgeslm_version=__version__, cache_key=key, status=status,
-        recipe={"name": recipe.name, "path": str(loaded.path), "sha256": loaded.content_hash(),
-                "content": recipe.model_dump(mode="json")},
-        target=target.model_dump(mode="json"),
-        model={"source": source.spec, "kind": source.kind, "revision": source.revision,
-               "folder": str(source.folder), "files": model_files, **model.config,
+        recipe=recipe_facts(loaded), target=target.model_dump(mode="json"),
+        model={**source_facts(source, model_files), **model.config,
                "labels": list(getattr(model.hf.config, "id2label", {}).values())
                if recipe.model.task == "sequence-classification" else None},
         task=recipe.model.task, inputs=inputs,

@@ -187,6 +187,7 @@ def _verification(result: dict, runtime: str, against: str, n: int) -> Verificat
 def build_generation_into(work: Path, loaded: LoadedRecipe, target: Target, source: ResolvedSource,
                           model_files: dict, tools: dict, key: str, log, started: str, t0: float,
                           force: bool = False) -> Manifest:
+    from edgeslm.stages import recipe_facts, source_facts
     from edgeslm.generation.executorch_export import (export_program, make_decoder, quantize_decoder,
                                                       sliding_window_problem)
 
@@ -273,11 +274,8 @@ def build_generation_into(work: Path, loaded: LoadedRecipe, target: Target, sour
     status = "ok" if fidelity.passed else "verification-failed"
     manifest = Manifest(
         edgeslm_version=__version__, cache_key=key, status=status,
-        recipe={"name": recipe.name, "path": str(loaded.path), "sha256": loaded.content_hash(),
-                "content": recipe.model_dump(mode="json")},
-        target=target.model_dump(mode="json"),
-        model={"source": source.spec, "kind": source.kind, "revision": source.revision,
-               "folder": str(source.folder), "files": model_files, "model_type": model.config.model_type,
+        recipe=recipe_facts(loaded), target=target.model_dump(mode="json"),
+        model={**source_facts(source, model_files), "model_type": model.config.model_type,
                "parameters": int(sum(p.numel() for p in model.parameters())), "vocab_size": vocab,
                "stop_token_ids": stops, **_gguf_facts(source)},
         task="text-generation",

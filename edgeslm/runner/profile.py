@@ -84,24 +84,9 @@ def profile(build_dir: str, artifact_name: str, threads: int, warmup: int, iters
     rss_after = _status_kb("VmRSS")
     thermal_after = thermal()
     lat = stats(samples)
-    flags = []
-    if lat["cv"] > NOISY_CV:
-        flags.append("noisy")
-    throttled = any((t.get("throttled") or {}).get("throttled_now") or (t.get("throttled") or {}).get("freq_capped")
-                    for t in (thermal_before, thermal_after))
-    if throttled:
-        flags.append("throttled")
-    if emulation():
-        flags.append("emulated")
-    if not check["passed"]:
-        flags.append("parity-failed")
     return {
-        "schema": PROFILE_SCHEMA, "runner_version": RUNNER_VERSION, "started_at": started,
-        "build": {"recipe": manifest["recipe"]["name"], "target": manifest["target"]["name"],
-                  "cache_key": manifest["cache_key"], "task": manifest["task"]},
-        "artifact": {"name": artifact["name"], "format": artifact["format"], "file": artifact["file"],
-                     "precision": artifact["precision"], "runtime": runtime_name,
-                     "size": next((f["size"] for f in manifest["files"] if f["path"] == artifact["file"]), None)},
+        **_header(manifest, artifact, runtime_name, started, lat["cv"], check["passed"], thermal_before,
+                  thermal_after),
         "settings": {"threads": threads,
                      "warmup": warmup, "iters": iters, "min_seconds": min_seconds,
                      "seq_len": seq, "batch_size": batch},
@@ -116,11 +101,6 @@ def profile(build_dir: str, artifact_name: str, threads: int, warmup: int, iters
                       "peak_during_runs": hwm_run if reset else None,
                       "run_increase": ((hwm_run or 0) - (rss_loaded or 0)) if reset else None,
                       "rss_after_runs": rss_after},
-        "thermal": {"before": thermal_before, "after": thermal_after},
-        "device": {"arch": platform.machine(), "cpu_model": cpu_model(), "cores": os.cpu_count(),
-                   "kernel": platform.release(), "python": platform.python_version(),
-                   "runtimes": runtimes(), "emulated": emulation()},
-        "flags": flags,
     }
 
 
@@ -133,27 +113,35 @@ def _generation_result(build_dir, manifest, artifact, threads, warmup, iters, ne
     thermal_before = thermal()
     gen = profile_generation(build_dir, manifest, artifact, threads, warmup, iters, new_tokens, et_runtime)
     thermal_after = thermal()
+    return {
+        **_header(manifest, artifact, gen["runtime"], started, gen["decode"]["step_ms"]["cv"],
+                  gen["check"]["passed"], thermal_before, thermal_after),
+        "settings": gen["settings"],
+        "parity": {"passed": gen["check"]["passed"], **gen["check"]},
+        "generation": {k: gen[k] for k in ("ttft", "decode")},
+        "load_ms": gen["load_ms"], "samples_ms": gen["samples_ms"], "memory_kb": gen["memory_kb"],
+    }
+
+
+def _header(manifest, artifact, runtime_name, started, cv, parity_passed, thermal_before, thermal_after) -> dict:
+    """What every profile result carries: schema, build, artifact, thermal, device and flags."""
     flags = []
-    if gen["decode"]["step_ms"]["cv"] > NOISY_CV:
+    if cv > NOISY_CV:
         flags.append("noisy")
     if any((t.get("throttled") or {}).get("throttled_now") or (t.get("throttled") or {}).get("freq_capped")
            for t in (thermal_before, thermal_after)):
         flags.append("throttled")
     if emulation():
         flags.append("emulated")
-    if not gen["check"]["passed"]:
+    if not parity_passed:
         flags.append("parity-failed")
     return {
         "schema": PROFILE_SCHEMA, "runner_version": RUNNER_VERSION, "started_at": started,
         "build": {"recipe": manifest["recipe"]["name"], "target": manifest["target"]["name"],
                   "cache_key": manifest["cache_key"], "task": manifest["task"]},
         "artifact": {"name": artifact["name"], "format": artifact["format"], "file": artifact["file"],
-                     "precision": artifact["precision"], "runtime": gen["runtime"],
+                     "precision": artifact["precision"], "runtime": runtime_name,
                      "size": next((f["size"] for f in manifest["files"] if f["path"] == artifact["file"]), None)},
-        "settings": gen["settings"],
-        "parity": {"passed": gen["check"]["passed"], **gen["check"]},
-        "generation": {k: gen[k] for k in ("ttft", "decode")},
-        "load_ms": gen["load_ms"], "samples_ms": gen["samples_ms"], "memory_kb": gen["memory_kb"],
         "thermal": {"before": thermal_before, "after": thermal_after},
         "device": {"arch": platform.machine(), "cpu_model": cpu_model(), "cores": os.cpu_count(),
                    "kernel": platform.release(), "python": platform.python_version(),
