@@ -146,6 +146,7 @@ def rows(c: Collected) -> list[dict]:
             "tools": manifest.get("tools", {}),
             "fingerprint": fingerprint(latest["device"]),
             "settings": latest["settings"],
+            "generation": _generation_summary(latest),
         })
     return out
 
@@ -194,3 +195,18 @@ def pareto(rows: list[dict], cost: str = "latency") -> set[str]:
         if not beaten:
             front.add(r["key"])
     return front
+
+
+def _generation_summary(result: dict) -> dict | None:
+    """Decoders: time to first token per prompt length, decode tok/s (median, p10-p90), the check."""
+    g = result.get("generation")
+    if not isinstance(g, dict):
+        return None
+    try:
+        return {"ttft_ms": {str(t["prompt_tokens"]): t["ttft_ms"]["p50"] for t in g.get("ttft", [])},
+                "prefill_tok_s": {str(t["prompt_tokens"]): t["prefill_tok_s"] for t in g.get("ttft", [])},
+                "decode_tok_s": g["decode"]["tok_s"], "decode_tok_s_p10_p90": g["decode"]["tok_s_p10_p90"],
+                "perplexity_increase": result["parity"].get("perplexity_increase"),
+                "top5_agreement": result["parity"].get("top5_agreement")}
+    except (KeyError, TypeError):
+        return None

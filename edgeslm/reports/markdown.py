@@ -57,6 +57,19 @@ def render(report: dict) -> str:
                        f"{lat['p50']:.2f} | {lat['p90']:.2f} | {lat['p99']:.2f} | {lat['cv'] * 100:.1f}% | "
                        f"{r['peak_rss_kb'] / 1024:.0f} MiB | {parity} | {task_cell(r)} | {accuracy} | "
                        f"{', '.join(r['flags']) or '-'} |")
+        gens = [r for r in rs if r.get("generation")]
+        if gens:
+            out += ["", "Decoders (latency above: ms per generated token):", "",
+                    "| recipe | target | artifact | time to first token p50 (prompt tokens) | decode tok/s (p10-p90) | "
+                    "perplexity vs PyTorch (device) | top-5 vs PyTorch |", "|---|---|---|---|---|---|---|"]
+            for r in gens:
+                g = r["generation"]
+                ttft = ", ".join(f"{v:.0f} ms ({k})" for k, v in g["ttft_ms"].items()) or "-"
+                lo, hi = g["decode_tok_s_p10_p90"]
+                ppl = "-" if g["perplexity_increase"] is None else f"{g['perplexity_increase']:+.1%}"
+                top5 = "-" if g["top5_agreement"] is None else f"{g['top5_agreement']:.3f}"
+                out.append(f"| {r['recipe']} | {r['target']} | {r['artifact']} | {ttft} | "
+                           f"{g['decode_tok_s']:.1f} ({lo:.1f}-{hi:.1f}) | {ppl} | {top5} |")
         runtimes = ", ".join(f"{k} {v}" for k, v in (fp.get("runtimes") or {}).items() if v)
         out += ["", f"Device: kernel {fp['kernel']}, Python {fp['python']}, {runtimes}.", ""]
         if any((r.get("pareto") or {}).get("latency") for r in rs) and len(rs) > 1:

@@ -48,6 +48,14 @@ def test_profile_a_decoder_over_ssh(tmp_path, inventory, decoder_build):
     assert len(runtimes) == 1 and (runtimes[0] / "libedgeslm_et.so").is_file()
     saved = json.loads(open(r["_path"]).read())
     assert saved["schema"] == r["schema"] and saved["build"]["task"] == "text-generation"
+    # reports and the gate read it: latency is the time per generated token
+    rep = cli("report", decoder_build.parent, "--format", "md")
+    assert rep.exit_code == 0 and "Decoders (latency above: ms per generated token)" in rep.stdout
+    assert "(32)" in rep.stdout and "tok/s" in rep.stdout
+    base = tmp_path / "baseline"
+    assert cli("report", decoder_build.parent, "--save-baseline", base).exit_code == 0
+    gate = cli("report", decoder_build.parent, "--baseline", base)
+    assert gate.exit_code == 0 and "Gate: passed" in gate.stdout
 
     # the next session finds the runtime in place; a damaged copy is replaced before it is used
     logs.clear()
