@@ -83,8 +83,10 @@ def test_task_metric_before_and_after_compression(compressed):
 def test_a_larger_drop_than_allowed_fails_the_build(tmp_path, trainable_model, topics_csv):
     from edgeslm.errors import CheckFailed
 
-    # most of the model cut away and no recovery: accuracy drops, and max_drop = 1 point fails the build
-    extra = FINETUNE_TOPICS.format(data=topics_csv) + (
+    # the head trained on the encoder's features, then most of the encoder cut away with no recovery: the
+    # features the head learned move, accuracy drops, and max_drop = 1 point fails the build (with the whole
+    # model fine-tuned, the tiny keyword task could survive the cut on some CPUs: it did once)
+    extra = FINETUNE_TOPICS.format(data=topics_csv).replace("epochs = 8", 'epochs = 8\ntrain = "head"') + (
         '[[passes]]\ntype = "prune"\nheads = 0.75\nffn = 0.98\nimportance = "magnitude"\n'
         '[eval]\nmetric = "accuracy"\nmax_drop = 1\n')
     recipe = load_recipe(write_recipe(tmp_path / "r.toml", trainable_model("bert"), "sequence-classification",
