@@ -65,6 +65,7 @@ def main() -> None:
 
 from edgeslm.cli import build as _build  # noqa: E402,F401  (registers commands)
 from edgeslm.cli import devices as _devices  # noqa: E402,F401
+from edgeslm.cli import generation as _generation  # noqa: E402,F401
 from edgeslm.cli import inspect as _inspect  # noqa: E402,F401
 from edgeslm.cli import report as _report  # noqa: E402,F401
 

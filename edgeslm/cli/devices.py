@@ -305,35 +305,11 @@ def profile(build_or_recipe, name, recipe, artifacts, threads, iters, warmup, mi
         raise SystemExit(EXIT_FAILED)
 
 
-def _print_generation(r: dict) -> None:
-    g, mem, a, d, c = r["generation"], r["memory_kb"], r["artifact"], r["device"], r["parity"]
-    emu = " EMULATED: timings are not device latency" if d.get("emulated") else ""
-    click.echo(f"{d['name']} ({d['arch']}, {d['cpu_model']}){emu}: {r['build']['recipe']} {a['name']} "
-               f"[{a['precision']}, {a['runtime']}]")
-    click.echo(f"  check on device: {'pass' if c['passed'] else 'FAIL ' + ', '.join(c['failed'])} (teacher-forced, "
-               f"{c['positions']} positions: top-1 {c['top1_agreement']:.3f} / top-5 {c['top5_agreement']:.3f} vs "
-               f"PyTorch, top-1 {c['top1_vs_build_host']:.3f} vs the build host's run; perplexity "
-               f"{c['perplexity']:.4g} vs PyTorch {c['perplexity_reference']:.4g}, {c['perplexity_increase']:+.1%})")
-    for t in g["ttft"]:
-        s = t["ttft_ms"]
-        click.echo(f"  prompt {t['prompt_tokens']:>4} tokens: time to first token p50 {s['p50']:.1f} ms "
-                   f"(p10-p90 {s['p10']:.1f}-{s['p90']:.1f}, {s['n']} runs), prefill {t['prefill_tok_s']:.0f} tok/s, "
-                   f"RSS {t['rss_kb'] / 1024:.0f} MiB")
-    dec = g["decode"]
-    st = dec["step_ms"]
-    click.echo(f"  decode: {dec['tok_s']:.1f} tok/s (p10-p90 {dec['tok_s_p10_p90'][0]:.1f}-{dec['tok_s_p10_p90'][1]:.1f}; "
-               f"step p50 {st['p50']:.2f} ms, CV {st['cv'] * 100:.1f}%, {dec['tokens']} tokens after "
-               f"{dec['after_prompt_tokens']}, threads {r['settings']['threads']})")
-    click.echo(f"  load {r['load_ms']:.0f} ms; peak RSS {mem['peak_rss'] / 1024:.0f} MiB (after load "
-               f"{mem['rss_after_load'] / 1024:.0f} MiB, KV cache {r['settings']['max_context']} positions)")
-    if r["flags"]:
-        click.echo(f"  flags: {', '.join(r['flags'])}")
-    click.echo(f"  result: {r['_path']}")
-
-
 def _print_profile(r: dict) -> None:
     if "generation" in r:
-        _print_generation(r)
+        from edgeslm.cli.generation import print_generation
+
+        print_generation(r)
         return
     lat, mem, a, d = r["latency_ms"], r["memory_kb"], r["artifact"], r["device"]
     emu = " EMULATED: timings are not device latency" if d.get("emulated") else ""
@@ -359,49 +335,6 @@ def _print_profile(r: dict) -> None:
     if r["flags"]:
         click.echo(f"  flags: {', '.join(r['flags'])}")
     click.echo(f"  result: {r['_path']}")
-
-
-@main.command()
-@click.argument("build_or_recipe")
-@click.argument("prompt")
-@click.option("--device", "-d", "name", default=LOCAL, show_default=True, help="Device name.")
-@click.option("--max-new-tokens", type=click.IntRange(min=1), default=None,
-              help="Tokens to generate at most (default: the recipe's generation.max_new_tokens).")
-@click.option("--chat/--no-chat", default=None, help="Wrap the prompt in the model's chat template "
-              "(default: the recipe's generation.chat_template).")
-@click.option("--threads", type=click.IntRange(min=0), default=None,
-              help="Threads (default: the device target's threads; 0 = all cores).")
-@click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("build"), show_default=True)
-@devices_option
-@accept_option
-def run(build_or_recipe, prompt, name, max_new_tokens, chat, threads, out, devices_file, accept_new_host_key) -> None:
-    """Generate text from PROMPT with a text-generation build on a device, streamed as it comes (greedy).
-    The build is deployed first when the device does not run it yet."""
-    from edgeslm.profiling.deploy import HostBuild
-    from edgeslm.profiling.deploy import deploy as run_deploy
-    from edgeslm.profiling.generate import run_prompt
-
-    inv, file = _inventory(devices_file)
-    device = inv.get(name, file)
-    folder = _build_for(build_or_recipe, device.target, out)
-    built = HostBuild.load(folder)
-    if built.manifest.task != "text-generation":
-        raise UserError(f"{folder} is a {built.manifest.task} build; `edgeslm run` needs a text-generation build")
-    if threads is None:
-        from edgeslm.config.catalog import load_target
-
-        threads = load_target(device.target).threads
-    run_deploy(folder, name, device, accept_new_host_key, log=lambda m: click.echo(f"  {m}", err=True))
-
-    def emit(text: str) -> None:
-        click.echo(text, nl=False)
-
-    r = run_prompt(name, device, folder, prompt, max_new_tokens, chat, threads, accept_new_host_key, emit=emit)
-    click.echo()
-    rate = f", {r['decode_tok_s']:.1f} tok/s" if r.get("decode_tok_s") else ""
-    ttft = f"time to first token {r['ttft_ms']:.0f} ms" if r.get("ttft_ms") is not None else "no tokens"
-    click.echo(f"[{name}: {len(r.get('tokens', []))} tokens after a {r['prompt_tokens']}-token prompt; {ttft}{rate}"
-               f"{'; stopped' if r.get('stopped') else ''}]", err=True)
 
 
 EMULATED_TARGET = {"cortex-a72": "rpi4", "cortex-a76": "rpi5"}
