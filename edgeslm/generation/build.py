@@ -28,7 +28,7 @@ from edgeslm.artifacts.manifest import (Artifact, Manifest, Metric, TensorSpec, 
 from edgeslm.config.recipe import LoadedRecipe, path_for_display
 from edgeslm.config.target import Target
 from edgeslm.contract.decoding import greedy, teacher_forced
-from edgeslm.contract.parity import common_prefix, compare_next_tokens
+from edgeslm.contract.parity import common_prefix, compare_next_tokens, log_softmax
 from edgeslm.errors import ConfigError, ModelSourceError
 from edgeslm.models.sources import ResolvedSource
 
@@ -261,11 +261,12 @@ def build_generation_into(work: Path, loaded: LoadedRecipe, target: Target, sour
         extras={"continuations": continuations})
 
     order = np.argsort(-original, axis=1)[:, :TOP_K_STORED]
+    lsm = log_softmax(original)
     ref_file = {"text/ids": np.asarray(ids, dtype=np.int64), "text/first": np.asarray(first),
                 "original/top_ids": order.astype(np.int32),
                 "original/top_logits": np.take_along_axis(original, order, axis=1).astype(np.float32),
-                "original/logsumexp": _logsumexp(original).astype(np.float32),
-                "original/target_logprob": _target_logprob(original, ids[first:]).astype(np.float32),
+                "original/logsumexp": (original[:, 0] - lsm[:, 0]).astype(np.float32),
+                "original/target_logprob": lsm[np.arange(len(targets)), targets].astype(np.float32),
                 "artifact/top_ids": np.argsort(-actual, axis=1)[:, :TOP_K_STORED].astype(np.int32)}
     for i, p in enumerate(prompts):
         ref_file[f"prompt/{i}"] = np.asarray(p, dtype=np.int64)
@@ -321,13 +322,3 @@ def greedy_hf(model, prompt: list, n: int, stops: list) -> list:
         out = model.generate(torch.tensor([prompt]), max_new_tokens=n, do_sample=False,
                              eos_token_id=stops or None, pad_token_id=(stops or [0])[0])
     return [int(t) for t in out[0, len(prompt):]]
-
-
-def _target_logprob(logits, targets):
-    t = np.asarray(targets)
-    return logits[np.arange(len(t)), t] - _logsumexp(logits)
-
-
-def _logsumexp(x):
-    m = x.max(axis=1)
-    return m + np.log(np.exp(x - m[:, None]).sum(axis=1))
