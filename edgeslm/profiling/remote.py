@@ -32,7 +32,9 @@ INSTALL = ("import hashlib,os,sys; t,p,d=sys.argv[1:4]; ok=hashlib.sha256(open(t
 
 # a folder uploaded under a temporary name takes its place; when another session placed the same content
 # first, the copy is dropped (content-addressed: equal names mean equal files)
+# Symlinks (runtimes/ or the folder itself) are refused: nothing is replaced or deleted through them.
 PLACE_TREE = ("import os,shutil,sys; t,p,bad=sys.argv[1:4]\n"
+              "if os.path.islink(p) or os.path.islink(os.path.dirname(p)): shutil.rmtree(t); print(0); sys.exit()\n"
               "if bad=='1' and os.path.isdir(p): os.rename(p,t+'.damaged'); shutil.rmtree(t+'.damaged')\n"
               "try: os.rename(t,p)\nexcept OSError: shutil.rmtree(t)\nprint(1)")
 REMOVE_TREE = "import shutil,sys; shutil.rmtree(sys.argv[1], ignore_errors=True); print(1)"
@@ -102,7 +104,9 @@ class RemoteRunner:
             raise DeviceError(f"device {self.name}: the uploaded ExecuTorch runtime arrived damaged (sha256 "
                               "differs); check the device's disk and try again")
         damaged = any(there.get(posixpath.join(path, n)) for n in sums)  # present but not what was built
-        self.python_output(PLACE_TREE, tmp, path, "1" if damaged else "0")
+        if self.python_output(PLACE_TREE, tmp, path, "1" if damaged else "0").strip() != "1":
+            raise DeviceError(f"device {self.name}: {path} (or its folder) is a symbolic link; edgeslm does not "
+                              "replace files through links: remove it and deploy again")
         return path
 
     def python_output(self, code: str, *args: str) -> str:

@@ -69,6 +69,21 @@ def test_profile_a_decoder_over_ssh(tmp_path, inventory, decoder_build):
     assert any("upload ExecuTorch runtime" in m for m in logs) and r["parity"]["passed"]
     assert len(list((tmp_path / "wd-pi" / "runtimes").iterdir())) == 1
 
+    # a runtime folder that is a symbolic link elsewhere is refused, and nothing behind it is touched
+    import shutil
+
+    from edgeslm.transport import DeviceError
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("not edgeslm's")
+    shutil.rmtree(runtimes[0])
+    runtimes[0].symlink_to(elsewhere)
+    with pytest.raises(DeviceError, match="symbolic link"):
+        profile("pi", dev, decoder_build.parent.parent, iters=1, warmup=0, new_tokens=4, log=logs.append,
+                build=decoder_build)
+    assert [p.name for p in elsewhere.iterdir()] == ["keep.txt"] and runtimes[0].is_symlink()
+
 
 def test_run_streams_the_same_text_as_transformers_generate(tmp_path, inventory, decoder_build, decoder_source,
                                                             tiny_builds):
