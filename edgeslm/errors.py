@@ -40,6 +40,11 @@ class ModelSourceError(UserError):
     """The model source cannot be found or loaded."""
 
 
+class ExportError(UserError):
+    """An exporter could not turn this model into a file (an architecture or option it does not handle);
+    the message names its log and what to change."""
+
+
 class MissingDependency(UserError):
     """An optional package is needed for what was asked."""
 

@@ -1,8 +1,9 @@
 """text-generation recipes: tiny random decoders of the five families (Llama, Qwen2, Phi-3, Gemma 2,
 Mistral) build to an ExecuTorch program with a KV cache on ExecuTorch's fast path (custom SDPA and
-cache-update operators, XNNPACK). In fp32 the program must reproduce eager PyTorch exactly (same greedy
-tokens as transformers' own generate); quantized (8da4w + int8 embeddings) within thresholds; a broken
-decode path fails verification; the program runs without torch in edgeslm's shim."""
+cache-update operators, XNNPACK) and to an ONNX decoder (onnxruntime-genai's builder: GroupQueryAttention,
+MatMulNBits) run by onnxruntime in edgeslm's own loop. In fp32 both must reproduce eager PyTorch exactly
+(same greedy tokens as transformers' own generate); quantized (8da4w, int4 MatMulNBits) within
+thresholds; a broken decode path fails verification in either format; both run without torch."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 
 from edgeslm.config.catalog import load_target
 from edgeslm.config.recipe import load_recipe
+from edgeslm.contract import artifact_size
 from edgeslm.errors import CheckFailed, ConfigError
 from edgeslm.pipeline import build, plan
 from tiny import DECODER_FAMILIES, make_decoder_model, write_generation_recipe
@@ -42,8 +44,9 @@ def fp32_builds(tmp_path_factory, decoders):
     return get
 
 
-def _build(tmp_path, source, name, extra=""):
-    recipe = load_recipe(write_generation_recipe(tmp_path / f"{name}.toml", source, name=name, extra=extra))
+def _build(tmp_path, source, name, extra="", formats=("executorch", "onnx")):
+    recipe = load_recipe(write_generation_recipe(tmp_path / f"{name}.toml", source, name=name, extra=extra,
+                                                 formats=formats))
     return build(recipe, plan(recipe, [load_target("host")])[0], tmp_path / "out")
 
 
@@ -54,17 +57,22 @@ def _metrics(v) -> dict:
 @pytest.mark.parametrize("family", DECODER_FAMILIES)
 def test_fp32_program_matches_eager_exactly(fp32_builds, family):
     r = fp32_builds(family)
-    a = r.manifest.artifacts[0]
-    fid, comp = _metrics(a.verification), _metrics(a.compression)
-    assert a.verification.passed and r.manifest.status == "ok"
-    assert fid["kl_max"] < 1e-6 and comp["kl_max"] < 1e-6 and fid["top1_agreement"] == 1.0
-    assert abs(comp["perplexity_increase"]) < 1e-4
-    for c in a.extras["continuations"]:  # transformers' generate vs the program: the same tokens
-        assert c["artifact"] == c["reference"], (family, c)
-    assert a.export["delegation"]["delegate_calls"] > 0
-    ops = a.export["delegation"]["non_delegated_by_op"]
+    assert r.manifest.status == "ok" and [a.name for a in r.manifest.artifacts] == ["executorch", "onnx"]
+    for a in r.manifest.artifacts:
+        fid, comp = _metrics(a.verification), _metrics(a.compression)
+        assert a.verification.passed, a.name
+        assert fid["kl_max"] < 1e-6 and comp["kl_max"] < 1e-6 and fid["top1_agreement"] == 1.0, (a.name, fid)
+        assert abs(comp["perplexity_increase"]) < 1e-4
+        for c in a.extras["continuations"]:  # transformers' generate vs the artifact: the same tokens
+            assert c["artifact"] == c["reference"], (family, a.name, c)
+    et, ort = r.manifest.artifacts
+    assert et.export["delegation"]["delegate_calls"] > 0
+    ops = et.export["delegation"]["non_delegated_by_op"]
     assert not any("index_put" in o or "scatter" in o for o in ops), ops  # the cache is llama::update_cache
+    assert ort.export["ops"]["com.microsoft.GroupQueryAttention"] == 2 and ort.export["kv_cache"]["positions"] == 128
     assert r.manifest.task == "text-generation" and (r.folder / "model.pte").is_file()
+    files = {f.path for f in r.manifest.files}
+    assert {"model.onnx", "model.onnx.data", "model.pte"} <= files  # the weights beside the graph, hashed
 
 
 def test_quantized_8da4w_within_thresholds_and_smaller(tmp_path, decoders, fp32_builds):
@@ -73,14 +81,46 @@ def test_quantized_8da4w_within_thresholds_and_smaller(tmp_path, decoders, fp32_
     fp32 = fp32_builds("llama")
     loose = "[verify]\nmax_perplexity_increase = 0.5\nmin_top5_agreement = 0.5\n"
     q = _build(tmp_path, decoders["llama"], "llama-8da4w", QUANT + loose)
-    a = q.manifest.artifacts[0]
-    fid, comp = _metrics(a.verification), _metrics(a.compression)
-    assert a.verification.passed and a.precision == "8da4w"
-    assert fid["kl_mean"] < 0.02 and fid["top5_agreement"] >= 0.95  # the program vs its own eager model
-    assert comp["kl_mean"] > fid["kl_mean"]  # 4-bit weights cost more than exporting them does
-    assert a.quantization["group_size"] == 32 and a.quantization["embeddings"]["int8_per_row"]
-    size = {p.name: p.stat().st_size for p in (fp32.folder / "model.pte", q.folder / "model.pte")}
-    assert (q.folder / "model.pte").stat().st_size < 0.5 * (fp32.folder / "model.pte").stat().st_size, size
+    for a in q.manifest.artifacts:
+        fid, comp = _metrics(a.verification), _metrics(a.compression)
+        assert a.verification.passed and a.precision == "8da4w"
+        assert fid["kl_mean"] < 0.02 and fid["top5_agreement"] >= 0.95, (a.name, fid)  # vs its own eager model
+        assert comp["kl_mean"] > fid["kl_mean"]  # 4-bit weights cost more than exporting them does
+        assert artifact_size(q.manifest.files, a.file) < 0.5 * artifact_size(fp32.manifest.files, a.file), a.name
+    et, ort = q.manifest.artifacts
+    assert et.quantization["group_size"] == 32 and et.quantization["embeddings"]["int8_per_row"]
+    assert ort.quantization["bits"] == 4 and ort.quantization["block_size"] == 32
+    assert ort.quantization["activations"] == "int8 dynamic" and ort.export["ops"]["com.microsoft.MatMulNBits"] == 11
+
+
+def test_onnx_weights_read_back_are_the_grid_the_file_runs():
+    """The eager model for ONNX fidelity takes the file's own integers: uint4 pairs, low nibble first,
+    implicit zero point 8, one scale per block."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeslm.generation.onnx_export import _dequantized
+
+    rng = np.random.RandomState(0)
+    q = rng.randint(0, 16, size=(3, 64)).astype(np.uint8)  # N=3 rows of K=64, blocks of 32
+    packed = (q[:, 0::2] | (q[:, 1::2] << 4)).reshape(3, 2, 16)
+    scales = rng.rand(3, 2).astype(np.float32)
+    node = helper.make_node("MatMulNBits", ["x", "layer.MatMul.weight_Q4", "layer.MatMul.weight_scales"], ["y"],
+                            domain="com.microsoft", K=64, N=3, bits=4, block_size=32)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+                              [numpy_helper.from_array(packed, "layer.MatMul.weight_Q4"),
+                               numpy_helper.from_array(scales.reshape(-1), "layer.MatMul.weight_scales")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)])
+    w = _dequantized(model)["layer"]
+    expected = (q.astype(np.float32) - 8) * np.repeat(scales, 32, axis=1)
+    assert np.array_equal(w, expected)
+    import onnxruntime as ort  # and onnxruntime computes x @ w.T with it
+
+    x = rng.randn(1, 64).astype(np.float32)
+    y = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert np.allclose(y, x @ w.T, atol=1e-4)
+    del onnx
 
 
 def test_a_broken_decode_path_fails_verification(tmp_path, decoders, monkeypatch):
@@ -98,10 +138,58 @@ def test_a_broken_decode_path_fails_verification(tmp_path, decoders, monkeypatch
 
     monkeypatch.setattr(ee, "_attention", broken)
     with pytest.raises(CheckFailed, match="verification failed") as info:
-        _build(tmp_path, decoders["llama"], "broken")
+        _build(tmp_path, decoders["llama"], "broken", formats=("executorch",))
     # the program matches its (equally broken) eager wrapper; against the model's own forward pass it fails
     art = info.value.result.manifest.artifacts[0]
     assert _metrics(art.compression)["kl_mean"] > 0.01 and "vs original" in str(info.value)
+
+
+def test_an_onnx_decoder_that_forgets_the_cache_fails_verification(tmp_path, decoders, monkeypatch):
+    """A graph whose attention sees only the last 4 positions (GroupQueryAttention's local window set
+    to 4) with the right weights: it runs, and teacher forcing against the eager model must fail it."""
+    import onnx
+
+    from edgeslm.generation import onnx_export
+
+    real = onnx_export.export_onnx_decoder
+
+    def broken(model, tokenizer, work, *args, **kw):
+        facts = real(model, tokenizer, work, *args, **kw)
+        graph = onnx.load(str(work / onnx_export.FILE))
+        for n in graph.graph.node:
+            if n.op_type == "GroupQueryAttention":
+                kept = [a for a in n.attribute if a.name != "local_window_size"]
+                del n.attribute[:]
+                n.attribute.extend(kept + [onnx.helper.make_attribute("local_window_size", 4)])
+        onnx.save(graph, str(work / onnx_export.FILE))
+        return facts
+
+    monkeypatch.setattr(onnx_export, "export_onnx_decoder", broken)
+    with pytest.raises(CheckFailed, match="verification failed") as info:
+        _build(tmp_path, decoders["llama"], "forgets", formats=("onnx",))
+    art = info.value.result.manifest.artifacts[0]
+    assert not art.verification.passed and _metrics(art.verification)["kl_mean"] > 0.01
+
+
+def test_the_onnx_decoder_runs_without_torch(tmp_path, fp32_builds):
+    r = fp32_builds("gemma2")
+    ort = r.manifest.artifacts[1]
+    ref = np.load(r.folder / "reference.npz")
+    prompt, expected = ref["prompt/0"].tolist(), ref["prompt/0/reference"].tolist()
+    kv = ort.export["kv_cache"]
+    code = r"""
+import json, sys
+sys.modules["torch"] = None  # torch must not be needed
+from edgeslm.runner.ort_decoder import OrtDecoder
+from edgeslm.contract.decoding import greedy
+path, dims, prompt, n = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4])
+print(json.dumps(greedy(OrtDecoder(path, 2, *dims, 128), prompt, n, 32)))
+"""
+    dims = [kv["layers"], kv["kv_heads"], kv["head_dim"]]
+    out = subprocess.run([sys.executable, "-c", code, str(r.folder / "model.onnx"), json.dumps(dims),
+                          json.dumps(prompt), str(len(expected))], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == expected
 
 
 def test_the_program_runs_without_torch_and_generates_the_reference_tokens(tmp_path, fp32_builds):
@@ -131,16 +219,12 @@ print(json.dumps(greedy(step, prompt, n, 32)))
 def test_generation_recipes_refuse_what_is_not_built(tmp_path, decoders):
     src = decoders["llama"]
     cases = {
-        'formats = ["executorch", "onnx"]': "export.formats",
+        '[[passes]]\ntype = "quantize"\nmethod = "8da4w"\ngroup_size = 48\n': "passes[0].group_size",
         '[[passes]]\ntype = "quantize"\nmethod = "dynamic-int8"\n': "passes[0].method",
         '[[passes]]\ntype = "prune"\nffn = 0.5\n': "passes[0]",
     }
     for extra, key in cases.items():
-        text = write_generation_recipe(tmp_path / "r.toml", src).read_text()
-        if extra.startswith("formats"):
-            text = text.replace('formats = ["executorch"]', extra)
-        else:
-            text += extra
+        text = write_generation_recipe(tmp_path / "r.toml", src, formats=("onnx",)).read_text() + extra
         (tmp_path / "r.toml").write_text(text)
         with pytest.raises(ConfigError) as info:
             load_recipe(tmp_path / "r.toml")
@@ -159,7 +243,7 @@ def test_a_gguf_source_builds_and_damaged_ggufs_are_refused(tmp_path, decoders):
     from tiny import write_gguf
 
     path = write_gguf(decoders["llama"], tmp_path / "tiny.Q8_0.gguf")
-    r = _build(tmp_path, path, "gguf")
+    r = _build(tmp_path, path, "gguf", formats=("onnx",))  # the loading is the same for both formats
     a = r.manifest.artifacts[0]
     assert a.verification.passed and r.manifest.model["gguf"]["tensor_types"]["Q8_0"] >= 14
     assert r.manifest.model["model_type"] == "llama" and list(r.manifest.model["files"]) == [path.name]

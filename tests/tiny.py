@@ -196,7 +196,10 @@ def make_decoder_model(family: str, folder: Path, seed: int = 0) -> Path:
                 eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, tie_word_embeddings=False)
     extra = {"qwen2": dict(tie_word_embeddings=True), "gemma2": dict(head_dim=16, sliding_window=512,
                                                                       query_pre_attn_scalar=16),
-             "mistral": dict(sliding_window=512)}.get(family, {})
+             "mistral": dict(sliding_window=512),
+             # Phi-3-mini-4k's own layout (original = max positions: short RoPE; a larger original than max
+             # would mean the long-RoPE 128k variant, which needs rope scaling factors)
+             "phi3": dict(original_max_position_embeddings=1024)}.get(family, {})
     config = AutoConfig.for_model(family, **{**base, **extra})
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
@@ -210,8 +213,10 @@ def make_decoder_model(family: str, folder: Path, seed: int = 0) -> Path:
 
 
 def write_generation_recipe(path: Path, source: Path, name: str = "tinygen", extra: str = "",
-                            targets=("host",), context: int = 128, prompt: int = 32) -> Path:
+                            targets=("host",), context: int = 128, prompt: int = 32,
+                            formats=("executorch",)) -> Path:
     tgts = ", ".join(f'"{t}"' for t in targets)
+    fmts = ", ".join(f'"{f}"' for f in formats)
     path.write_text(f'''name = "{name}"
 description = "tiny test decoder"
 targets = [{tgts}]
@@ -221,7 +226,7 @@ source = "{source}"
 task = "text-generation"
 
 [export]
-formats = ["executorch"]
+formats = [{fmts}]
 
 [generation]
 max_context = {context}

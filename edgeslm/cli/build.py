@@ -12,6 +12,7 @@ import click
 from edgeslm.cli import main
 from edgeslm.cli.console import quiet_native_output, stderr_console
 from edgeslm.config.catalog import find_recipe, select_targets
+from edgeslm.contract import artifact_size
 
 DEFAULT_RECIPE = "minilm-embedding"
 
@@ -107,7 +108,7 @@ def _as_dict(r) -> dict:
     return {"folder": str(r.folder), "cached": r.cached, "seconds": round(r.seconds, 3),
             "recipe": m.recipe["name"], "target": m.target["name"], "status": m.status,
             "artifacts": [{"name": a.name, "file": str(r.folder / a.file), "precision": a.precision,
-                           "size": next(f.size for f in m.files if f.path == a.file),
+                           "size": artifact_size(m.files, a.file),
                            "verification": a.verification.model_dump(mode="json") if a.verification else None}
                           for a in m.artifacts],
             "manifest": str(r.folder / "manifest.json")}
@@ -136,7 +137,6 @@ def _summary(console, r) -> None:
     for col in ("artifact", "precision", "size", "cosine min / p5", "max abs err", "KL max", "centred cos",
                 "top-1 (clear)", "verified", "notes"):
         table.add_column(col)
-    sizes = {f.path: f.size for f in m.files}
     for a in m.artifacts:
         v = {x.name: x for x in a.verification.metrics}
 
@@ -162,7 +162,7 @@ def _summary(console, r) -> None:
         batch = next((x for x in a.verification.metrics if x.name.startswith("batch")), None)
         if batch is not None:
             note += f"; batched vs alone cos {batch.value:.4f}"
-        table.add_row(a.file, a.precision, _mb(sizes[a.file]), f"{cell('cosine_min', '.5f')} / {cell('cosine_p5', '.5f')}",
+        table.add_row(a.file, a.precision, _mb(artifact_size(m.files, a.file)), f"{cell('cosine_min', '.5f')} / {cell('cosine_p5', '.5f')}",
                       cell("max_abs_error", ".2e"), cell("kl_max", ".2e"), cell("centered_cosine", ".4f"), top1,
                       "[green]pass[/]" if a.verification.passed else "[red]FAIL[/]", note)
     out.print(table)
@@ -186,7 +186,6 @@ def _generation_table(out, r) -> None:
     for col in ("artifact", "precision", "size", "KL mean / max", "top-1 (clear)", "top-5", "perplexity",
                 "vs original: top-5", "continuations", "verified"):
         table.add_column(col)
-    sizes = {f.path: f.size for f in m.files}
     for a in m.artifacts:
         v = {x.name: x for x in a.verification.metrics}
         c = {x.name: x for x in a.compression.metrics}
@@ -203,7 +202,7 @@ def _generation_table(out, r) -> None:
         agree = sum(x["first_token_agrees"] for x in cont)
         prefix = sum(x["common_prefix"] for x in cont)
         total = sum(len(x["reference"]) for x in cont)
-        table.add_row(a.file, a.precision, _mb(sizes[a.file]),
+        table.add_row(a.file, a.precision, _mb(artifact_size(m.files, a.file)),
                       f"{fmt(v['kl_mean'], '.2e')} / {v['kl_max'].value:.2e}",
                       f"{fmt(v['top1_agreement'], '.3f')} ({int(v['top1_clear_rows'].value)})",
                       fmt(v["top5_agreement"], ".3f"), ppl, fmt(c["top5_agreement"], ".3f"),

@@ -22,10 +22,13 @@ from edgeslm.errors import UserError
               "(default: the recipe's generation.chat_template).")
 @click.option("--threads", type=click.IntRange(min=0), default=None,
               help="Threads (default: the device target's threads; 0 = all cores).")
+@click.option("--artifact", default=None, help="Which of the build's artifacts runs (executorch or onnx; "
+              "default: the first of the recipe's formats).")
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("build"), show_default=True)
 @devices_option
 @accept_option
-def run(build_or_recipe, prompt, name, max_new_tokens, chat, threads, out, devices_file, accept_new_host_key) -> None:
+def run(build_or_recipe, prompt, name, max_new_tokens, chat, threads, artifact, out, devices_file,
+        accept_new_host_key) -> None:
     """Generate text from PROMPT with a text-generation build on a device, streamed as it comes (greedy).
     The build is deployed first when the device does not run it yet."""
     from edgeslm.profiling.deploy import HostBuild
@@ -38,6 +41,9 @@ def run(build_or_recipe, prompt, name, max_new_tokens, chat, threads, out, devic
     built = HostBuild.load(folder)
     if built.manifest.task != "text-generation":
         raise UserError(f"{folder} is a {built.manifest.task} build; `edgeslm run` needs a text-generation build")
+    names = [a.name for a in built.manifest.artifacts]
+    if artifact is not None and artifact not in names:
+        raise UserError(f"--artifact {artifact}: {folder} has {', '.join(names)}")
     if threads is None:
         from edgeslm.config.catalog import load_target
 
@@ -47,11 +53,12 @@ def run(build_or_recipe, prompt, name, max_new_tokens, chat, threads, out, devic
     def emit(text: str) -> None:
         click.echo(text, nl=False)
 
-    r = run_prompt(name, device, folder, prompt, max_new_tokens, chat, threads, accept_new_host_key, emit=emit)
+    r = run_prompt(name, device, folder, prompt, max_new_tokens, chat, threads, accept_new_host_key, emit=emit,
+                   artifact=artifact)
     click.echo()
     rate = f", {r['decode_tok_s']:.1f} tok/s" if r.get("decode_tok_s") else ""
     ttft = f"time to first token {r['ttft_ms']:.0f} ms" if r.get("ttft_ms") is not None else "no tokens"
-    click.echo(f"[{name}: {len(r.get('tokens', []))} tokens after a {r['prompt_tokens']}-token prompt; {ttft}{rate}"
+    click.echo(f"[{name}, {r['artifact']}: {len(r.get('tokens', []))} tokens after a {r['prompt_tokens']}-token prompt; {ttft}{rate}"
                f"{'; stopped' if r.get('stopped') else ''}]", err=True)
 
 

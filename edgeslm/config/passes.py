@@ -74,7 +74,8 @@ class QuantizeConfig(PassConfig):
         "per token), 8da8w (int8 weights), int8-weight-only (int8 weights per channel, float activations).")
     group_size: int = Field(32, ge=0, le=4096, description="8da4w/8da8w: input channels per weight scale "
                             "(0 = one scale per output channel). Layers whose width is not a multiple "
-                            "stay float (listed in the manifest).")
+                            "stay float (listed in the manifest). ONNX decoders: the MatMulNBits block size "
+                            "(16, 32, 64, 128 or 256).")
     granularity: Literal["per-channel", "per-tensor"] = Field(
         "per-channel", description="Weight scale granularity. per-channel keeps accuracy "
         "(MiniLM: cosine 0.989 vs 0.962 per-tensor with plain dynamic int8).")

@@ -380,14 +380,16 @@ def cross_checks(recipe: Recipe):
             if not isinstance(p, QuantizeConfig):
                 yield (f"passes[{i}]", f"text-generation takes only a quantize pass, not {p.type!r}",
                        "remove it")
-        if "onnx" in recipe.export.formats:
-            yield ("export.formats", "ONNX export of text-generation models is not built yet (ExecuTorch is)",
-                   "use formats = [\"executorch\"]")
+        for i, q in quant:
+            if "onnx" in recipe.export.formats and q.group_size not in (16, 32, 64, 128, 256):
+                yield (f"passes[{i}].group_size", f"ONNX decoders quantize in blocks of 16, 32, 64, 128 or 256 "
+                       f"input channels, not {q.group_size}", "use 32, or export.formats = [\"executorch\"]")
         if recipe.eval is not None:
             yield "eval", "text-generation is judged by perplexity and next-token agreement, not [eval]", \
                 "remove [eval]"
     for i, q in quant:
-        if q.embeddings and q.method != "dynamic-int8" and "onnx" in recipe.export.formats:
+        if q.embeddings and q.method != "dynamic-int8" and "onnx" in recipe.export.formats \
+                and m.task != "text-generation":
             yield (f"passes[{i}].embeddings", "int8 embeddings in ONNX are implemented with dynamic-int8 only",
                    "set embeddings = false, use method = \"dynamic-int8\", or export.formats = [\"executorch\"]")
         if q.max_accuracy_drop is not None and recipe.eval is None:

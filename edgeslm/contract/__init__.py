@@ -6,3 +6,12 @@ RUNNER_VERSION = "1"
 PROFILE_SCHEMA = "edgeslm.profile/1"
 PROBE_SCHEMA = "edgeslm.probe/1"
 NOISY_CV = 0.10  # coefficient of variation above which a latency run is flagged noisy
+
+
+def artifact_size(files: list, file: str):
+    """Bytes of an artifact: its file plus the files it loads beside it (an ONNX file's external weights,
+    `model.onnx.data`). `files` are the manifest's entries (dicts or objects with path and size)."""
+    sizes = [(e["path"], e["size"]) if isinstance(e, dict) else (e.path, e.size) for e in files]
+    if not any(p == file for p, _ in sizes):
+        return None
+    return sum(s for p, s in sizes if p == file or p.startswith(file + "."))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass
 import platform
 import time
 from pathlib import Path
@@ -189,8 +190,7 @@ def build_generation_into(work: Path, loaded: LoadedRecipe, target: Target, sour
                           model_files: dict, tools: dict, key: str, log, started: str, t0: float,
                           force: bool = False) -> Manifest:
     from edgeslm.stages import recipe_facts, source_facts
-    from edgeslm.generation.executorch_export import (export_program, make_decoder, quantize_decoder,
-                                                      sliding_window_problem)
+    from edgeslm.generation.executorch_export import sliding_window_problem
 
     recipe = loaded.recipe
     file = str(path_for_display(loaded.path))
@@ -217,48 +217,18 @@ def build_generation_into(work: Path, loaded: LoadedRecipe, target: Target, sour
         original = full[first - 1:-1]  # rows predicting ids[first:]
         reference_tokens = [greedy_hf(model, p, CONTINUATION_TOKENS, stops) for p in prompts]
 
-    with log.step("executorch: wrap with KV cache"):
-        decoder, shape = make_decoder(model, g.max_context)
+    fid_limits, comp_limits = limits(loaded)
+    targets = np.asarray(ids[first:])
+    facts = Facts(ids, first, targets, original, prompts, reference_tokens, stops, fid_limits, comp_limits)
+    built = {}
+    # ONNX first: the ExecuTorch path rewires the model's attention and quantizes its weights in place
+    if "onnx" in recipe.export.formats:
+        built["onnx"] = _onnx(work, model, tokenizer, g, q, facts, log)
     qfacts = None
-    if q is not None:
-        with log.step(f"executorch: quantize ({q.method})"):
-            scheme = {"8da4w": "8da4w", "8da8w": "8da8w", "int8-weight-only": "int8-wo"}[q.method]
-            with quiet_native():
-                qfacts = quantize_decoder(decoder, scheme, q.group_size, q.embeddings)
-    with log.step("eager decoder (after the passes)"), quiet_native():
-        decoder.reset()
-        eager = teacher_forced(eager_step(decoder), ids, first, g.max_prompt)
-    with log.step("executorch: torch.export + lower to XNNPACK"), quiet_native():
-        program, export_facts = export_program(decoder, shape, g.max_prompt)
-        (work / FILE).write_bytes(program.buffer)
-        del program
-    with log.step("executorch: verify"), quiet_native():
-        step = pte_step(work / FILE)
-        actual = teacher_forced(step, ids, first, g.max_prompt)
-        fid_limits, comp_limits = limits(loaded)
-        targets = np.asarray(ids[first:])
-        fidelity = _verification(compare_next_tokens(eager, actual, targets, fid_limits), "executorch/xnnpack",
-                                 "eager PyTorch after the passes (what was exported), same calls", len(ids))
-        loss = _verification(compare_next_tokens(original, actual, targets, comp_limits), "executorch/xnnpack",
-                             "eager PyTorch before compression (one forward pass)", len(ids))
-        loss_ok = loss.passed
-        fidelity.passed = fidelity.passed and loss_ok
-        continuations = []
-        for p, ref in zip(prompts, reference_tokens):
-            got = greedy(step, p, CONTINUATION_TOKENS, g.max_prompt, stops, g.max_context)
-            continuations.append({"prompt_tokens": len(p), "reference": ref, "artifact": got,
-                                  "first_token_agrees": bool(got[:1] == ref[:1]),
-                                  "common_prefix": common_prefix(got, ref)})
-    precision = "fp32" if q is None else q.method
-    artifact = Artifact(
-        name="executorch", format="executorch", file=FILE, runtime="executorch/xnnpack", precision=precision,
-        quantization=qfacts, export={"backend": "xnnpack", "program": "forward(tokens int64[1, n], start_pos "
-                                     "int64[1]) -> logits float32[1, vocab]", "kv_cache": {
-                                         "layers": shape.layers, "kv_heads": shape.kv_heads,
-                                         "head_dim": shape.head_dim, "positions": shape.context,
-                                         "bytes": shape.kv_cache_bytes}, **export_facts},
-        verification=fidelity, compression=loss,
-        extras={"continuations": continuations})
+    if "executorch" in recipe.export.formats:
+        built["executorch"], qfacts = _executorch(work, model, g, q, facts, log)
+    artifacts = [built[f][0] for f in recipe.export.formats]
+    passed = all(a.verification.passed for a in artifacts)
 
     order = np.argsort(-original, axis=1)[:, :TOP_K_STORED]
     lsm = log_softmax(original)
@@ -267,13 +237,14 @@ def build_generation_into(work: Path, loaded: LoadedRecipe, target: Target, sour
                 "original/top_logits": np.take_along_axis(original, order, axis=1).astype(np.float32),
                 "original/logsumexp": (original[:, 0] - lsm[:, 0]).astype(np.float32),
                 "original/target_logprob": lsm[np.arange(len(targets)), targets].astype(np.float32),
-                "artifact/top_ids": np.argsort(-actual, axis=1)[:, :TOP_K_STORED].astype(np.int32)}
+                **{f"artifact/{a.name}/top_ids": np.argsort(-built[a.format][1], axis=1)[:, :TOP_K_STORED]
+                   .astype(np.int32) for a in artifacts}}
     for i, p in enumerate(prompts):
         ref_file[f"prompt/{i}"] = np.asarray(p, dtype=np.int64)
         ref_file[f"prompt/{i}/reference"] = np.asarray(reference_tokens[i], dtype=np.int64)
     np.savez_compressed(work / REFERENCE_FILE, **ref_file)
 
-    status = "ok" if fidelity.passed else "verification-failed"
+    status = "ok" if passed else "verification-failed"
     manifest = Manifest(
         edgeslm_version=__version__, cache_key=key, status=status,
         recipe=recipe_facts(loaded), target=target.model_dump(mode="json"),
@@ -284,12 +255,12 @@ def build_generation_into(work: Path, loaded: LoadedRecipe, target: Target, sour
         inputs=[TensorSpec(name="tokens", dtype="int64", axes=["batch", "sequence"]),
                 TensorSpec(name="start_pos", dtype="int64", axes=["one"])],
         outputs=[TensorSpec(name="logits", dtype="float32", axes=["batch", "vocab"])],
-        shapes={"max_context": g.max_context, "max_prompt": export_facts["max_prompt_tokens"], "batch_size": 1},
-        artifacts=[artifact], files=[],
+        shapes={"max_context": g.max_context, "max_prompt": g.max_prompt, "batch_size": 1},
+        artifacts=artifacts, files=[],
         reference={"file": REFERENCE_FILE, "samples": 1, "text_tokens": len(ids), "prompt_tokens": first,
                    "keys": "text/ids (held text), text/first (prompt length), original/top_ids|top_logits|"
                            "logsumexp (PyTorch before compression, rows predicting text/ids[first:]), "
-                           "artifact/top_ids (the artifact on the build host), prompt/<i> and "
+                           "artifact/<name>/top_ids (each artifact on the build host), prompt/<i> and "
                            "prompt/<i>/reference (greedy continuation by PyTorch)",
                    "thresholds": {"fidelity": fid_limits, "compression": comp_limits}},
         tools=tools,
@@ -297,11 +268,111 @@ def build_generation_into(work: Path, loaded: LoadedRecipe, target: Target, sour
                "warnings": [],
                "host": {"machine": platform.machine(), "system": platform.system(),
                         "python": platform.python_version(), "cpus": os.cpu_count()}},
-        passes=[{"type": "quantize", **(qfacts or {})}] if q is not None else [],
+        passes=[{"type": "quantize", "method": q.method, "group_size": q.group_size, **(qfacts or {})}]
+        if q is not None else [],
     )
     manifest.files = file_entries(work, {"tokenizer/": "tokenizer", REFERENCE_FILE: "reference", "model.": "model"})
     write_manifest(work, manifest)
     return manifest
+
+
+@dataclass
+class Facts:
+    """What every artifact of a decoder build is checked against."""
+    ids: list
+    first: int
+    targets: np.ndarray
+    original: np.ndarray  # PyTorch before compression: logits predicting ids[first:]
+    prompts: list
+    reference_tokens: list
+    stops: list
+    fid_limits: dict
+    comp_limits: dict
+
+
+def _judge(facts: Facts, g, eager: np.ndarray, step, runtime: str, against: str):
+    """Teacher-forced logits of `step`; fidelity (vs `eager`) and compression loss (vs the original);
+    greedy continuations of the recipe's prompts."""
+    actual = teacher_forced(step, facts.ids, facts.first, g.max_prompt)
+    fidelity = _verification(compare_next_tokens(eager, actual, facts.targets, facts.fid_limits), runtime,
+                             against, len(facts.ids))
+    loss = _verification(compare_next_tokens(facts.original, actual, facts.targets, facts.comp_limits), runtime,
+                         "eager PyTorch before compression (one forward pass)", len(facts.ids))
+    fidelity.passed = fidelity.passed and loss.passed
+    continuations = []
+    for p, ref in zip(facts.prompts, facts.reference_tokens):
+        got = greedy(step, p, CONTINUATION_TOKENS, g.max_prompt, facts.stops, g.max_context)
+        continuations.append({"prompt_tokens": len(p), "reference": ref, "artifact": got,
+                              "first_token_agrees": bool(got[:1] == ref[:1]), "common_prefix": common_prefix(got, ref)})
+    return actual, fidelity, loss, continuations
+
+
+def _onnx(work: Path, model, tokenizer, g, q, facts: Facts, log):
+    """model.onnx by onnxruntime-genai's builder; judged in edgeslm's own onnxruntime loop against the
+    model with the file's dequantized weights (fidelity) and the original (compression)."""
+    import torch
+
+    from edgeslm.generation.onnx_export import FILE as ONNX_FILE
+    from edgeslm.generation.onnx_export import PRECISION, dequantized_eager, export_onnx_decoder
+    from edgeslm.runner.ort_decoder import OrtDecoder
+
+    method = q.method if q is not None else None
+    with log.step(f"onnx: model builder ({PRECISION[method][0]})"):
+        export = export_onnx_decoder(model, tokenizer, work, method, q.group_size if q else 32, g.max_context,
+                                     work.parent / f"{work.name}.onnx-builder.log")
+    with log.step("onnx: eager model with the file's weights"):
+        eager_model = dequantized_eager(model, work / ONNX_FILE) if q is not None else model
+        with torch.no_grad():
+            eager = eager_model(input_ids=torch.tensor([facts.ids])).logits[0].float().numpy()[facts.first - 1:-1]
+        del eager_model
+    with log.step("onnx: verify"):
+        kv = export["kv_cache"]
+        step = OrtDecoder(str(work / ONNX_FILE), 0, kv["layers"], kv["kv_heads"], kv["head_dim"], g.max_context)
+        actual, fidelity, loss, continuations = _judge(
+            facts, g, eager, step, "onnxruntime", "eager PyTorch with the file's dequantized weights" if q is not None
+            else "eager PyTorch (one forward pass)")
+        del step
+    w = export["weights"]
+    quant = None if q is None else {"method": q.method, "bits": w["bits"], "block_size": w["block_size"],
+                                    "activations": "int8 dynamic" if w["accuracy_level"] == 4 else "float",
+                                    "layers": w["matmul_nbits"], "grid": "symmetric, round to nearest"}
+    artifact = Artifact(name="onnx", format="onnx", file=ONNX_FILE, runtime="onnxruntime",
+                        precision="fp32" if q is None else q.method, quantization=quant, export=export,
+                        verification=fidelity, compression=loss, extras={"continuations": continuations})
+    return artifact, actual
+
+
+def _executorch(work: Path, model, g, q, facts: Facts, log):
+    from edgeslm.generation.executorch_export import export_program, make_decoder, quantize_decoder
+
+    with log.step("executorch: wrap with KV cache"):
+        decoder, shape = make_decoder(model, g.max_context)
+    qfacts = None
+    if q is not None:
+        with log.step(f"executorch: quantize ({q.method})"):
+            scheme = {"8da4w": "8da4w", "8da8w": "8da8w", "int8-weight-only": "int8-wo"}[q.method]
+            with quiet_native():
+                qfacts = quantize_decoder(decoder, scheme, q.group_size, q.embeddings)
+    with log.step("eager decoder (after the passes)"), quiet_native():
+        decoder.reset()
+        eager = teacher_forced(eager_step(decoder), facts.ids, facts.first, g.max_prompt)
+    with log.step("executorch: torch.export + lower to XNNPACK"), quiet_native():
+        program, export_facts = export_program(decoder, shape, g.max_prompt)
+        (work / FILE).write_bytes(program.buffer)
+        del program
+    with log.step("executorch: verify"), quiet_native():
+        actual, fidelity, loss, continuations = _judge(
+            facts, g, eager, pte_step(work / FILE), "executorch/xnnpack",
+            "eager PyTorch after the passes (what was exported), same calls")
+    artifact = Artifact(
+        name="executorch", format="executorch", file=FILE, runtime="executorch/xnnpack",
+        precision="fp32" if q is None else q.method, quantization=qfacts,
+        export={"backend": "xnnpack", "program": "forward(tokens int64[1, n], start_pos int64[1]) -> logits "
+                "float32[1, vocab]", "kv_cache": {"layers": shape.layers, "kv_heads": shape.kv_heads,
+                                                  "head_dim": shape.head_dim, "positions": shape.context,
+                                                  "bytes": shape.kv_cache_bytes}, **export_facts},
+        verification=fidelity, compression=loss, extras={"continuations": continuations})
+    return (artifact, actual), qfacts
 
 
 def _gguf_facts(source: ResolvedSource) -> dict:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from edgeslm.artifacts.manifest import MANIFEST_NAME, NAME_RE, Manifest, check_files, load_manifest, parse_manifest
 from edgeslm.config.devices import LOCAL, Device
+from edgeslm.contract import artifact_size
 from edgeslm.errors import ConfigError, UserError
 from edgeslm.profiling.remote import RemoteRunner, check_name
 from edgeslm.transport import DeviceError, connect
@@ -135,8 +136,8 @@ def compatibility(name: str, device: Device, probe: dict, manifest: Manifest) ->
         missing.append("numpy")
     for a in manifest.artifacts:
         rt = RUNTIME_FOR[a.format]
-        if manifest.task == "text-generation":  # runs in edgeslm's own runtime folder, uploaded by deploy
-            continue
+        if manifest.task == "text-generation" and a.format == "executorch":
+            continue  # runs in edgeslm's own runtime folder, uploaded by deploy
         if not probe["runtimes"].get(rt) and rt not in missing:
             missing.append(rt)
     if missing:
@@ -151,6 +152,12 @@ def compatibility(name: str, device: Device, probe: dict, manifest: Manifest) ->
     return warnings
 
 
+def needs_et_runtime(manifest: Manifest, artifact: str | None = None) -> bool:
+    """A decoder .pte runs in edgeslm's ExecuTorch runtime folder (deploy uploads it)."""
+    return manifest.task == "text-generation" and any(
+        a.format == "executorch" and artifact in (None, a.name) for a in manifest.artifacts)
+
+
 RUNTIME_RAM = 48 << 20  # the runner, numpy and the ExecuTorch libraries, measured ~40 MiB on x86_64 and aarch64
 RUNTIME_DISK = 20 << 20  # the runtime folder (~14-18 MB)
 
@@ -158,10 +165,9 @@ RUNTIME_DISK = 20 << 20  # the runtime folder (~14-18 MB)
 def fit_problem(probe: dict, manifest: Manifest) -> str | None:
     """Why a decoder build would not fit the device's memory or disk (weights + KV cache at the recipe's
     max context + runtime; files + runtime folder), with the figures; None when it fits."""
-    sizes = {f.path: f.size for f in manifest.files}
     mb = lambda n: f"{n / (1 << 20):.0f} MiB"  # noqa: E731
     for a in manifest.artifacts:
-        weights = sizes.get(a.file, 0)
+        weights = artifact_size(manifest.files, a.file) or 0
         kv = int((a.export or {}).get("kv_cache", {}).get("bytes", 0))
         need = weights + kv + RUNTIME_RAM
         avail = probe.get("mem_available_kb")
@@ -204,7 +210,7 @@ def deploy(build_folder: Path, name: str, device: Device, accept_new_host_key: b
             if broke.get("broken"):
                 h = broke.get("holder") or {}
                 log(f"broke the stale deploy lock of {h.get('owner', 'an unknown host')} on {name}")
-        if manifest.task == "text-generation":  # the program runs in edgeslm's runtime: there before the model
+        if needs_et_runtime(manifest):  # the program runs in edgeslm's runtime: there before the model
             dev.et_runtime(str(probe.get("arch", "")), log=log)
         with dev.locked(recipe):
             _upload(dev, build, result, log)

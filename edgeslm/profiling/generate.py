@@ -10,13 +10,13 @@ from pathlib import Path
 
 from edgeslm.config.devices import Device
 from edgeslm.errors import UserError
-from edgeslm.profiling.deploy import HostBuild, device_version, open_device
+from edgeslm.profiling.deploy import HostBuild, device_version, needs_et_runtime, open_device
 from edgeslm.transport import DeviceError
 
 
 def run_prompt(name: str, device: Device, folder: Path, prompt: str, new_tokens: int | None = None,
                chat: bool | None = None, threads: int = 0, accept_new_host_key: bool = False,
-               emit=print) -> dict:
+               emit=print, artifact: str | None = None) -> dict:
     """Generate on the device from the deployed version of the build in `folder` (deploy it first).
     `emit(text)` receives each new piece of text. Returns the runner's summary plus the text."""
     from transformers import AutoTokenizer
@@ -27,6 +27,10 @@ def run_prompt(name: str, device: Device, folder: Path, prompt: str, new_tokens:
     m = build.manifest
     if m.task != "text-generation":
         raise UserError(f"{folder} is a {m.task} build; `edgeslm run` generates text with text-generation builds")
+    names = [a.name for a in m.artifacts]
+    artifact = artifact or names[0]
+    if artifact not in names:
+        raise UserError(f"{folder} has no artifact {artifact!r} (it has {', '.join(names)})")
     gen = (m.recipe.get("content") or {}).get("generation") or {}
     tok = AutoTokenizer.from_pretrained(str(folder / "tokenizer"))
     ids = prompt_ids(tok, prompt, gen.get("chat_template", True) if chat is None else chat)
@@ -42,11 +46,13 @@ def run_prompt(name: str, device: Device, folder: Path, prompt: str, new_tokens:
             if version != m.version:
                 raise UserError(f"device {name} runs {recipe} version {version}, not the build's {m.version}; "
                                 f"deploy the build first (edgeslm deploy {folder} --device {name})")
-            arch = dev.python_output("import platform; print(platform.machine())").strip()
-            runtime = dev.et_runtime(arch, log=lambda msg: None)
+            extra = []
+            if needs_et_runtime(m, artifact):
+                arch = dev.python_output("import platform; print(platform.machine())").strip()
+                extra = ["--et-runtime", dev.et_runtime(arch, log=lambda msg: None)]
             vdir = posixpath.join(dev.model_dir(recipe), "versions", version)
-            chan = dev.conn.spawn([dev.python, dev.path, "generate", vdir, "--prompt-ids", json.dumps(ids),
-                                   "--new-tokens", str(n), "--threads", str(threads), "--et-runtime", runtime],
+            chan = dev.conn.spawn([dev.python, dev.path, "generate", vdir, "--artifact", artifact, "--prompt-ids",
+                                   json.dumps(ids), "--new-tokens", str(n), "--threads", str(threads), *extra],
                                   timeout=device.profile_timeout)
             out, shown, summary = [], "", None
             while True:
@@ -81,4 +87,4 @@ def run_prompt(name: str, device: Device, folder: Path, prompt: str, new_tokens:
     if summary is None and not out:
         raise DeviceError(f"device {name}: generate ended without output")
     return {**(summary or {"tokens": out, "stopped": True}), "text": shown, "prompt_tokens": len(ids),
-            "version": version}
+            "version": version, "artifact": artifact}

@@ -16,8 +16,8 @@ from pathlib import Path
 from edgeslm.artifacts.manifest import Manifest, parse_manifest
 from edgeslm.config.devices import Device
 from edgeslm.errors import ConfigError, UserError
-from edgeslm.profiling.deploy import (HostBuild, device_version, differences, find_host_build, only_recipe,
-                                      open_device)
+from edgeslm.profiling.deploy import (HostBuild, device_version, differences, find_host_build,
+                                      needs_et_runtime, only_recipe, open_device)
 from edgeslm.profiling.remote import check_name
 from edgeslm.contract import PROFILE_SCHEMA
 from edgeslm.transport import DeviceError
@@ -101,8 +101,10 @@ def profile(name: str, device: Device, out: Path, recipe: str | None = None, art
                          "version": version, "verified_against": against}
                 extra = []
                 if manifest.task == "text-generation":
+                    extra = ["--new-tokens", str(new_tokens)]
+                if needs_et_runtime(manifest, art):
                     arch = dev.python_output("import platform; print(platform.machine())").strip()
-                    extra = ["--et-runtime", dev.et_runtime(arch, log=log), "--new-tokens", str(new_tokens)]
+                    extra += ["--et-runtime", dev.et_runtime(arch, log=log)]
                 results.append(_run(dev, name, device, vdir, art, stamp, store, label,
                                     threads, iters, warmup, min_seconds, seq_len, eval_rows, extra))
     return results

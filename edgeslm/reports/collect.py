@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeslm.errors import UserError
+from edgeslm.contract import artifact_size
 from edgeslm.contract.stats import stats
 
 REPORT_SCHEMA = "edgeslm.report/1"
@@ -162,7 +163,7 @@ def builds_without_profiles(c: Collected) -> list[dict]:
         if key in profiled:
             continue
         for a in m["artifacts"]:
-            size = next((f["size"] for f in m["files"] if f["path"] == a["file"]), None)
+            size = artifact_size(m["files"], a["file"])
             out.append({"recipe": m["recipe"]["name"], "target": m["target"]["name"], "artifact": a["name"],
                         "precision": a["precision"], "size": size,
                         "cosine_min": _metric(a.get("verification"), "cosine_min"),

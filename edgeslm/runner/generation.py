@@ -1,4 +1,5 @@
-"""text-generation on the device: the decoder program in edgeslm's torch-free ExecuTorch shim.
+"""text-generation on the device: the decoder in edgeslm's torch-free ExecuTorch shim (.pte) or in
+onnxruntime with edgeslm's own loop (ONNX, runner/ort_decoder.py).
 
 `profile` measures what decides whether a chat model is usable there: load time, time to first token at
 several prompt lengths (prefill tokens/s), decode tokens/s over many steps (median and spread), and
@@ -24,8 +25,24 @@ PROMPT_LENGTHS = (32, 128, 512)
 
 
 def open_decoder(build_dir: str, manifest: dict, artifact: dict, threads: int, et_runtime: str | None):
-    """(step, load_ms, runtime name): step(tokens, start) -> logits of the last token."""
+    """(step, load_ms, runtime name): step(tokens, start) -> logits of the last token. A .pte runs in
+    edgeslm's ExecuTorch runtime folder, an ONNX decoder in onnxruntime with edgeslm's loop."""
     import numpy as np
+
+    path = _inside(build_dir, artifact["file"])
+    if artifact.get("format") == "onnx":
+        from edgeslm.runner.facts import _dist_version
+        from edgeslm.runner.ort_decoder import OrtDecoder
+
+        kv = (artifact.get("export") or {}).get("kv_cache") or {}
+        try:
+            dims = [int(kv[k]) for k in ("layers", "kv_heads", "head_dim")]
+        except (KeyError, TypeError, ValueError):
+            raise RunnerError(f"artifact {artifact.get('name')!r}: the manifest does not give its KV cache "
+                              "(export.kv_cache layers, kv_heads, head_dim)") from None
+        t0 = time.perf_counter()
+        step = OrtDecoder(path, threads, *dims, int(manifest["shapes"]["max_context"]))
+        return step, (time.perf_counter() - t0) * 1e3, "onnxruntime " + (_dist_version("onnxruntime") or "?")
 
     from edgeslm.runner.native_et import NativeRuntime
 
@@ -35,7 +52,7 @@ def open_decoder(build_dir: str, manifest: dict, artifact: dict, threads: int, e
                           "DIR (edgeslm deploy uploads it)")
     rt = NativeRuntime(et_runtime, threads)
     t0 = time.perf_counter()
-    method = rt.load(_inside(build_dir, artifact["file"]))
+    method = rt.load(path)
     load_ms = (time.perf_counter() - t0) * 1e3
     vocab = int(manifest["model"]["vocab_size"])
 
@@ -51,7 +68,7 @@ def open_decoder(build_dir: str, manifest: dict, artifact: dict, threads: int, e
     return step, load_ms, f"edgeslm-et (executorch {version} libraries)"
 
 
-def check(step, build_dir: str, manifest: dict) -> dict:
+def check(step, build_dir: str, manifest: dict, artifact: str) -> dict:
     """Teacher-forced on the stored held text; compared with PyTorch's stored top tokens and log-probs."""
     import numpy as np
 
@@ -65,7 +82,7 @@ def check(step, build_dir: str, manifest: dict) -> dict:
     clear = (top_logits[:, 0] - top_logits[:, 1]) >= TOP1_MARGIN
     mine = logits.argmax(axis=1)
     top5 = np.argsort(-logits, axis=1)[:, :5]
-    host = ref["artifact/top_ids"][:, 0]
+    host = ref[f"artifact/{artifact}/top_ids"][:, 0]
     ppl_ref = float(np.exp(-ref["original/target_logprob"].astype(np.float64).mean()))
     ppl = float(np.exp(-lp[np.arange(len(targets)), targets].mean()))
     limits = manifest["reference"].get("thresholds", {}).get("compression", {})
@@ -126,7 +143,7 @@ def profile_generation(build_dir: str, manifest: dict, artifact: dict, threads: 
     d = stats(steps[min(warmup, len(steps) - 1):] if len(steps) > 1 else steps)
     peak, rss_decoded = _status_kb("VmHWM"), _status_kb("VmRSS")
     # the check last: its logit arrays would otherwise count in the peak memory of generation
-    verdict = check(step, build_dir, manifest)
+    verdict = check(step, build_dir, manifest, artifact["name"])
     return {
         "runtime": runtime, "load_ms": load_ms, "check": verdict,
         "ttft": ttft,

@@ -9,7 +9,7 @@ import os
 import platform
 import time
 
-from edgeslm.contract import NOISY_CV, PROFILE_SCHEMA, RUNNER_VERSION
+from edgeslm.contract import NOISY_CV, PROFILE_SCHEMA, RUNNER_VERSION, artifact_size
 from edgeslm.contract.stats import stats
 from edgeslm.runner.encoders import evaluate, parity
 from edgeslm.runner.errors import RunnerError
@@ -143,7 +143,7 @@ def _header(manifest, artifact, runtime_name, started, cv, parity_passed, therma
                   "cache_key": manifest["cache_key"], "task": manifest["task"]},
         "artifact": {"name": artifact["name"], "format": artifact["format"], "file": artifact["file"],
                      "precision": artifact["precision"], "runtime": runtime_name,
-                     "size": next((f["size"] for f in manifest["files"] if f["path"] == artifact["file"]), None)},
+                     "size": artifact_size(manifest["files"], artifact["file"])},
         "thermal": {"before": thermal_before, "after": thermal_after},
         "device": {"arch": platform.machine(), "cpu_model": cpu_model(), "cores": os.cpu_count(),
                    "kernel": platform.release(), "python": platform.python_version(),

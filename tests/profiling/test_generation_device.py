@@ -28,7 +28,7 @@ def decoder_source(tmp_path_factory):
 def decoder_build(tmp_path_factory, decoder_source):
     root = tmp_path_factory.mktemp("genbuild")
     recipe = load_recipe(write_generation_recipe(root / "g.toml", decoder_source, name="tinygen", context=160,
-                                                 prompt=64))
+                                                 prompt=64, formats=("executorch", "onnx")))
     return build(recipe, plan(recipe, [load_target("host")])[0], root / "out").folder
 
 
@@ -37,13 +37,17 @@ def test_profile_a_decoder_over_ssh(tmp_path, inventory, decoder_build):
     logs = []
     deploy(decoder_build, "pi", dev, log=logs.append)
     assert sum("upload ExecuTorch runtime" in m for m in logs) == 1
-    (r,) = profile("pi", dev, decoder_build.parent.parent, iters=3, warmup=1, new_tokens=12, log=logs.append,
+    both = profile("pi", dev, decoder_build.parent.parent, iters=3, warmup=1, new_tokens=12, log=logs.append,
                    build=decoder_build)
-    assert r["parity"]["passed"] and r["parity"]["top1_vs_build_host"] == 1.0  # same program, same kernels
-    assert abs(r["parity"]["perplexity_increase"]) < 1e-3  # fp32: PyTorch's perplexity on the device
-    assert [t["prompt_tokens"] for t in r["generation"]["ttft"]] == [32, 128]  # 512 does not fit 160
-    d = r["generation"]["decode"]
-    assert d["tokens"] == 12 and d["tok_s"] > 0 and d["step_ms"]["p10"] <= d["step_ms"]["p50"] <= d["step_ms"]["p90"]
+    assert [r["artifact"]["name"] for r in both] == ["executorch", "onnx"]
+    for r in both:
+        assert r["parity"]["passed"] and r["parity"]["top1_vs_build_host"] == 1.0  # same program, same kernels
+        assert abs(r["parity"]["perplexity_increase"]) < 1e-3  # fp32: PyTorch's perplexity on the device
+        assert [t["prompt_tokens"] for t in r["generation"]["ttft"]] == [32, 128]  # 512 does not fit 160
+        d = r["generation"]["decode"]
+        assert d["tokens"] == 12 and d["tok_s"] > 0 and d["step_ms"]["p10"] <= d["step_ms"]["p50"] <= d["step_ms"]["p90"]
+    assert both[1]["artifact"]["runtime"].startswith("onnxruntime") and both[1]["artifact"]["size"] > 100_000
+    r = both[0]
     runtimes = list((tmp_path / "wd-pi" / "runtimes").iterdir())
     assert len(runtimes) == 1 and (runtimes[0] / "libedgeslm_et.so").is_file()
     saved = json.loads(open(r["_path"]).read())
@@ -51,7 +55,7 @@ def test_profile_a_decoder_over_ssh(tmp_path, inventory, decoder_build):
     # reports and the gate read it: latency is the time per generated token
     rep = cli("report", decoder_build.parent, "--format", "md")
     assert rep.exit_code == 0 and "Decoders (latency above: ms per generated token)" in rep.stdout
-    assert "(32)" in rep.stdout and "tok/s" in rep.stdout
+    assert "(32)" in rep.stdout and "tok/s" in rep.stdout and "| onnx |" in rep.stdout
     base = tmp_path / "baseline"
     assert cli("report", decoder_build.parent, "--save-baseline", base).exit_code == 0
     gate = cli("report", decoder_build.parent, "--baseline", base)
@@ -60,12 +64,12 @@ def test_profile_a_decoder_over_ssh(tmp_path, inventory, decoder_build):
     # the next session finds the runtime in place; a damaged copy is replaced before it is used
     logs.clear()
     profile("pi", dev, decoder_build.parent.parent, iters=1, warmup=0, new_tokens=4, log=logs.append,
-            build=decoder_build)
+            build=decoder_build, artifacts=["executorch"])
     assert not any("upload ExecuTorch runtime" in m for m in logs)
     lib = runtimes[0] / "libexecutorch.so"
     lib.write_bytes(lib.read_bytes()[:1000])
     (r,) = profile("pi", dev, decoder_build.parent.parent, iters=1, warmup=0, new_tokens=4, log=logs.append,
-                   build=decoder_build)
+                   build=decoder_build, artifacts=["executorch"])
     assert any("upload ExecuTorch runtime" in m for m in logs) and r["parity"]["passed"]
     assert len(list((tmp_path / "wd-pi" / "runtimes").iterdir())) == 1
 
@@ -81,7 +85,7 @@ def test_profile_a_decoder_over_ssh(tmp_path, inventory, decoder_build):
     runtimes[0].symlink_to(elsewhere)
     with pytest.raises(DeviceError, match="symbolic link"):
         profile("pi", dev, decoder_build.parent.parent, iters=1, warmup=0, new_tokens=4, log=logs.append,
-                build=decoder_build)
+                build=decoder_build, artifacts=["executorch"])
     assert [p.name for p in elsewhere.iterdir()] == ["keep.txt"] and runtimes[0].is_symlink()
 
 
@@ -105,7 +109,12 @@ def test_run_streams_the_same_text_as_transformers_generate(tmp_path, inventory,
     r = cli("run", decoder_build, prompt, "--device", "pi", "--devices", inv, "--max-new-tokens", 6, "--no-chat")
     assert r.exit_code == 0, r.output
     assert r.stdout.strip() == expected.strip() and expected.strip()
-    assert "6 tokens after a" in r.stderr and "time to first token" in r.stderr
+    assert "executorch: 6 tokens after a" in r.stderr and "time to first token" in r.stderr
+    r = cli("run", decoder_build, prompt, "--device", "pi", "--devices", inv, "--max-new-tokens", 6, "--no-chat",
+            "--artifact", "onnx")  # the ONNX decoder in onnxruntime, the same loop: the same text
+    assert r.exit_code == 0 and r.stdout.strip() == expected.strip() and "onnx: 6 tokens" in r.stderr, r.output
+    r = cli("run", decoder_build, prompt, "--device", "pi", "--devices", inv, "--artifact", "tflite")
+    assert r.exit_code == EXIT_USER and "has executorch, onnx" in r.output
     r = cli("run", tiny_builds["v1"], prompt, "--device", "pi", "--devices", inv)  # an encoder build
     assert r.exit_code == EXIT_USER and "needs a text-generation build" in r.output
 

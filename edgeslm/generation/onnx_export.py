@@ -1,0 +1,168 @@
+"""ONNX export of a decoder: onnxruntime-genai's model builder (GroupQueryAttention with a KV cache,
+MatMulNBits int4/int8 weights, rotary caches, fused RMSNorm), run in a subprocess on the transformers
+model the build loaded, so every source (HF folder, hub id, GGUF) goes through the same door.
+
+The device runs the file with plain onnxruntime and edgeslm's own loop (runner/ort_decoder.py), not
+with onnxruntime-genai: the device then needs only onnxruntime (as for encoders), both formats share one
+loop, one set of metrics and one stored-ids check, and the loop binds the KV cache in place as genai
+does. The builder's genai_config.json and tokenizer files are not shipped.
+
+Export fidelity needs the eager model the file was exported from: `dequantized_eager` reads the
+builder's integers and scales back out of the file and puts them into a copy of the model.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+from edgeslm.errors import ExportError
+
+FILE = "model.onnx"
+DATA = "model.onnx.data"  # its weights (onnxruntime refuses external data outside the model's folder)
+BUILDER_TIMEOUT = 3600
+# recipe method -> (builder precision, MatMulNBits accuracy_level: 4 = int8 activations, 1 = float)
+PRECISION = {None: ("fp32", None), "8da4w": ("int4", 4), "8da8w": ("int8", 4), "int8-weight-only": ("int8", 1)}
+
+
+def export_onnx_decoder(model, tokenizer, work: Path, method: str | None, group_size: int, max_context: int,
+                        log_file: Path) -> dict:
+    """Write work/model.onnx and its weights work/model.onnx.data; return facts for the manifest (ops, weights, KV cache)."""
+    import onnx
+
+    precision, level = PRECISION[method]
+    src, out, cache = work / ".onnx-src", work / ".onnx-out", work / ".onnx-cache"
+    for d in (src, out, cache):
+        shutil.rmtree(d, ignore_errors=True)
+    try:
+        model.save_pretrained(str(src), safe_serialization=True)
+        tokenizer.save_pretrained(str(src))
+        cfg_path = src / "config.json"
+        cfg = json.loads(cfg_path.read_text())
+        window = cfg.get("sliding_window")
+        if isinstance(window, int) and max_context <= window:
+            # every position fits in the window: the same attention, and GroupQueryAttention then needs no
+            # cache larger than max_context (it refuses a cache smaller than its window)
+            cfg["sliding_window"] = max_context
+            cfg_path.write_text(json.dumps(cfg, indent=1))
+        cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(src), "-o", str(out),
+               "-p", precision, "-e", "cpu", "-c", str(cache)]
+        if level is not None:
+            cmd += ["--extra_options", f"block_size={group_size}", f"accuracy_level={level}"]
+        with open(log_file, "wb") as logf:
+            try:
+                rc = subprocess.run(cmd, stdout=logf, stderr=subprocess.STDOUT, timeout=BUILDER_TIMEOUT,
+                                    stdin=subprocess.DEVNULL).returncode
+            except subprocess.TimeoutExpired:
+                raise ExportError(f"onnxruntime-genai's model builder took over {BUILDER_TIMEOUT} s; see "
+                                  f"{log_file}") from None
+        if rc != 0 or not (out / "model.onnx").is_file():
+            lines = [ln for ln in log_file.read_text(errors="replace").splitlines() if ln.strip()]
+            raise ExportError(f"onnxruntime-genai's model builder failed on {cfg.get('model_type')!r} "
+                              f"({(lines or ['no output'])[-1][:200]}); full log: {log_file}; build "
+                              "formats = [\"executorch\"] only for this model")
+        genai = json.loads((out / "genai_config.json").read_text())["model"]["decoder"]
+        graph = onnx.load(str(out / "model.onnx"), load_external_data=True)
+        nodes = graph.graph.node
+        nbits = [n for n in nodes if n.op_type == "MatMulNBits"]
+        attrs = {a.name: a.i for n in nbits[:1] for a in n.attribute}
+        # the weights beside the graph, as onnxruntime maps them from the file instead of copying them out of
+        # the graph's bytes: SmolLM2-135M int4 peaks at 209 MiB instead of 247 MiB, as fast
+        onnx.save(graph, str(work / FILE), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=DATA, size_threshold=1024)
+    finally:
+        for d in (src, out, cache):
+            shutil.rmtree(d, ignore_errors=True)
+    layers, kv_heads, head_dim = (int(genai[k]) for k in ("num_hidden_layers", "num_key_value_heads", "head_size"))
+    from importlib.metadata import version
+
+    return {
+        "builder": f"onnxruntime-genai {version('onnxruntime-genai')} model builder",
+        "program": "input_ids int64[1, n], attention_mask int64[1, past + n], past_key_values.<i>.key|value "
+                   "-> logits, present.<i>.key|value (the cache buffers bound in place)",
+        "ops": dict(Counter(f"{n.domain + '.' if n.domain else ''}{n.op_type}" for n in nodes).most_common(12)),
+        "weights": {"matmul_nbits": len(nbits), "bits": attrs.get("bits"), "block_size": attrs.get("block_size"),
+                    "accuracy_level": attrs.get("accuracy_level"),
+                    "tied_embeddings_quantized": any(n.op_type == "GatherBlockQuantized" for n in nodes)},
+        "kv_cache": {"layers": layers, "kv_heads": kv_heads, "head_dim": head_dim, "positions": max_context,
+                     "bytes": 2 * layers * kv_heads * head_dim * max_context * 4},
+    }
+
+
+def _dequantized(graph) -> dict:
+    """{builder module name: float32 weight [out, in]} for each MatMulNBits of the file (symmetric grid:
+    uint4/uint8 with the implicit zero point 2^(bits-1) unless the node gives zero points)."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in graph.graph.initializer}
+    out = {}
+    for n in graph.graph.node:
+        if n.op_type != "MatMulNBits":
+            continue
+        a = {x.name: x.i for x in n.attribute}
+        k, nn, bits, block = a["K"], a["N"], a["bits"], a["block_size"]
+        q = numpy_helper.to_array(inits[n.input[1]]).astype(np.uint8).reshape(nn, -1)
+        if bits == 4:
+            q = np.stack([q & 0x0F, q >> 4], axis=-1).reshape(nn, -1)
+        elif bits != 8:
+            raise ExportError(f"MatMulNBits with {bits} bits is not read back")
+        blocks = q.shape[1] // block
+        scales = numpy_helper.to_array(inits[n.input[2]]).astype(np.float32).reshape(nn, blocks)
+        if len(n.input) > 3 and n.input[3]:
+            zp = numpy_helper.to_array(inits[n.input[3]]).astype(np.uint8).reshape(nn, -1)
+            if bits == 4:
+                zp = np.stack([zp & 0x0F, zp >> 4], axis=-1).reshape(nn, -1)
+            zp = zp[:, :blocks].astype(np.float32)
+        else:
+            zp = np.full((nn, blocks), float(1 << (bits - 1)), dtype=np.float32)
+        w = (q.reshape(nn, blocks, block).astype(np.float32) - zp[:, :, None]) * scales[:, :, None]
+        out[n.input[1].rsplit(".MatMul", 1)[0]] = w.reshape(nn, -1)[:, :k]
+    return out
+
+
+def dequantized_eager(model, path: Path):
+    """A copy of `model` with the file's quantized weights put back (dequantized) in place of its own:
+    the eager model the ONNX file was exported from."""
+    import onnx
+    import torch
+
+    graph = onnx.load(str(path), load_external_data=True)
+    weights = _dequantized(graph)
+    shared = any(n.op_type == "GatherBlockQuantized" for n in graph.graph.node)
+    eager = copy.deepcopy(model)
+    tied = eager.lm_head.weight is eager.get_input_embeddings().weight
+    for name, w in weights.items():
+        t = torch.from_numpy(w)
+        path_hf = name.replace(".attn.", ".self_attn.")
+        if name == "lm_head":
+            if tied and not shared:  # the embedding table stays float, the head alone got the grid
+                eager.lm_head.weight = torch.nn.Parameter(t.clone())
+            else:
+                eager.lm_head.weight.data.copy_(t)
+            continue
+        try:
+            eager.get_submodule(path_hf).weight.data.copy_(t)
+            continue
+        except AttributeError:
+            pass
+        parent, leaf = path_hf.rsplit(".", 1)
+        mod = eager.get_submodule(parent)
+        if leaf == "qkv_proj":
+            parts = [getattr(mod, p) for p in ("q_proj", "k_proj", "v_proj")]
+            rows = 0
+            for p in parts:
+                p.weight.data.copy_(t[rows:rows + p.out_features])
+                rows += p.out_features
+        elif leaf in ("gate_proj", "up_proj") and hasattr(mod, "gate_up_proj"):
+            half = mod.gate_up_proj.out_features // 2
+            sl = slice(0, half) if leaf == "gate_proj" else slice(half, 2 * half)
+            mod.gate_up_proj.weight.data[sl].copy_(t)
+        else:
+            raise ExportError(f"the ONNX file's weight {name!r} has no place in the {model.config.model_type} model")
+    return eager.eval()
