@@ -223,7 +223,7 @@ def build_generation_into(work: Path, loaded: LoadedRecipe, target: Target, sour
     built = {}
     # ONNX first: the ExecuTorch path rewires the model's attention and quantizes its weights in place
     if "onnx" in recipe.export.formats:
-        built["onnx"] = _onnx(work, model, tokenizer, g, q, facts, log)
+        built["onnx"] = _onnx(work, model, tokenizer, g, q, facts, log, source)
     qfacts = None
     if "executorch" in recipe.export.formats:
         built["executorch"], qfacts = _executorch(work, model, g, q, facts, log)
@@ -307,7 +307,7 @@ def _judge(facts: Facts, g, eager: np.ndarray, step, runtime: str, against: str)
     return actual, fidelity, loss, continuations
 
 
-def _onnx(work: Path, model, tokenizer, g, q, facts: Facts, log):
+def _onnx(work: Path, model, tokenizer, g, q, facts: Facts, log, source: ResolvedSource):
     """model.onnx by onnxruntime-genai's builder; judged in edgeslm's own onnxruntime loop against the
     model with the file's dequantized weights (fidelity) and the original (compression)."""
     import torch
@@ -317,9 +317,16 @@ def _onnx(work: Path, model, tokenizer, g, q, facts: Facts, log):
     from edgeslm.runner.ort_decoder import OrtDecoder
 
     method = q.method if q is not None else None
+    grids, skipped, block = None, {}, q.group_size if q else 32
+    if q is not None and method == "8da4w" and source.gguf and q.gguf_grid == "keep":
+        from edgeslm.generation.gguf_grid import BLOCK, read_grids
+
+        with log.step("onnx: read the GGUF's integer grid"):
+            grids, skipped = read_grids(source.folder / source.gguf, model)
+        block = BLOCK if grids else block
     with log.step(f"onnx: model builder ({PRECISION[method][0]})"):
-        export = export_onnx_decoder(model, tokenizer, work, method, q.group_size if q else 32, g.max_context,
-                                     work.parent / f"{work.name}.onnx-builder.log")
+        export = export_onnx_decoder(model, tokenizer, work, method, block, g.max_context,
+                                     work.parent / f"{work.name}.onnx-builder.log", grids=grids)
     with log.step("onnx: eager model with the file's weights"):
         eager_model = dequantized_eager(model, work / ONNX_FILE) if q is not None else model
         with torch.no_grad():
@@ -336,6 +343,12 @@ def _onnx(work: Path, model, tokenizer, g, q, facts: Facts, log):
     quant = None if q is None else {"method": q.method, "bits": w["bits"], "block_size": w["block_size"],
                                     "activations": "int8 dynamic" if w["accuracy_level"] == 4 else "float",
                                     "layers": w["matmul_nbits"], "grid": "symmetric, round to nearest"}
+    if grids is not None:
+        quant["grid"] = (f"the GGUF's own integers and scales in {len(w['carried'])} of {w['matmul_nbits']} "
+                         "layers (Q4_1 minimums added through per-block input sums); the rest symmetric, round "
+                         "to nearest")
+        quant["gguf_grid"] = {"carried_layers": len(w["carried"]), "not_carried": skipped,
+                              "types": sorted({grids[m]["type"] for m in w["carried"]})}
     artifact = Artifact(name="onnx", format="onnx", file=ONNX_FILE, runtime="onnxruntime",
                         precision="fp32" if q is None else q.method, quantization=quant, export=export,
                         verification=fidelity, compression=loss, extras={"continuations": continuations})
@@ -381,8 +394,9 @@ def _gguf_facts(source: ResolvedSource) -> dict:
     from edgeslm.models.checks import gguf_tensor_types
 
     return {"gguf": {"file": source.gguf, "tensor_types": gguf_tensor_types(source.folder / source.gguf),
-                     "note": "dequantized to float by transformers on load, then quantized by the recipe's "
-                             "passes (the GGUF's own integer grid is not carried over)"}}
+                     "note": "dequantized to float by transformers on load (the reference); ONNX with "
+                             "quantize.gguf_grid = 'keep' carries the file's integer grid (see the artifact's "
+                             "quantization), ExecuTorch quantizes the floats again"}}
 
 
 def greedy_hf(model, prompt: list, n: int, stops: list) -> list:

