@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgeslm-installed
 
-.PHONY: demo test bench clean system-deps
+.PHONY: demo test bench bench-generation bench-llamacpp clean system-deps
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,17 @@ test: $(STAMP) system-deps
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/build_bench.py
+
+# SmolLM2-135M generating: eager, llama.cpp (after `make bench-llamacpp`), .pte and ONNX in one run
+bench-generation: $(STAMP)
+	$(BIN)/python benchmarks/generation_bench.py
+
+# llama.cpp for the generation benchmark's anchor: compiled once (~15 min on 2 cores), the wheel kept in
+# ~/.cache/edgeslm/wheels; not a dependency of edgeslm, not used by the tests
+WHEELS ?= $(HOME)/.cache/edgeslm/wheels
+bench-llamacpp: $(STAMP)
+	@ls $(WHEELS)/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1 || $(BIN)/pip wheel --no-deps llama-cpp-python==0.3.36 -w $(WHEELS)
+	$(BIN)/pip install -q --find-links $(WHEELS) --only-binary llama-cpp-python llama-cpp-python==0.3.36
 
 clean:
 	rm -rf build .pytest_cache

@@ -7,7 +7,8 @@ each runtime in its own process (so peak RSS is that runtime's alone), with the 
 - llama.cpp through llama-cpp-python with the shipped Q4_1 GGUF (when installed: `make bench-llamacpp`
   builds its wheel once, about 15 minutes, and caches it);
 - the .pte (8da4w, XNNPACK) in edgeslm's torch-free ExecuTorch runtime, as on a device;
-- the ONNX decoder (int4 MatMulNBits) in onnxruntime with edgeslm's loop, as on a device.
+- the ONNX decoder in onnxruntime with edgeslm's loop, as on a device: the shipped build (the GGUF's own
+  Q4_1 grid carried) and the same build with the floats rounded again to symmetric int4.
 
 Per runtime: time to first token after a 64-token prompt (median of 5), prefill tok/s, decode tok/s
 (median step over 64 greedy tokens, with p10-p90), peak RSS of the process, file size, and perplexity on
@@ -145,24 +146,39 @@ def main() -> None:
     from edgeslm.config.catalog import find_recipe, load_target
     from edgeslm.pipeline import build, plan
 
+    from edgeslm.config.recipe import load_recipe
+
     recipe = find_recipe(RECIPE)
-    t0 = time.perf_counter()
-    result = build(recipe, plan(recipe, [load_target("host")])[0], args.out)
-    print(f"build {RECIPE} for host: {'cached' if result.cached else 'built'} in {time.perf_counter() - t0:.0f} s "
-          f"({result.folder})", file=sys.stderr)
+    # the same ONNX build with the GGUF's floats rounded again (symmetric int4): the speed/accuracy trade-off
+    text = recipe.path.read_text().replace('formats = ["executorch", "onnx"]', 'formats = ["onnx"]')
+    text = text.replace(f'name = "{RECIPE}"', f'name = "{RECIPE}-requantized"')
+    text = text.replace('embeddings = true', 'embeddings = true\ngguf_grid = "requantize"')
+    variant = args.out / f"{RECIPE}-requantized.toml"
+    args.out.mkdir(parents=True, exist_ok=True)
+    variant.write_text(text)
+    folders = {}
+    for r in (recipe, load_recipe(variant)):
+        t0 = time.perf_counter()
+        result = build(r, plan(r, [load_target("host")])[0], args.out)
+        folders[r.recipe.name] = result.folder
+        print(f"build {r.recipe.name} for host: {'cached' if result.cached else 'built'} in "
+              f"{time.perf_counter() - t0:.0f} s ({result.folder})", file=sys.stderr)
+    runs = [("eager fp32", "eager", RECIPE), ("llama.cpp Q4_1", "llama.cpp", RECIPE),
+            (".pte 8da4w (XNNPACK)", "executorch", RECIPE), ("ONNX, GGUF grid carried", "onnx", RECIPE),
+            ("ONNX, int4 requantized", "onnx", f"{RECIPE}-requantized")]
     rows = {}
-    for kind in RUNTIMES:
-        proc = subprocess.run([sys.executable, __file__, "--child", kind, "--folder", str(result.folder),
+    for label, kind, name in runs:
+        proc = subprocess.run([sys.executable, __file__, "--child", kind, "--folder", str(folders[name]),
                                "--threads", str(args.threads), "--new-tokens", str(args.new_tokens),
                                "--prompt", str(args.prompt)], capture_output=True, text=True, timeout=3600)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
         if proc.returncode != 0 or not lines:
             why = (proc.stderr.strip().splitlines() or ["no output"])[-1][:160]
-            print(f"{kind}: not measured ({why})", file=sys.stderr)
+            print(f"{label}: not measured ({why})", file=sys.stderr)
             continue
-        rows[kind] = json.loads(lines[-1])
-    base = rows.get("llama.cpp")
-    eager_ppl = rows.get("eager", {}).get("perplexity")
+        rows[label] = json.loads(lines[-1])
+    base = rows.get("llama.cpp Q4_1")
+    eager_ppl = rows.get("eager fp32", {}).get("perplexity")
     import platform
 
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
