@@ -102,8 +102,7 @@ def child(kind: str, folder: Path, gguf: Path, threads: int, new_tokens: int, pr
             if start == 0:
                 llm.reset()
             llm.eval(tokens)
-            return np.asarray(llm._ctx.get_logits_ith(-1)[: llm.n_vocab()]) if hasattr(llm._ctx, "get_logits_ith") \
-                else np.asarray(llm.eval_logits[-1])
+            return np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),)).copy()
 
         size = gguf.stat().st_size
     elif kind == "executorch":
