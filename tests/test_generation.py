@@ -297,3 +297,17 @@ def test_gguf_grids_are_read_exactly():
         raw = gguf.quants.quantize(w, qtype)
         tensor = type("T", (), {"tensor_type": qtype, "data": raw})()
         assert np.allclose(_dequant(_grid(tensor)), gguf.quants.dequantize(raw, qtype), atol=1e-6), quant
+
+
+def test_the_sampler_is_seeded_and_draws_from_the_cut_distribution():
+    from edgeslm.contract.decoding import greedy, sampler
+
+    logits = np.log(np.array([0.5, 0.3, 0.15, 0.05]))
+    assert {sampler(1.0, 1, 1.0, s)(logits) for s in range(20)} == {0}  # top-k 1 is greedy
+    assert {sampler(1.0, 0, 0.4, s)(logits) for s in range(20)} == {0}  # 0.5 alone reaches top-p 0.4
+    assert {sampler(1.0, 0, 0.7, s)(logits) for s in range(50)} == {0, 1}  # 0.5 + 0.3 reach 0.7
+    pick = sampler(1.0, 0, 1.0, 7)
+    draws = np.bincount([pick(logits) for _ in range(4000)], minlength=4) / 4000
+    assert np.abs(draws - np.exp(logits)).max() < 0.03, draws
+    step = lambda tokens, start: logits  # noqa: E731
+    assert greedy(step, [1], 8, 4, pick=sampler(1.0, 0, 1.0, 3)) == greedy(step, [1], 8, 4, pick=sampler(1.0, 0, 1.0, 3))

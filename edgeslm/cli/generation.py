@@ -22,15 +22,24 @@ from edgeslm.errors import UserError
               "(default: the recipe's generation.chat_template).")
 @click.option("--threads", type=click.IntRange(min=0), default=None,
               help="Threads (default: the device target's threads; 0 = all cores).")
+@click.option("--sample/--greedy", "sample", default=None, help="Sample (temperature / top-k / top-p) or take "
+              "the most likely token (default: the recipe's generation.sampling).")
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True, max=10), default=None,
+              help="Sampling temperature (default: the recipe's).")
+@click.option("--top-k", type=click.IntRange(min=0), default=None, help="Sample among the k most likely (0 = all).")
+@click.option("--top-p", type=click.FloatRange(min=0, min_open=True, max=1), default=None,
+              help="Sample within the smallest set reaching this probability.")
+@click.option("--seed", type=int, default=None, help="Sampling seed (the same seed gives the same text).")
 @click.option("--artifact", default=None, help="Which of the build's artifacts runs (executorch or onnx; "
               "default: the first of the recipe's formats).")
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("build"), show_default=True)
 @devices_option
 @accept_option
-def run(build_or_recipe, prompt, name, max_new_tokens, chat, threads, artifact, out, devices_file,
-        accept_new_host_key) -> None:
-    """Generate text from PROMPT with a text-generation build on a device, streamed as it comes (greedy).
-    The build is deployed first when the device does not run it yet."""
+def run(build_or_recipe, prompt, name, max_new_tokens, chat, threads, sample, temperature, top_k, top_p, seed,
+        artifact, out, devices_file, accept_new_host_key) -> None:
+    """Generate text from PROMPT with a text-generation build on a device, streamed as it comes (greedy or
+    sampled, as the recipe's [generation] says unless overridden here). The build is deployed first when the
+    device does not run it yet."""
     from edgeslm.profiling.deploy import HostBuild
     from edgeslm.profiling.deploy import deploy as run_deploy
     from edgeslm.profiling.generate import run_prompt
@@ -53,12 +62,17 @@ def run(build_or_recipe, prompt, name, max_new_tokens, chat, threads, artifact, 
     def emit(text: str) -> None:
         click.echo(text, nl=False)
 
+    sampling = {"sampling": None if sample is None else ("sample" if sample else "greedy"),
+                "temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}
     r = run_prompt(name, device, folder, prompt, max_new_tokens, chat, threads, accept_new_host_key, emit=emit,
-                   artifact=artifact)
+                   artifact=artifact, sampling=sampling)
     click.echo()
     rate = f", {r['decode_tok_s']:.1f} tok/s" if r.get("decode_tok_s") else ""
     ttft = f"time to first token {r['ttft_ms']:.0f} ms" if r.get("ttft_ms") is not None else "no tokens"
-    click.echo(f"[{name}, {r['artifact']}: {len(r.get('tokens', []))} tokens after a {r['prompt_tokens']}-token prompt; {ttft}{rate}"
+    dec = r.get("decoding") or {}
+    how = "greedy" if dec.get("sampling", "greedy") == "greedy" else (
+        f"sampled: temperature {dec['temperature']}, top-k {dec['top_k']}, top-p {dec['top_p']}, seed {dec['seed']}")
+    click.echo(f"[{name}, {r['artifact']}, {how}: {len(r.get('tokens', []))} tokens after a {r['prompt_tokens']}-token prompt; {ttft}{rate}"
                f"{'; stopped' if r.get('stopped') else ''}]", err=True)
 
 

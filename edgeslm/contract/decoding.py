@@ -27,15 +27,38 @@ def teacher_forced(step, ids: list, first: int, chunk: int):
     return np.stack(rows)
 
 
+def sampler(temperature: float, top_k: int, top_p: float, seed: int):
+    """pick(logits) -> token id: softmax at `temperature` over the `top_k` most likely tokens (0 = all),
+    cut to the smallest set whose probability reaches `top_p`, drawn with a seeded generator (the same seed
+    and logits give the same tokens)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+
+    def pick(logits) -> int:
+        z = np.asarray(logits, dtype=np.float64).reshape(-1) / temperature
+        order = np.argsort(-z, kind="stable")
+        if top_k:
+            order = order[:top_k]
+        p = np.exp(z[order] - z[order[0]])
+        p /= p.sum()
+        keep = int(np.searchsorted(np.cumsum(p), top_p) + 1)
+        p = p[:keep] / p[:keep].sum()
+        return int(order[rng.choice(keep, p=p)])
+
+    return pick
+
+
 def greedy(step, prompt: list, new_tokens: int, chunk: int, stop_ids=(), context: int | None = None,
-           on_token=None) -> list:
-    """The most likely token, step by step, until `new_tokens`, a stop token, or the cache is full."""
+           on_token=None, pick=None) -> list:
+    """The most likely token (or `pick(logits)`, e.g. a `sampler`), step by step, until `new_tokens`, a
+    stop token, or the cache is full."""
     import numpy as np
 
     logits = prefill(step, prompt, 0, chunk)
     out, pos = [], len(prompt)
     for _ in range(new_tokens):
-        tok = int(np.asarray(logits).reshape(-1).argmax())
+        tok = int(np.asarray(logits).reshape(-1).argmax()) if pick is None else pick(logits)
         out.append(tok)
         if on_token is not None:
             on_token(tok)

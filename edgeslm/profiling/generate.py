@@ -16,9 +16,11 @@ from edgeslm.transport import DeviceError
 
 def run_prompt(name: str, device: Device, folder: Path, prompt: str, new_tokens: int | None = None,
                chat: bool | None = None, threads: int = 0, accept_new_host_key: bool = False,
-               emit=print, artifact: str | None = None) -> dict:
+               emit=print, artifact: str | None = None, sampling: dict | None = None) -> dict:
     """Generate on the device from the deployed version of the build in `folder` (deploy it first).
-    `emit(text)` receives each new piece of text. Returns the runner's summary plus the text."""
+    `emit(text)` receives each new piece of text. `sampling`: overrides of the recipe's [generation]
+    sampling keys (sampling = "greedy" | "sample", temperature, top_k, top_p, seed). Returns the runner's
+    summary plus the text."""
     from transformers import AutoTokenizer
 
     from edgeslm.generation.build import prompt_ids
@@ -38,6 +40,10 @@ def run_prompt(name: str, device: Device, folder: Path, prompt: str, new_tokens:
     if len(ids) >= context:
         raise UserError(f"the prompt is {len(ids)} tokens; {m.recipe['name']} holds {context} in its KV cache")
     n = min(new_tokens or int(gen.get("max_new_tokens", 64)), context - len(ids))
+    decoding = {k: gen.get(k, d) for k, d in (("sampling", "greedy"), ("temperature", 0.7), ("top_k", 40),
+                                                ("top_p", 0.95), ("seed", 0))}
+    decoding.update({k: v for k, v in (sampling or {}).items() if v is not None})
+    sample = [] if decoding.pop("sampling") == "greedy" else ["--sample", json.dumps(decoding)]
     stops = [s for s in gen.get("stop", []) if s]
     recipe = m.recipe["name"]
     with open_device(name, device, accept_new_host_key) as dev:
@@ -52,7 +58,8 @@ def run_prompt(name: str, device: Device, folder: Path, prompt: str, new_tokens:
                 extra = ["--et-runtime", dev.et_runtime(arch, log=lambda msg: None)]
             vdir = posixpath.join(dev.model_dir(recipe), "versions", version)
             chan = dev.conn.spawn([dev.python, dev.path, "generate", vdir, "--artifact", artifact, "--prompt-ids",
-                                   json.dumps(ids), "--new-tokens", str(n), "--threads", str(threads), *extra],
+                                   json.dumps(ids), "--new-tokens", str(n), "--threads", str(threads), *extra,
+                                   *sample],
                                   timeout=device.profile_timeout)
             out, shown, summary = [], "", None
             while True:

@@ -160,9 +160,11 @@ def profile_generation(build_dir: str, manifest: dict, artifact: dict, threads: 
 
 
 def generate(build_dir: str, artifact_name: str, prompt_ids: list, new_tokens: int, threads: int,
-             et_runtime: str | None, stop_ids: list | None = None) -> dict:
-    """Greedy generation, each token id printed as a JSON line as it comes ({"token": id}); returns the
-    summary (TTFT, tokens/s)."""
+             et_runtime: str | None, stop_ids: list | None = None, sampling: dict | None = None) -> dict:
+    """Greedy (or, with `sampling` = {temperature, top_k, top_p, seed}, sampled) generation, each token id
+    printed as a JSON line as it comes ({"token": id}); returns the summary (TTFT, tokens/s)."""
+    from edgeslm.contract.decoding import sampler
+
     with open(os.path.join(build_dir, "manifest.json")) as f:
         manifest = json.load(f)
     artifact = next((a for a in manifest["artifacts"] if a["name"] == artifact_name), None)
@@ -183,11 +185,13 @@ def generate(build_dir: str, artifact_name: str, prompt_ids: list, new_tokens: i
             marks["first"] = time.perf_counter()
         print(json.dumps({"token": tok}), flush=True)
 
+    pick = sampler(**sampling) if sampling else None
     out = greedy(step, [int(t) for t in prompt_ids], min(new_tokens, ctx - len(prompt_ids)), chunk, stops,
-                 ctx, on_token=emit)
+                 ctx, on_token=emit, pick=pick)
     end = time.perf_counter()
     ttft = (marks["first"] - marks["t0"]) * 1e3 if marks["first"] else None
     rate = (len(out) - 1) / (end - marks["first"]) if marks["first"] and len(out) > 1 else None
     return {"tokens": out, "prompt_tokens": len(prompt_ids), "load_ms": load_ms, "ttft_ms": ttft,
-            "decode_tok_s": rate, "runtime": runtime, "stopped": bool(out and out[-1] in stops)}
+            "decode_tok_s": rate, "runtime": runtime, "stopped": bool(out and out[-1] in stops),
+            "decoding": {"sampling": "sample", **sampling} if sampling else {"sampling": "greedy"}}
 

@@ -99,6 +99,8 @@ def main(argv=None) -> int:
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--et-runtime", metavar="DIR")
+    p.add_argument("--sample", metavar="JSON", help='sampling instead of greedy: {"temperature": t, "top_k": k, '
+                   '"top_p": p, "seed": s}')
     args = ap.parse_args(argv)
     try:
         if args.cmd == "probe":
@@ -130,8 +132,18 @@ def main(argv=None) -> int:
                 raise RunnerError("--prompt-ids must be a JSON list of token ids") from None
             if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
                 raise RunnerError("--prompt-ids must be a JSON list of token ids")
+            sampling = None
+            if args.sample:
+                try:
+                    sampling = json.loads(args.sample)
+                    sampling = {"temperature": float(sampling["temperature"]), "top_k": int(sampling["top_k"]),
+                                "top_p": float(sampling["top_p"]), "seed": int(sampling["seed"])}
+                except (ValueError, KeyError, TypeError):
+                    raise RunnerError("--sample must be JSON with temperature, top_k, top_p and seed") from None
+                if not (sampling["temperature"] > 0 and 0 < sampling["top_p"] <= 1 and sampling["top_k"] >= 0):
+                    raise RunnerError("--sample: temperature > 0, 0 < top_p <= 1, top_k >= 0")
             result = generate(args.build_dir, args.artifact, ids, args.new_tokens,
-                              args.threads or os.cpu_count() or 1, args.et_runtime)
+                              args.threads or os.cpu_count() or 1, args.et_runtime, sampling=sampling)
         else:
             result = profile(args.build_dir, args.artifact, args.threads, args.warmup, args.iters,
                              args.min_seconds, args.seq_len, args.eval, args.et_runtime, args.new_tokens)

@@ -109,10 +109,18 @@ def test_run_streams_the_same_text_as_transformers_generate(tmp_path, inventory,
     r = cli("run", decoder_build, prompt, "--device", "pi", "--devices", inv, "--max-new-tokens", 6, "--no-chat")
     assert r.exit_code == 0, r.output
     assert r.stdout.strip() == expected.strip() and expected.strip()
-    assert "executorch: 6 tokens after a" in r.stderr and "time to first token" in r.stderr
+    assert "executorch, greedy: 6 tokens after a" in r.stderr and "time to first token" in r.stderr
     r = cli("run", decoder_build, prompt, "--device", "pi", "--devices", inv, "--max-new-tokens", 6, "--no-chat",
             "--artifact", "onnx")  # the ONNX decoder in onnxruntime, the same loop: the same text
-    assert r.exit_code == 0 and r.stdout.strip() == expected.strip() and "onnx: 6 tokens" in r.stderr, r.output
+    assert r.exit_code == 0 and r.stdout.strip() == expected.strip() and "onnx, greedy: 6 tokens" in r.stderr, r.output
+    # sampling on the device: the same seed gives the same text, other seeds other texts
+    texts = {}
+    for seed in (1, 1, 2, 3):
+        r = cli("run", decoder_build, prompt, "--device", "pi", "--devices", inv, "--max-new-tokens", 12, "--no-chat",
+                "--artifact", "onnx", "--sample", "--temperature", 1.5, "--top-k", 0, "--seed", seed)
+        assert r.exit_code == 0 and f"sampled: temperature 1.5, top-k 0, top-p 0.95, seed {seed}" in r.stderr, r.output
+        texts.setdefault(seed, set()).add(r.stdout)
+    assert len(texts[1]) == 1 and len({t for v in texts.values() for t in v}) >= 2, texts
     r = cli("run", decoder_build, prompt, "--device", "pi", "--devices", inv, "--artifact", "tflite")
     assert r.exit_code == EXIT_USER and "has executorch, onnx" in r.output
     r = cli("run", tiny_builds["v1"], prompt, "--device", "pi", "--devices", inv)  # an encoder build
