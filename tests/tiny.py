@@ -157,7 +157,7 @@ learning_rate = 5e-3
 """
 
 
-DECODER_FAMILIES = ("llama", "qwen2", "phi3", "gemma2", "mistral")
+DECODER_FAMILIES = ("llama", "qwen2", "phi3", "phi3-longrope", "gemma2", "mistral")
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
@@ -185,8 +185,9 @@ def make_decoder_tokenizer(folder: Path):
 
 def make_decoder_model(family: str, folder: Path, seed: int = 0) -> Path:
     """A tiny random decoder of `family` (2 layers, hidden 64, grouped-query attention, vocab 512) with a
-    trained tokenizer; family quirks kept: Qwen2 QKV bias and tied embeddings, Phi-3 fused projections,
-    Gemma 2 soft-capping and alternating sliding/global layers, Mistral sliding window."""
+    trained tokenizer; family quirks kept: Qwen2 QKV bias and tied embeddings, Phi-3 fused projections
+    (and long RoPE: "phi3-longrope"), Gemma 2 soft-capping and alternating sliding/global layers, Mistral
+    sliding window."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -199,8 +200,13 @@ def make_decoder_model(family: str, folder: Path, seed: int = 0) -> Path:
              "mistral": dict(sliding_window=512),
              # Phi-3-mini-4k's own layout (original = max positions: short RoPE; a larger original than max
              # would mean the long-RoPE 128k variant, which needs rope scaling factors)
-             "phi3": dict(original_max_position_embeddings=1024)}.get(family, {})
-    config = AutoConfig.for_model(family, **{**base, **extra})
+             "phi3": dict(original_max_position_embeddings=1024),
+             # Phi-3 128k's long RoPE, scaled down: the factors switch once a sequence outgrows 64 positions
+             "phi3-longrope": dict(original_max_position_embeddings=64, rope_parameters={
+                 "rope_type": "longrope", "rope_theta": 10000.0, "original_max_position_embeddings": 64,
+                 "long_factor": [1.0 + 0.5 * i for i in range(8)], "short_factor": [1.0 + 0.05 * i for i in range(8)]}),
+             }.get(family, {})
+    config = AutoConfig.for_model(family.split("-")[0], **{**base, **extra})
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
     with torch.no_grad():  # larger weights than the default init: logits that depend on the text

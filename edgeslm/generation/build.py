@@ -7,7 +7,8 @@ token are compared with PyTorch's. Two questions, as for encoders:
 - export fidelity (`verification`, gated): the artifact against the eager model it was exported from
   (after quantization), run through the same calls;
 - compression loss (`compression`, gated on perplexity increase and top-5 agreement): the artifact
-  against the model before quantization (one full forward pass over the text).
+  against the model before quantization, teacher-forced through transformers' own KV cache (as its
+  generate runs; a single forward pass differs where the model depends on the length: Phi-3's long RoPE).
 Greedy continuations of the recipe's prompts are reported (first token, common prefix), never gated:
 a 4-bit grid legitimately flips near-ties and the texts then diverge.
 """
@@ -117,6 +118,23 @@ def stop_ids(tokenizer, model) -> list[int]:
     return sorted(out)
 
 
+def hf_step(model):
+    """step(tokens, start) over transformers' own model and DynamicCache (start 0 begins a new cache)."""
+    import torch
+    from transformers import DynamicCache
+
+    state = {}
+
+    def step(tokens, start):
+        if start == 0:
+            state["cache"] = DynamicCache(config=model.config)
+        with torch.no_grad():
+            out = model(input_ids=torch.tensor([tokens]), past_key_values=state["cache"], use_cache=True)
+        return out.logits[0, -1].float().numpy()
+
+    return step
+
+
 def eager_step(decoder):
     import torch
 
@@ -209,12 +227,11 @@ def build_generation_into(work: Path, loaded: LoadedRecipe, target: Target, sour
     prompts = [prompt_ids(tokenizer, p, g.chat_template)[: g.max_context - CONTINUATION_TOKENS - 1]
                for p in g.prompts]
 
-    import torch
-
     with log.step("reference logits (eager PyTorch)"):
-        with torch.no_grad():
-            full = model(input_ids=torch.tensor([ids])).logits[0].float().numpy()
-        original = full[first - 1:-1]  # rows predicting ids[first:]
+        # teacher-forced through transformers' own KV cache, as its generate runs: the same calls as the
+        # artifacts (a single forward pass differs where the model changes with the length: Phi-3's long
+        # RoPE switches factors once the sequence outgrows original_max_position_embeddings)
+        original = teacher_forced(hf_step(model), ids, first, g.max_prompt)  # rows predicting ids[first:]
         reference_tokens = [greedy_hf(model, p, CONTINUATION_TOKENS, stops) for p in prompts]
 
     fid_limits, comp_limits = limits(loaded)
@@ -223,7 +240,8 @@ def build_generation_into(work: Path, loaded: LoadedRecipe, target: Target, sour
     built = {}
     # ONNX first: the ExecuTorch path rewires the model's attention and quantizes its weights in place
     if "onnx" in recipe.export.formats:
-        built["onnx"] = _onnx(work, model, tokenizer, g, q, facts, log, source)
+        built["onnx"] = _onnx(work, model, tokenizer, g, q, facts, log, source,
+                              work.parent / f"{target.name}.onnx-builder.log")
     qfacts = None
     if "executorch" in recipe.export.formats:
         built["executorch"], qfacts = _executorch(work, model, g, q, facts, log)
@@ -297,7 +315,7 @@ def _judge(facts: Facts, g, eager: np.ndarray, step, runtime: str, against: str)
     fidelity = _verification(compare_next_tokens(eager, actual, facts.targets, facts.fid_limits), runtime,
                              against, len(facts.ids))
     loss = _verification(compare_next_tokens(facts.original, actual, facts.targets, facts.comp_limits), runtime,
-                         "eager PyTorch before compression (one forward pass)", len(facts.ids))
+                         "eager PyTorch before compression (transformers' KV cache, same calls)", len(facts.ids))
     fidelity.passed = fidelity.passed and loss.passed
     continuations = []
     for p, ref in zip(facts.prompts, facts.reference_tokens):
@@ -307,10 +325,9 @@ def _judge(facts: Facts, g, eager: np.ndarray, step, runtime: str, against: str)
     return actual, fidelity, loss, continuations
 
 
-def _onnx(work: Path, model, tokenizer, g, q, facts: Facts, log, source: ResolvedSource):
+def _onnx(work: Path, model, tokenizer, g, q, facts: Facts, log, source: ResolvedSource, log_file: Path):
     """model.onnx by onnxruntime-genai's builder; judged in edgeslm's own onnxruntime loop against the
     model with the file's dequantized weights (fidelity) and the original (compression)."""
-    import torch
 
     from edgeslm.generation.onnx_export import FILE as ONNX_FILE
     from edgeslm.generation.onnx_export import PRECISION, dequantized_eager, export_onnx_decoder
@@ -325,19 +342,19 @@ def _onnx(work: Path, model, tokenizer, g, q, facts: Facts, log, source: Resolve
             grids, skipped = read_grids(source.folder / source.gguf, model)
         block = BLOCK if grids else block
     with log.step(f"onnx: model builder ({PRECISION[method][0]})"):
-        export = export_onnx_decoder(model, tokenizer, work, method, block, g.max_context,
-                                     work.parent / f"{work.name}.onnx-builder.log", grids=grids)
+        export = export_onnx_decoder(model, tokenizer, work, method, block, g.max_context, log_file, grids=grids)
     with log.step("onnx: eager model with the file's weights"):
-        eager_model = dequantized_eager(model, work / ONNX_FILE) if q is not None else model
-        with torch.no_grad():
-            eager = eager_model(input_ids=torch.tensor([facts.ids])).logits[0].float().numpy()[facts.first - 1:-1]
-        del eager_model
+        eager = facts.original
+        if q is not None:
+            eager_model = dequantized_eager(model, work / ONNX_FILE)
+            eager = teacher_forced(hf_step(eager_model), facts.ids, facts.first, g.max_prompt)
+            del eager_model
     with log.step("onnx: verify"):
         kv = export["kv_cache"]
         step = OrtDecoder(str(work / ONNX_FILE), 0, kv["layers"], kv["kv_heads"], kv["head_dim"], g.max_context)
         actual, fidelity, loss, continuations = _judge(
             facts, g, eager, step, "onnxruntime", "eager PyTorch with the file's dequantized weights" if q is not None
-            else "eager PyTorch (one forward pass)")
+            else "eager PyTorch (transformers' KV cache, same calls)")
         del step
     w = export["weights"]
     quant = None if q is None else {"method": q.method, "bits": w["bits"], "block_size": w["block_size"],

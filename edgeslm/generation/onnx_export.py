@@ -45,6 +45,10 @@ def export_onnx_decoder(model, tokenizer, work: Path, method: str | None, group_
         tokenizer.save_pretrained(str(src))
         cfg_path = src / "config.json"
         cfg = json.loads(cfg_path.read_text())
+        rope = cfg.get("rope_parameters")
+        if isinstance(rope, dict) and "rope_type" in rope and "type" not in rope:
+            rope["type"] = rope["rope_type"]  # the builder reads transformers 4's key (Phi-3 long RoPE)
+            cfg_path.write_text(json.dumps(cfg, indent=1))
         window = cfg.get("sliding_window")
         if isinstance(window, int) and max_context <= window:
             # every position fits in the window: the same attention, and GroupQueryAttention then needs no
