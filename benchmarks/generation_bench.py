@@ -41,7 +41,7 @@ def _peak_kb() -> int:
 
 def _measure(step, prompt: list, new_tokens: int, text: list, first: int, chunk: int) -> dict:
     """step(tokens, start) -> last logits. TTFT: median of 5 prefills after one warm-up."""
-    from edgeslm.contract.decoding import prefill, teacher_forced
+    from edgeslm.contract.decoding import prefill, teacher_forced, timed_decode
     from edgeslm.contract.parity import log_softmax
 
     prefill(step, prompt, 0, chunk)
@@ -51,13 +51,7 @@ def _measure(step, prompt: list, new_tokens: int, text: list, first: int, chunk:
         logits = prefill(step, prompt, 0, chunk)
         tok = int(np.asarray(logits).argmax())
         ttft.append((time.perf_counter() - t0) * 1e3)
-    pos, steps = len(prompt), []
-    for _ in range(new_tokens):
-        t0 = time.perf_counter()
-        logits = step([tok], pos)
-        tok = int(np.asarray(logits).argmax())
-        steps.append((time.perf_counter() - t0) * 1e3)
-        pos += 1
+    steps = timed_decode(step, tok, len(prompt), new_tokens)
     peak = _peak_kb()  # before the perplexity pass (its logit arrays are not the runtime's)
     lp = log_softmax(teacher_forced(step, text, first, chunk).astype(np.float64))
     targets = np.asarray(text[first:])

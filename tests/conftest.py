@@ -78,3 +78,21 @@ def topics_csv(tmp_path_factory) -> Path:
 
     return write_dataset(tmp_path_factory.mktemp("topics"), per_label=60)
 
+
+
+@pytest.fixture(scope="session")
+def decoder_8da4w(tmp_path_factory):
+    """A tiny Llama decoder built in both formats, 8da4w (group 32) with int8 embeddings, 128-position
+    cache, compression limits loosened for random weights: one build shared by the tests that need one."""
+    from edgeslm.config.catalog import load_target
+    from edgeslm.config.recipe import load_recipe
+    from edgeslm.pipeline import build, plan
+    from tiny import make_decoder_model, write_generation_recipe
+
+    root = tmp_path_factory.mktemp("decoder-8da4w")
+    src = make_decoder_model("llama", root / "model")
+    extra = ('[[passes]]\ntype = "quantize"\nmethod = "8da4w"\ngroup_size = 32\nembeddings = true\n'
+             "[verify]\nmax_perplexity_increase = 0.5\nmin_top5_agreement = 0.5\n")
+    recipe = load_recipe(write_generation_recipe(root / "g.toml", src, name="llama-8da4w", extra=extra,
+                                                 formats=("executorch", "onnx")))
+    return build(recipe, plan(recipe, [load_target("host")])[0], root / "out")

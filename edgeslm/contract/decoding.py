@@ -67,3 +67,19 @@ def greedy(step, prompt: list, new_tokens: int, chunk: int, stop_ids=(), context
         logits = step([tok], pos)
         pos += 1
     return out
+
+
+def timed_decode(step, tok: int, pos: int, n: int) -> list:
+    """`n` greedy steps from token `tok` at position `pos`, whatever the tokens (no stop): the wall time of
+    each step in ms (a model call and its argmax)."""
+    import time
+
+    import numpy as np
+
+    steps = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        tok = int(np.asarray(step([tok], pos)).argmax())
+        steps.append((time.perf_counter() - t0) * 1e3)
+        pos += 1
+    return steps

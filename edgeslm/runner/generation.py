@@ -14,7 +14,7 @@ import json
 import os
 import time
 
-from edgeslm.contract.decoding import greedy, prefill, teacher_forced
+from edgeslm.contract.decoding import greedy, prefill, teacher_forced, timed_decode
 from edgeslm.contract.parity import TOP1_MARGIN, log_softmax
 from edgeslm.contract.stats import stats
 from edgeslm.runner.errors import RunnerError
@@ -132,14 +132,7 @@ def profile_generation(build_dir: str, manifest: dict, artifact: dict, threads: 
     # decode: after a 32-token prompt, greedy steps whatever the tokens (no stop), each timed
     prompt = text[:min(32, len(text))]
     logits = prefill(step, prompt, 0, chunk)
-    pos, tok, steps = len(prompt), int(np.asarray(logits).argmax()), []
-    n_steps = min(new_tokens, ctx - pos)
-    for _ in range(n_steps):
-        t0 = time.perf_counter()
-        logits = step([tok], pos)
-        tok = int(np.asarray(logits).argmax())
-        steps.append((time.perf_counter() - t0) * 1e3)
-        pos += 1
+    steps = timed_decode(step, int(np.asarray(logits).argmax()), len(prompt), min(new_tokens, ctx - len(prompt)))
     d = stats(steps[min(warmup, len(steps) - 1):] if len(steps) > 1 else steps)
     peak, rss_decoded = _status_kb("VmHWM"), _status_kb("VmRSS")
     # the check last: its logit arrays would otherwise count in the peak memory of generation
