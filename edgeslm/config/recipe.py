@@ -53,8 +53,10 @@ class GenerationSpec(StrictModel):
     max_new_tokens: int = Field(64, ge=1, le=32768, description="Tokens `edgeslm run` generates at most.")
     chat_template: bool = Field(True, description="Wrap prompts in the tokenizer's chat template (when it "
                                 "has one) for `edgeslm run` and the continuation check.")
-    sampling: Literal["greedy", "sample"] = Field("greedy", description="greedy: the most likely token; "
-                                                  "sample: temperature / top_k / top_p sampling.")
+    sampling: Literal["greedy", "sample"] = Field("greedy", description="How `edgeslm run` decodes on the "
+                                                  "device. greedy: the most likely token; sample: temperature / "
+                                                  "top_k / top_p sampling with `seed`. Verification and "
+                                                  "profiling always decode greedily.")
     temperature: float = Field(0.7, gt=0, le=10, description="sample: softmax temperature.")
     top_k: int = Field(40, ge=0, description="sample: keep the k most likely tokens (0 = all).")
     top_p: float = Field(0.95, gt=0, le=1, description="sample: keep the smallest set of tokens whose "
