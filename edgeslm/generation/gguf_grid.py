@@ -72,7 +72,6 @@ def _unpermute(g: dict, heads: int) -> dict:
 
 def read_grids(path, model) -> tuple[dict, dict]:
     """({builder module name: grid} for every tensor carried exactly, {gguf tensor: why not})."""
-    import torch
     from gguf import GGUFReader
 
     reader = GGUFReader(str(path))
@@ -132,7 +131,6 @@ def read_grids(path, model) -> tuple[dict, dict]:
             carried["lm_head"] = g
         elif g is not None:
             skipped[head] = "Q4_1 head: the tied embedding lookup cannot add the block minimums"
-    del torch
     return carried, skipped
 
 
