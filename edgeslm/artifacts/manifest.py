@@ -14,10 +14,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from edgeslm.contract import MANIFEST_SCHEMA
 from edgeslm.errors import ConfigError, UserError
 from edgeslm.hashing import sha256_file
 
-MANIFEST_SCHEMA = "edgeslm.manifest/1"
 MANIFEST_NAME = "manifest.json"
 
 # Names and paths in a manifest become paths on the build host and on devices. A build folder can come

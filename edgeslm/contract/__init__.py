@@ -3,8 +3,12 @@
 device inside the runner bundle); imported by both sides, so they cannot drift apart."""
 
 RUNNER_VERSION = "1"
-PROFILE_SCHEMA = "edgeslm.profile/1"
-PROBE_SCHEMA = "edgeslm.probe/1"
+# every record edgeslm writes names its schema: edgeslm.<kind>/<major version>
+PROFILE_SCHEMA = "edgeslm.profile/1"  # contract.results.ProfileResult
+PROBE_SCHEMA = "edgeslm.probe/1"  # contract.results.ProbeResult
+MANIFEST_SCHEMA = "edgeslm.manifest/1"  # artifacts.manifest.Manifest (a build folder)
+REPORT_SCHEMA = "edgeslm.report/1"  # reports.model
+BASELINE_SCHEMA = "edgeslm.baseline/1"  # reports.gate (a saved baseline folder)
 NOISY_CV = 0.10  # coefficient of variation above which a latency run is flagged noisy
 
 

@@ -115,11 +115,15 @@ def version_of(manifest: Manifest) -> str:
 
 def checked_probe(name: str, probe) -> dict:
     """A device's probe answer, shaped as expected before anything reads it."""
-    shape = {"arch": str, "cpu_model": str, "os": str, "python": str, "runtimes": dict, "thermal": dict,
-             "features": list}
-    if (not isinstance(probe, dict) or any(not isinstance(probe.get(k), t) for k, t in shape.items())
-            or not isinstance(probe["thermal"].get("temperatures_c"), dict)):
-        raise DeviceError(f"device {name}: probe answered something malformed; is the device's runner intact?")
+    from edgeslm.contract.results import ProbeResult, ResultError
+
+    try:
+        ProbeResult.from_dict(probe)
+        if not isinstance(probe["thermal"]["temperatures_c"], dict):
+            raise ResultError("thermal.temperatures_c is not a dict")
+    except ResultError as exc:
+        raise DeviceError(f"device {name}: probe answered something malformed ({exc}); is the device's runner "
+                          "intact?") from None
     return probe
 
 

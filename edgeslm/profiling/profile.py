@@ -19,7 +19,7 @@ from edgeslm.errors import ConfigError, UserError
 from edgeslm.profiling.deploy import (HostBuild, device_version, differences, find_host_build,
                                       needs_et_runtime, only_recipe, open_device)
 from edgeslm.profiling.remote import check_name
-from edgeslm.contract import PROFILE_SCHEMA
+from edgeslm.contract.results import ProfileResult
 from edgeslm.transport import DeviceError
 
 RESULT_DIR = "profiles"
@@ -142,14 +142,11 @@ def _run(dev, name, device, vdir, art, stamp, store, label, threads, iters, warm
     local = store / name / f"{stamp}-{art}.json"
     dev.get(remote, local)
     try:
-        result = json.loads(local.read_text())
-    except ValueError:
-        result = None
-    if (not isinstance(result, dict) or result.get("schema") != PROFILE_SCHEMA
-            or not all(isinstance(result.get(k), dict) for k in ("device", "build", "parity", "artifact"))):
+        result = ProfileResult.from_dict(json.loads(local.read_text())).to_dict()
+    except ValueError as exc:  # not JSON, or not the record (ResultError names the part)
         local.unlink(missing_ok=True)
-        got = result.get("schema") if isinstance(result, dict) else "no JSON object"
-        raise DeviceError(f"device {name}: runner answered schema {got!r}, expected {PROFILE_SCHEMA}")
+        raise DeviceError(f"device {name}: the runner's profile result is malformed ({str(exc)[:120]}); "
+                          "is the device's runner intact?") from None
     result["device"].update({"name": name, "target": device.target})
     result["build"].update(label)  # what was pinned and verified, not what the device says
     local.write_text(json.dumps(result, indent=1))

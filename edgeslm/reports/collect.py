@@ -7,12 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeslm.errors import UserError
-from edgeslm.contract import artifact_size
+from edgeslm.contract import MANIFEST_SCHEMA, PROFILE_SCHEMA, REPORT_SCHEMA, artifact_size  # noqa: F401
+from edgeslm.contract.results import ProfileResult, ResultError
 from edgeslm.contract.stats import stats
 
-REPORT_SCHEMA = "edgeslm.report/1"
-PROFILE_SCHEMA = "edgeslm.profile/1"
-MANIFEST_SCHEMA = "edgeslm.manifest/1"
+PROFILE_KIND = PROFILE_SCHEMA.rsplit("/", 1)[0] + "/"
 BASELINE_MARKER = ".edgeslm-baseline.json"  # marks a folder `report --save-baseline` made
 
 
@@ -28,10 +27,6 @@ def _is_result_file(f: Path) -> bool:
     return f.name == "manifest.json" or "profiles" in f.parts
 
 
-PROFILE_KEYS = {"build": dict, "device": dict, "artifact": dict, "settings": dict, "latency_ms": dict,
-                "memory_kb": dict, "parity": dict, "flags": list, "started_at": str}
-
-
 def problem_with(data: dict) -> str | None:
     """Why a manifest or profile result cannot be reported (missing or mistyped parts), or None."""
     if data.get("schema") == MANIFEST_SCHEMA:
@@ -44,14 +39,10 @@ def problem_with(data: dict) -> str | None:
             where = ".".join(str(x) for x in first.get("loc", ())) or "?"
             return f"not a valid build manifest ({where}: {first.get('msg', exc)})"
         return None
-    for key, kind in PROFILE_KEYS.items():
-        if not isinstance(data.get(key), kind):
-            return f"not a valid profile result ({key} is missing or not a {kind.__name__})"
-    for part, keys in (("build", ("recipe", "target", "cache_key")), ("artifact", ("name", "format", "precision")),
-                       ("latency_ms", ("p50", "cv")), ("memory_kb", ("peak_rss",)), ("parity", ("passed",))):
-        missing = [k for k in keys if k not in data[part]]
-        if missing:
-            return f"not a valid profile result ({part}.{missing[0]} is missing)"
+    try:
+        ProfileResult.from_dict(data)
+    except ResultError as exc:
+        return f"not a valid profile result ({exc})"
     return None
 
 
@@ -77,7 +68,7 @@ def collect(paths: list[Path]) -> Collected:
                                     "or remove the file") from None
                 continue
             schema = data.get("schema") if isinstance(data, dict) else None
-            if schema in (MANIFEST_SCHEMA, PROFILE_SCHEMA):
+            if schema == MANIFEST_SCHEMA or str(schema).startswith(PROFILE_KIND):
                 problem = problem_with(data)
                 if problem:
                     raise UserError(f"{f}: {problem}; rebuild or re-profile, or remove the file")

@@ -159,9 +159,9 @@ def compare(current: list[dict], baseline: list[dict], limits: dict[str, float])
     return out
 
 
+from edgeslm.contract import BASELINE_SCHEMA, MANIFEST_SCHEMA  # noqa: E402
 from edgeslm.reports.collect import BASELINE_MARKER  # noqa: E402
 
-BASELINE_SCHEMA = "edgeslm.baseline/1"
 
 
 def is_baseline(folder: Path) -> bool:
@@ -192,7 +192,7 @@ def save_baseline(sources: list[str], folder: Path) -> Path:
     try:
         for i, src in enumerate(sources):
             data = json.loads(Path(src).read_text())
-            if data.get("schema") == "edgeslm.manifest/1":
+            if data.get("schema") == MANIFEST_SCHEMA:
                 name = f"manifest-{data['cache_key'][:16]}.json"
             else:
                 b, d, a = data["build"], data["device"], data["artifact"]

@@ -1,14 +1,98 @@
-"""The encoder tasks on the device: parity with the stored reference and the task metric on the eval split."""
+"""The encoder tasks on the device (embedding, sequence-classification, fill-mask: one forward pass, one
+output): parity with the stored reference, the task metric on the eval split, and the latency and memory
+of one input at a chosen length."""
 
 from __future__ import annotations
 
+import gc
 import time
 
 from edgeslm.contract.parity import compare_outputs, nearest_centroid, task_metric
 from edgeslm.contract.stats import stats
 from edgeslm.runner.errors import RunnerError
-from edgeslm.runner.sessions import Session
+from edgeslm.runner.facts import _reset_hwm, _status_kb
+from edgeslm.runner.runtimes import open_runtime
 from edgeslm.runner.store import _inside
+
+
+class Session:
+    """A loaded artifact: call with a dict of numpy arrays, get the first output as an array."""
+
+    def __init__(self, run):
+        self._run = run
+
+    def __call__(self, feeds: dict):
+        import numpy as np
+
+        return np.asarray(self._run(feeds))
+
+
+def profile(job) -> dict:
+    """Import the runtime, load the artifact, check it against the stored reference (and score the eval
+    split when asked), then time `job.iters` runs of reference sample 0 repeated to the chosen length."""
+    import numpy as np
+
+    manifest, artifact, build_dir = job.manifest, job.artifact, job.build_dir
+    shapes = manifest["shapes"]
+    seq = job.seq_len or shapes["max_seq_len"]
+    if not shapes["min_seq_len"] <= seq <= shapes["max_seq_len"]:
+        raise RunnerError(f"--seq-len {seq} is outside the model's [{shapes['min_seq_len']}, {shapes['max_seq_len']}]")
+    rss_start = _status_kb("VmRSS")
+    t0 = time.perf_counter()
+    runtime = open_runtime(artifact["format"], job.et_runtime)
+    import_ms = (time.perf_counter() - t0) * 1e3
+    gc.collect()
+    rss_before = _status_kb("VmRSS")
+    t0 = time.perf_counter()
+    session = Session(runtime.encoder(_inside(build_dir, artifact["file"]), job.threads,
+                                      artifact.get("export", {}).get("input_order")
+                                      or [i["name"] for i in manifest["inputs"]]))
+    load_ms = (time.perf_counter() - t0) * 1e3
+    rss_loaded = _status_kb("VmRSS")
+    hwm_after_load = _status_kb("VmHWM")
+    check = parity(session, build_dir, manifest, artifact)
+    task = evaluate(session, build_dir, manifest, artifact, job.eval_rows or None) if job.eval_rows is not None else None
+
+    # benchmark input: reference sample 0's tokens repeated to `seq` tokens, batch from the manifest
+    ref = np.load(_inside(build_dir, manifest["reference"]["file"]), allow_pickle=False)
+    batch = shapes.get("batch_size", 1)
+    feeds = {}
+    for spec in manifest["inputs"]:
+        base = ref[f"input/0/{spec['name']}"][0]
+        feeds[spec["name"]] = np.ascontiguousarray(np.tile(np.resize(base, seq)[None, :], (batch, 1)).astype(np.int64))
+    feeds["attention_mask"][:] = 1
+    reset = _reset_hwm()
+    first = time.perf_counter()
+    session(feeds)
+    first_ms = (time.perf_counter() - first) * 1e3
+    for _ in range(max(0, job.warmup - 1)):
+        session(feeds)
+    samples = []
+    t_start = time.perf_counter()
+    while len(samples) < job.iters or (time.perf_counter() - t_start) < job.min_seconds:
+        t = time.perf_counter()
+        session(feeds)
+        samples.append((time.perf_counter() - t) * 1e3)
+        if len(samples) >= 100000:
+            break
+    hwm_run = _status_kb("VmHWM")
+    rss_after = _status_kb("VmRSS")
+    return {
+        "runtime": runtime.name,
+        "settings": {"threads": job.threads, "warmup": job.warmup, "iters": job.iters,
+                     "min_seconds": job.min_seconds, "seq_len": seq, "batch_size": batch},
+        "parity": check,
+        "task": task,
+        "runtime_import_ms": import_ms, "load_ms": load_ms, "first_run_ms": first_ms,
+        "latency_ms": stats(samples), "samples_ms": samples,
+        "memory_kb": {"rss_at_start": rss_start, "runtime_import_increase": (rss_before or 0) - (rss_start or 0),
+                      "rss_before_load": rss_before, "rss_after_load": rss_loaded,
+                      "load_increase": (rss_loaded or 0) - (rss_before or 0),
+                      "peak_rss": max(hwm_after_load or 0, hwm_run or 0),
+                      "peak_during_runs": hwm_run if reset else None,
+                      "run_increase": ((hwm_run or 0) - (rss_loaded or 0)) if reset else None,
+                      "rss_after_runs": rss_after},
+    }
 
 
 def parity(session: Session, build_dir: str, manifest: dict, artifact: dict) -> dict:

@@ -25,47 +25,15 @@ PROMPT_LENGTHS = (32, 128, 512)
 
 
 def open_decoder(build_dir: str, manifest: dict, artifact: dict, threads: int, et_runtime: str | None):
-    """(step, load_ms, runtime name): step(tokens, start) -> logits of the last token. A .pte runs in
-    edgeslm's ExecuTorch runtime folder, an ONNX decoder in onnxruntime with edgeslm's loop."""
-    import numpy as np
+    """(step, load_ms, runtime name): step(tokens, start) -> logits of the last token, from the artifact's
+    runtime unit (a .pte in edgeslm's ExecuTorch runtime folder, an ONNX decoder in onnxruntime with
+    edgeslm's loop)."""
+    from edgeslm.runner.runtimes import open_runtime
 
-    path = _inside(build_dir, artifact["file"])
-    if artifact.get("format") == "onnx":
-        from edgeslm.runner.facts import _dist_version
-        from edgeslm.runner.ort_decoder import OrtDecoder
-
-        kv = (artifact.get("export") or {}).get("kv_cache") or {}
-        try:
-            dims = [int(kv[k]) for k in ("layers", "kv_heads", "head_dim")]
-        except (KeyError, TypeError, ValueError):
-            raise RunnerError(f"artifact {artifact.get('name')!r}: the manifest does not give its KV cache "
-                              "(export.kv_cache layers, kv_heads, head_dim)") from None
-        t0 = time.perf_counter()
-        step = OrtDecoder(path, threads, *dims, int(manifest["shapes"]["max_context"]))
-        return step, (time.perf_counter() - t0) * 1e3, "onnxruntime " + (_dist_version("onnxruntime") or "?")
-
-    from edgeslm.runner.native_et import NativeRuntime
-
-    et_runtime = et_runtime or os.environ.get("EDGESLM_ET_RUNTIME") or None
-    if not et_runtime:
-        raise RunnerError("text-generation programs run in edgeslm's ExecuTorch runtime folder: give --et-runtime "
-                          "DIR (edgeslm deploy uploads it)")
-    rt = NativeRuntime(et_runtime, threads)
+    runtime = open_runtime(artifact.get("format"), et_runtime)
     t0 = time.perf_counter()
-    method = rt.load(path)
-    load_ms = (time.perf_counter() - t0) * 1e3
-    vocab = int(manifest["model"]["vocab_size"])
-
-    def step(tokens, start):
-        out = method([np.asarray([tokens], dtype=np.int64), np.asarray([start], dtype=np.int64)])[0]
-        return out.reshape(-1, vocab)[-1]
-
-    try:
-        with open(os.path.join(et_runtime, "runtime.json")) as f:
-            version = json.load(f).get("executorch", "?")
-    except (OSError, ValueError, AttributeError):
-        version = "?"
-    return step, load_ms, f"edgeslm-et (executorch {version} libraries)"
+    step = runtime.decoder(_inside(build_dir, artifact["file"]), threads, manifest, artifact)
+    return step, (time.perf_counter() - t0) * 1e3, runtime.name
 
 
 def check(step, build_dir: str, manifest: dict, artifact: str) -> dict:
@@ -99,6 +67,23 @@ def check(step, build_dir: str, manifest: dict, artifact: str) -> dict:
     out["passed"] = not failed
     out["failed"] = failed
     return out
+
+
+def profile(job) -> dict:
+    """The device profile of a decoder: TTFT per prompt length and decode speed; its latency is the time per
+    generated token (what reports and the gate compare)."""
+    if job.new_tokens < 2:
+        raise RunnerError("--new-tokens must be >= 2")
+    gen = profile_generation(job.build_dir, job.manifest, job.artifact, job.threads, job.warmup, job.iters,
+                             job.new_tokens, job.et_runtime)
+    return {
+        "runtime": gen["runtime"],
+        "settings": gen["settings"],
+        "parity": {"passed": gen["check"]["passed"], **gen["check"]},
+        "generation": {k: gen[k] for k in ("ttft", "decode")},
+        "latency_ms": gen["decode"]["step_ms"], "latency_unit": "ms per generated token",
+        "load_ms": gen["load_ms"], "samples_ms": gen["samples_ms"], "memory_kb": gen["memory_kb"],
+    }
 
 
 def profile_generation(build_dir: str, manifest: dict, artifact: dict, threads: int, warmup: int, iters: int,

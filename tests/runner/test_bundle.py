@@ -37,7 +37,7 @@ def test_device_code_imports_only_the_stdlib_numpy_runtimes_and_itself():
                     # the host-only bundle builder: only behind runner/__init__'s lazy RUNNER_PATH
                     assert mod != "edgeslm.runner.bundle" or name == "edgeslm/runner/__init__.py", (name, mod)
                 elif top == "torch":  # only behind the official runtime, which speaks torch tensors
-                    assert name.endswith("sessions.py"), (name, mod)
+                    assert name.endswith("runtimes.py"), (name, mod)
                 else:
                     assert top in stdlib or top in ALLOWED_THIRD_PARTY or top == "__future__", (name, mod)
 

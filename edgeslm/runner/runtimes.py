@@ -1,0 +1,142 @@
+"""Runtimes on the device, one unit per artifact format. A unit is opened once (importing the runtime,
+timed apart from loading a model) and then opens artifacts in the two shapes the tasks need:
+
+    rt = open_runtime("onnx", et_runtime=None)      # RUNTIMES[format](et_runtime)
+    run = rt.encoder(path, threads, input_order)    # run(feeds: dict of numpy arrays) -> first output
+    step = rt.decoder(path, threads, manifest, artifact)  # step(tokens, start) -> logits of the last token
+
+ExecuTorch runs in one of three engines, picked in this order: edgeslm's torch-free shim over the executorch
+libraries (a runtime folder given by --et-runtime or $EDGESLM_ET_RUNTIME: it also has the decoder kernels),
+the official `executorch.runtime` (imports torch), or executorch-numpy-runtime (numpy only).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from edgeslm.runner.errors import RunnerError
+from edgeslm.runner.facts import _dist_version, _has_module
+
+
+class OnnxRuntime:
+    format = "onnx"
+
+    def __init__(self, et_runtime: str | None = None):
+        import onnxruntime  # noqa: F401 - imported here, so the caller times it
+
+        self.name = "onnxruntime " + (_dist_version("onnxruntime") or "?")
+
+    def encoder(self, path: str, threads: int, order: list):
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        if threads:
+            so.intra_op_num_threads = threads
+        so.log_severity_level = 3
+        sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        names = [i.name for i in sess.get_inputs()]
+        return lambda feeds: sess.run(None, {k: feeds[k] for k in names})[0]
+
+    def decoder(self, path: str, threads: int, manifest: dict, artifact: dict):
+        """onnxruntime-genai's decoder layout in edgeslm's own loop (runner/ort_decoder.py)."""
+        from edgeslm.runner.ort_decoder import OrtDecoder
+
+        kv = (artifact.get("export") or {}).get("kv_cache") or {}
+        try:
+            dims = [int(kv[k]) for k in ("layers", "kv_heads", "head_dim")]
+        except (KeyError, TypeError, ValueError):
+            raise RunnerError(f"artifact {artifact.get('name')!r}: the manifest does not give its KV cache "
+                              "(export.kv_cache layers, kv_heads, head_dim)") from None
+        return OrtDecoder(path, threads, *dims, int(manifest["shapes"]["max_context"]))
+
+
+class ExecuTorchRuntime:
+    format = "executorch"
+
+    def __init__(self, et_runtime: str | None = None):
+        self.folder = et_runtime or os.environ.get("EDGESLM_ET_RUNTIME") or None
+        self._native = None
+        if self.folder:
+            from edgeslm.runner import native_et  # noqa: F401 - ctypes only; the library loads with a model
+
+            try:
+                with open(os.path.join(self.folder, "runtime.json")) as f:
+                    version = json.load(f).get("executorch", "?")
+            except (OSError, ValueError, AttributeError):
+                version = "?"
+            self.engine, self.name = "native", f"edgeslm-et (executorch {version} libraries)"
+        elif _has_module("executorch.runtime"):
+            import torch  # noqa: F401 - the official runtime speaks torch tensors
+            from executorch.runtime import Runtime  # noqa: F401
+
+            try:  # portable quantized kernels (embedding_byte: int8 embedding tables)
+                import executorch.kernels.quantized  # noqa: F401
+            except (ImportError, OSError):
+                pass
+            self.engine, self.name = "official", "executorch.runtime " + (_dist_version("executorch") or "?")
+        elif _has_module("executorch_numpy_runtime"):
+            import executorch_numpy_runtime  # noqa: F401
+
+            self.engine = "numpy"
+            self.name = "executorch-numpy-runtime " + (_dist_version("executorch-numpy-runtime") or "?")
+        else:
+            raise RunnerError("no ExecuTorch runtime on the device: pip install executorch-numpy-runtime "
+                              "(Python >= 3.12, numpy only) or executorch")
+
+    def _method(self, path: str, threads: int):
+        """The program's forward method in the native engine (one runtime, its threads set once)."""
+        from edgeslm.runner.native_et import NativeRuntime
+
+        if self._native is None:
+            self._native = NativeRuntime(self.folder, threads)
+        return self._native.load(path)
+
+    def encoder(self, path: str, threads: int, order: list):
+        if self.engine == "native":
+            method = self._method(path, threads)
+            return lambda feeds: method([feeds[k] for k in order])[0]
+        if self.engine == "official":
+            import torch
+            from executorch.runtime import Runtime
+
+            if threads:
+                try:
+                    from executorch.extension.pybindings import portable_lib
+
+                    portable_lib._unsafe_reset_threadpool(threads)
+                except (ImportError, AttributeError):
+                    pass
+            method = Runtime.get().load_program(path).load_method("forward")
+            return lambda feeds: method.execute([torch.from_numpy(feeds[k]) for k in order])[0].numpy()
+        import executorch_numpy_runtime as en
+
+        method = en.Runtime.get().load_program(path).load_method("forward")
+        return lambda feeds: method([feeds[k] for k in order])[0]
+
+    def decoder(self, path: str, threads: int, manifest: dict, artifact: dict):
+        """forward(tokens int64[1, n], start_pos int64[1]) -> logits; needs the llama kernels of edgeslm's
+        runtime folder."""
+        import numpy as np
+
+        if self.engine != "native":
+            raise RunnerError("text-generation programs run in edgeslm's ExecuTorch runtime folder: give "
+                              "--et-runtime DIR (edgeslm deploy uploads it)")
+        method = self._method(path, threads)
+        vocab = int(manifest["model"]["vocab_size"])
+
+        def step(tokens, start):
+            out = method([np.asarray([tokens], dtype=np.int64), np.asarray([start], dtype=np.int64)])[0]
+            return out.reshape(-1, vocab)[-1]
+
+        return step
+
+
+RUNTIMES = {r.format: r for r in (OnnxRuntime, ExecuTorchRuntime)}
+
+
+def open_runtime(fmt: str, et_runtime: str | None = None):
+    """The runtime unit for an artifact format, imported (the caller times this apart from loading)."""
+    if fmt not in RUNTIMES:
+        raise RunnerError(f"unknown format {fmt!r}: {', '.join(RUNTIMES)}")
+    return RUNTIMES[fmt](et_runtime)

@@ -1,0 +1,75 @@
+"""The records the device answers with (contract.results): real ones round-trip, broken ones are refused
+with the part named, and another major version is refused as such."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edgeslm.contract.results import RECORDS, ProbeResult, ProfileResult, ResultError
+from edgeslm.runner.facts import probe
+
+
+def test_this_machines_probe_round_trips_through_json():
+    answer = probe(None)
+    assert answer["schema"] == ProbeResult.SCHEMA
+    again = ProbeResult.from_dict(json.loads(json.dumps(answer)))
+    assert again.to_dict() == answer and again.arch and isinstance(again.features, list)
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=lambda r: r.SCHEMA)
+def test_every_record_round_trips_and_names_what_is_broken(record):
+    good = SAMPLES[record.SCHEMA]
+    obj = record.from_dict(json.loads(json.dumps(good)))
+    assert obj.to_dict() == good  # unknown keys (a newer minor version) are kept
+    required = [k for k, v in good.items() if k not in ("schema", "extra_key") and k in REQUIRED[record.SCHEMA]]
+    for key in required:
+        with pytest.raises(ResultError, match=f"^{key} is missing"):
+            record.from_dict({k: v for k, v in good.items() if k != key})
+        with pytest.raises(ResultError, match=f"^{key} is not a"):
+            record.from_dict({**good, key: 7 if not isinstance(good[key], (int, float)) else "7"})
+    kind = record.SCHEMA.rsplit("/", 1)[0]
+    with pytest.raises(ResultError, match="another edgeslm version"):
+        record.from_dict({**good, "schema": kind + "/2"})
+    with pytest.raises(ResultError, match="expected"):
+        record.from_dict({**good, "schema": "something/1"})
+    with pytest.raises(ResultError, match="not a JSON object"):
+        record.from_dict([good])
+
+
+def test_a_profile_result_needs_its_nested_parts():
+    good = SAMPLES[ProfileResult.SCHEMA]
+    broken = {**good, "latency_ms": {"cv": 0.01}}
+    with pytest.raises(ResultError, match=r"^latency_ms\.p50 is missing"):
+        ProfileResult.from_dict(broken)
+    with pytest.raises(ResultError, match="load_ms is not a number"):
+        ProfileResult.from_dict({**good, "load_ms": True})
+
+
+REQUIRED = {
+    ProfileResult.SCHEMA: ("started_at", "build", "artifact", "device", "thermal", "flags", "settings", "parity",
+                           "latency_ms", "memory_kb"),
+    ProbeResult.SCHEMA: ("arch", "cpu_model", "os", "python", "runtimes", "thermal", "features"),
+}
+SAMPLES = {
+    ProfileResult.SCHEMA: {
+        "schema": ProfileResult.SCHEMA, "started_at": "2026-12-02T10:00:00+00:00",
+        "build": {"recipe": "r", "target": "host", "cache_key": "k" * 16, "task": "embedding"},
+        "artifact": {"name": "onnx", "format": "onnx", "file": "model.onnx", "precision": "fp32",
+                     "runtime": "onnxruntime 1.32.0", "size": 1000},
+        "device": {"arch": "aarch64", "cores": 4}, "thermal": {"before": {}, "after": {}}, "flags": ["noisy"],
+        "settings": {"threads": 4, "seq_len": 128}, "parity": {"passed": True, "metrics": []},
+        "latency_ms": {"p50": 1.5, "cv": 0.02}, "memory_kb": {"peak_rss": 90000}, "samples_ms": [1.5, 1.6],
+        "load_ms": 12.0, "runner_version": "1", "latency_unit": "ms per run",
+        "task": {"metric": "accuracy", "value": 0.9}, "generation": None, "runtime_import_ms": 80.0,
+        "first_run_ms": 3.0, "extra_key": {"from": "a newer runner"},
+    },
+    ProbeResult.SCHEMA: {
+        "schema": ProbeResult.SCHEMA, "arch": "aarch64", "cpu_model": "Cortex-A76", "os": "Debian", "python": "3.11.2",
+        "runtimes": {"numpy": "2.0"}, "thermal": {"temperatures_c": {}}, "features": ["asimd"], "cores": 4,
+        "kernel": "6.6", "python_executable": "/usr/bin/python3", "mem_total_kb": 8000000,
+        "mem_available_kb": 7000000, "disk": {"path": "/w", "free_bytes": 1, "total_bytes": 2}, "emulated": None,
+        "runner_version": "1", "extra_key": 1,
+    },
+}
