@@ -21,6 +21,7 @@ from edgeslm.errors import CheckFailed
 from edgeslm.hashing import HashMemo
 from edgeslm.models.checks import check_model_folder
 from edgeslm.models.sources import resolve_source
+from edgeslm.tasks import task_unit
 
 
 @dataclass
@@ -92,12 +93,8 @@ def build(loaded: LoadedRecipe, target: Target, out: Path, force: bool = False,
     made_parent = not folder.parent.exists()
     work.mkdir(parents=True)
     try:
-        if recipe.model.task == "text-generation":
-            from edgeslm.generation.build import build_generation_into as build_into
-        else:
-            from edgeslm.stages import build_into
-
-        manifest = build_into(work, loaded, target, source, model_files, tools, key, log, started, t0, force)
+        manifest = task_unit(recipe.model.task).build_into(work, loaded, target, source, model_files, tools, key, log,
+                                                           started, t0, force)
         if manifest.status == "ok":
             cache.store(work, key, replace=force)
         cache.replace_dir(work, folder)

@@ -118,6 +118,7 @@ def _summary(console, r) -> None:
     from rich.table import Table
 
     from edgeslm.cli.console import stdout_console
+    from edgeslm.tasks import task_unit
 
     out = stdout_console()
     m = r.manifest
@@ -126,11 +127,11 @@ def _summary(console, r) -> None:
         how = f"VERIFICATION FAILED after {m.build['seconds']:.1f}s"
     if r.note:
         out.print(f"[yellow]note:[/] {r.note}")
-    what = ("text-generation" if m.task == "text-generation"
-            else f"int8 preset {m.target['quantization']['preset']}")
+    generates = task_unit(m.task).generates
+    what = m.task if generates else f"int8 preset {m.target['quantization']['preset']}"
     out.print(f"[bold]{m.recipe['name']}[/] for [bold]{m.target['name']}[/] ({m.target['arch']}, {what}): "
               f"{how} ({r.seconds:.2f}s now)")
-    if m.task == "text-generation":
+    if generates:
         _generation_table(out, r)
         return
     table = Table(show_edge=False, pad_edge=False)

@@ -306,7 +306,7 @@ def profile(build_or_recipe, name, recipe, artifacts, threads, iters, warmup, mi
 
 
 def _print_profile(r: dict) -> None:
-    if "generation" in r:
+    if r.get("generation"):
         from edgeslm.cli.generation import print_generation
 
         print_generation(r)

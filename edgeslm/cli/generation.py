@@ -9,7 +9,6 @@ import click
 from edgeslm.cli import main
 from edgeslm.cli.devices import _build_for, _inventory, accept_option, devices_option
 from edgeslm.config.devices import LOCAL
-from edgeslm.errors import UserError
 
 
 @main.command()
@@ -40,19 +39,13 @@ def run(build_or_recipe, prompt, name, max_new_tokens, chat, threads, sample, te
     """Generate text from PROMPT with a text-generation build on a device, streamed as it comes (greedy or
     sampled, as the recipe's [generation] says unless overridden here). The build is deployed first when the
     device does not run it yet."""
-    from edgeslm.profiling.deploy import HostBuild
     from edgeslm.profiling.deploy import deploy as run_deploy
-    from edgeslm.profiling.generate import run_prompt
+    from edgeslm.profiling.generate import generation_build, run_prompt
 
     inv, file = _inventory(devices_file)
     device = inv.get(name, file)
     folder = _build_for(build_or_recipe, device.target, out)
-    built = HostBuild.load(folder)
-    if built.manifest.task != "text-generation":
-        raise UserError(f"{folder} is a {built.manifest.task} build; `edgeslm run` needs a text-generation build")
-    names = [a.name for a in built.manifest.artifacts]
-    if artifact is not None and artifact not in names:
-        raise UserError(f"--artifact {artifact}: {folder} has {', '.join(names)}")
+    generation_build(folder, artifact)  # refused before anything is deployed
     if threads is None:
         from edgeslm.config.catalog import load_target
 

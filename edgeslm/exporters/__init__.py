@@ -7,7 +7,6 @@ runtime on the host for verification.
 
 from __future__ import annotations
 
-import importlib
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,11 +17,6 @@ import numpy as np
 from edgeslm.config.passes import QuantizeConfig
 from edgeslm.config.recipe import Recipe
 from edgeslm.config.target import Target
-
-REGISTRY = {
-    "onnx": "edgeslm.exporters.onnx:OnnxExporter",
-    "executorch": "edgeslm.exporters.executorch:ExecuTorchExporter",
-}
 
 Inputs = dict[str, np.ndarray]
 
@@ -82,8 +76,10 @@ class Exporter(Protocol):
 
 
 def get_exporter(fmt: str) -> Exporter:
-    module, _, cls = REGISTRY[fmt].partition(":")
-    return getattr(importlib.import_module(module), cls)()
+    """The encoder exporter of a format (its runtime unit, edgeslm.runtimes, names it)."""
+    from edgeslm.runtimes import runtime_unit
+
+    return runtime_unit(fmt).exporter()
 
 
 def precision_of(quant: QuantizeConfig | None) -> str:

@@ -15,9 +15,7 @@ a 4-bit grid legitimately flips near-ties and the texts then diverge.
 
 from __future__ import annotations
 
-import contextlib
 import os
-from dataclasses import dataclass
 import platform
 import time
 from pathlib import Path
@@ -25,19 +23,18 @@ from pathlib import Path
 import numpy as np
 
 from edgeslm import __version__
-from edgeslm.artifacts.manifest import (Artifact, Manifest, Metric, TensorSpec, Verification, file_entries,
-                                        write_manifest)
+from edgeslm.artifacts.manifest import Manifest, TensorSpec, file_entries, write_manifest
 from edgeslm.config.recipe import LoadedRecipe, path_for_display
 from edgeslm.config.target import Target
-from edgeslm.contract.decoding import greedy, teacher_forced
-from edgeslm.contract.parity import common_prefix, compare_next_tokens, log_softmax
+from edgeslm.contract.decoding import teacher_forced
+from edgeslm.contract.parity import log_softmax
+from edgeslm.generation.judge import CONTINUATION_TOKENS, Facts, hf_step
 from edgeslm.errors import ConfigError, ModelSourceError
 from edgeslm.models.sources import ResolvedSource
+from edgeslm.runtimes import runtime_unit
 
 REFERENCE_FILE = "reference.npz"
-FILE = "model.pte"
 TEXT_TOKENS = 160  # tokens of held text for teacher forcing (first half as the prompt)
-CONTINUATION_TOKENS = 16
 TOP_K_STORED = 16  # per position in the reference file: the device checks itself against these
 
 FLOAT_LIMITS = {"max_kl": 1e-4, "min_top1_agreement": 0.99, "min_top5_agreement": 1.0,
@@ -118,92 +115,6 @@ def stop_ids(tokenizer, model) -> list[int]:
     return sorted(out)
 
 
-def hf_step(model):
-    """step(tokens, start) over transformers' own model and DynamicCache (start 0 begins a new cache)."""
-    import torch
-    from transformers import DynamicCache
-
-    state = {}
-
-    def step(tokens, start):
-        if start == 0:
-            state["cache"] = DynamicCache(config=model.config)
-        with torch.no_grad():
-            out = model(input_ids=torch.tensor([tokens]), past_key_values=state["cache"], use_cache=True)
-        return out.logits[0, -1].float().numpy()
-
-    return step
-
-
-def eager_step(decoder):
-    import torch
-
-    def step(tokens, start):
-        with torch.no_grad():
-            out = decoder(torch.tensor([tokens], dtype=torch.long), torch.tensor([start], dtype=torch.long))
-        return out[0].float().numpy()
-
-    return step
-
-
-def pte_step(path: Path):
-    """The .pte in ExecuTorch's own runtime on the build host (its llama kernels, XNNPACK)."""
-    import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401 - llama::custom_sdpa, update_cache
-    import torch
-    from executorch.runtime import Runtime
-
-    from edgeslm.exporters.executorch import _load_quantized_kernels
-
-    _load_quantized_kernels()
-    method = Runtime.get().load_program(str(path)).load_method("forward")
-
-    def step(tokens, start):
-        out = method.execute([torch.tensor([tokens], dtype=torch.long), torch.tensor([start], dtype=torch.long)])
-        return out[0][0].numpy().copy()
-
-    return step
-
-
-@contextlib.contextmanager
-def quiet_native():
-    """ExecuTorch's C++ runtime and its llama kernels log every call on fd 2 ("No temp allocator
-    provided") and its embedding quantizer prints on fd 1: keep both off the user's terminal. What they
-    wrote is kept and shown when the block raises."""
-    import sys
-    import tempfile
-
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = (os.dup(1), os.dup(2))
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 1)
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        except BaseException:
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            sink.seek(0)
-            tail = sink.read().decode(errors="replace").strip().splitlines()[-20:]
-            if tail:
-                print("\n".join(tail), file=sys.stderr)
-            raise
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
-
-
-def _verification(result: dict, runtime: str, against: str, n: int) -> Verification:
-    metrics = [Metric(name=m["name"], value=m["value"], threshold=m["threshold"], kind=m["kind"], passed=m["passed"])
-               for m in result["metrics"]]
-    return Verification(passed=result["passed"], samples=1, seq_lens=[n], metrics=metrics, runtime=runtime,
-                        against=against)
-
-
 def build_generation_into(work: Path, loaded: LoadedRecipe, target: Target, source: ResolvedSource,
                           model_files: dict, tools: dict, key: str, log, started: str, t0: float,
                           force: bool = False) -> Manifest:
@@ -237,14 +148,14 @@ def build_generation_into(work: Path, loaded: LoadedRecipe, target: Target, sour
     fid_limits, comp_limits = limits(loaded)
     targets = np.asarray(ids[first:])
     facts = Facts(ids, first, targets, original, prompts, reference_tokens, stops, fid_limits, comp_limits)
-    built = {}
-    # ONNX first: the ExecuTorch path rewires the model's attention and quantizes its weights in place
-    if "onnx" in recipe.export.formats:
-        built["onnx"] = _onnx(work, model, tokenizer, g, q, facts, log, source,
-                              work.parent / f"{target.name}.onnx-builder.log")
-    qfacts = None
-    if "executorch" in recipe.export.formats:
-        built["executorch"], qfacts = _executorch(work, model, g, q, facts, log)
+    built, qfacts = {}, None
+    log_file = work.parent / f"{target.name}.onnx-builder.log"
+    # a runtime whose export rewires the model (ExecuTorch's attention, weights quantized in place) goes last
+    for fmt in sorted(recipe.export.formats, key=lambda f: runtime_unit(f).rewires_model):
+        artifact, actual, pass_facts = runtime_unit(fmt).build_decoder(work, model, tokenizer, g, q, facts, log,
+                                                                        source, log_file)
+        built[fmt] = (artifact, actual)
+        qfacts = pass_facts or qfacts
     artifacts = [built[f][0] for f in recipe.export.formats]
     passed = all(a.verification.passed for a in artifacts)
 
@@ -292,117 +203,6 @@ def build_generation_into(work: Path, loaded: LoadedRecipe, target: Target, sour
     manifest.files = file_entries(work, {"tokenizer/": "tokenizer", REFERENCE_FILE: "reference", "model.": "model"})
     write_manifest(work, manifest)
     return manifest
-
-
-@dataclass
-class Facts:
-    """What every artifact of a decoder build is checked against."""
-    ids: list
-    first: int
-    targets: np.ndarray
-    original: np.ndarray  # PyTorch before compression: logits predicting ids[first:]
-    prompts: list
-    reference_tokens: list
-    stops: list
-    fid_limits: dict
-    comp_limits: dict
-
-
-def _judge(facts: Facts, g, eager: np.ndarray, step, runtime: str, against: str):
-    """Teacher-forced logits of `step`; fidelity (vs `eager`) and compression loss (vs the original);
-    greedy continuations of the recipe's prompts."""
-    actual = teacher_forced(step, facts.ids, facts.first, g.max_prompt)
-    fidelity = _verification(compare_next_tokens(eager, actual, facts.targets, facts.fid_limits), runtime,
-                             against, len(facts.ids))
-    loss = _verification(compare_next_tokens(facts.original, actual, facts.targets, facts.comp_limits), runtime,
-                         "eager PyTorch before compression (transformers' KV cache, same calls)", len(facts.ids))
-    fidelity.passed = fidelity.passed and loss.passed
-    continuations = []
-    for p, ref in zip(facts.prompts, facts.reference_tokens):
-        got = greedy(step, p, CONTINUATION_TOKENS, g.max_prompt, facts.stops, g.max_context)
-        continuations.append({"prompt_tokens": len(p), "reference": ref, "artifact": got,
-                              "first_token_agrees": bool(got[:1] == ref[:1]), "common_prefix": common_prefix(got, ref)})
-    return actual, fidelity, loss, continuations
-
-
-def _onnx(work: Path, model, tokenizer, g, q, facts: Facts, log, source: ResolvedSource, log_file: Path):
-    """model.onnx by onnxruntime-genai's builder; judged in edgeslm's own onnxruntime loop against the
-    model with the file's dequantized weights (fidelity) and the original (compression)."""
-
-    from edgeslm.generation.onnx_export import FILE as ONNX_FILE
-    from edgeslm.generation.onnx_export import PRECISION, dequantized_eager, export_onnx_decoder
-    from edgeslm.runner.ort_decoder import OrtDecoder
-
-    method = q.method if q is not None else None
-    grids, skipped, block = None, {}, q.group_size if q else 32
-    if q is not None and method == "8da4w" and source.gguf and q.gguf_grid == "keep":
-        from edgeslm.generation.gguf_grid import BLOCK, read_grids
-
-        with log.step("onnx: read the GGUF's integer grid"):
-            grids, skipped = read_grids(source.folder / source.gguf, model)
-        block = BLOCK if grids else block
-    with log.step(f"onnx: model builder ({PRECISION[method][0]})"):
-        export = export_onnx_decoder(model, tokenizer, work, method, block, g.max_context, log_file, grids=grids)
-    with log.step("onnx: eager model with the file's weights"):
-        eager = facts.original
-        if q is not None:
-            eager_model = dequantized_eager(model, work / ONNX_FILE)
-            eager = teacher_forced(hf_step(eager_model), facts.ids, facts.first, g.max_prompt)
-            del eager_model
-    with log.step("onnx: verify"):
-        kv = export["kv_cache"]
-        step = OrtDecoder(str(work / ONNX_FILE), 0, kv["layers"], kv["kv_heads"], kv["head_dim"], g.max_context)
-        actual, fidelity, loss, continuations = _judge(
-            facts, g, eager, step, "onnxruntime", "eager PyTorch with the file's dequantized weights" if q is not None
-            else "eager PyTorch (transformers' KV cache, same calls)")
-        del step
-    w = export["weights"]
-    quant = None if q is None else {"method": q.method, "bits": w["bits"], "block_size": w["block_size"],
-                                    "activations": "int8 dynamic" if w["accuracy_level"] == 4 else "float",
-                                    "layers": w["matmul_nbits"], "grid": "symmetric, round to nearest"}
-    if grids is not None:
-        quant["grid"] = (f"the GGUF's own integers and scales in {len(w['carried'])} of {w['matmul_nbits']} "
-                         "layers (Q4_1 minimums added through per-block input sums); the rest symmetric, round "
-                         "to nearest")
-        quant["gguf_grid"] = {"carried_layers": len(w["carried"]), "not_carried": skipped,
-                              "types": sorted({grids[m]["type"] for m in w["carried"]})}
-    artifact = Artifact(name="onnx", format="onnx", file=ONNX_FILE, runtime="onnxruntime",
-                        precision="fp32" if q is None else q.method, quantization=quant, export=export,
-                        verification=fidelity, compression=loss, extras={"continuations": continuations})
-    return artifact, actual
-
-
-def _executorch(work: Path, model, g, q, facts: Facts, log):
-    from edgeslm.generation.executorch_export import export_program, make_decoder, quantize_decoder
-
-    with log.step("executorch: wrap with KV cache"):
-        decoder, shape = make_decoder(model, g.max_context)
-    qfacts = None
-    if q is not None:
-        with log.step(f"executorch: quantize ({q.method})"):
-            scheme = {"8da4w": "8da4w", "8da8w": "8da8w", "int8-weight-only": "int8-wo"}[q.method]
-            with quiet_native():
-                qfacts = quantize_decoder(decoder, scheme, q.group_size, q.embeddings)
-    with log.step("eager decoder (after the passes)"), quiet_native():
-        decoder.reset()
-        eager = teacher_forced(eager_step(decoder), facts.ids, facts.first, g.max_prompt)
-    with log.step("executorch: torch.export + lower to XNNPACK"), quiet_native():
-        program, export_facts = export_program(decoder, shape, g.max_prompt)
-        (work / FILE).write_bytes(program.buffer)
-        del program
-    with log.step("executorch: verify"), quiet_native():
-        actual, fidelity, loss, continuations = _judge(
-            facts, g, eager, pte_step(work / FILE), "executorch/xnnpack",
-            "eager PyTorch after the passes (what was exported), same calls")
-    artifact = Artifact(
-        name="executorch", format="executorch", file=FILE, runtime="executorch/xnnpack",
-        precision="fp32" if q is None else q.method, quantization=qfacts,
-        export={"backend": "xnnpack", "program": "forward(tokens int64[1, n], start_pos int64[1]) -> logits "
-                "float32[1, vocab]", "kv_cache": {"layers": shape.layers, "kv_heads": shape.kv_heads,
-                                                  "head_dim": shape.head_dim, "positions": shape.context,
-                                                  "bytes": shape.kv_cache_bytes}, **export_facts},
-        verification=fidelity, compression=loss, extras={"continuations": continuations})
-    return (artifact, actual), qfacts
 
 
 def _gguf_facts(source: ResolvedSource) -> dict:

@@ -14,9 +14,13 @@ without torch; their kernels for the two llama ops are edgeslm's (runner/native/
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 ATTENTION = "edgeslm_custom_sdpa"
+FILE = "model.pte"
 
 
 def _register() -> None:
@@ -213,3 +217,102 @@ def export_program(decoder, shape: DecoderShape, max_prompt: int, xnnpack: bool 
     return program, {"max_prompt_tokens": max_prompt, "context": shape.context, "delegation": delegation}
 
 
+def eager_step(decoder):
+    import torch
+
+    def step(tokens, start):
+        with torch.no_grad():
+            out = decoder(torch.tensor([tokens], dtype=torch.long), torch.tensor([start], dtype=torch.long))
+        return out[0].float().numpy()
+
+    return step
+
+
+def pte_step(path: Path):
+    """The .pte in ExecuTorch's own runtime on the build host (its llama kernels, XNNPACK)."""
+    import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401 - llama::custom_sdpa, update_cache
+    import torch
+    from executorch.runtime import Runtime
+
+    from edgeslm.exporters.executorch import _load_quantized_kernels
+
+    _load_quantized_kernels()
+    method = Runtime.get().load_program(str(path)).load_method("forward")
+
+    def step(tokens, start):
+        out = method.execute([torch.tensor([tokens], dtype=torch.long), torch.tensor([start], dtype=torch.long)])
+        return out[0][0].numpy().copy()
+
+    return step
+
+
+@contextlib.contextmanager
+def quiet_native():
+    """ExecuTorch's C++ runtime and its llama kernels log every call on fd 2 ("No temp allocator
+    provided") and its embedding quantizer prints on fd 1: keep both off the user's terminal. What they
+    wrote is kept and shown when the block raises."""
+    import sys
+    import tempfile
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = (os.dup(1), os.dup(2))
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            sink.seek(0)
+            tail = sink.read().decode(errors="replace").strip().splitlines()[-20:]
+            if tail:
+                print("\n".join(tail), file=sys.stderr)
+            raise
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def build_decoder(work: Path, model, tokenizer, g, q, facts, log, source, log_file: Path):
+    """model.pte: transformers' model with the llama attention and cache ops, quantized by torchao,
+    lowered to XNNPACK; judged in ExecuTorch's own runtime against the eager decoder after quantization
+    (fidelity) and the original (compression). Rewires and quantizes `model` in place (build it last).
+    Returns (artifact, its teacher-forced logits, facts for the quantize pass or None)."""
+    from edgeslm.artifacts.manifest import Artifact
+    from edgeslm.contract.decoding import teacher_forced
+    from edgeslm.generation.judge import judge
+
+    with log.step("executorch: wrap with KV cache"):
+        decoder, shape = make_decoder(model, g.max_context)
+    qfacts = None
+    if q is not None:
+        with log.step(f"executorch: quantize ({q.method})"):
+            scheme = {"8da4w": "8da4w", "8da8w": "8da8w", "int8-weight-only": "int8-wo"}[q.method]
+            with quiet_native():
+                qfacts = quantize_decoder(decoder, scheme, q.group_size, q.embeddings)
+    with log.step("eager decoder (after the passes)"), quiet_native():
+        decoder.reset()
+        eager = teacher_forced(eager_step(decoder), facts.ids, facts.first, g.max_prompt)
+    with log.step("executorch: torch.export + lower to XNNPACK"), quiet_native():
+        program, export_facts = export_program(decoder, shape, g.max_prompt)
+        (work / FILE).write_bytes(program.buffer)
+        del program
+    with log.step("executorch: verify"), quiet_native():
+        actual, fidelity, loss, continuations = judge(
+            facts, g, eager, pte_step(work / FILE), "executorch/xnnpack",
+            "eager PyTorch after the passes (what was exported), same calls")
+    artifact = Artifact(
+        name="executorch", format="executorch", file=FILE, runtime="executorch/xnnpack",
+        precision="fp32" if q is None else q.method, quantization=qfacts,
+        export={"backend": "xnnpack", "program": "forward(tokens int64[1, n], start_pos int64[1]) -> logits "
+                "float32[1, vocab]", "kv_cache": {"layers": shape.layers, "kv_heads": shape.kv_heads,
+                                                  "head_dim": shape.head_dim, "positions": shape.context,
+                                                  "bytes": shape.kv_cache_bytes}, **export_facts},
+        verification=fidelity, compression=loss, extras={"continuations": continuations})
+    return artifact, actual, qfacts

@@ -182,3 +182,51 @@ def dequantized_eager(model, path: Path):
         else:
             raise ExportError(f"the ONNX file's weight {name!r} has no place in the {model.config.model_type} model")
     return eager.eval()
+
+
+def build_decoder(work: Path, model, tokenizer, g, q, facts, log, source, log_file: Path):
+    """model.onnx by onnxruntime-genai's builder; judged in edgeslm's own onnxruntime loop against the
+    model with the file's dequantized weights (fidelity) and the original (compression). Returns
+    (artifact, its teacher-forced logits, facts for the quantize pass or None)."""
+    from edgeslm.artifacts.manifest import Artifact
+    from edgeslm.contract.decoding import teacher_forced
+    from edgeslm.generation.judge import hf_step, judge
+    from edgeslm.runner.ort_decoder import OrtDecoder
+
+    method = q.method if q is not None else None
+    grids, skipped, block = None, {}, q.group_size if q else 32
+    if q is not None and method == "8da4w" and source.gguf and q.gguf_grid == "keep":
+        from edgeslm.generation.gguf_grid import BLOCK, read_grids
+
+        with log.step("onnx: read the GGUF's integer grid"):
+            grids, skipped = read_grids(source.folder / source.gguf, model)
+        block = BLOCK if grids else block
+    with log.step(f"onnx: model builder ({PRECISION[method][0]})"):
+        export = export_onnx_decoder(model, tokenizer, work, method, block, g.max_context, log_file, grids=grids)
+    with log.step("onnx: eager model with the file's weights"):
+        eager = facts.original
+        if q is not None:
+            eager_model = dequantized_eager(model, work / FILE)
+            eager = teacher_forced(hf_step(eager_model), facts.ids, facts.first, g.max_prompt)
+            del eager_model
+    with log.step("onnx: verify"):
+        kv = export["kv_cache"]
+        step = OrtDecoder(str(work / FILE), 0, kv["layers"], kv["kv_heads"], kv["head_dim"], g.max_context)
+        actual, fidelity, loss, continuations = judge(
+            facts, g, eager, step, "onnxruntime", "eager PyTorch with the file's dequantized weights" if q is not None
+            else "eager PyTorch (transformers' KV cache, same calls)")
+        del step
+    w = export["weights"]
+    quant = None if q is None else {"method": q.method, "bits": w["bits"], "block_size": w["block_size"],
+                                    "activations": "int8 dynamic" if w["accuracy_level"] == 4 else "float",
+                                    "layers": w["matmul_nbits"], "grid": "symmetric, round to nearest"}
+    if grids is not None:
+        quant["grid"] = (f"the GGUF's own integers and scales in {len(w['carried'])} of {w['matmul_nbits']} "
+                         "layers (Q4_1 minimums added through per-block input sums); the rest symmetric, round "
+                         "to nearest")
+        quant["gguf_grid"] = {"carried_layers": len(w["carried"]), "not_carried": skipped,
+                              "types": sorted({grids[m]["type"] for m in w["carried"]})}
+    artifact = Artifact(name="onnx", format="onnx", file=FILE, runtime="onnxruntime",
+                        precision="fp32" if q is None else q.method, quantization=quant, export=export,
+                        verification=fidelity, compression=loss, extras={"continuations": continuations})
+    return artifact, actual, None

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from edgeslm.config.catalog import load_target
 from edgeslm.config.devices import Device
-from edgeslm.profiling.deploy import INSTALL, checked_probe, open_device
+from edgeslm.profiling.deploy import checked_probe, open_device
+from edgeslm.runtimes import NUMPY_INSTALL, RUNTIMES
 
 
 def check(name: str, device: Device, accept_new_host_key: bool = False) -> dict:
@@ -18,8 +19,8 @@ def check(name: str, device: Device, accept_new_host_key: bool = False) -> dict:
     if absent:
         problems.append(f"CPU lacks {', '.join(absent)} that target {target.name} assumes")
     runtimes = probe["runtimes"]
-    for rt in ("numpy", "onnxruntime", "executorch"):
-        if not runtimes.get(rt):
-            missing.append({"runtime": rt, "install": INSTALL[rt]})
+    for package, install in [("numpy", NUMPY_INSTALL)] + [(r.package, r.install) for r in RUNTIMES.values()]:
+        if not runtimes.get(package):
+            missing.append({"runtime": package, "install": install})
     return {"device": name, "target": target.name, "matches_target": not problems, "problems": problems,
             "missing_runtimes": missing, "probe": probe}

@@ -23,15 +23,12 @@ from pathlib import Path
 
 from edgeslm.artifacts.manifest import MANIFEST_NAME, NAME_RE, Manifest, check_files, load_manifest, parse_manifest
 from edgeslm.config.devices import LOCAL, Device
-from edgeslm.contract import artifact_size
+from edgeslm.runtimes import NUMPY_INSTALL, runtime_unit
+from edgeslm.tasks import task_unit
 from edgeslm.errors import ConfigError, UserError
 from edgeslm.profiling.remote import RemoteRunner, check_name
 from edgeslm.transport import DeviceError, connect
 
-RUNTIME_FOR = {"onnx": "onnxruntime", "executorch": "executorch"}
-INSTALL = {"onnxruntime": "python3 -m pip install onnxruntime numpy",
-           "executorch": "python3 -m pip install executorch-numpy-runtime numpy  (Python >= 3.12)",
-           "numpy": "python3 -m pip install numpy"}
 VERSION_RE = re.compile(r"^[0-9a-f]{16}$")
 
 
@@ -135,21 +132,17 @@ def compatibility(name: str, device: Device, probe: dict, manifest: Manifest) ->
         raise DeviceError(f"device {name} is {probe['arch']} but build {manifest.recipe['name']} is for "
                           f"target {manifest.target['name']} ({arch}); build for the device's target "
                           f"({device.target}) instead")
-    missing = []
-    if not probe["runtimes"].get("numpy"):
-        missing.append("numpy")
+    missing = {} if probe["runtimes"].get("numpy") else {"numpy": NUMPY_INSTALL}
     for a in manifest.artifacts:
-        rt = RUNTIME_FOR[a.format]
-        if manifest.task == "text-generation" and a.format == "executorch":
-            continue  # runs in edgeslm's own runtime folder, uploaded by deploy
-        if not probe["runtimes"].get(rt) and rt not in missing:
-            missing.append(rt)
+        rt = runtime_unit(a.format)
+        package = rt.device_package(manifest.task)  # None: runs in edgeslm's own runtime folder (deploy uploads it)
+        if package and not probe["runtimes"].get(package):
+            missing.setdefault(package, rt.install)
     if missing:
-        raise DeviceError(f"device {name} lacks {', '.join(missing)}: " + "; ".join(INSTALL[m] for m in missing))
-    if manifest.task == "text-generation":
-        problem = fit_problem(probe, manifest)
-        if problem:
-            raise DeviceError(f"device {name}: {manifest.recipe['name']} will not fit: {problem}")
+        raise DeviceError(f"device {name} lacks {', '.join(missing)}: " + "; ".join(missing.values()))
+    problem = task_unit(manifest.task).fit_problem(probe, manifest)
+    if problem:
+        raise DeviceError(f"device {name}: {manifest.recipe['name']} will not fit: {problem}")
     warnings = []
     if device.target != manifest.target["name"] and name != LOCAL:
         warnings.append(f"build is for target {manifest.target['name']}, device {name} is {device.target}")
@@ -158,36 +151,8 @@ def compatibility(name: str, device: Device, probe: dict, manifest: Manifest) ->
 
 def needs_et_runtime(manifest: Manifest, artifact: str | None = None) -> bool:
     """A decoder .pte runs in edgeslm's ExecuTorch runtime folder (deploy uploads it)."""
-    return manifest.task == "text-generation" and any(
-        a.format == "executorch" and artifact in (None, a.name) for a in manifest.artifacts)
-
-
-RUNTIME_RAM = 48 << 20  # the runner, numpy and the ExecuTorch libraries, measured ~40 MiB on x86_64 and aarch64
-RUNTIME_DISK = 20 << 20  # the runtime folder (~14-18 MB)
-
-
-def fit_problem(probe: dict, manifest: Manifest) -> str | None:
-    """Why a decoder build would not fit the device's memory or disk (weights + KV cache at the recipe's
-    max context + runtime; files + runtime folder), with the figures; None when it fits."""
-    mb = lambda n: f"{n / (1 << 20):.0f} MiB"  # noqa: E731
-    for a in manifest.artifacts:
-        weights = artifact_size(manifest.files, a.file) or 0
-        kv = int((a.export or {}).get("kv_cache", {}).get("bytes", 0))
-        need = weights + kv + RUNTIME_RAM
-        avail = probe.get("mem_available_kb")
-        if isinstance(avail, int) and need > avail * 1024:
-            positions = (a.export or {}).get("kv_cache", {}).get("positions")
-            return (f"it needs ~{mb(need)} of RAM (weights {mb(weights)} + KV cache {mb(kv)} at {positions} "
-                    f"positions + runtime ~{mb(RUNTIME_RAM)}), the device has {mb(avail * 1024)} available "
-                    f"(of {mb((probe.get('mem_total_kb') or 0) * 1024)}); lower generation.max_context or "
-                    "quantize the weights")
-    disk = probe.get("disk") or {}
-    files = sum(f.size for f in manifest.files) + RUNTIME_DISK
-    free = disk.get("free_bytes")
-    if isinstance(free, int) and files > free:
-        return (f"its files and runtime need ~{mb(files)} of disk, {disk.get('path')} has {mb(free)} free; "
-                "free space there or set another workdir")
-    return None
+    return any(runtime_unit(a.format).uploads_runtime(manifest.task) and artifact in (None, a.name)
+               for a in manifest.artifacts)
 
 
 def checked_build(build_folder: Path) -> HostBuild:

@@ -11,7 +11,22 @@ from pathlib import Path
 from edgeslm.config.devices import Device
 from edgeslm.errors import UserError
 from edgeslm.profiling.deploy import HostBuild, device_version, needs_et_runtime, open_device
+from edgeslm.tasks import task_unit
 from edgeslm.transport import DeviceError
+
+
+def generation_build(folder: Path, artifact: str | None = None) -> tuple[HostBuild, str]:
+    """The build in `folder` and the artifact `run` uses (the first by default), refused unless its task
+    generates text and it has that artifact."""
+    build = HostBuild.load(folder)
+    m = build.manifest
+    if not task_unit(m.task).generates:
+        raise UserError(f"{folder} is a {m.task} build; `edgeslm run` needs a text-generation build")
+    names = [a.name for a in m.artifacts]
+    artifact = artifact or names[0]
+    if artifact not in names:
+        raise UserError(f"--artifact {artifact}: {folder} has {', '.join(names)}")
+    return build, artifact
 
 
 def run_prompt(name: str, device: Device, folder: Path, prompt: str, new_tokens: int | None = None,
@@ -25,14 +40,8 @@ def run_prompt(name: str, device: Device, folder: Path, prompt: str, new_tokens:
 
     from edgeslm.generation.build import prompt_ids
 
-    build = HostBuild.load(folder)
+    build, artifact = generation_build(folder, artifact)
     m = build.manifest
-    if m.task != "text-generation":
-        raise UserError(f"{folder} is a {m.task} build; `edgeslm run` generates text with text-generation builds")
-    names = [a.name for a in m.artifacts]
-    artifact = artifact or names[0]
-    if artifact not in names:
-        raise UserError(f"{folder} has no artifact {artifact!r} (it has {', '.join(names)})")
     gen = (m.recipe.get("content") or {}).get("generation") or {}
     tok = AutoTokenizer.from_pretrained(str(folder / "tokenizer"))
     ids = prompt_ids(tok, prompt, gen.get("chat_template", True) if chat is None else chat)

@@ -20,6 +20,7 @@ from edgeslm.profiling.deploy import (HostBuild, device_version, differences, fi
                                       needs_et_runtime, only_recipe, open_device)
 from edgeslm.profiling.remote import check_name
 from edgeslm.contract.results import ProfileResult
+from edgeslm.tasks import task_unit
 from edgeslm.transport import DeviceError
 
 RESULT_DIR = "profiles"
@@ -99,9 +100,7 @@ def profile(name: str, device: Device, out: Path, recipe: str | None = None, art
                 log(f"profiling {recipe}/{art} ({version}) on {name}")
                 label = {"recipe": recipe, "target": manifest.target["name"], "cache_key": manifest.cache_key,
                          "version": version, "verified_against": against}
-                extra = []
-                if manifest.task == "text-generation":
-                    extra = ["--new-tokens", str(new_tokens)]
+                extra = task_unit(manifest.task).profile_args(new_tokens)
                 if needs_et_runtime(manifest, art):
                     arch = dev.python_output("import platform; print(platform.machine())").strip()
                     extra += ["--et-runtime", dev.et_runtime(arch, log=log)]

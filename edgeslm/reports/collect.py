@@ -10,6 +10,7 @@ from edgeslm.errors import UserError
 from edgeslm.contract import MANIFEST_SCHEMA, PROFILE_SCHEMA, REPORT_SCHEMA, artifact_size  # noqa: F401
 from edgeslm.contract.results import ProfileResult, ResultError
 from edgeslm.contract.stats import stats
+from edgeslm.tasks import task_unit
 
 PROFILE_KIND = PROFILE_SCHEMA.rsplit("/", 1)[0] + "/"
 BASELINE_MARKER = ".edgeslm-baseline.json"  # marks a folder `report --save-baseline` made
@@ -138,7 +139,7 @@ def rows(c: Collected) -> list[dict]:
             "tools": manifest.get("tools", {}),
             "fingerprint": fingerprint(latest["device"]),
             "settings": latest["settings"],
-            "generation": _generation_summary(latest),
+            "generation": task_unit(latest["build"]["task"]).report_fields(latest),
         })
     return out
 
@@ -187,18 +188,3 @@ def pareto(rows: list[dict], cost: str = "latency") -> set[str]:
         if not beaten:
             front.add(r["key"])
     return front
-
-
-def _generation_summary(result: dict) -> dict | None:
-    """Decoders: time to first token per prompt length, decode tok/s (median, p10-p90), the check."""
-    g = result.get("generation")
-    if not isinstance(g, dict):
-        return None
-    try:
-        return {"ttft_ms": {str(t["prompt_tokens"]): t["ttft_ms"]["p50"] for t in g.get("ttft", [])},
-                "prefill_tok_s": {str(t["prompt_tokens"]): t["prefill_tok_s"] for t in g.get("ttft", [])},
-                "decode_tok_s": g["decode"]["tok_s"], "decode_tok_s_p10_p90": g["decode"]["tok_s_p10_p90"],
-                "perplexity_increase": result["parity"].get("perplexity_increase"),
-                "top5_agreement": result["parity"].get("top5_agreement")}
-    except (KeyError, TypeError):
-        return None

@@ -130,7 +130,10 @@ def test_run_streams_the_same_text_as_transformers_generate(tmp_path, inventory,
 def test_a_decoder_that_does_not_fit_the_device_is_refused_with_the_figures(decoder_build):
     """Weights + KV cache at max context + runtime against what the device reports (its probe answer,
     here made small), and the files against its free disk."""
-    from edgeslm.profiling.deploy import HostBuild, compatibility, fit_problem
+    from edgeslm.profiling.deploy import HostBuild, compatibility
+    from edgeslm.tasks import task_unit
+
+    fit_problem = task_unit("text-generation").fit_problem
     from edgeslm.transport import DeviceError
 
     m = HostBuild.load(decoder_build).manifest

@@ -1,0 +1,29 @@
+"""Tasks on the build host, one unit per recipe `task`. A unit owns what differs between tasks outside the
+device runner (whose own units are edgeslm.runner.tasks):
+
+    unit = task_unit("text-generation")
+    unit.info                      # config.tasks.TaskInfo: output, metrics, the quantization it takes
+    unit.build_into(work, ...)     # load -> passes/quantize -> reference -> export + verify -> manifest
+    unit.profile_args(new_tokens)  # what the device runner's `profile` needs besides the common options
+    unit.fit_problem(probe, m)     # why a build would not fit a device (None: it fits, or not checked)
+    unit.report_fields(result)     # the task's own figures for a report row (None: none)
+    unit.generates                 # whether `edgeslm run` can generate text with its builds
+
+Importing this package imports neither torch nor the exporters; `build_into` does.
+"""
+
+from __future__ import annotations
+
+from edgeslm.config.tasks import TASKS
+from edgeslm.errors import UserError
+
+
+def task_unit(task: str):
+    """The host unit of a task (a manifest's or a recipe's `task`)."""
+    from edgeslm.tasks.encoders import EncoderTask
+    from edgeslm.tasks.generation import GenerationTask
+
+    kinds = {"text-generation": GenerationTask}
+    if task not in TASKS:
+        raise UserError(f"unknown task {task!r}: edgeslm knows {', '.join(TASKS)}")
+    return kinds.get(task, EncoderTask)(TASKS[task])

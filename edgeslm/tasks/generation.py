@@ -1,0 +1,62 @@
+"""text-generation: a decoder with a KV cache, prompt in one call then one token per call. Its build is
+edgeslm.generation.build, its device loop edgeslm.runner.generation."""
+
+from __future__ import annotations
+
+from edgeslm.config.tasks import TaskInfo
+from edgeslm.contract import artifact_size
+
+RUNTIME_RAM = 48 << 20  # the runner, numpy and the ExecuTorch libraries, measured ~40 MiB on x86_64 and aarch64
+RUNTIME_DISK = 20 << 20  # the runtime folder (~14-18 MB)
+
+
+class GenerationTask:
+    generates = True
+
+    def __init__(self, info: TaskInfo):
+        self.info, self.name = info, info.name
+
+    def build_into(self, *args, **kwargs):
+        from edgeslm.generation.build import build_generation_into
+
+        return build_generation_into(*args, **kwargs)
+
+    def profile_args(self, new_tokens: int) -> list[str]:
+        return ["--new-tokens", str(new_tokens)]
+
+    def fit_problem(self, probe: dict, manifest) -> str | None:
+        """Why a decoder build would not fit the device's memory or disk (weights + KV cache at the recipe's
+        max context + runtime; files + runtime folder), with the figures; None when it fits."""
+        mb = lambda n: f"{n / (1 << 20):.0f} MiB"  # noqa: E731
+        for a in manifest.artifacts:
+            weights = artifact_size(manifest.files, a.file) or 0
+            kv = int((a.export or {}).get("kv_cache", {}).get("bytes", 0))
+            need = weights + kv + RUNTIME_RAM
+            avail = probe.get("mem_available_kb")
+            if isinstance(avail, int) and need > avail * 1024:
+                positions = (a.export or {}).get("kv_cache", {}).get("positions")
+                return (f"it needs ~{mb(need)} of RAM (weights {mb(weights)} + KV cache {mb(kv)} at {positions} "
+                        f"positions + runtime ~{mb(RUNTIME_RAM)}), the device has {mb(avail * 1024)} available "
+                        f"(of {mb((probe.get('mem_total_kb') or 0) * 1024)}); lower generation.max_context or "
+                        "quantize the weights")
+        disk = probe.get("disk") or {}
+        files = sum(f.size for f in manifest.files) + RUNTIME_DISK
+        free = disk.get("free_bytes")
+        if isinstance(free, int) and files > free:
+            return (f"its files and runtime need ~{mb(files)} of disk, {disk.get('path')} has {mb(free)} free; "
+                    "free space there or set another workdir")
+        return None
+
+    def report_fields(self, result: dict) -> dict | None:
+        """Decoders: time to first token per prompt length, decode tok/s (median, p10-p90), the check."""
+        g = result.get("generation")
+        if not isinstance(g, dict):
+            return None
+        try:
+            return {"ttft_ms": {str(t["prompt_tokens"]): t["ttft_ms"]["p50"] for t in g.get("ttft", [])},
+                    "prefill_tok_s": {str(t["prompt_tokens"]): t["prefill_tok_s"] for t in g.get("ttft", [])},
+                    "decode_tok_s": g["decode"]["tok_s"], "decode_tok_s_p10_p90": g["decode"]["tok_s_p10_p90"],
+                    "perplexity_increase": result["parity"].get("perplexity_increase"),
+                    "top5_agreement": result["parity"].get("top5_agreement")}
+        except (KeyError, TypeError):
+            return None
