@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeslm.exporters import ExportContext, ExportResult, Inputs, precision_of
+from edgeslm.exporters import ExportContext, ExportResult, precision_of
 
 FILE = "model.pte"
 _BOOKKEEPING = ("getitem", "sym_size", "sym_numel", "sym_stride", "_assert", "sym_constrain",
@@ -85,26 +85,12 @@ class ExecuTorchExporter:
                             quantization=quant_facts, export=facts)
 
     def runner(self, path: Path, threads: int, quantization: dict | None = None):
-        import torch
-        from executorch.runtime import Runtime
+        """The device runner's session over ExecuTorch's official runtime (edgeslm.runner.runtimes); a copy
+        of each output (the runtime may reuse its buffer on the next call)."""
+        from edgeslm.runner.runtimes import ExecuTorchRuntime
 
-        _load_quantized_kernels()
-
-        method = Runtime.get().load_program(str(path)).load_method("forward")
-
-        def run(inputs: Inputs) -> np.ndarray:
-            out = method.execute([torch.from_numpy(np.ascontiguousarray(v)) for v in inputs.values()])
-            return out[0].numpy().copy()
-
-        return run
-
-
-def _load_quantized_kernels() -> None:
-    """The portable quantized kernels (embedding_byte for int8 embedding tables) for the Python runtime."""
-    try:
-        import executorch.kernels.quantized  # noqa: F401
-    except (ImportError, OSError):
-        pass
+        session = ExecuTorchRuntime(from_env=False).encoder(str(path), threads)
+        return lambda inputs: np.array(session({k: np.ascontiguousarray(v) for k, v in inputs.items()}))
 
 
 @contextlib.contextmanager

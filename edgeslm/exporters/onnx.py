@@ -63,22 +63,14 @@ class OnnxExporter:
                             quantization=quant_facts, export=facts)
 
     def runner(self, path: Path, threads: int, quantization: dict | None = None):
-        import onnxruntime as ort
+        """The device's own onnxruntime session (edgeslm.runner.runtimes), unless this host's int8 kernels
+        would not compute the artifact as its target does."""
+        from edgeslm.runner.runtimes import OnnxRuntime
 
         why = host_saturates(quantization)
         if why is not None:
             return exact_integer_runner(path, why)
-
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.log_severity_level = 3
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        names = {i.name for i in sess.get_inputs()}
-
-        def run(inputs: Inputs) -> np.ndarray:
-            return sess.run(None, {k: v for k, v in inputs.items() if k in names})[0]
-
-        return run
+        return OnnxRuntime().encoder(str(path), threads)
 
 
 def host_saturates(quantization: dict | None) -> str | None:

@@ -229,21 +229,11 @@ def eager_step(decoder):
 
 
 def pte_step(path: Path):
-    """The .pte in ExecuTorch's own runtime on the build host (its llama kernels, XNNPACK)."""
-    import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401 - llama::custom_sdpa, update_cache
-    import torch
-    from executorch.runtime import Runtime
+    """The .pte on the build host: the device runner's ExecuTorch session over the official runtime with
+    executorch's llama kernels and XNNPACK."""
+    from edgeslm.runner.runtimes import ExecuTorchRuntime
 
-    from edgeslm.exporters.executorch import _load_quantized_kernels
-
-    _load_quantized_kernels()
-    method = Runtime.get().load_program(str(path)).load_method("forward")
-
-    def step(tokens, start):
-        out = method.execute([torch.tensor([tokens], dtype=torch.long), torch.tensor([start], dtype=torch.long)])
-        return out[0][0].numpy().copy()
-
-    return step
+    return ExecuTorchRuntime(from_env=False).decoder(str(path), 0)
 
 
 @contextlib.contextmanager

@@ -191,7 +191,7 @@ def build_decoder(work: Path, model, tokenizer, g, q, facts, log, source, log_fi
     from edgeslm.artifacts.manifest import Artifact
     from edgeslm.contract.decoding import teacher_forced
     from edgeslm.generation.judge import hf_step, judge
-    from edgeslm.runner.ort_decoder import OrtDecoder
+    from edgeslm.runner.runtimes import OnnxRuntime
 
     method = q.method if q is not None else None
     grids, skipped, block = None, {}, q.group_size if q else 32
@@ -210,8 +210,7 @@ def build_decoder(work: Path, model, tokenizer, g, q, facts, log, source, log_fi
             eager = teacher_forced(hf_step(eager_model), facts.ids, facts.first, g.max_prompt)
             del eager_model
     with log.step("onnx: verify"):
-        kv = export["kv_cache"]
-        step = OrtDecoder(str(work / FILE), 0, kv["layers"], kv["kv_heads"], kv["head_dim"], g.max_context)
+        step = OnnxRuntime().decoder(str(work / FILE), 0, export, g.max_context)  # the device's own session
         actual, fidelity, loss, continuations = judge(
             facts, g, eager, step, "onnxruntime", "eager PyTorch with the file's dequantized weights" if q is not None
             else "eager PyTorch (transformers' KV cache, same calls)")

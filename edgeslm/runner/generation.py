@@ -32,7 +32,8 @@ def open_decoder(build_dir: str, manifest: dict, artifact: dict, threads: int, e
 
     runtime = open_runtime(artifact.get("format"), et_runtime)
     t0 = time.perf_counter()
-    step = runtime.decoder(_inside(build_dir, artifact["file"]), threads, manifest, artifact)
+    step = runtime.decoder(_inside(build_dir, artifact["file"]), threads, artifact.get("export") or {},
+                           int(manifest["shapes"]["max_context"]))
     return step, (time.perf_counter() - t0) * 1e3, runtime.name
 
 

@@ -3,7 +3,10 @@ timed apart from loading a model) and then opens artifacts in the two shapes the
 
     rt = open_runtime("onnx", et_runtime=None)      # RUNTIMES[format](et_runtime)
     run = rt.encoder(path, threads, input_order)    # run(feeds: dict of numpy arrays) -> first output
-    step = rt.decoder(path, threads, manifest, artifact)  # step(tokens, start) -> logits of the last token
+    step = rt.decoder(path, threads, export, max_context)  # step(tokens, start) -> logits of the last token
+
+The build host verifies its artifacts through these same units (edgeslm.exporters and edgeslm.generation
+call them), so the host and the device run a file the same way.
 
 ExecuTorch runs in one of three engines, picked in this order: edgeslm's torch-free shim over the executorch
 libraries (a runtime folder given by --et-runtime or $EDGESLM_ET_RUNTIME: it also has the decoder kernels),
@@ -27,7 +30,8 @@ class OnnxRuntime:
 
         self.name = "onnxruntime " + (_dist_version("onnxruntime") or "?")
 
-    def encoder(self, path: str, threads: int, order: list):
+    def encoder(self, path: str, threads: int, order: list | None = None):
+        """`order` is not needed: onnxruntime takes inputs by name (the ones the graph has)."""
         import onnxruntime as ort
 
         so = ort.SessionOptions()
@@ -38,24 +42,25 @@ class OnnxRuntime:
         names = [i.name for i in sess.get_inputs()]
         return lambda feeds: sess.run(None, {k: feeds[k] for k in names})[0]
 
-    def decoder(self, path: str, threads: int, manifest: dict, artifact: dict):
-        """onnxruntime-genai's decoder layout in edgeslm's own loop (runner/ort_decoder.py)."""
+    def decoder(self, path: str, threads: int, export: dict, max_context: int):
+        """onnxruntime-genai's decoder layout in edgeslm's own loop (runner/ort_decoder.py); `export` is the
+        artifact's export facts (its kv_cache: layers, kv_heads, head_dim)."""
         from edgeslm.runner.ort_decoder import OrtDecoder
 
-        kv = (artifact.get("export") or {}).get("kv_cache") or {}
+        kv = (export or {}).get("kv_cache") or {}
         try:
             dims = [int(kv[k]) for k in ("layers", "kv_heads", "head_dim")]
         except (KeyError, TypeError, ValueError):
-            raise RunnerError(f"artifact {artifact.get('name')!r}: the manifest does not give its KV cache "
+            raise RunnerError(f"{os.path.basename(path)}: the manifest does not give its KV cache "
                               "(export.kv_cache layers, kv_heads, head_dim)") from None
-        return OrtDecoder(path, threads, *dims, int(manifest["shapes"]["max_context"]))
+        return OrtDecoder(path, threads, *dims, int(max_context))
 
 
 class ExecuTorchRuntime:
     format = "executorch"
 
-    def __init__(self, et_runtime: str | None = None):
-        self.folder = et_runtime or os.environ.get("EDGESLM_ET_RUNTIME") or None
+    def __init__(self, et_runtime: str | None = None, from_env: bool = True):
+        self.folder = et_runtime or (os.environ.get("EDGESLM_ET_RUNTIME") if from_env else None) or None
         self._native = None
         if self.folder:
             from edgeslm.runner import native_et  # noqa: F401 - ctypes only; the library loads with a model
@@ -92,10 +97,12 @@ class ExecuTorchRuntime:
             self._native = NativeRuntime(self.folder, threads)
         return self._native.load(path)
 
-    def encoder(self, path: str, threads: int, order: list):
+    def encoder(self, path: str, threads: int, order: list | None = None):
+        """`order`: the program's input names in order (the manifest's export.input_order); None: the order of
+        the feeds given (the build host's, which exported the program)."""
         if self.engine == "native":
             method = self._method(path, threads)
-            return lambda feeds: method([feeds[k] for k in order])[0]
+            return lambda feeds: method([feeds[k] for k in order or feeds])[0]
         if self.engine == "official":
             import torch
             from executorch.runtime import Runtime
@@ -108,26 +115,40 @@ class ExecuTorchRuntime:
                 except (ImportError, AttributeError):
                     pass
             method = Runtime.get().load_program(path).load_method("forward")
-            return lambda feeds: method.execute([torch.from_numpy(feeds[k]) for k in order])[0].numpy()
+            return lambda feeds: method.execute([torch.from_numpy(feeds[k]) for k in order or feeds])[0].numpy()
         import executorch_numpy_runtime as en
 
         method = en.Runtime.get().load_program(path).load_method("forward")
-        return lambda feeds: method([feeds[k] for k in order])[0]
+        return lambda feeds: method([feeds[k] for k in order or feeds])[0]
 
-    def decoder(self, path: str, threads: int, manifest: dict, artifact: dict):
-        """forward(tokens int64[1, n], start_pos int64[1]) -> logits; needs the llama kernels of edgeslm's
-        runtime folder."""
+    def decoder(self, path: str, threads: int, export: dict | None = None, max_context: int | None = None):
+        """forward(tokens int64[1, n], start_pos int64[1]) -> logits [1, vocab]; needs the llama kernels:
+        edgeslm's runtime folder, or the official runtime with executorch's custom ops (they import torch:
+        the build host's way)."""
         import numpy as np
 
-        if self.engine != "native":
+        if self.engine == "native":
+            method = self._method(path, threads)
+            call = lambda inputs: method(inputs)[0]  # noqa: E731 - the shim returns copies
+        elif self.engine == "official":
+            import torch
+            from executorch.runtime import Runtime
+
+            try:
+                import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401 - llama::custom_sdpa, update_cache
+            except (ImportError, OSError):
+                raise RunnerError("text-generation programs need the llama kernels: give --et-runtime DIR "
+                                  "(edgeslm deploy uploads it)") from None
+            method = Runtime.get().load_program(path).load_method("forward")
+            # a copy: the runtime may hand back its own output buffer, overwritten by the next call
+            call = lambda inputs: method.execute([torch.from_numpy(a) for a in inputs])[0].numpy().copy()  # noqa: E731
+        else:
             raise RunnerError("text-generation programs run in edgeslm's ExecuTorch runtime folder: give "
                               "--et-runtime DIR (edgeslm deploy uploads it)")
-        method = self._method(path, threads)
-        vocab = int(manifest["model"]["vocab_size"])
 
         def step(tokens, start):
-            out = method([np.asarray([tokens], dtype=np.int64), np.asarray([start], dtype=np.int64)])[0]
-            return out.reshape(-1, vocab)[-1]
+            out = call([np.asarray([tokens], dtype=np.int64), np.asarray([start], dtype=np.int64)])
+            return out.reshape(-1, out.shape[-1])[-1]
 
         return step
 
