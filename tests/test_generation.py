@@ -257,20 +257,21 @@ def test_a_gguf_source_builds_and_damaged_ggufs_are_refused(tmp_path, decoders):
         assert bad.name in str(info.value)
 
 
-def test_a_gguf_grid_is_carried_into_onnx_instead_of_rounded_again(tmp_path, decoders):
+def test_a_gguf_grid_is_carried_instead_of_rounded_again(tmp_path, decoders):
     """A Q4_1 GGUF (w = q d + m per block of 32): with gguf_grid = "keep" (the default) the ONNX file holds
     the file's own integers, scales and minimums, so the eager model read back from it equals the weights
     transformers dequantized, and only the int8 activations cost anything; "requantize" rounds the
     dequantized floats to a symmetric int4 grid again and loses more. The head (Q4_1 here) cannot be carried
-    and is named."""
+    and is named. The .pte carries the same grid into torchao's symmetric int4 (q - 8, the per-block
+    constant m + 8 d through the input's block sums), delegated to XNNPACK like the rest."""
     from tiny import write_gguf
 
     path = write_gguf(decoders["llama"], tmp_path / "tiny.Q4_1.gguf", quant="Q4_1")
     loose = "[verify]\nmax_perplexity_increase = 0.5\nmin_top5_agreement = 0.5\n"
-    keep = _build(tmp_path, path, "keep", QUANT.replace("embeddings = true\n", "") + loose, formats=("onnx",))
+    keep = _build(tmp_path, path, "keep", QUANT.replace("embeddings = true\n", "") + loose)
     again = _build(tmp_path, path, "again", QUANT.replace("embeddings = true\n", 'gguf_grid = "requantize"\n') + loose,
                    formats=("onnx",))
-    k, a = keep.manifest.artifacts[0], again.manifest.artifacts[0]
+    pte, k, a = keep.manifest.artifacts[0], keep.manifest.artifacts[1], again.manifest.artifacts[0]
     grid = k.quantization["gguf_grid"]
     assert grid["carried_layers"] == 10 and grid["types"] == ["Q4_1"]  # qkv, o, gate, up, down x 2 layers
     assert "output.weight" in grid["not_carried"] and "gguf_grid" not in a.quantization
@@ -280,6 +281,14 @@ def test_a_gguf_grid_is_carried_into_onnx_instead_of_rounded_again(tmp_path, dec
     # perplexity of a random model moves either way, SmolLM2's is in the closing note: +1.0% vs +29.7%)
     assert kc["kl_mean"] < 0.25 * ac["kl_mean"] and kc["top1_agreement"] > ac["top1_agreement"], (kc, ac)
     assert _metrics(k.verification)["top1_agreement"] >= 0.95
+    # the .pte: 14 linears (q, k, v, o, gate, up, down x 2 layers) on the file's grid, the head int8 per channel
+    # (measured: KL 0.0007, top-1 1.0; rounded again 0.098 and 0.56)
+    pg = pte.quantization["gguf_grid"]
+    assert pg["carried_layers"] == 14 and pg["types"] == ["Q4_1"] and "lm_head" in pg["not_carried"]
+    assert pte.export["delegation"]["non_delegated_by_op"].get("linear", 0) == 0  # the corrections delegate too
+    pc = _metrics(pte.compression)
+    assert pc["kl_mean"] < 0.25 * ac["kl_mean"] and pc["top1_agreement"] > ac["top1_agreement"], (pc, ac)
+    assert pte.verification.passed
 
 
 def test_gguf_grids_are_read_exactly():

@@ -143,10 +143,11 @@ def make_decoder(model, context: int):
     return Decoder().eval(), shape
 
 
-def quantize_decoder(decoder, weights: str, group_size: int, embeddings: bool) -> dict:
+def quantize_decoder(decoder, weights: str, group_size: int, embeddings: bool, grids: dict | None = None) -> dict:
     """torchao: '8da4w' (int4 weights in groups, int8 dynamic activations per token), '8da8w', or 'int8-wo'
     (int8 weight-only per channel); embeddings int8 per row. Linear layers whose input size is not a
-    multiple of the group stay float. Returns facts."""
+    multiple of the group stay float. `grids` (8da4w, groups of 32; gguf_grid.module_grids): a GGUF's own
+    Q4_0 / Q4_1 integers and scales replace torchao's rounding where they fit. Returns facts."""
     import torch
     from torchao.quantization import Int8DynamicActivationIntxWeightConfig, IntxWeightOnlyConfig, quantize_
     from torchao.quantization.granularity import PerAxis, PerGroup
@@ -170,6 +171,10 @@ def quantize_decoder(decoder, weights: str, group_size: int, embeddings: bool) -
                       filter_fn=lambda m, fqn: fqn in head)
         facts.update(group_size=group_size, kept_float=kept, output_layer_int8=head,
                      activations="int8 dynamic, per token, asymmetric")
+        if grids:
+            from edgeslm.generation.gguf_grid import carry_into_torchao
+
+            facts["gguf_grid_carried"] = carry_into_torchao(decoder, grids)
     elif weights == "int8-wo":
         quantize_(decoder, IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0)),
                   filter_fn=lambda m, fqn: isinstance(m, torch.nn.Linear))
@@ -270,14 +275,21 @@ def quiet_native():
 
 
 def build_decoder(work: Path, model, tokenizer, g, q, facts, log, source, log_file: Path):
-    """model.pte: transformers' model with the llama attention and cache ops, quantized by torchao,
-    lowered to XNNPACK; judged in ExecuTorch's own runtime against the eager decoder after quantization
+    """model.pte: transformers' model with the llama attention and cache ops, quantized by torchao (from a GGUF
+    source under 8da4w, with the file's own Q4_0 / Q4_1 grid where it fits), lowered to XNNPACK; judged in ExecuTorch's own runtime against the eager decoder after quantization
     (fidelity) and the original (compression). Rewires and quantizes `model` in place (build it last).
     Returns (artifact, its teacher-forced logits, facts for the quantize pass or None)."""
     from edgeslm.artifacts.manifest import Artifact
     from edgeslm.contract.decoding import teacher_forced
     from edgeslm.generation.judge import judge
 
+    grids, skipped, group = None, {}, q.group_size if q is not None else 0
+    if q is not None and q.method == "8da4w" and source.gguf and q.gguf_grid == "keep":
+        from edgeslm.generation.gguf_grid import BLOCK, module_grids
+
+        with log.step("executorch: read the GGUF's integer grid"):
+            grids, skipped = module_grids(source.folder / source.gguf, model)  # before anything is rounded
+        group = BLOCK if grids else group
     with log.step("executorch: wrap with KV cache"):
         decoder, shape = make_decoder(model, g.max_context)
     qfacts = None
@@ -285,7 +297,16 @@ def build_decoder(work: Path, model, tokenizer, g, q, facts, log, source, log_fi
         with log.step(f"executorch: quantize ({q.method})"):
             scheme = {"8da4w": "8da4w", "8da8w": "8da8w", "int8-weight-only": "int8-wo"}[q.method]
             with quiet_native():
-                qfacts = quantize_decoder(decoder, scheme, q.group_size, q.embeddings)
+                qfacts = quantize_decoder(decoder, scheme, group, q.embeddings, grids)
+        if grids is not None:
+            done = qfacts.pop("gguf_grid_carried", [])
+            qfacts["grid"] = (f"the GGUF's own integers and scales in {len(done)} int4 linears (Q4_1 minimums added "
+                              "through per-block input sums); the rest rounded again from the floats")
+            qfacts["gguf_grid"] = {"carried_layers": len(done), "types": sorted({grids[m]["type"] for m in done}),
+                                   "not_carried": {**skipped, **{
+                                       m: f"{grids[m]['type']}: " + ("the output layer keeps int8 weights per channel"
+                                                                     if m == "lm_head" else "not an int4 linear here")
+                                       for m in grids if m not in done}}}
     with log.step("eager decoder (after the passes)"), quiet_native():
         decoder.reset()
         eager = teacher_forced(eager_step(decoder), facts.ids, facts.first, g.max_prompt)

@@ -26,7 +26,12 @@ import numpy as np
 
 BLOCK = 32
 CARRIED = ("Q4_0", "Q4_1", "Q8_0")
-# builder module name suffix -> GGUF tensor names (rows concatenated in this order)
+# GGUF tensor name (in block i) -> the transformers module of layer i, and whether llama.cpp permuted its rows
+# for RoPE ("heads" / "kv_heads": by that many heads)
+HF = {"attn_q": ("self_attn.q_proj", "heads"), "attn_k": ("self_attn.k_proj", "kv_heads"),
+      "attn_v": ("self_attn.v_proj", None), "attn_output": ("self_attn.o_proj", None),
+      "ffn_gate": ("mlp.gate_proj", None), "ffn_up": ("mlp.up_proj", None), "ffn_down": ("mlp.down_proj", None)}
+# onnxruntime-genai builder module name suffix -> GGUF tensor names (rows concatenated in this order)
 PARTS = {"attn.qkv_proj": ("attn_q", "attn_k", "attn_v"), "attn.o_proj": ("attn_output",),
          "mlp.gate_proj": ("ffn_gate",), "mlp.up_proj": ("ffn_up",), "mlp.down_proj": ("ffn_down",)}
 
@@ -70,14 +75,16 @@ def _unpermute(g: dict, heads: int) -> dict:
     return {**g, "q": rows(g["q"]), "d": rows(g["d"]), "m": None if g["m"] is None else rows(g["m"])}
 
 
-def read_grids(path, model) -> tuple[dict, dict]:
-    """({builder module name: grid} for every tensor carried exactly, {gguf tensor: why not})."""
+def module_grids(path, model) -> tuple[dict, dict]:
+    """({transformers module name: grid} for every weight carried exactly, {gguf tensor: why not}); the
+    output layer is "lm_head"."""
     from gguf import GGUFReader
 
     reader = GGUFReader(str(path))
     tensors = {t.name: t for t in reader.tensors}
     cfg = model.config.get_text_config()
-    heads, kv_heads = cfg.num_attention_heads, getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    heads = {"heads": cfg.num_attention_heads,
+             "kv_heads": getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads, None: None}
     state = {k: v.detach().float().numpy() for k, v in model.state_dict().items() if v.dim() == 2}
     carried, skipped = {}, {}
 
@@ -87,7 +94,7 @@ def read_grids(path, model) -> tuple[dict, dict]:
             return None
         g = _grid(t)
         if g is None:
-            skipped[gname] = f"{t.tensor_type.name} (not a grid MatMulNBits runs exactly)"
+            skipped[gname] = f"{t.tensor_type.name} (not a grid edgeslm carries exactly)"
             return None
         if g["q"].shape != hf.shape:
             skipped[gname] = f"shape {g['q'].shape} vs the model's {hf.shape}"
@@ -100,23 +107,31 @@ def read_grids(path, model) -> tuple[dict, dict]:
         return None
 
     for i in range(cfg.num_hidden_layers):
-        attn, mlp = f"model.layers.{i}.self_attn", f"model.layers.{i}.mlp"
-        hf_names = {"attn_q": (f"{attn}.q_proj.weight", heads), "attn_k": (f"{attn}.k_proj.weight", kv_heads),
-                    "attn_v": (f"{attn}.v_proj.weight", None), "attn_output": (f"{attn}.o_proj.weight", None),
-                    "ffn_gate": (f"{mlp}.gate_proj.weight", None), "ffn_up": (f"{mlp}.up_proj.weight", None),
-                    "ffn_down": (f"{mlp}.down_proj.weight", None)}
+        for part, (module, permute) in HF.items():
+            name = f"model.layers.{i}.{module}"
+            if f"{name}.weight" in state:
+                g = grid_for(f"blk.{i}.{part}.weight", state[f"{name}.weight"], heads[permute])
+                if g is not None:
+                    carried[name] = g
+    head = "output.weight" if "output.weight" in tensors else "token_embd.weight"
+    if "lm_head.weight" in state:
+        g = grid_for(head, state["lm_head.weight"], None)
+        if g is not None:
+            carried["lm_head"] = {**g, "gguf": head}
+    return carried, skipped
+
+
+def read_grids(path, model) -> tuple[dict, dict]:
+    """({onnxruntime-genai builder module name: grid} for every tensor carried exactly, {gguf tensor: why
+    not}): q, k and v fused as the builder fuses them."""
+    per, skipped = module_grids(path, model)
+    cfg = model.config.get_text_config()
+    carried = {}
+    for i in range(cfg.num_hidden_layers):
         for module, parts in PARTS.items():
-            grids = []
-            for p in parts:
-                hf_key, permute = hf_names[p]
-                if hf_key not in state:
-                    break
-                g = grid_for(f"blk.{i}.{p}.weight", state[hf_key], permute)
-                if g is None:
-                    break
-                grids.append(g)
-            if len(grids) != len(parts):
-                continue
+            grids = [per.get(f"model.layers.{i}.{HF[p][0]}") for p in parts]
+            if any(g is None for g in grids):
+                continue  # skipped says why (or the model has no such weight)
             if len({g["type"] for g in grids}) != 1:
                 skipped[f"blk.{i}.{parts[0]}"] = "fused projections hold different grids"
                 continue
@@ -124,13 +139,11 @@ def read_grids(path, model) -> tuple[dict, dict]:
                 "type": grids[0]["type"], "q": np.concatenate([g["q"] for g in grids]),
                 "d": np.concatenate([g["d"] for g in grids]),
                 "m": None if grids[0]["m"] is None else np.concatenate([g["m"] for g in grids])}
-    head = "output.weight" if "output.weight" in tensors else "token_embd.weight"
-    if "lm_head.weight" in state:
-        g = grid_for(head, state["lm_head.weight"], None)
-        if g is not None and g["type"] != "Q4_1":
-            carried["lm_head"] = g
-        elif g is not None:
-            skipped[head] = "Q4_1 head: the tied embedding lookup cannot add the block minimums"
+    head = per.get("lm_head")
+    if head is not None and head["type"] != "Q4_1":
+        carried["lm_head"] = head
+    elif head is not None:
+        skipped[head["gguf"]] = "Q4_1 head: the tied embedding lookup cannot add the block minimums"
     return carried, skipped
 
 
@@ -222,3 +235,50 @@ def _prune(graph) -> None:
     keep = [i for i in graph.graph.initializer if i.name in used]
     del graph.graph.initializer[:]
     graph.graph.initializer.extend(keep)
+
+
+def carry_into_torchao(decoder, grids: dict, prefix: str = "model.") -> list[str]:
+    """Put Q4_0 / Q4_1 grids into linears quantized by torchao's 8da4w (int4, groups of 32, symmetric:
+    IntxUnpackedToInt8Tensor qdata in [-8, 7], scale per group, zero point 0), as XNNPACK runs them:
+
+    - Q4_0: w = (q - 8) d: qdata = q - 8, scale = d. Exact.
+    - Q4_1: w = q d + m = (q - 8) d + (m + 8 d): the same, plus the per-block constant m + 8 d through the
+      per-block sums of the input (two small float linears: x -> sums over each block of 32 -> outputs).
+      Exact in the weights.
+
+    `decoder` module names are the transformers names behind `prefix`. Returns the names carried."""
+    import torch
+
+    class BlockMinimum(torch.nn.Module):
+        """y = linear(x) + (x summed over each block of 32 inputs) @ c.T"""
+
+        def __init__(self, linear, c: np.ndarray):
+            super().__init__()
+            k = linear.in_features
+            self.linear = linear
+            self.sums = torch.nn.Linear(k, k // BLOCK, bias=False)
+            self.sums.weight.data = torch.from_numpy(np.kron(np.eye(k // BLOCK, dtype=np.float32),
+                                                             np.ones((1, BLOCK), dtype=np.float32)))
+            self.minimum = torch.nn.Linear(k // BLOCK, c.shape[0], bias=False)
+            self.minimum.weight.data = torch.from_numpy(np.ascontiguousarray(c, dtype=np.float32))
+
+        def forward(self, x):
+            return self.linear(x) + self.minimum(self.sums(x))
+
+    done = []
+    for fqn, mod in list(decoder.named_modules()):
+        g = grids.get(fqn[len(prefix):]) if fqn.startswith(prefix) else None
+        w = getattr(mod, "weight", None)
+        if g is None or g["type"] not in ("Q4_0", "Q4_1") or not hasattr(w, "qdata"):
+            continue
+        if tuple(w.block_size) != (1, BLOCK) or tuple(w.qdata.shape) != g["q"].shape:
+            continue
+        with torch.no_grad():
+            w.qdata.copy_(torch.from_numpy(g["q"].astype(np.int16) - 8).to(torch.int8))
+            w.scale.copy_(torch.from_numpy(g["d"]).reshape(w.scale.shape))
+            w.zero_point.zero_()
+        if g["m"] is not None:
+            parent, _, child = fqn.rpartition(".")
+            setattr(decoder.get_submodule(parent), child, BlockMinimum(mod, g["m"] + 8 * g["d"]))
+        done.append(fqn[len(prefix):])
+    return done
