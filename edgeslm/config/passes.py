@@ -91,11 +91,11 @@ class QuantizeConfig(PassConfig):
         None, description="Keep the FFN down-projections (width-reducing Linear layers, the most "
         "outlier-sensitive) in float. Default: true for static-int8, false for dynamic-int8.")
     gguf_grid: Literal["keep", "requantize"] = Field(
-        "keep", description="text-generation from a GGUF source, method 8da4w, ONNX: 'keep' carries the "
-        "file's own Q4_0 / Q4_1 / Q8_0 integers and scales (blocks of 32) into MatMulNBits instead of "
-        "rounding the dequantized weights a second time, as llama.cpp runs them (SmolLM2-135M Q4_1: "
-        "perplexity +1.0% instead of +29.7%); 'requantize' rounds again in blocks of group_size. "
-        "ExecuTorch always requantizes (XNNPACK's 4-bit weights are symmetric: no block minimum).")
+        "keep", description="text-generation from a GGUF source, method 8da4w: 'keep' carries the file's own "
+        "integers and scales (blocks of 32) instead of rounding the dequantized weights a second time, as "
+        "llama.cpp runs them: ONNX MatMulNBits takes Q4_0 / Q4_1 / Q8_0 (SmolLM2-135M Q4_1: perplexity +1.0% "
+        "instead of +29.7%), the .pte's int4 linears Q4_0 / Q4_1 (as q - 8 and the scale, Q4_1's block "
+        "constant added through the input's block sums); 'requantize' rounds again in blocks of group_size.")
     embeddings: bool = Field(
         False, description="Also store the word-embedding table in int8 (per row): ONNX with dynamic-int8 "
         "(onnxruntime's Gather quantization), ExecuTorch with either method (embedding_byte). MiniLM: ONNX "

@@ -211,9 +211,9 @@ def _gguf_facts(source: ResolvedSource) -> dict:
     from edgeslm.models.checks import gguf_tensor_types
 
     return {"gguf": {"file": source.gguf, "tensor_types": gguf_tensor_types(source.folder / source.gguf),
-                     "note": "dequantized to float by transformers on load (the reference); ONNX with "
-                             "quantize.gguf_grid = 'keep' carries the file's integer grid (see the artifact's "
-                             "quantization), ExecuTorch quantizes the floats again"}}
+                     "note": "dequantized to float by transformers on load (the reference); with "
+                             "quantize.gguf_grid = 'keep' both formats carry the file's integer grid where it "
+                             "fits (see each artifact's quantization)"}}
 
 
 def greedy_hf(model, prompt: list, n: int, stops: list) -> list:

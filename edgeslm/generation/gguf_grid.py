@@ -1,4 +1,4 @@
-"""Carry a GGUF file's own integer grid into the ONNX decoder instead of rounding a second time.
+"""Carry a GGUF file's own integer grid into the decoder artifacts instead of rounding a second time.
 
 transformers dequantizes a GGUF on load; quantizing those floats again (round to nearest, symmetric int4)
 moves every weight off the grid llama.cpp runs exactly. Here the file's integers and scales go into
@@ -18,6 +18,10 @@ A tensor is carried only where its dequantized grid equals the weights transform
 un-permuted as llama.cpp's converter permuted them); anything else keeps the builder's requantized
 weights and is listed. The embedding table tied to the head gets its own copy of the head's Q8_0/Q4_0
 grid (GatherBlockQuantized).
+
+The .pte (`carry_into_torchao`): torchao's 8da4w int4 is symmetric (q in [-8, 7], a scale per group of 32,
+as XNNPACK runs it), so Q4_0 goes in as q - 8 and Q4_1 the same way plus its per-block constant m + 8 d
+through the input's block sums (two small float linears). The output layer stays int8 per channel there.
 """
 
 from __future__ import annotations
