@@ -291,6 +291,30 @@ def test_a_gguf_grid_is_carried_instead_of_rounded_again(tmp_path, decoders):
     assert pte.verification.passed
 
 
+def test_a_gguf_grid_that_does_not_reproduce_the_loaded_weights_is_not_carried(tmp_path, decoders):
+    """A tensor is carried only where its dequantized grid equals what transformers loaded: a model whose
+    down projection differs from the file (here changed after loading) keeps that layer off the grid and
+    names it, in both formats' fused and per-module views."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from edgeslm.generation.gguf_grid import module_grids, read_grids
+    from tiny import write_gguf
+
+    path = write_gguf(decoders["llama"], tmp_path / "tiny.Q4_0.gguf", quant="Q4_0")
+    model = AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=path.name, dtype=torch.float32)
+    per, skipped = module_grids(path, model)
+    assert len(per) == 15 and not skipped  # 7 linears x 2 layers + the head (Q4_0 here)
+    with torch.no_grad():
+        model.model.layers[1].mlp.down_proj.weight[0, 0] += 0.01
+    per, skipped = module_grids(path, model)
+    assert "model.layers.1.mlp.down_proj" not in per and len(per) == 14
+    assert skipped == {"blk.1.ffn_down.weight": "its grid does not reproduce the weights transformers loaded"}
+    fused, why = read_grids(path, model)
+    assert "model.layers.1.mlp.down_proj" not in fused and "model.layers.0.mlp.down_proj" in fused
+    assert "blk.1.ffn_down.weight" in why
+
+
 def test_gguf_grids_are_read_exactly():
     """ggml's block layouts (Q4_0, Q4_1, Q8_0: f16 scale, [f16 min], nibbles j / j + 16) read back to what
     gguf-py dequantizes."""
