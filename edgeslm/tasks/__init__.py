@@ -14,8 +14,33 @@ Importing this package imports neither torch nor the exporters; `build_into` doe
 
 from __future__ import annotations
 
-from edgeslm.config.tasks import TASKS
+import importlib
+
+from edgeslm.config.tasks import TASKS, TaskInfo
 from edgeslm.errors import UserError
+
+
+class TaskUnit:
+    """What every task has; a task overrides what differs. `builder`: module:function of its build."""
+
+    generates = False
+    builder = ""
+
+    def __init__(self, info: TaskInfo):
+        self.info, self.name = info, info.name
+
+    def build_into(self, *args, **kwargs):
+        module, _, fn = self.builder.partition(":")
+        return getattr(importlib.import_module(module), fn)(*args, **kwargs)
+
+    def profile_args(self, new_tokens: int) -> list[str]:
+        return []
+
+    def fit_problem(self, probe: dict, manifest) -> str | None:
+        return None
+
+    def report_fields(self, result: dict) -> dict | None:
+        return None
 
 
 def task_unit(task: str):

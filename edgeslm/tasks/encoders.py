@@ -1,27 +1,11 @@
 """The encoder tasks (embedding, sequence-classification, fill-mask): one forward pass, one output;
-their build is edgeslm.stages, their device loop edgeslm.runner.encoders."""
+their build is edgeslm.stages, their device loop edgeslm.runner.encoders. An encoder's memory is measured
+by profiling, not predicted, and its report row has no fields of its own: the defaults."""
 
 from __future__ import annotations
 
-from edgeslm.config.tasks import TaskInfo
+from edgeslm.tasks import TaskUnit
 
 
-class EncoderTask:
-    generates = False
-
-    def __init__(self, info: TaskInfo):
-        self.info, self.name = info, info.name
-
-    def build_into(self, *args, **kwargs):
-        from edgeslm.stages import build_into
-
-        return build_into(*args, **kwargs)
-
-    def profile_args(self, new_tokens: int) -> list[str]:
-        return []
-
-    def fit_problem(self, probe: dict, manifest) -> str | None:
-        return None  # an encoder's memory is measured by profiling, not predicted
-
-    def report_fields(self, result: dict) -> dict | None:
-        return None
+class EncoderTask(TaskUnit):
+    builder = "edgeslm.stages:build_into"

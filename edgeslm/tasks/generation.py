@@ -3,23 +3,16 @@ edgeslm.generation.build, its device loop edgeslm.runner.generation."""
 
 from __future__ import annotations
 
-from edgeslm.config.tasks import TaskInfo
 from edgeslm.contract import artifact_size
+from edgeslm.tasks import TaskUnit
 
 RUNTIME_RAM = 48 << 20  # the runner, numpy and the ExecuTorch libraries, measured ~40 MiB on x86_64 and aarch64
 RUNTIME_DISK = 20 << 20  # the runtime folder (~14-18 MB)
 
 
-class GenerationTask:
+class GenerationTask(TaskUnit):
     generates = True
-
-    def __init__(self, info: TaskInfo):
-        self.info, self.name = info, info.name
-
-    def build_into(self, *args, **kwargs):
-        from edgeslm.generation.build import build_generation_into
-
-        return build_generation_into(*args, **kwargs)
+    builder = "edgeslm.generation.build:build_generation_into"
 
     def profile_args(self, new_tokens: int) -> list[str]:
         return ["--new-tokens", str(new_tokens)]
