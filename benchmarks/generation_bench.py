@@ -15,7 +15,10 @@ Per runtime: time to first token after a 64-token prompt (median of 5), prefill 
 (median step over 64 greedy tokens, with p10-p90), peak RSS of the process, file size, and perplexity on
 the build's held text (teacher-forced, the same ids for all). Ratios are against llama.cpp.
 
-    .venv/bin/python benchmarks/generation_bench.py [--threads 2] [--new-tokens 64] [--prompt 64]
+    .venv/bin/python benchmarks/generation_bench.py [--threads 2] [--new-tokens 64] [--prompt 64] [--repeat 3]
+
+With --repeat N the runtimes run round-robin N times: each figure is the median over the rounds, decode
+tok/s shows the range of the rounds, and each ratio is the median of the per-round ratios.
 """
 
 from __future__ import annotations
@@ -126,6 +129,7 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--prompt", type=int, default=64)
     ap.add_argument("--out", type=Path, default=ROOT / "build")
+    ap.add_argument("--repeat", type=int, default=1, help="rounds of every runtime, interleaved (medians reported)")
     ap.add_argument("--no-requantized", action="store_true", help="skip the builds rounded again (the .pte ~12 min)")
     ap.add_argument("--child", choices=RUNTIMES, help=argparse.SUPPRESS)
     ap.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
@@ -167,17 +171,28 @@ def main() -> None:
             (".pte 8da4w, int4 requantized", "executorch", f"{RECIPE}-requantized"),
             ("ONNX, int4 requantized", "onnx", f"{RECIPE}-requantized")]
     runs = [r for r in runs if r[2] in folders]
-    rows = {}
-    for label, kind, name in runs:
-        proc = subprocess.run([sys.executable, __file__, "--child", kind, "--folder", str(folders[name]),
-                               "--threads", str(args.threads), "--new-tokens", str(args.new_tokens),
-                               "--prompt", str(args.prompt)], capture_output=True, text=True, timeout=3600)
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-        if proc.returncode != 0 or not lines:
-            why = (proc.stderr.strip().splitlines() or ["no output"])[-1][:160]
-            print(f"{label}: not measured ({why})", file=sys.stderr)
-            continue
-        rows[label] = json.loads(lines[-1])
+    rounds: dict[str, list] = {}  # label -> one result per round; runtimes interleaved round by round
+    for i in range(args.repeat):
+        for label, kind, name in runs:
+            proc = subprocess.run([sys.executable, __file__, "--child", kind, "--folder", str(folders[name]),
+                                   "--threads", str(args.threads), "--new-tokens", str(args.new_tokens),
+                                   "--prompt", str(args.prompt)], capture_output=True, text=True, timeout=3600)
+            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+            if proc.returncode != 0 or not lines:
+                why = (proc.stderr.strip().splitlines() or ["no output"])[-1][:160]
+                print(f"{label}: not measured ({why})", file=sys.stderr)
+                continue
+            rounds.setdefault(label, []).append(json.loads(lines[-1]))
+    base_rounds = rounds.get("llama.cpp Q4_1")
+    # each figure: the median over the rounds; a ratio: the median of each round's own ratio (the VM drifts
+    # between rounds more than within one)
+    rows = {label: {k: float(np.median([r[k] for r in rs])) for k in ("ttft_ms", "prefill_tok_s", "decode_tok_s",
+                                                                   "peak_rss_mb", "size_mb", "perplexity")}
+            | {"decode_range": [min(r["decode_tok_s"] for r in rs), max(r["decode_tok_s"] for r in rs)]
+               if len(rs) > 1 else rs[0]["decode_p10_p90"],
+               "ratios": [float(np.median([r[k] / b[k] for r, b in zip(rs, base_rounds)]))
+                          for k in ("decode_tok_s", "ttft_ms", "peak_rss_mb")] if base_rounds else None}
+            for label, rs in rounds.items()}
     base = rows.get("llama.cpp Q4_1")
     eager_ppl = rows.get("eager fp32", {}).get("perplexity")
     import platform
@@ -185,15 +200,15 @@ def main() -> None:
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
     print(f"\nSmolLM2-135M-Instruct, prompt {args.prompt} tokens, {args.new_tokens} new, {args.threads} threads, "
           f"{platform.machine()} {cpu}")
-    print("| runtime | TTFT ms | prefill tok/s | decode tok/s (p10-p90) | peak RSS MB | size MB | perplexity | "
+    spread = "p10-p90" if args.repeat == 1 else f"range over {args.repeat} rounds"
+    print(f"| runtime | TTFT ms | prefill tok/s | decode tok/s ({spread}) | peak RSS MB | size MB | perplexity | "
           "vs llama.cpp: decode | TTFT | RSS |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for kind, r in rows.items():
         ppl = f"{r['perplexity']:.2f}" + (f" ({r['perplexity'] / eager_ppl - 1:+.1%})" if eager_ppl else "")
-        ratio = (f"{r['decode_tok_s'] / base['decode_tok_s']:.2f}x | {r['ttft_ms'] / base['ttft_ms']:.2f}x | "
-                 f"{r['peak_rss_mb'] / base['peak_rss_mb']:.2f}x") if base else "- | - | -"
+        ratio = " | ".join(f"{x:.2f}x" for x in r["ratios"]) if base else "- | - | -"
         print(f"| {kind} | {r['ttft_ms']:.0f} | {r['prefill_tok_s']:.0f} | {r['decode_tok_s']:.1f} "
-              f"({r['decode_p10_p90'][0]:.0f}-{r['decode_p10_p90'][1]:.0f}) | {r['peak_rss_mb']:.0f} | "
+              f"({r['decode_range'][0]:.0f}-{r['decode_range'][1]:.0f}) | {r['peak_rss_mb']:.0f} | "
               f"{r['size_mb']:.1f} | {ppl} | {ratio} |")
     print("\nperplexity: teacher-forced on the build's held text, the same token ids for every runtime; the "
           "reference is the GGUF dequantized to float (eager).")

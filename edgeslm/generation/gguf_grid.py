@@ -253,21 +253,33 @@ def carry_into_torchao(decoder, grids: dict, prefix: str = "model.") -> list[str
     `decoder` module names are the transformers names behind `prefix`. Returns the names carried."""
     import torch
 
-    class BlockMinimum(torch.nn.Module):
-        """y = linear(x) + (x summed over each block of 32 inputs) @ c.T"""
+    class BlockSums(torch.nn.Module):
+        """x summed over each block of 32 inputs (a 0/1 linear: XNNPACK delegates it, not a sum). Projections
+        of one input (q, k, v; gate, up) share it: the sums of the tensor last seen are reused."""
 
-        def __init__(self, linear, c: np.ndarray):
+        def __init__(self, k: int):
             super().__init__()
-            k = linear.in_features
-            self.linear = linear
             self.sums = torch.nn.Linear(k, k // BLOCK, bias=False)
             self.sums.weight.data = torch.from_numpy(np.kron(np.eye(k // BLOCK, dtype=np.float32),
                                                              np.ones((1, BLOCK), dtype=np.float32)))
-            self.minimum = torch.nn.Linear(k // BLOCK, c.shape[0], bias=False)
+            self.last = None  # (input, its sums); holding the input keeps its identity unique
+
+        def forward(self, x):
+            if self.last is None or self.last[0] is not x:
+                self.last = (x, self.sums(x))
+            return self.last[1]
+
+    class BlockMinimum(torch.nn.Module):
+        """y = linear(x) + (x summed over each block of 32 inputs) @ c.T"""
+
+        def __init__(self, linear, c: np.ndarray, sums):
+            super().__init__()
+            self.linear, self.block_sums = linear, [sums]  # a list: not a second owner of the shared module
+            self.minimum = torch.nn.Linear(c.shape[1], c.shape[0], bias=False)
             self.minimum.weight.data = torch.from_numpy(np.ascontiguousarray(c, dtype=np.float32))
 
         def forward(self, x):
-            return self.linear(x) + self.minimum(self.sums(x))
+            return self.linear(x) + self.minimum(self.block_sums[0](x))
 
     done = []
     for fqn, mod in list(decoder.named_modules()):
@@ -283,6 +295,10 @@ def carry_into_torchao(decoder, grids: dict, prefix: str = "model.") -> list[str
             w.zero_point.zero_()
         if g["m"] is not None:
             parent, _, child = fqn.rpartition(".")
-            setattr(decoder.get_submodule(parent), child, BlockMinimum(mod, g["m"] + 8 * g["d"]))
+            owner = decoder.get_submodule(parent)
+            name = f"block_sums_{mod.in_features}"
+            if not hasattr(owner, name):  # one per attention / MLP block and input width
+                owner.add_module(name, BlockSums(mod.in_features))
+            setattr(owner, child, BlockMinimum(mod, g["m"] + 8 * g["d"], getattr(owner, name)))
         done.append(fqn[len(prefix):])
     return done
