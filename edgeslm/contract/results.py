@@ -21,7 +21,8 @@ class ResultError(ValueError):
 
 
 def part(kind, *keys, default=MISSING):
-    """A field of a record: its JSON type, the keys it must hold (dicts), and its default (optional parts)."""
+    """A field of a record: its JSON type, the keys it must hold (dicts; a key or (key, type)), and its default
+    (optional parts)."""
     extra = {} if default is MISSING else {"default": default}
     return field(metadata={"kind": kind, "keys": keys}, **extra)
 
@@ -62,9 +63,12 @@ class Record:
             if not isinstance(v, kind_) or isinstance(v, bool) and kind_ is NUMBER:
                 name = kind_.__name__ if isinstance(kind_, type) else "number"
                 raise ResultError(f"{f.name} is not a {name}")
-            missing = [k for k in keys if k not in v]
-            if missing:
-                raise ResultError(f"{f.name}.{missing[0]} is missing")
+            for key in keys:
+                key, inner = key if isinstance(key, tuple) else (key, None)
+                if key not in v:
+                    raise ResultError(f"{f.name}.{key} is missing")
+                if inner is not None and not isinstance(v[key], inner):
+                    raise ResultError(f"{f.name}.{key} is not a {inner.__name__}")
             values[f.name] = v
         known = {f.name for f in fields(cls)} | {"schema"}
         return cls(**values, extra={k: v for k, v in data.items() if k not in known})
@@ -109,7 +113,7 @@ class ProbeResult(Record):
     os: str = part(str)
     python: str = part(str)
     runtimes: dict = part(dict)
-    thermal: dict = part(dict, "temperatures_c")
+    thermal: dict = part(dict, ("temperatures_c", dict))
     features: list = part(list)
     cores: int | None = part(int, default=None)
     kernel: str | None = part(str, default=None)

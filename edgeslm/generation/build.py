@@ -148,12 +148,18 @@ def build_generation_into(work: Path, loaded: LoadedRecipe, target: Target, sour
     fid_limits, comp_limits = limits(loaded)
     targets = np.asarray(ids[first:])
     facts = Facts(ids, first, targets, original, prompts, reference_tokens, stops, fid_limits, comp_limits)
+    gguf = None  # the source's own integer grid, read once for every format, before anything is rounded
+    if q is not None and q.method == "8da4w" and source.gguf and q.gguf_grid == "keep":
+        from edgeslm.generation.gguf_grid import module_grids
+
+        with log.step("read the GGUF's integer grid"):
+            gguf = module_grids(source.folder / source.gguf, model)
     built, qfacts = {}, None
     log_file = work.parent / f"{target.name}.onnx-builder.log"
     # a runtime whose export rewires the model (ExecuTorch's attention, weights quantized in place) goes last
     for fmt in sorted(recipe.export.formats, key=lambda f: runtime_unit(f).rewires_model):
         artifact, actual, pass_facts = runtime_unit(fmt).build_decoder(work, model, tokenizer, g, q, facts, log,
-                                                                        source, log_file)
+                                                                        gguf, log_file)
         built[fmt] = (artifact, actual)
         qfacts = pass_facts or qfacts
     artifacts = [built[f][0] for f in recipe.export.formats]

@@ -274,7 +274,7 @@ def quiet_native():
             os.close(saved[1])
 
 
-def build_decoder(work: Path, model, tokenizer, g, q, facts, log, source, log_file: Path):
+def build_decoder(work: Path, model, tokenizer, g, q, facts, log, gguf: tuple | None, log_file: Path):
     """model.pte: transformers' model with the llama attention and cache ops, quantized by torchao (from a GGUF
     source under 8da4w, with the file's own Q4_0 / Q4_1 grid where it fits), lowered to XNNPACK; judged in ExecuTorch's own runtime against the eager decoder after quantization
     (fidelity) and the original (compression). Rewires and quantizes `model` in place (build it last).
@@ -283,13 +283,10 @@ def build_decoder(work: Path, model, tokenizer, g, q, facts, log, source, log_fi
     from edgeslm.contract.decoding import teacher_forced
     from edgeslm.generation.judge import judge
 
-    grids, skipped, group = None, {}, q.group_size if q is not None else 0
-    if q is not None and q.method == "8da4w" and source.gguf and q.gguf_grid == "keep":
-        from edgeslm.generation.gguf_grid import BLOCK, module_grids
+    from edgeslm.generation.gguf_grid import BLOCK, grid_facts
 
-        with log.step("executorch: read the GGUF's integer grid"):
-            grids, skipped = module_grids(source.folder / source.gguf, model)  # before anything is rounded
-        group = BLOCK if grids else group
+    grids, skipped = gguf or (None, {})
+    group = BLOCK if grids else (q.group_size if q is not None else 0)
     with log.step("executorch: wrap with KV cache"):
         decoder, shape = make_decoder(model, g.max_context)
     qfacts = None
@@ -302,11 +299,9 @@ def build_decoder(work: Path, model, tokenizer, g, q, facts, log, source, log_fi
             done = qfacts.pop("gguf_grid_carried", [])
             qfacts["grid"] = (f"the GGUF's own integers and scales in {len(done)} int4 linears (Q4_1 minimums added "
                               "through per-block input sums); the rest rounded again from the floats")
-            qfacts["gguf_grid"] = {"carried_layers": len(done), "types": sorted({grids[m]["type"] for m in done}),
-                                   "not_carried": {**skipped, **{
-                                       m: f"{grids[m]['type']}: " + ("the output layer keeps int8 weights per channel"
-                                                                     if m == "lm_head" else "not an int4 linear here")
-                                       for m in grids if m not in done}}}
+            qfacts["gguf_grid"] = grid_facts(grids, done, {**skipped, **{
+                m: f"{grids[m]['type']}: " + ("the output layer keeps int8 weights per channel" if m == "lm_head"
+                                              else "not an int4 linear here") for m in grids if m not in done}})
     with log.step("eager decoder (after the passes)"), quiet_native():
         decoder.reset()
         eager = teacher_forced(eager_step(decoder), facts.ids, facts.first, g.max_prompt)

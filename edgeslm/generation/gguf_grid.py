@@ -128,7 +128,12 @@ def module_grids(path, model) -> tuple[dict, dict]:
 def read_grids(path, model) -> tuple[dict, dict]:
     """({onnxruntime-genai builder module name: grid} for every tensor carried exactly, {gguf tensor: why
     not}): q, k and v fused as the builder fuses them."""
-    per, skipped = module_grids(path, model)
+    return builder_grids(*module_grids(path, model), model)
+
+
+def builder_grids(per: dict, skipped: dict, model) -> tuple[dict, dict]:
+    """module_grids' answer in the onnxruntime-genai builder's module names (q, k and v fused)."""
+    skipped = dict(skipped)
     cfg = model.config.get_text_config()
     carried = {}
     for i in range(cfg.num_hidden_layers):
@@ -149,6 +154,12 @@ def read_grids(path, model) -> tuple[dict, dict]:
     elif head is not None:
         skipped[head["gguf"]] = "Q4_1 head: the tied embedding lookup cannot add the block minimums"
     return carried, skipped
+
+
+def grid_facts(grids: dict, done: list, not_carried: dict) -> dict:
+    """The manifest's account of a carried grid: how many layers, which GGUF types, what was not and why."""
+    return {"carried_layers": len(done), "types": sorted({grids[m]["type"] for m in done}),
+            "not_carried": not_carried}
 
 
 def _pack4(q: np.ndarray) -> np.ndarray:

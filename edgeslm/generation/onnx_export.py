@@ -184,7 +184,7 @@ def dequantized_eager(model, path: Path):
     return eager.eval()
 
 
-def build_decoder(work: Path, model, tokenizer, g, q, facts, log, source, log_file: Path):
+def build_decoder(work: Path, model, tokenizer, g, q, facts, log, gguf: tuple | None, log_file: Path):
     """model.onnx by onnxruntime-genai's builder; judged in edgeslm's own onnxruntime loop against the
     model with the file's dequantized weights (fidelity) and the original (compression). Returns
     (artifact, its teacher-forced logits, facts for the quantize pass or None)."""
@@ -194,13 +194,10 @@ def build_decoder(work: Path, model, tokenizer, g, q, facts, log, source, log_fi
     from edgeslm.runner.runtimes import OnnxRuntime
 
     method = q.method if q is not None else None
-    grids, skipped, block = None, {}, q.group_size if q else 32
-    if q is not None and method == "8da4w" and source.gguf and q.gguf_grid == "keep":
-        from edgeslm.generation.gguf_grid import BLOCK, read_grids
+    from edgeslm.generation.gguf_grid import BLOCK, builder_grids, grid_facts
 
-        with log.step("onnx: read the GGUF's integer grid"):
-            grids, skipped = read_grids(source.folder / source.gguf, model)
-        block = BLOCK if grids else block
+    grids, skipped = builder_grids(*gguf, model) if gguf else (None, {})
+    block = BLOCK if grids else (q.group_size if q else 32)
     with log.step(f"onnx: model builder ({PRECISION[method][0]})"):
         export = export_onnx_decoder(model, tokenizer, work, method, block, g.max_context, log_file, grids=grids)
     with log.step("onnx: eager model with the file's weights"):
@@ -223,8 +220,7 @@ def build_decoder(work: Path, model, tokenizer, g, q, facts, log, source, log_fi
         quant["grid"] = (f"the GGUF's own integers and scales in {len(w['carried'])} of {w['matmul_nbits']} "
                          "layers (Q4_1 minimums added through per-block input sums); the rest symmetric, round "
                          "to nearest")
-        quant["gguf_grid"] = {"carried_layers": len(w["carried"]), "not_carried": skipped,
-                              "types": sorted({grids[m]["type"] for m in w["carried"]})}
+        quant["gguf_grid"] = grid_facts(grids, w["carried"], skipped)
     artifact = Artifact(name="onnx", format="onnx", file=FILE, runtime="onnxruntime",
                         precision="fp32" if q is None else q.method, quantization=quant, export=export,
                         verification=fidelity, compression=loss, extras={"continuations": continuations})

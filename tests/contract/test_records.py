@@ -73,3 +73,30 @@ SAMPLES = {
         "runner_version": "1", "extra_key": 1,
     },
 }
+
+
+def test_a_malformed_probe_answer_is_refused_naming_the_device_and_the_part():
+    from edgeslm.profiling.deploy import checked_probe
+    from edgeslm.transport import DeviceError
+
+    answer = probe(None)
+    assert checked_probe("pi", answer) is answer
+    for broken, part in (({k: v for k, v in answer.items() if k != "arch"}, "arch is missing"),
+                         ({**answer, "thermal": {"temperatures_c": []}}, "thermal.temperatures_c is not a dict"),
+                         ("not json", "not a JSON object")):
+        with pytest.raises(DeviceError, match=f"device pi: probe answered something malformed .*{part}"):
+            checked_probe("pi", broken)
+
+
+def test_hosts_units_refuse_what_they_do_not_know():
+    from edgeslm.errors import UserError
+    from edgeslm.runtimes import runtime_unit
+    from edgeslm.tasks import task_unit
+
+    with pytest.raises(UserError, match="unknown task 'translation'"):
+        task_unit("translation")
+    with pytest.raises(UserError, match="unknown artifact format 'tflite'"):
+        runtime_unit("tflite")
+    assert task_unit("text-generation").generates and not task_unit("embedding").generates
+    assert runtime_unit("executorch").device_package("text-generation") is None  # deploy uploads edgeslm's runtime
+    assert runtime_unit("executorch").device_package("embedding") == "executorch"
