@@ -78,7 +78,7 @@ def build_into(work: Path, loaded: LoadedRecipe, target: Target, source: Resolve
     from edgeslm.exporters import ExportContext, get_exporter
     from edgeslm.models.loader import load_model
     from edgeslm.passes import PassContext, run_passes
-    from edgeslm.texts import builtin_texts, read_texts
+    from edgeslm.texts import calibration_texts
     from edgeslm.verify import batched, check_unk, compare, thresholds, verification_texts
 
     recipe = loaded.recipe
@@ -102,12 +102,7 @@ def build_into(work: Path, loaded: LoadedRecipe, target: Target, source: Resolve
     check_unk(model.tokenizer, samples, "verification texts", source.spec)
 
     def calibration():
-        q = recipe.quantize
-        spec = q.calibration if q and q.calibration else None
-        n = spec.samples if spec else 64
-        cal_texts = (builtin_texts("calibration_texts") if spec is None or spec.source == "builtin"
-                     else read_texts(loaded.resolve_path(spec.source), n))[:n]
-        cal = [model.tokenize([t], max_len, min_len) for t in cal_texts]
+        cal = [model.tokenize([t], max_len, min_len) for t in calibration_texts(loaded, recipe.quantize)]
         check_unk(model.tokenizer, cal, "calibration texts", source.spec)
         return cal
 

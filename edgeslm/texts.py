@@ -51,3 +51,12 @@ def read_texts(path: Path, limit: int | None = None, file: str | None = None, ke
     if not texts:
         raise ConfigError(file, key, what, "give one text per line (or one text per .txt file)")
     return texts[:limit] if limit else texts
+
+
+def calibration_texts(loaded, quantize) -> list[str]:
+    """The quantize pass's calibration texts: the bundled ones, or its calibration.source, at most samples."""
+    spec = quantize.calibration if quantize is not None else None
+    n = spec.samples if spec else 64
+    if spec is None or spec.source == "builtin":
+        return builtin_texts("calibration_texts")[:n]
+    return read_texts(loaded.resolve_path(spec.source), n)[:n]

@@ -315,6 +315,59 @@ def test_a_gguf_grid_that_does_not_reproduce_the_loaded_weights_is_not_carried(t
     assert "blk.1.ffn_down.weight" in why
 
 
+def test_a_gptq_grid_is_carried_into_both_formats(tmp_path, decoders):
+    """algorithm = "gptq": neural-compressor's GPTQ chooses the int4 grid (symmetric, groups of 32) on the
+    calibration texts, and both formats carry that grid as it is: the ONNX file's MatMulNBits hold GPTQ's
+    integers and scales exactly, the .pte's int4 linears the same, both verified against their own eager
+    model. GPTQ's integers are mostly the rounded weights (it moves some by one step to compensate error),
+    so a wrong unpacking order would show."""
+    import onnx
+    import torch
+    from onnx import numpy_helper
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from edgeslm.generation.gguf_grid import _dequant, builder_grids
+    from edgeslm.generation.gptq import calibration_chunks, gptq_grids
+    from edgeslm.texts import builtin_texts
+
+    loose = "[verify]\nmax_perplexity_increase = 0.5\nmin_top5_agreement = 0.5\n"  # random weights lose more
+    r = _build(tmp_path, decoders["llama"], "gptq", QUANT + 'algorithm = "gptq"\n' + loose)
+    pte, ort = r.manifest.artifacts
+    assert pte.verification.passed and ort.verification.passed
+    og, pg = ort.quantization["carried_grid"], pte.quantization["carried_grid"]
+    assert og["source"] == pg["source"] == "GPTQ" and og["types"] == pg["types"] == ["Q4_0"]
+    assert og["carried_layers"] == 10 and pg["carried_layers"] == 14  # qkv fused in ONNX; 7 linears x 2 layers
+    assert "neural-compressor GPTQ" in ort.quantization["grid"] and r.manifest.passes[0]["algorithm"] == "gptq"
+    # the same GPTQ run again (it is deterministic): its grid is what the ONNX file holds, integer for integer
+    model = AutoModelForCausalLM.from_pretrained(str(decoders["llama"]), dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(str(decoders["llama"]))
+    per, skipped = gptq_grids(model, calibration_chunks(tok, builtin_texts("calibration_texts"), 128), tmp_path)
+    assert len(per) == 14 and "lm_head" in skipped and not (tmp_path / ".gptq").exists()
+    for name, g in per.items():
+        w = model.get_submodule(name).weight.detach().numpy()
+        rtn = np.clip(np.round(w / np.repeat(g["d"], 32, axis=1)) + 8, 0, 15)
+        assert 0.6 < (g["q"] == rtn).mean() < 1.0, name  # GPTQ's grid, not a plain rounding, not a misreading
+        assert np.abs(_dequant(g) - w).max() <= 1.01 * g["d"].max(), name
+    fused, _ = builder_grids(per, skipped, model)
+    graph = onnx.load(str(r.folder / "model.onnx"))
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.graph.initializer}
+    q = fused["model.layers.1.mlp.down_proj"]
+    blob = inits["model.layers.1.mlp.down_proj.MatMul.weight_Q4"].reshape(q["q"].shape[0], -1)
+    assert np.array_equal(blob, (q["q"][:, 0::2] | (q["q"][:, 1::2] << 4)).astype(np.uint8))
+    assert np.array_equal(inits["model.layers.1.mlp.down_proj.MatMul.weight_scales"].reshape(q["d"].shape), q["d"])
+
+
+def test_gptq_needs_int4_groups_of_32_and_a_decoder(tmp_path, decoders):
+
+    for extra, why in (('method = "8da4w"\ngroup_size = 64\nalgorithm = "gptq"\n', "groups of 32"),
+                       ('method = "8da8w"\nalgorithm = "gptq"\n', "groups of 32")):
+        path = write_generation_recipe(tmp_path / "bad.toml", decoders["llama"], extra='[[passes]]\ntype = '
+                                       f'"quantize"\n{extra}', formats=("executorch",))
+        with pytest.raises(ConfigError, match=why) as info:
+            load_recipe(path)
+        assert "algorithm" in str(info.value)
+
+
 def test_gguf_grids_are_read_exactly():
     """ggml's block layouts (Q4_0, Q4_1, Q8_0: f16 scale, [f16 min], nibbles j / j + 16) read back to what
     gguf-py dequantizes."""

@@ -96,6 +96,12 @@ class QuantizeConfig(PassConfig):
         "llama.cpp runs them: ONNX MatMulNBits takes Q4_0 / Q4_1 / Q8_0 (SmolLM2-135M Q4_1: perplexity +1.0% "
         "instead of +29.7%), the .pte's int4 linears Q4_0 / Q4_1 (as q - 8 and the scale, Q4_1's block "
         "constant added through the input's block sums); 'requantize' rounds again in blocks of group_size.")
+    algorithm: Literal["rtn", "gptq"] = Field(
+        "rtn", description="text-generation, method 8da4w: how the int4 grid is chosen. 'rtn' rounds each "
+        "weight to the nearest step (or carries a GGUF's own grid, see gguf_grid); 'gptq' lets "
+        "neural-compressor's GPTQ (symmetric, groups of 32) choose integers that compensate each other's "
+        "rounding error on the calibration texts, and both formats carry that grid as it is (ONNX MatMulNBits, "
+        "the .pte's int4 linears). Needs group_size = 32; with a GGUF source it replaces the file's grid.")
     embeddings: bool = Field(
         False, description="Also store the word-embedding table in int8 (per row): ONNX with dynamic-int8 "
         "(onnxruntime's Gather quantization), ExecuTorch with either method (embedding_byte). MiniLM: ONNX "

@@ -386,10 +386,17 @@ def cross_checks(recipe: Recipe):
             if "onnx" in recipe.export.formats and q.group_size not in (16, 32, 64, 128, 256):
                 yield (f"passes[{i}].group_size", f"ONNX decoders quantize in blocks of 16, 32, 64, 128 or 256 "
                        f"input channels, not {q.group_size}", "use 32, or export.formats = [\"executorch\"]")
+            if q.algorithm == "gptq" and (q.method != "8da4w" or q.group_size != 32):
+                yield (f"passes[{i}].algorithm", f"gptq chooses int4 grids in groups of 32 (method 8da4w, group_size "
+                       f"32), not {q.method} with group_size {q.group_size}",
+                       "set method = \"8da4w\" and group_size = 32, or algorithm = \"rtn\"")
         if recipe.eval is not None:
             yield "eval", "text-generation is judged by perplexity and next-token agreement, not [eval]", \
                 "remove [eval]"
     for i, q in quant:
+        if q.algorithm != "rtn" and m.task != "text-generation":
+            yield (f"passes[{i}].algorithm", f"{q.algorithm} chooses int4 grids for decoders (text-generation); "
+                   f"the task is {m.task!r}", "remove it")
         if q.embeddings and q.method != "dynamic-int8" and "onnx" in recipe.export.formats \
                 and m.task != "text-generation":
             yield (f"passes[{i}].embeddings", "int8 embeddings in ONNX are implemented with dynamic-int8 only",

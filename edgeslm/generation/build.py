@@ -32,6 +32,7 @@ from edgeslm.generation.judge import CONTINUATION_TOKENS, Facts, hf_step
 from edgeslm.errors import ConfigError, ModelSourceError
 from edgeslm.models.sources import ResolvedSource
 from edgeslm.runtimes import runtime_unit
+from edgeslm.texts import calibration_texts
 
 REFERENCE_FILE = "reference.npz"
 TEXT_TOKENS = 160  # tokens of held text for teacher forcing (first half as the prompt)
@@ -148,18 +149,26 @@ def build_generation_into(work: Path, loaded: LoadedRecipe, target: Target, sour
     fid_limits, comp_limits = limits(loaded)
     targets = np.asarray(ids[first:])
     facts = Facts(ids, first, targets, original, prompts, reference_tokens, stops, fid_limits, comp_limits)
-    gguf = None  # the source's own integer grid, read once for every format, before anything is rounded
-    if q is not None and q.method == "8da4w" and source.gguf and q.gguf_grid == "keep":
+    # an integer grid both formats carry as it is, chosen once before anything is rounded: GPTQ's, or the
+    # GGUF source's own
+    carried = None
+    if q is not None and q.method == "8da4w" and q.algorithm == "gptq":
+        from edgeslm.generation.gptq import calibration_chunks, gptq_grids
+
+        chunks = calibration_chunks(tokenizer, calibration_texts(loaded, q), g.max_context)
+        with log.step(f"GPTQ (neural-compressor) on {sum(map(len, chunks))} calibration tokens"):
+            carried = gptq_grids(model, chunks, work)
+    elif q is not None and q.method == "8da4w" and source.gguf and q.gguf_grid == "keep":
         from edgeslm.generation.gguf_grid import module_grids
 
         with log.step("read the GGUF's integer grid"):
-            gguf = module_grids(source.folder / source.gguf, model)
+            carried = module_grids(source.folder / source.gguf, model)
     built, qfacts = {}, None
     log_file = work.parent / f"{target.name}.onnx-builder.log"
     # a runtime whose export rewires the model (ExecuTorch's attention, weights quantized in place) goes last
     for fmt in sorted(recipe.export.formats, key=lambda f: runtime_unit(f).rewires_model):
         artifact, actual, pass_facts = runtime_unit(fmt).build_decoder(work, model, tokenizer, g, q, facts, log,
-                                                                        gguf, log_file)
+                                                                        carried, log_file)
         built[fmt] = (artifact, actual)
         qfacts = pass_facts or qfacts
     artifacts = [built[f][0] for f in recipe.export.formats]
@@ -203,7 +212,8 @@ def build_generation_into(work: Path, loaded: LoadedRecipe, target: Target, sour
                "warnings": [],
                "host": {"machine": platform.machine(), "system": platform.system(),
                         "python": platform.python_version(), "cpus": os.cpu_count()}},
-        passes=[{"type": "quantize", "method": q.method, "group_size": q.group_size, **(qfacts or {})}]
+        passes=[{"type": "quantize", "method": q.method, "group_size": q.group_size, "algorithm": q.algorithm,
+                 **(qfacts or {})}]
         if q is not None else [],
     )
     manifest.files = file_entries(work, {"tokenizer/": "tokenizer", REFERENCE_FILE: "reference", "model.": "model"})

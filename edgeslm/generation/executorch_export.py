@@ -274,7 +274,7 @@ def quiet_native():
             os.close(saved[1])
 
 
-def build_decoder(work: Path, model, tokenizer, g, q, facts, log, gguf: tuple | None, log_file: Path):
+def build_decoder(work: Path, model, tokenizer, g, q, facts, log, carried: tuple | None, log_file: Path):
     """model.pte: transformers' model with the llama attention and cache ops, quantized by torchao (from a GGUF
     source under 8da4w, with the file's own Q4_0 / Q4_1 grid where it fits), lowered to XNNPACK; judged in ExecuTorch's own runtime against the eager decoder after quantization
     (fidelity) and the original (compression). Rewires and quantizes `model` in place (build it last).
@@ -283,9 +283,9 @@ def build_decoder(work: Path, model, tokenizer, g, q, facts, log, gguf: tuple | 
     from edgeslm.contract.decoding import teacher_forced
     from edgeslm.generation.judge import judge
 
-    from edgeslm.generation.gguf_grid import BLOCK, grid_facts
+    from edgeslm.generation.gguf_grid import BLOCK, grid_facts, grid_origin, grid_words
 
-    grids, skipped = gguf or (None, {})
+    grids, skipped = carried or (None, {})
     group = BLOCK if grids else (q.group_size if q is not None else 0)
     with log.step("executorch: wrap with KV cache"):
         decoder, shape = make_decoder(model, g.max_context)
@@ -297,9 +297,11 @@ def build_decoder(work: Path, model, tokenizer, g, q, facts, log, gguf: tuple | 
                 qfacts = quantize_decoder(decoder, scheme, group, q.embeddings, grids)
         if grids is not None:
             done = qfacts.pop("gguf_grid_carried", [])
-            qfacts["grid"] = (f"the GGUF's own integers and scales in {len(done)} int4 linears (Q4_1 minimums added "
-                              "through per-block input sums); the rest rounded again from the floats")
-            qfacts["gguf_grid"] = grid_facts(grids, done, {**skipped, **{
+            qfacts["grid"] = (f"{grid_words(grids)} in {len(done)} int4 linears"
+                              + (" (Q4_1 minimums added through per-block input sums)"
+                                 if any(grids[m]["type"] == "Q4_1" for m in done) else "")
+                              + "; the rest rounded from the floats")
+            qfacts["gguf_grid" if grid_origin(grids) == "GGUF" else "carried_grid"] = grid_facts(grids, done, {**skipped, **{
                 m: f"{grids[m]['type']}: " + ("the output layer keeps int8 weights per channel" if m == "lm_head"
                                               else "not an int4 linear here") for m in grids if m not in done}})
     with log.step("eager decoder (after the passes)"), quiet_native():

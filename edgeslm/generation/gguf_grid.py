@@ -106,7 +106,7 @@ def module_grids(path, model) -> tuple[dict, dict]:
         candidates = [g] + ([_unpermute(g, permute_heads)] if permute_heads else [])
         for c in candidates:
             if np.allclose(_dequant(c), hf, rtol=0, atol=1e-6 * max(1.0, float(np.abs(hf).max()))):
-                return c
+                return {**c, "origin": "GGUF"}
         skipped[gname] = "its grid does not reproduce the weights transformers loaded"
         return None
 
@@ -145,7 +145,7 @@ def builder_grids(per: dict, skipped: dict, model) -> tuple[dict, dict]:
                 skipped[f"blk.{i}.{parts[0]}"] = "fused projections hold different grids"
                 continue
             carried[f"model.layers.{i}.{module}"] = {
-                "type": grids[0]["type"], "q": np.concatenate([g["q"] for g in grids]),
+                "type": grids[0]["type"], "origin": grids[0].get("origin"), "q": np.concatenate([g["q"] for g in grids]),
                 "d": np.concatenate([g["d"] for g in grids]),
                 "m": None if grids[0]["m"] is None else np.concatenate([g["m"] for g in grids])}
     head = per.get("lm_head")
@@ -156,10 +156,21 @@ def builder_grids(per: dict, skipped: dict, model) -> tuple[dict, dict]:
     return carried, skipped
 
 
+def grid_origin(grids: dict) -> str:
+    """Where a carried grid came from: "GGUF" (the source file's own) or "GPTQ" (neural-compressor)."""
+    return next((g.get("origin") for g in grids.values() if g.get("origin")), "GGUF")
+
+
+def grid_words(grids: dict) -> str:
+    return ("the GGUF's own integers and scales" if grid_origin(grids) == "GGUF"
+            else "neural-compressor GPTQ's integers and scales (symmetric int4, groups of 32)")
+
+
 def grid_facts(grids: dict, done: list, not_carried: dict) -> dict:
-    """The manifest's account of a carried grid: how many layers, which GGUF types, what was not and why."""
-    return {"carried_layers": len(done), "types": sorted({grids[m]["type"] for m in done}),
-            "not_carried": not_carried}
+    """The manifest's account of a carried grid: where from, how many layers, which block types, what was not
+    and why."""
+    return {"source": grid_origin(grids), "carried_layers": len(done),
+            "types": sorted({grids[m]["type"] for m in done}), "not_carried": not_carried}
 
 
 def _pack4(q: np.ndarray) -> np.ndarray:

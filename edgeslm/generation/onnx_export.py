@@ -184,7 +184,7 @@ def dequantized_eager(model, path: Path):
     return eager.eval()
 
 
-def build_decoder(work: Path, model, tokenizer, g, q, facts, log, gguf: tuple | None, log_file: Path):
+def build_decoder(work: Path, model, tokenizer, g, q, facts, log, carried: tuple | None, log_file: Path):
     """model.onnx by onnxruntime-genai's builder; judged in edgeslm's own onnxruntime loop against the
     model with the file's dequantized weights (fidelity) and the original (compression). Returns
     (artifact, its teacher-forced logits, facts for the quantize pass or None)."""
@@ -194,9 +194,9 @@ def build_decoder(work: Path, model, tokenizer, g, q, facts, log, gguf: tuple | 
     from edgeslm.runner.runtimes import OnnxRuntime
 
     method = q.method if q is not None else None
-    from edgeslm.generation.gguf_grid import BLOCK, builder_grids, grid_facts
+    from edgeslm.generation.gguf_grid import BLOCK, builder_grids, grid_facts, grid_origin, grid_words
 
-    grids, skipped = builder_grids(*gguf, model) if gguf else (None, {})
+    grids, skipped = builder_grids(*carried, model) if carried else (None, {})
     block = BLOCK if grids else (q.group_size if q else 32)
     with log.step(f"onnx: model builder ({PRECISION[method][0]})"):
         export = export_onnx_decoder(model, tokenizer, work, method, block, g.max_context, log_file, grids=grids)
@@ -217,10 +217,11 @@ def build_decoder(work: Path, model, tokenizer, g, q, facts, log, gguf: tuple | 
                                     "activations": "int8 dynamic" if w["accuracy_level"] == 4 else "float",
                                     "layers": w["matmul_nbits"], "grid": "symmetric, round to nearest"}
     if grids is not None:
-        quant["grid"] = (f"the GGUF's own integers and scales in {len(w['carried'])} of {w['matmul_nbits']} "
-                         "layers (Q4_1 minimums added through per-block input sums); the rest symmetric, round "
-                         "to nearest")
-        quant["gguf_grid"] = grid_facts(grids, w["carried"], skipped)
+        quant["grid"] = (f"{grid_words(grids)} in {len(w['carried'])} of {w['matmul_nbits']} layers"
+                         + (" (Q4_1 minimums added through per-block input sums)"
+                            if any(grids[m]["type"] == "Q4_1" for m in w["carried"]) else "")
+                         + "; the rest symmetric, round to nearest")
+        quant["gguf_grid" if grid_origin(grids) == "GGUF" else "carried_grid"] = grid_facts(grids, w["carried"], skipped)
     artifact = Artifact(name="onnx", format="onnx", file=FILE, runtime="onnxruntime",
                         precision="fp32" if q is None else q.method, quantization=quant, export=export,
                         verification=fidelity, compression=loss, extras={"continuations": continuations})
