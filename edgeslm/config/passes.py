@@ -101,7 +101,9 @@ class QuantizeConfig(PassConfig):
         "weight to the nearest step (or carries a GGUF's own grid, see gguf_grid); 'gptq' lets "
         "neural-compressor's GPTQ (symmetric, groups of 32) choose integers that compensate each other's "
         "rounding error on the calibration texts, and both formats carry that grid as it is (ONNX MatMulNBits, "
-        "the .pte's int4 linears). Needs group_size = 32; with a GGUF source it replaces the file's grid.")
+        "the .pte's int4 linears). Needs group_size = 32; with a GGUF source it replaces the file's grid. "
+        "Measured on SmolLM2-135M (weights from its Q4_1 GGUF, ONNX, held text): RTN +32% perplexity, GPTQ on "
+        "32k tokens of BBC News +43%, on the 64 bundled sentences +72%: calibrate on text like the task's.")
     embeddings: bool = Field(
         False, description="Also store the word-embedding table in int8 (per row): ONNX with dynamic-int8 "
         "(onnxruntime's Gather quantization), ExecuTorch with either method (embedding_byte). MiniLM: ONNX "

@@ -21,7 +21,7 @@ import numpy as np
 from edgeslm.generation.gguf_grid import BLOCK
 
 CHUNK = 256  # calibration tokens per sequence
-MAX_CHUNKS = 32
+MAX_CHUNKS = 128
 
 
 def calibration_chunks(tokenizer, texts: list[str], max_context: int) -> list[list[int]]:
