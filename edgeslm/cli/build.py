@@ -174,6 +174,10 @@ def _summary(console, r) -> None:
     if seqs:
         out.print(f"  verified on {len(seqs)} texts of {min(seqs)}-{max(seqs)} tokens (max_seq_len "
                   f"{m.shapes['max_seq_len']}), batch {m.shapes['batch_size']}")
+    _warnings(out, m)
+
+
+def _warnings(out, m) -> None:
     for w in m.build.get("warnings", []):
         out.print(f"  [yellow]warning:[/] {w}")
 
@@ -216,6 +220,7 @@ def _generation_table(out, r) -> None:
     out.print(f"  teacher-forced on {m.reference.get('text_tokens')} tokens of held text ({m.reference.get('prompt_tokens')} "
               f"as the prompt, the rest one at a time); KV cache {m.shapes['max_context']} positions "
               f"({_mb(kv.get('bytes', 0))}), prompt chunk {m.shapes['max_prompt']}")
+    _warnings(out, m)
 
 
 def _mb(n: int) -> str:
