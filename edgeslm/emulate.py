@@ -486,3 +486,61 @@ ForceCommand {session}
                                 + log.read_text(errors="replace")[-2000:])
         time.sleep(0.02)
     return device
+
+
+# Named devices for `edgeslm devices emulate start|stop`: each keeps its key pair, host key, known_hosts,
+# sshd state and pid under <home>/devices/<name>.
+EMULATED_TARGET = {"cortex-a72": "rpi4", "cortex-a76": "rpi5"}
+
+
+def emulate_home() -> Path:
+    from edgeslm.hashing import cache_home
+
+    return Path(os.environ.get("EDGESLM_EMULATE_CACHE", cache_home() / "emulate"))
+
+
+def start_named(name: str, cpu: str = "cortex-a72", port: int = 0, home: Path | None = None) -> tuple[int, int, str]:
+    """Build the image if needed (first time ~20 s, ~230 MB), (re)start device `name`; returns (its sshd's
+    pid, its port, its devices.toml entry)."""
+    import socket
+
+    home = home or emulate_home()
+    state = home / "devices" / name
+    state.mkdir(parents=True, exist_ok=True)
+    stop_named(name, home)
+    if not (state / "id_ed25519").exists():
+        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"edgeslm-{name}", "-f", str(state / "id_ed25519")],
+             "generating the device's login key")
+    if not port:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+    image = ensure_image(home, cpu=cpu)
+    dev = start_device(image, state / "sshd", port, state / "id_ed25519.pub", cpu=cpu)
+    dev.write_known_hosts(state / "known_hosts")
+    (state / "pid").write_text(str(dev.pid))
+    entry = (f'\n[devices.{name}]  # emulated {cpu}: functional checks only, timings are not device latency\n'
+             f'host = "127.0.0.1"\nport = {port}\nuser = "{dev.user}"\nidentity_file = "{state / "id_ed25519"}"\n'
+             f'known_hosts = "{state / "known_hosts"}"\ntarget = "{EMULATED_TARGET[cpu]}"\n'
+             f'workdir = "{state / "device-home"}"\npython = "python3"\nconnect_timeout = 20\n')
+    return dev.pid, port, entry
+
+
+def stop_named(name: str, home: Path | None = None) -> bool:
+    """Stop device `name` if its recorded process is still the sshd started for it (a pid reused by another
+    process since is left alone). True if one was stopped."""
+    state = (home or emulate_home()) / "devices" / name
+    try:
+        pid = int((state / "pid").read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        (state / "pid").unlink(missing_ok=True)
+        return False
+    (state / "pid").unlink(missing_ok=True)
+    if not any(str((state / "sshd").absolute()).encode() in part for part in cmdline):
+        return False
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except OSError:
+        return False
+    return True

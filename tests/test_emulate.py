@@ -131,3 +131,40 @@ def test_sftp_file_is_seen_by_emulated_python_and_onnx_runs(device):
     assert run(client, f"python3 -c {shlex.quote(script)}").strip() == "aarch64"
     y = np.load(remote / "y.npy")
     np.testing.assert_allclose(y, x @ w + b, rtol=1e-5, atol=1e-6)
+
+
+def test_cli_starts_and_stops_a_named_device_and_leaves_a_stranger_alone(tmp_path, monkeypatch):
+    """`devices emulate start NAME --add-to devices.toml` gives a device `devices check` reaches as aarch64
+    with its host key verified; `stop` ends it once; a pid file that names some other process since (a
+    reused pid) is not signalled."""
+    import json
+    import shutil
+
+    from click.testing import CliRunner
+
+    from edgeslm.cli import main
+    from edgeslm.emulate import stop_named
+
+    monkeypatch.setenv("EDGESLM_EMULATE_CACHE", str(_cache_dir()))  # the image the other tests built
+    name, inventory = f"pytest-{os.getpid()}", tmp_path / "devices.toml"
+    state = _cache_dir() / "devices" / name
+    cli = CliRunner()
+    try:
+        r = cli.invoke(main, ["devices", "emulate", "start", name, "--add-to", str(inventory)])
+        assert r.exit_code == 0, r.output
+        assert "listening on 127.0.0.1:" in r.output and f"[devices.{name}]" in inventory.read_text()
+        r = cli.invoke(main, ["devices", "check", name, "--devices", str(inventory), "--json"])
+        assert r.exit_code == 0, r.output
+        facts = json.loads(r.output)[0]
+        assert facts["matches_target"] and facts["probe"]["arch"] == "aarch64" and facts["probe"]["emulated"], facts
+    finally:
+        stopped = cli.invoke(main, ["devices", "emulate", "stop", name]).output
+    assert "stopped" in stopped and "was not running" in cli.invoke(main, ["devices", "emulate", "stop", name]).output
+    stranger = subprocess.Popen(["sleep", "60"])
+    try:
+        (state / "pid").write_text(str(stranger.pid))
+        assert not stop_named(name) and stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait()
+        shutil.rmtree(state)

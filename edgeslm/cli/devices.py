@@ -13,6 +13,7 @@ import click
 from edgeslm.cli import main
 from edgeslm.config.devices import LOCAL, load_inventory
 from edgeslm.config.recipe import Format
+from edgeslm.emulate import EMULATED_TARGET
 from edgeslm.errors import EXIT_FAILED, EdgeSLMError, UserError
 
 ARTIFACTS = typing.get_args(Format)  # an artifact is named after its export format
@@ -337,19 +338,10 @@ def _print_profile(r: dict) -> None:
     click.echo(f"  result: {r['_path']}")
 
 
-EMULATED_TARGET = {"cortex-a72": "rpi4", "cortex-a76": "rpi5"}
-
-
 @devices.group()
 def emulate() -> None:
     """An emulated aarch64 device (qemu-user behind a local sshd) for trying deploys without a board.
     Its timings are labelled emulated: they are not device latency."""
-
-
-def _emulate_home() -> Path:
-    from edgeslm.hashing import cache_home
-
-    return Path(os.environ.get("EDGESLM_EMULATE_CACHE", cache_home() / "emulate"))
 
 
 @emulate.command("start")
@@ -360,34 +352,13 @@ def _emulate_home() -> Path:
 @click.option("--add-to", type=click.Path(path_type=Path), help="Append the device entry to this devices.toml.")
 def emulate_start(name, cpu, port, add_to) -> None:
     """Build (first time: ~20 s, ~230 MB) and start an emulated device; print its devices.toml entry."""
-    import socket
-    import subprocess
+    from edgeslm.emulate import start_named
 
-    from edgeslm.emulate import ensure_image, start_device
-
-    home = _emulate_home()
-    state = home / "devices" / name
-    state.mkdir(parents=True, exist_ok=True)
-    _emulate_stop(state)
-    if not (state / "id_ed25519").exists():
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"edgeslm-{name}",
-                        "-f", str(state / "id_ed25519")], check=True)
-    if not port:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-    image = ensure_image(home, cpu=cpu)
-    dev = start_device(image, state / "sshd", port, state / "id_ed25519.pub", cpu=cpu)
-    dev.write_known_hosts(state / "known_hosts")
-    (state / "pid").write_text(str(dev.pid))
-    entry = (f'\n[devices.{name}]  # emulated {cpu}: functional checks only, timings are not device latency\n'
-             f'host = "127.0.0.1"\nport = {port}\nuser = "{dev.user}"\nidentity_file = "{state / "id_ed25519"}"\n'
-             f'known_hosts = "{state / "known_hosts"}"\ntarget = "{EMULATED_TARGET[cpu]}"\n'
-             f'workdir = "{state / "device-home"}"\npython = "python3"\nconnect_timeout = 20\n')
+    pid, port, entry = start_named(name, cpu, port)
     if add_to:
         with open(add_to, "a") as f:
             f.write(entry)
-    click.echo(f"emulated {cpu} device {name} listening on 127.0.0.1:{port} (pid {dev.pid})")
+    click.echo(f"emulated {cpu} device {name} listening on 127.0.0.1:{port} (pid {pid})")
     click.echo(entry if not add_to else f"entry appended to {add_to}")
 
 
@@ -395,18 +366,6 @@ def emulate_start(name, cpu, port, add_to) -> None:
 @click.argument("name", default="pi4-emulated")
 def emulate_stop(name) -> None:
     """Stop an emulated device."""
-    stopped = _emulate_stop(_emulate_home() / "devices" / name)
-    click.echo(f"{name}: {'stopped' if stopped else 'was not running'}")
+    from edgeslm.emulate import stop_named
 
-
-def _emulate_stop(state: Path) -> bool:
-    import signal
-
-    try:
-        pid = int((state / "pid").read_text())
-        os.kill(pid, signal.SIGTERM)
-    except (OSError, ValueError):
-        return False
-    finally:
-        (state / "pid").unlink(missing_ok=True)
-    return True
+    click.echo(f"{name}: {'stopped' if stop_named(name) else 'was not running'}")
