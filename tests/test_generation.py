@@ -275,12 +275,15 @@ def test_a_gguf_grid_is_carried_instead_of_rounded_again(tmp_path, decoders):
     grid = k.quantization["gguf_grid"]
     assert grid["carried_layers"] == 10 and grid["types"] == ["Q4_1"]  # qkv, o, gate, up, down x 2 layers
     assert "output.weight" in grid["not_carried"] and "gguf_grid" not in a.quantization
-    assert k.export["ops"]["MatMul"] == 10  # the block minimums, through per-block input sums
+    # the block minimums (int8) through per-block input sums: one more MatMulNBits per projection
+    assert k.export["ops"]["com.microsoft.MatMulNBits"] == 21 and "MatMul" not in k.export["ops"]
+    assert k.export["weights"]["matmul_nbits"] == 11
     kc, ac = _metrics(k.compression), _metrics(a.compression)
     # one rounding (activations) instead of two (measured: KL 0.008 vs 0.083, top-1 0.95 vs 0.52; the
     # perplexity of a random model moves either way, SmolLM2's is in the closing note: +1.0% vs +29.7%)
     assert kc["kl_mean"] < 0.25 * ac["kl_mean"] and kc["top1_agreement"] > ac["top1_agreement"], (kc, ac)
-    assert _metrics(k.verification)["top1_agreement"] >= 0.95
+    kf = _metrics(k.verification)  # vs the eager model with the file's weights (the minimums in int8) read back
+    assert kf["top1_agreement"] >= 0.9 and kf["kl_mean"] < 0.01, kf  # measured: 0.93, KL 0.0027
     # the .pte: 14 linears (q, k, v, o, gate, up, down x 2 layers) on the file's grid, the head int8 per channel
     # (measured: KL 0.0007, top-1 1.0; rounded again 0.098 and 0.56)
     pg = pte.quantization["gguf_grid"]

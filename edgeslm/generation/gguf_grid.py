@@ -6,13 +6,15 @@ MatMulNBits as they are, for the block layouts onnxruntime's fast kernels can ex
 
 - Q4_0 (w = (q - 8) d, blocks of 32): MatMulNBits 4-bit, implicit zero point 8. Exact.
 - Q8_0 (w = q d, q signed): MatMulNBits 8-bit, q + 128 stored with the implicit zero point 128. Exact.
-- Q4_1 (w = q d + m, a float minimum per block): MatMulNBits 4-bit with zero point 0 for q d, plus the
-  minimums as a small float MatMul on the per-block sums of the input (x . m over each block of 32).
-  Exact. Measured on SmolLM2-135M (Q4_1), perplexity on the held text vs the dequantized GGUF: +1.0%
-  (rounding the floats again, symmetric int4: +29.7%); decode about 30% slower than the requantized file
-  (the extra small ops per projection). Alternatives measured and rejected: MatMulNBits with float zero
-  points expresses Q4_1 directly but onnxruntime's CPU kernels run it 10-25x slower; integer zero points
-  round(-m / d) lose the fractional minimum (+48%).
+- Q4_1 (w = q d + m, a float minimum per block): MatMulNBits 4-bit with zero point 0 for q d (exact), plus
+  the minimums through the per-block sums of the input (x . m over each block of 32), as a second, 8-bit
+  MatMulNBits (the minimums int8 in blocks of 32 of them: off by at most 1/254 of the largest; the KL to
+  float minimums was at the level a reordered float sum gives, and decode 11% faster than a float MatMul).
+  Measured on SmolLM2-135M (Q4_1), perplexity on the held text vs the dequantized GGUF: -1.5% (rounding the
+  floats again, symmetric int4: +29.7%); decode still slower than the requantized file (the extra small
+  ops per projection). Alternatives measured and rejected: MatMulNBits with float zero points expresses
+  Q4_1 directly but onnxruntime's CPU kernels run it 10-25x slower; integer zero points round(-m / d) lose
+  the fractional minimum (+48%).
 
 A tensor is carried only where its dequantized grid equals the weights transformers loaded (Q and K rows
 un-permuted as llama.cpp's converter permuted them); anything else keeps the builder's requantized
@@ -21,7 +23,8 @@ grid (GatherBlockQuantized).
 
 The .pte (`carry_into_torchao`): torchao's 8da4w int4 is symmetric (q in [-8, 7], a scale per group of 32,
 as XNNPACK runs it), so Q4_0 goes in as q - 8 and Q4_1 the same way plus its per-block constant m + 8 d
-through the input's block sums (two small float linears). The output layer stays int8 per channel there.
+through the input's block sums (two small linears with int8 activations: the 0/1 block sums in int4, exact;
+the constants int8 per channel). The output layer stays int8 per channel there.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 BLOCK = 32
+GRID_MIN = "/grid/MinimumsMatMulNBits"  # name suffix of the node adding a Q4_1 projection's block minimums
 CARRIED = ("Q4_0", "Q4_1", "Q8_0")
 # GGUF tensor name (in block i) -> the transformers module of layer i, and whether llama.cpp permuted its rows
 # for RoPE ("heads" / "kv_heads": by that many heads)
@@ -205,10 +209,12 @@ def apply_grids(graph, grids: dict) -> list[str]:
         del node.input[3:]
         new_nodes.append(node)
         if g["m"] is not None:  # Q4_1: zero point 0, the minimums added through the per-block input sums
-            zp_name, mins = f"{name}.MatMul.weight_zp_zero", f"{name}.MatMul.weight_min"
+            zp_name = f"{name}.MatMul.weight_zp_zero"
             zeros = np.zeros((n, (k // BLOCK + 1) // 2), dtype=np.uint8)
+            q8, s8 = _int8_rows(g["m"])
             graph.graph.initializer.extend([numpy_helper.from_array(zeros.reshape(-1), zp_name),
-                                            numpy_helper.from_array(np.ascontiguousarray(g["m"].T), mins)])
+                                            numpy_helper.from_array(q8, f"{name}.grid_min.q8"),
+                                            numpy_helper.from_array(s8, f"{name}.grid_min.scales")])
             node.input.append(zp_name)
             out, x = node.output[0], node.input[0]
             node.output[0] = f"{out}/grid_q"
@@ -220,7 +226,9 @@ def apply_grids(graph, grids: dict) -> list[str]:
                 new_nodes += [helper.make_node("Reshape", [x, shape], [f"{name}/blocks"], name=f"{name}/grid/Reshape"),
                               helper.make_node("ReduceSum", [f"{name}/blocks", axes], [sums[x]], keepdims=0,
                                                name=f"{name}/grid/ReduceSum")]
-            new_nodes += [helper.make_node("MatMul", [sums[x], mins], [f"{out}/grid_min"], name=f"{name}/grid/MatMul"),
+            new_nodes += [helper.make_node("MatMulNBits", [sums[x], f"{name}.grid_min.q8", f"{name}.grid_min.scales"],
+                                           [f"{out}/grid_min"], name=f"{name}{GRID_MIN}", domain="com.microsoft",
+                                           K=k // BLOCK, N=n, bits=8, block_size=BLOCK, accuracy_level=4),
                           helper.make_node("Add", [f"{out}/grid_q", f"{out}/grid_min"], [out], name=f"{name}/grid/Add")]
         done.append(name)
     del graph.graph.node[:]
@@ -246,6 +254,22 @@ def apply_grids(graph, grids: dict) -> list[str]:
     return done
 
 
+def _int8_rows(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Q4_1's block minimums [N, K/32] as MatMulNBits 8-bit weights (implicit zero point 128) in blocks of 32
+    minimums: (uint8 [N, blocks, 32], float32 scales [N * blocks]); each off by at most 1/254 of the largest
+    of its 32 (measured on SmolLM2: KL to the float minimums at the level a reordered float sum gives)."""
+    n, nb = m.shape
+    p = -(-nb // BLOCK) * BLOCK
+    padded = np.zeros((n, p), dtype=np.float64)
+    padded[:, :nb] = m
+    blocks = padded.reshape(n, p // BLOCK, BLOCK)
+    scale = np.abs(blocks).max(-1) / 127.0
+    scale[scale == 0] = 1.0
+    scale = scale.astype(np.float32)
+    q = np.clip(np.round(blocks / scale[..., None]), -127, 127).astype(np.int16) + 128
+    return q.astype(np.uint8), scale.reshape(-1)
+
+
 def _prune(graph) -> None:
     """Drop nodes whose outputs nothing reads (the builder's reshape of the head for the lookup) and the
     initializers left unread."""
@@ -269,8 +293,8 @@ def carry_into_torchao(decoder, grids: dict, prefix: str = "model.") -> list[str
 
     - Q4_0: w = (q - 8) d: qdata = q - 8, scale = d. Exact.
     - Q4_1: w = q d + m = (q - 8) d + (m + 8 d): the same, plus the per-block constant m + 8 d through the
-      per-block sums of the input (two small float linears: x -> sums over each block of 32 -> outputs).
-      Exact in the weights.
+      per-block sums of the input (two small linears: x -> sums over each block of 32 -> outputs; see
+      _quantize_corrections). Exact in the int4 weights, the constants int8.
 
     `decoder` module names are the transformers names behind `prefix`. Returns the names carried."""
     import torch
@@ -323,4 +347,33 @@ def carry_into_torchao(decoder, grids: dict, prefix: str = "model.") -> list[str
                 owner.add_module(name, BlockSums(mod.in_features))
             setattr(owner, child, BlockMinimum(mod, g["m"] + 8 * g["d"], getattr(owner, name)))
         done.append(fqn[len(prefix):])
+    _quantize_corrections(decoder, BlockSums, BlockMinimum)
     return done
+
+
+def _quantize_corrections(decoder, sums_type, minimum_type) -> None:
+    """The Q4_1 corrections in the int8-activation kernels the projections use, so they read a fraction of
+    the bytes (in float they were about 40% on top of SmolLM2's int4 weights per token): the block sums as
+    int4 in groups of 32 (0/1 with scale 1: exact, the sums of the same int8 activations the projection
+    multiplies, as llama.cpp sums its Q8_1 blocks), the constants int8 per output channel."""
+    import torch
+    from torchao.quantization import Int8DynamicActivationIntxWeightConfig, quantize_
+    from torchao.quantization.granularity import PerAxis, PerGroup
+
+    sums = {id(m.sums) for m in decoder.modules() if isinstance(m, sums_type)}
+    minimums = {id(m.minimum) for m in decoder.modules() if isinstance(m, minimum_type)}
+    if not sums:
+        return
+    quantize_(decoder, Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4, weight_granularity=PerGroup(BLOCK)),
+              filter_fn=lambda m, fqn: id(m) in sums)
+    quantize_(decoder, Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int8, weight_granularity=PerAxis(0)),
+              filter_fn=lambda m, fqn: id(m) in minimums)
+    for m in decoder.modules():
+        if isinstance(m, sums_type):
+            w = m.sums.weight
+            with torch.no_grad():  # exactly 1 on the block, 0 elsewhere
+                k = w.qdata.shape[1]
+                w.qdata.copy_(torch.from_numpy(np.kron(np.eye(k // BLOCK, dtype=np.int8),
+                                                       np.ones((1, BLOCK), dtype=np.int8))))
+                w.scale.fill_(1.0)
+                w.zero_point.zero_()

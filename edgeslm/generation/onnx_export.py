@@ -22,6 +22,7 @@ from collections import Counter
 from pathlib import Path
 
 from edgeslm.errors import ExportError
+from edgeslm.generation.gguf_grid import GRID_MIN
 
 FILE = "model.onnx"
 DATA = "model.onnx.data"  # its weights (onnxruntime refuses external data outside the model's folder)
@@ -80,7 +81,7 @@ def export_onnx_decoder(model, tokenizer, work: Path, method: str | None, group_
 
             carried = apply_grids(graph, grids)
         nodes = graph.graph.node
-        nbits = [n for n in nodes if n.op_type == "MatMulNBits"]
+        nbits = [n for n in nodes if n.op_type == "MatMulNBits" and not n.name.endswith(GRID_MIN)]
         attrs = {a.name: a.i for n in nbits[:1] for a in n.attribute}
         # the weights beside the graph, as onnxruntime maps them from the file instead of copying them out of
         # the graph's bytes: SmolLM2-135M int4 peaks at 209 MiB instead of 247 MiB, as fast
@@ -109,37 +110,44 @@ def export_onnx_decoder(model, tokenizer, work: Path, method: str | None, group_
 def _dequantized(graph) -> dict:
     """{builder module name: float32 weight [out, in]} for each MatMulNBits of the file (symmetric grid:
     uint4/uint8 with the implicit zero point 2^(bits-1) unless the node gives zero points)."""
+    inits = {i.name: i for i in graph.graph.initializer}
+    weights = {n.name: _nbits_weight(n, inits) for n in graph.graph.node if n.op_type == "MatMulNBits"}
+    out = {}
+    for n in graph.graph.node:
+        if n.op_type != "MatMulNBits" or n.name.endswith(GRID_MIN):
+            continue
+        name = n.input[1].rsplit(".MatMul", 1)[0]
+        w = weights[n.name]
+        mins = weights.get(f"{name}{GRID_MIN}")  # a GGUF Q4_1 grid: the block minimums added apart
+        if mins is not None:  # [N, K / 32]: one constant per block of 32 inputs
+            w = (w.reshape(w.shape[0], mins.shape[1], -1) + mins[:, :, None]).reshape(w.shape)
+        out[name] = w
+    return out
+
+
+def _nbits_weight(n, inits):
+    """A MatMulNBits node's weight, dequantized: float32 [N, K]."""
     import numpy as np
     from onnx import numpy_helper
 
-    inits = {i.name: i for i in graph.graph.initializer}
-    out = {}
-    for n in graph.graph.node:
-        if n.op_type != "MatMulNBits":
-            continue
-        a = {x.name: x.i for x in n.attribute}
-        k, nn, bits, block = a["K"], a["N"], a["bits"], a["block_size"]
-        q = numpy_helper.to_array(inits[n.input[1]]).astype(np.uint8).reshape(nn, -1)
+    a = {x.name: x.i for x in n.attribute}
+    k, nn, bits, block = a["K"], a["N"], a["bits"], a["block_size"]
+    q = numpy_helper.to_array(inits[n.input[1]]).astype(np.uint8).reshape(nn, -1)
+    if bits == 4:
+        q = np.stack([q & 0x0F, q >> 4], axis=-1).reshape(nn, -1)
+    elif bits != 8:
+        raise ExportError(f"MatMulNBits with {bits} bits is not read back")
+    blocks = q.shape[1] // block
+    scales = numpy_helper.to_array(inits[n.input[2]]).astype(np.float32).reshape(nn, blocks)
+    if len(n.input) > 3 and n.input[3]:
+        zp = numpy_helper.to_array(inits[n.input[3]]).astype(np.uint8).reshape(nn, -1)
         if bits == 4:
-            q = np.stack([q & 0x0F, q >> 4], axis=-1).reshape(nn, -1)
-        elif bits != 8:
-            raise ExportError(f"MatMulNBits with {bits} bits is not read back")
-        blocks = q.shape[1] // block
-        scales = numpy_helper.to_array(inits[n.input[2]]).astype(np.float32).reshape(nn, blocks)
-        if len(n.input) > 3 and n.input[3]:
-            zp = numpy_helper.to_array(inits[n.input[3]]).astype(np.uint8).reshape(nn, -1)
-            if bits == 4:
-                zp = np.stack([zp & 0x0F, zp >> 4], axis=-1).reshape(nn, -1)
-            zp = zp[:, :blocks].astype(np.float32)
-        else:
-            zp = np.full((nn, blocks), float(1 << (bits - 1)), dtype=np.float32)
-        w = (q.reshape(nn, blocks, block).astype(np.float32) - zp[:, :, None]) * scales[:, :, None]
-        name = n.input[1].rsplit(".MatMul", 1)[0]
-        mins = inits.get(f"{name}.MatMul.weight_min")  # a GGUF Q4_1 grid: the block minimums added apart
-        if mins is not None:
-            w = w + numpy_helper.to_array(mins).astype(np.float32).T[:, :, None]
-        out[name] = w.reshape(nn, -1)[:, :k]
-    return out
+            zp = np.stack([zp & 0x0F, zp >> 4], axis=-1).reshape(nn, -1)
+        zp = zp[:, :blocks].astype(np.float32)
+    else:
+        zp = np.full((nn, blocks), float(1 << (bits - 1)), dtype=np.float32)
+    w = (q.reshape(nn, blocks, block).astype(np.float32) - zp[:, :, None]) * scales[:, :, None]
+    return w.reshape(nn, -1)[:, :k]
 
 
 def dequantized_eager(model, path: Path):
