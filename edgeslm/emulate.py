@@ -37,6 +37,7 @@ import fcntl
 import getpass
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -493,6 +494,13 @@ ForceCommand {session}
 EMULATED_TARGET = {"cortex-a72": "rpi4", "cortex-a76": "rpi5"}
 
 
+def _state(name: str, home: Path | None) -> Path:
+    """A named device's folder under <home>/devices: the name cannot lead out of it."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name) or ".." in name:
+        raise EmulatorError(f"emulated device name {name!r}: use letters, digits, '-', '_' and '.' (e.g. pi4-emulated)")
+    return (home or emulate_home()) / "devices" / name
+
+
 def emulate_home() -> Path:
     from edgeslm.hashing import cache_home
 
@@ -505,7 +513,7 @@ def start_named(name: str, cpu: str = "cortex-a72", port: int = 0, home: Path | 
     import socket
 
     home = home or emulate_home()
-    state = home / "devices" / name
+    state = _state(name, home)
     state.mkdir(parents=True, exist_ok=True)
     stop_named(name, home)
     if not (state / "id_ed25519").exists():
@@ -529,7 +537,7 @@ def start_named(name: str, cpu: str = "cortex-a72", port: int = 0, home: Path | 
 def stop_named(name: str, home: Path | None = None) -> bool:
     """Stop device `name` if its recorded process is still the sshd started for it (a pid reused by another
     process since is left alone). True if one was stopped."""
-    state = (home or emulate_home()) / "devices" / name
+    state = _state(name, home)
     try:
         pid = int((state / "pid").read_text())
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")

@@ -168,3 +168,14 @@ def test_cli_starts_and_stops_a_named_device_and_leaves_a_stranger_alone(tmp_pat
         stranger.kill()
         stranger.wait()
         shutil.rmtree(state)
+
+
+def test_a_device_name_cannot_lead_out_of_the_emulator_folder(tmp_path):
+    from edgeslm.emulate import EmulatorError, start_named, stop_named
+
+    for bad in ("../outside", "a/b", ".hidden", ""):
+        with pytest.raises(EmulatorError, match="emulated device name"):
+            stop_named(bad, tmp_path)
+        with pytest.raises(EmulatorError, match="emulated device name"):
+            start_named(bad, home=tmp_path)
+    assert list(tmp_path.iterdir()) == []

@@ -363,6 +363,19 @@ def test_a_gptq_grid_is_carried_into_both_formats(tmp_path, decoders):
     assert np.array_equal(inits["model.layers.1.mlp.down_proj.MatMul.weight_scales"].reshape(q["d"].shape), q["d"])
 
 
+def test_a_gptq_layout_edgeslm_cannot_carry_is_refused_in_one_line():
+    """Act-order indices (GPTQ's true_sequential / act_order) or another group size: named, not misread."""
+    from types import SimpleNamespace
+
+    from edgeslm.errors import ExportError
+    from edgeslm.generation.gptq import read_grid
+
+    for mod, why in ((SimpleNamespace(out_features=8, in_features=64, bits=4, group_size=32, g_idx=[0]), "act-order"),
+                     (SimpleNamespace(out_features=8, in_features=64, bits=4, group_size=64, g_idx=None), "groups of 64")):
+        with pytest.raises(ExportError, match=why):
+            read_grid(mod)
+
+
 def test_gptq_needs_int4_groups_of_32_and_a_decoder(tmp_path, decoders):
 
     for extra, why in (('method = "8da4w"\ngroup_size = 64\nalgorithm = "gptq"\n', "groups of 32"),

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeslm.errors import ExportError
 from edgeslm.generation.gguf_grid import BLOCK
 
 CHUNK = 256  # calibration tokens per sequence
@@ -44,12 +45,15 @@ def read_grid(mod) -> dict:
     """An INCWeightOnlyLinear (4-bit, symmetric, groups of 32, no act-order) as a Q4_0-type grid."""
     n, k = mod.out_features, mod.in_features
     if mod.bits != 4 or mod.group_size != BLOCK or getattr(mod, "g_idx", None) is not None:
-        raise ValueError(f"unexpected GPTQ layout: {mod.bits} bits, groups of {mod.group_size}")
+        raise ExportError(f"neural-compressor GPTQ left {mod.bits}-bit weights in groups of {mod.group_size}"
+                          f"{' with act-order indices' if getattr(mod, 'g_idx', None) is not None else ''}: edgeslm "
+                          "carries 4-bit groups of 32 in order only; use algorithm = \"rtn\"")
     if mod.use_optimum_format:
         q = _unpack4(mod.qweight.T.contiguous())[:, :k]  # [N, K], q + zero point, zero point 8 (symmetric)
         zp = _unpack4(mod.qzeros)[:, :n].T.astype(np.int16) + 1
         if not np.all(zp == 8):
-            raise ValueError("GPTQ grid is not symmetric (zero points other than 8)")
+            raise ExportError("neural-compressor GPTQ left an asymmetric grid (zero points other than 8); "
+                              "edgeslm carries symmetric int4 only; use algorithm = \"rtn\"")
         d = mod.scales.T.float().numpy()
     else:
         u = _unpack4(mod.qweight)[:, :k]  # signed nibbles
