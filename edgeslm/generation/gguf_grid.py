@@ -6,15 +6,17 @@ MatMulNBits as they are, for the block layouts onnxruntime's fast kernels can ex
 
 - Q4_0 (w = (q - 8) d, blocks of 32): MatMulNBits 4-bit, implicit zero point 8. Exact.
 - Q8_0 (w = q d, q signed): MatMulNBits 8-bit, q + 128 stored with the implicit zero point 128. Exact.
-- Q4_1 (w = q d + m, a float minimum per block): MatMulNBits 4-bit with zero point 0 for q d (exact), plus
-  the minimums through the per-block sums of the input (x . m over each block of 32), as a second, 8-bit
-  MatMulNBits (the minimums int8 in blocks of 32 of them: off by at most 1/254 of the largest; the KL to
-  float minimums was at the level a reordered float sum gives, and decode 11% faster than a float MatMul).
-  Measured on SmolLM2-135M (Q4_1), perplexity on the held text vs the dequantized GGUF: -1.5% (rounding the
-  floats again, symmetric int4: +29.7%); decode still slower than the requantized file (the extra small
-  ops per projection). Alternatives measured and rejected: MatMulNBits with float zero points expresses
-  Q4_1 directly but onnxruntime's CPU kernels run it 10-25x slower; integer zero points round(-m / d) lose
-  the fractional minimum (+48%).
+- Q4_1 (w = q d + m, a float minimum per block): one asymmetric 4-bit MatMulNBits over the input widened
+  with its block sums ([x, sums of each block of 32 of x], one small MatMulNBits of 0/1 rows and a Concat per
+  input). x's blocks hold q and d exactly with the integer zero point z = round(-m / d), i.e. q d - z d; the
+  columns of the sums hold the rest of each minimum, m + z d (within d / 2), in 4-bit blocks of their own.
+  onnxruntime's int8 kernel applies the zero point exactly, so only that small rest is rounded.
+  Measured on SmolLM2-135M (Q4_1), 2,616 tokens of BBC News teacher-forced against the dequantized GGUF in
+  PyTorch: KL 0.0033, perplexity +0.04%, where the earlier layout (the minimums as a second, 8-bit MatMulNBits
+  over the block sums, and an Add) had KL 0.018, perplexity +2.6%, and 540 more nodes; decode about 10%
+  faster. Alternatives measured and rejected: MatMulNBits with float zero points expresses Q4_1 directly
+  but onnxruntime's CPU kernels run it 10-25x slower; the integer zero points alone lose the fractional
+  minimum (+48%); rounding the floats again, symmetric int4: +29.7%.
 
 A tensor is carried only where its dequantized grid equals the weights transformers loaded (Q and K rows
 un-permuted as llama.cpp's converter permuted them); anything else keeps the builder's requantized
@@ -32,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 BLOCK = 32
-GRID_MIN = "/grid/MinimumsMatMulNBits"  # name suffix of the node adding a Q4_1 projection's block minimums
+GRID_SUMS = "/grid/BlockSumsMatMulNBits"  # name suffix of the node summing an input's blocks (Q4_1)
 CARRIED = ("Q4_0", "Q4_1", "Q8_0")
 # GGUF tensor name (in block i) -> the transformers module of layer i, and whether llama.cpp permuted its rows
 # for RoPE ("heads" / "kv_heads": by that many heads)
@@ -184,12 +186,12 @@ def _pack4(q: np.ndarray) -> np.ndarray:
 def apply_grids(graph, grids: dict) -> list[str]:
     """Rewrite the builder's MatMulNBits weights (and the tied embedding lookup) in `graph` (an onnx
     ModelProto, weights loaded) with `grids`. Returns the module names carried."""
-    from onnx import helper, numpy_helper
+    from onnx import numpy_helper
 
     inits = {i.name: i for i in graph.graph.initializer}
     done = []
     new_nodes = []
-    sums = {}  # input name -> its per-block sums (q, k, v and gate, up read the same input)
+    widened = {}  # input name -> (that input with its block sums appended, how many columns they add)
     for node in graph.graph.node:
         if node.op_type != "MatMulNBits":
             new_nodes.append(node)
@@ -202,34 +204,26 @@ def apply_grids(graph, grids: dict) -> list[str]:
             continue
         n, k = g["q"].shape
         bits = 8 if g["type"] == "Q8_0" else 4
-        blob = g["q"] if bits == 8 else _pack4(g["q"])
-        inits[node.input[1]].CopyFrom(numpy_helper.from_array(blob.reshape(n, k // BLOCK, -1), node.input[1]))
-        inits[node.input[2]].CopyFrom(numpy_helper.from_array(g["d"].reshape(-1), node.input[2]))
-        attrs["bits"].i = bits
+        q, d, zp, extra = g["q"], g["d"], None, 0
+        if g["m"] is not None:  # Q4_1: zero points, and the rest of each minimum through the input's block sums
+            x = node.input[0]
+            if x not in widened:  # q, k and v (fused) and gate, up read the same input: its sums once
+                level = attrs["accuracy_level"].i if "accuracy_level" in attrs else 0
+                nodes, widened[x] = _block_sums(graph, x, k, name, level)
+                new_nodes += nodes
+            node.input[0], extra = widened[x]
+            q, d, zp = _q4_1_widened(g, extra)
+        blob = q if bits == 8 else _pack4(q)
+        inits[node.input[1]].CopyFrom(numpy_helper.from_array(blob.reshape(n, (k + extra) // BLOCK, -1),
+                                                              node.input[1]))
+        inits[node.input[2]].CopyFrom(numpy_helper.from_array(d.reshape(-1), node.input[2]))
+        attrs["bits"].i, attrs["K"].i = bits, k + extra
         del node.input[3:]
-        new_nodes.append(node)
-        if g["m"] is not None:  # Q4_1: zero point 0, the minimums added through the per-block input sums
-            zp_name = f"{name}.MatMul.weight_zp_zero"
-            zeros = np.zeros((n, (k // BLOCK + 1) // 2), dtype=np.uint8)
-            q8, s8 = _int8_rows(g["m"])
-            graph.graph.initializer.extend([numpy_helper.from_array(zeros.reshape(-1), zp_name),
-                                            numpy_helper.from_array(q8, f"{name}.grid_min.q8"),
-                                            numpy_helper.from_array(s8, f"{name}.grid_min.scales")])
+        if zp is not None:
+            zp_name = f"{name}.MatMul.zero_points_q4_1"
+            graph.graph.initializer.append(numpy_helper.from_array(_pack4(zp).reshape(-1), zp_name))
             node.input.append(zp_name)
-            out, x = node.output[0], node.input[0]
-            node.output[0] = f"{out}/grid_q"
-            if x not in sums:
-                shape, axes, sums[x] = f"{name}/blocks_shape", f"{name}/blocks_axes", f"{name}/block_sums"
-                graph.graph.initializer.extend([
-                    numpy_helper.from_array(np.array([0, 0, k // BLOCK, BLOCK], np.int64), shape),
-                    numpy_helper.from_array(np.array([-1], np.int64), axes)])
-                new_nodes += [helper.make_node("Reshape", [x, shape], [f"{name}/blocks"], name=f"{name}/grid/Reshape"),
-                              helper.make_node("ReduceSum", [f"{name}/blocks", axes], [sums[x]], keepdims=0,
-                                               name=f"{name}/grid/ReduceSum")]
-            new_nodes += [helper.make_node("MatMulNBits", [sums[x], f"{name}.grid_min.q8", f"{name}.grid_min.scales"],
-                                           [f"{out}/grid_min"], name=f"{name}{GRID_MIN}", domain="com.microsoft",
-                                           K=k // BLOCK, N=n, bits=8, block_size=BLOCK, accuracy_level=4),
-                          helper.make_node("Add", [f"{out}/grid_q", f"{out}/grid_min"], [out], name=f"{name}/grid/Add")]
+        new_nodes.append(node)
         done.append(name)
     del graph.graph.node[:]
     graph.graph.node.extend(new_nodes)
@@ -254,20 +248,48 @@ def apply_grids(graph, grids: dict) -> list[str]:
     return done
 
 
-def _int8_rows(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Q4_1's block minimums [N, K/32] as MatMulNBits 8-bit weights (implicit zero point 128) in blocks of 32
-    minimums: (uint8 [N, blocks, 32], float32 scales [N * blocks]); each off by at most 1/254 of the largest
-    of its 32 (measured on SmolLM2: KL to the float minimums at the level a reordered float sum gives)."""
-    n, nb = m.shape
+def _block_sums(graph, x: str, k: int, name: str, level: int) -> tuple[list, tuple[str, int]]:
+    """Nodes appending to input `x` [1, n, k] the sums of its blocks of 32, padded with zeros to a whole block:
+    one MatMulNBits of 0/1 rows (at the projections' accuracy level, so from the same int8 activations they
+    read) and a Concat. Returns (nodes, (the widened input's name, the columns added))."""
+    from onnx import helper, numpy_helper
+
+    nb = k // BLOCK
     p = -(-nb // BLOCK) * BLOCK
-    padded = np.zeros((n, p), dtype=np.float64)
-    padded[:, :nb] = m
-    blocks = padded.reshape(n, p // BLOCK, BLOCK)
-    scale = np.abs(blocks).max(-1) / 127.0
+    ones = np.full((p, k), 8, dtype=np.uint8)  # the implicit zero point is 8: 9 is 1, 8 is 0
+    for j in range(nb):
+        ones[j, j * BLOCK:(j + 1) * BLOCK] = 9
+    w, s, sums, wide = (f"{name}{GRID_SUMS}.weight", f"{name}{GRID_SUMS}.scales", f"{name}{GRID_SUMS}/output",
+                        f"{name}{GRID_SUMS}/widened")
+    graph.graph.initializer.extend([numpy_helper.from_array(_pack4(ones).reshape(p, nb, BLOCK // 2), w),
+                                    numpy_helper.from_array(np.ones(p * nb, dtype=np.float32), s)])
+    return [helper.make_node("MatMulNBits", [x, w, s], [sums], name=f"{name}{GRID_SUMS}", domain="com.microsoft",
+                             K=k, N=p, bits=4, block_size=BLOCK, accuracy_level=level),
+            helper.make_node("Concat", [x, sums], [wide], name=f"{name}/grid/Concat", axis=-1)], (wide, p)
+
+
+def _q4_1_widened(g: dict, extra: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A Q4_1 grid (w = q d + m per block of 32) as one asymmetric 4-bit MatMulNBits over [x, block sums of x]:
+    x's blocks keep q and d exactly, with the zero point z = round(-m / d) (they hold q d - z d), and `extra`
+    columns more hold the rest of each minimum, m + z d (at most d / 2 where -m / d lies in 0..15), in
+    asymmetric 4-bit blocks of 32. Returns (q uint8 [N, K + extra], scales float32 [N, blocks], zero points
+    uint8 [N, blocks rounded up to even])."""
+    q, d, m = g["q"], g["d"].astype(np.float64), g["m"].astype(np.float64)
+    n, nb = m.shape
+    z = np.clip(np.round(np.divide(-m, d, out=np.zeros_like(m), where=d != 0)), 0, 15)
+    rest = np.zeros((n, extra))
+    rest[:, :nb] = m + z * d
+    blocks = rest.reshape(n, -1, BLOCK)
+    lo, hi = np.minimum(blocks.min(-1), 0.0), np.maximum(blocks.max(-1), 0.0)
+    scale = ((hi - lo) / 15).astype(np.float32)
     scale[scale == 0] = 1.0
-    scale = scale.astype(np.float32)
-    q = np.clip(np.round(blocks / scale[..., None]), -127, 127).astype(np.int16) + 128
-    return q.astype(np.uint8), scale.reshape(-1)
+    zr = np.clip(np.round(-lo / scale), 0, 15)
+    qr = np.clip(np.round(blocks / scale[..., None]) + zr[..., None], 0, 15).reshape(n, extra)
+    zp = np.concatenate([z, zr], 1)
+    if zp.shape[1] % 2:  # zero points pack two to a byte
+        zp = np.concatenate([zp, np.zeros((n, 1))], 1)
+    return (np.concatenate([q, qr.astype(np.uint8)], 1), np.concatenate([g["d"], scale], 1).astype(np.float32),
+            zp.astype(np.uint8))
 
 
 def _prune(graph) -> None:

@@ -22,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 
 from edgeslm.errors import ExportError
-from edgeslm.generation.gguf_grid import GRID_MIN
+from edgeslm.generation.gguf_grid import GRID_SUMS
 
 FILE = "model.onnx"
 DATA = "model.onnx.data"  # its weights (onnxruntime refuses external data outside the model's folder)
@@ -81,7 +81,7 @@ def export_onnx_decoder(model, tokenizer, work: Path, method: str | None, group_
 
             carried = apply_grids(graph, grids)
         nodes = graph.graph.node
-        nbits = [n for n in nodes if n.op_type == "MatMulNBits" and not n.name.endswith(GRID_MIN)]
+        nbits = [n for n in nodes if n.op_type == "MatMulNBits" and not n.name.endswith(GRID_SUMS)]
         attrs = {a.name: a.i for n in nbits[:1] for a in n.attribute}
         # the weights beside the graph, as onnxruntime maps them from the file instead of copying them out of
         # the graph's bytes: SmolLM2-135M int4 peaks at 209 MiB instead of 247 MiB, as fast
@@ -109,19 +109,22 @@ def export_onnx_decoder(model, tokenizer, work: Path, method: str | None, group_
 
 def _dequantized(graph) -> dict:
     """{builder module name: float32 weight [out, in]} for each MatMulNBits of the file (symmetric grid:
-    uint4/uint8 with the implicit zero point 2^(bits-1) unless the node gives zero points)."""
+    uint4/uint8 with the implicit zero point 2^(bits-1) unless the node gives zero points). A projection over
+    its input widened with the input's block sums (a GGUF Q4_1 grid) folds the columns of the sums back."""
     inits = {i.name: i for i in graph.graph.initializer}
-    weights = {n.name: _nbits_weight(n, inits) for n in graph.graph.node if n.op_type == "MatMulNBits"}
+    made_by = {o: n for n in graph.graph.node for o in n.output}
     out = {}
     for n in graph.graph.node:
-        if n.op_type != "MatMulNBits" or n.name.endswith(GRID_MIN):
+        if n.op_type != "MatMulNBits" or n.name.endswith(GRID_SUMS):
             continue
-        name = n.input[1].rsplit(".MatMul", 1)[0]
-        w = weights[n.name]
-        mins = weights.get(f"{name}{GRID_MIN}")  # a GGUF Q4_1 grid: the block minimums added apart
-        if mins is not None:  # [N, K / 32]: one constant per block of 32 inputs
-            w = (w.reshape(w.shape[0], mins.shape[1], -1) + mins[:, :, None]).reshape(w.shape)
-        out[name] = w
+        w = _nbits_weight(n, inits)
+        concat = made_by.get(n.input[0])
+        if concat is not None and concat.op_type == "Concat":  # [x, sums of x] -> w_x + w_sums @ (0/1 rows)
+            sums = made_by[concat.input[1]]
+            ones = _nbits_weight(sums, inits)  # [columns added, K]
+            k = ones.shape[1]
+            w = w[:, :k] + w[:, k:k + ones.shape[0]] @ ones
+        out[n.input[1].rsplit(".MatMul", 1)[0]] = w
     return out
 
 
@@ -226,7 +229,7 @@ def build_decoder(work: Path, model, tokenizer, g, q, facts, log, carried: tuple
                                     "layers": w["matmul_nbits"], "grid": "symmetric, round to nearest"}
     if grids is not None:
         quant["grid"] = (f"{grid_words(grids)} in {len(w['carried'])} of {w['matmul_nbits']} layers"
-                         + (" (Q4_1 minimums added through per-block input sums)"
+                         + (" (Q4_1: the minimums as zero points, their rest through per-block input sums)"
                             if any(grids[m]["type"] == "Q4_1" for m in w["carried"]) else "")
                          + "; the rest symmetric, round to nearest")
         quant["gguf_grid" if grid_origin(grids) == "GGUF" else "carried_grid"] = grid_facts(grids, w["carried"], skipped)
