@@ -409,7 +409,6 @@ def test_a_q4_1_grid_runs_as_one_matmulnbits_over_the_widened_input():
     """Q4_1 (w = q d + m) in onnxruntime: q and d exactly with integer zero points round(-m / d), the rest of
     each minimum through the input's block sums; the graph computes x w^T with only that rest rounded (and
     the read-back folds the sums' columns into the same weights)."""
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
