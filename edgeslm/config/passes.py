@@ -93,8 +93,8 @@ class QuantizeConfig(PassConfig):
     gguf_grid: Literal["keep", "requantize"] = Field(
         "keep", description="text-generation from a GGUF source, method 8da4w: 'keep' carries the file's own "
         "integers and scales (blocks of 32) instead of rounding the dequantized weights a second time, as "
-        "llama.cpp runs them: ONNX MatMulNBits takes Q4_0 / Q4_1 / Q8_0 (SmolLM2-135M Q4_1: perplexity +1.0% "
-        "instead of +29.7%), the .pte's int4 linears Q4_0 / Q4_1 (as q - 8 and the scale, Q4_1's block "
+        "llama.cpp runs them: ONNX MatMulNBits takes Q4_0 / Q4_1 / Q8_0 (Q4_1's minimums as zero points, their "
+        "rest through the input's block sums; SmolLM2-135M Q4_1: perplexity +0.04% instead of +29.7%), the .pte's int4 linears Q4_0 / Q4_1 (as q - 8 and the scale, Q4_1's block "
         "constant added through the input's block sums); 'requantize' rounds again in blocks of group_size.")
     algorithm: Literal["rtn", "gptq"] = Field(
         "rtn", description="text-generation, method 8da4w: how the int4 grid is chosen. 'rtn' rounds each "
