@@ -67,7 +67,8 @@ def _measure(step, prompt: list, new_tokens: int, text: list, first: int, chunk:
             "peak_rss_mb": peak / 1024, "perplexity": float(np.exp(-lp[np.arange(len(targets)), targets].mean()))}
 
 
-def child(kind: str, folder: Path, gguf: Path, threads: int, new_tokens: int, prompt_len: int) -> dict:
+def child(kind: str, folder: Path, gguf: Path, threads: int, new_tokens: int, prompt_len: int,
+          extra_bufts: bool = True) -> dict:
     manifest = json.loads((folder / "manifest.json").read_text())
     ref = np.load(folder / "reference.npz")
     text, first = [int(i) for i in ref["text/ids"]], int(ref["text/first"])
@@ -92,7 +93,18 @@ def child(kind: str, folder: Path, gguf: Path, threads: int, new_tokens: int, pr
 
         size = gguf.stat().st_size
     elif kind == "llama.cpp":
+        import llama_cpp
         from llama_cpp import Llama
+
+        if not extra_bufts:  # llama.cpp's repacked weight buffers (AMX) off: its plain CPU kernels
+            default = llama_cpp.llama_cpp.llama_model_default_params
+
+            def params():
+                p = default()
+                p.use_extra_bufts = False
+                return p
+
+            llama_cpp.llama.llama_cpp.llama_model_default_params = params
 
         llm = Llama(model_path=str(gguf), n_ctx=ctx, n_threads=threads, n_threads_batch=threads, n_batch=chunk,
                     logits_all=False, verbose=False)
@@ -133,6 +145,7 @@ def main() -> None:
     ap.add_argument("--no-requantized", action="store_true", help="skip the builds rounded again (the .pte ~12 min)")
     ap.add_argument("--child", choices=RUNTIMES, help=argparse.SUPPRESS)
     ap.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--no-extra-bufts", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     from edgeslm.models.sources import resolve_source
 
@@ -140,7 +153,8 @@ def main() -> None:
     src = resolve_source(gguf_spec, ROOT)
     gguf = src.folder / src.gguf
     if args.child:
-        print(json.dumps(child(args.child, args.folder, gguf, args.threads, args.new_tokens, args.prompt)))
+        print(json.dumps(child(args.child, args.folder, gguf, args.threads, args.new_tokens, args.prompt,
+                               not args.no_extra_bufts)))
         return
 
     from edgeslm.config.catalog import find_recipe, load_target
@@ -172,11 +186,20 @@ def main() -> None:
             ("ONNX, int4 requantized", "onnx", f"{RECIPE}-requantized")]
     runs = [r for r in runs if r[2] in folders]
     rounds: dict[str, list] = {}  # label -> one result per round; runtimes interleaved round by round
+    fallback: set = set()  # runtimes measured without llama.cpp's extra (AMX) buffers, after a crash
     for i in range(args.repeat):
         for label, kind, name in runs:
-            proc = subprocess.run([sys.executable, __file__, "--child", kind, "--folder", str(folders[name]),
-                                   "--threads", str(args.threads), "--new-tokens", str(args.new_tokens),
-                                   "--prompt", str(args.prompt)], capture_output=True, text=True, timeout=3600)
+            cmd = [sys.executable, __file__, "--child", kind, "--folder", str(folders[name]), "--threads",
+                   str(args.threads), "--new-tokens", str(args.new_tokens), "--prompt", str(args.prompt)]
+            proc = subprocess.run(cmd + (["--no-extra-bufts"] if kind in fallback else []), capture_output=True,
+                                  text=True, timeout=3600)
+            if kind == "llama.cpp" and proc.returncode < 0 and kind not in fallback:
+                # seen on a VM with AMX: llama.cpp's AMX weight buffers crash in llama_decode (SIGSEGV); its
+                # plain CPU kernels (AVX-512 / AVX2 repacking) then, for every round, and the table says so
+                fallback.add(kind)
+                print(f"{label}: crashed (signal {-proc.returncode}); measured with use_extra_bufts = false",
+                      file=sys.stderr)
+                proc = subprocess.run(cmd + ["--no-extra-bufts"], capture_output=True, text=True, timeout=3600)
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
             if proc.returncode != 0 or not lines:
                 why = (proc.stderr.strip().splitlines() or ["no output"])[-1][:160]
@@ -212,6 +235,9 @@ def main() -> None:
               f"{r['size_mb']:.1f} | {ppl} | {ratio} |")
     print("\nperplexity: teacher-forced on the build's held text, the same token ids for every runtime; the "
           "reference is the GGUF dequantized to float (eager).")
+    if fallback:
+        print("llama.cpp: its AMX weight buffers crashed on this machine; measured with use_extra_bufts = false "
+              "(its AVX-512/AVX2 CPU kernels).")
 
 
 if __name__ == "__main__":
