@@ -168,8 +168,9 @@ def test_profile_pins_and_labels_its_version_while_deploys_come_and_go(tmp_path,
 
     def run():
         try:
+            # min_seconds: long enough to outlast two deploys on a loaded machine (tests run two at once)
             box["results"] = profile("pi", dev, tmp_path / "out", artifacts=["onnx"], iters=5, warmup=1,
-                                     min_seconds=8, **QUIET)
+                                     min_seconds=20, **QUIET)
         except Exception as exc:  # noqa: BLE001 - inspected below
             box["error"] = exc
 
@@ -181,6 +182,7 @@ def test_profile_pins_and_labels_its_version_while_deploys_come_and_go(tmp_path,
     assert _runner_running("profile", str(wd)), box
     deploy(tiny_builds["v2"], "pi", dev, **QUIET)
     deploy(third, "pi", dev, **QUIET)  # v1 is neither current nor previous now
+    assert _runner_running("profile", str(wd)), "the profile ended before the deploys did: raise min_seconds"
     assert (_model(wd) / "versions" / first.version / "model.onnx").is_file()  # pinned: not pruned
     worker.join(120)
     assert not worker.is_alive() and "error" not in box, box
