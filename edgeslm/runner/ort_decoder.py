@@ -38,6 +38,13 @@ class OrtDecoder:
             np.zeros((1, kv_heads, max_context, head_dim), dtype=np.float32))) for past, present in names]
         self.filled = 0
         self._np = np
+        # one binding for the session's life: the cache buffers stay bound, each step rebinds its ids, mask and
+        # logits (the logits first, so they stay the first output)
+        self.binding = self.sess.io_binding()
+        self.binding.bind_output("logits")
+        for past, present, buf in self.cache:
+            self.binding.bind_ortvalue_input(past, buf)
+            self.binding.bind_ortvalue_output(present, buf)
 
     def __call__(self, tokens, start: int):
         np = self._np
@@ -46,13 +53,10 @@ class OrtDecoder:
             raise RunnerError(f"decoder cache holds {self.filled} positions; a step cannot start at {start}")
         if start + n > self.max_context:
             raise RunnerError(f"{start + n} positions exceed the KV cache ({self.max_context})")
-        b = self.sess.io_binding()
+        b = self.binding
         b.bind_cpu_input("input_ids", np.asarray([tokens], dtype=np.int64))
         b.bind_cpu_input("attention_mask", np.ones((1, start + n), dtype=np.int64))
         b.bind_output("logits")
-        for past, present, buf in self.cache:
-            b.bind_ortvalue_input(past, buf)
-            b.bind_ortvalue_output(present, buf)
         self.sess.run_with_iobinding(b)
         self.filled = start + n
         logits = b.get_outputs()[0].numpy()
