@@ -75,26 +75,37 @@ def build(loaded: LoadedRecipe, target: Target, out: Path, force: bool = False,
     model_files = source.fingerprint(memo)
     memo.save()
     tools = cache.tool_versions()
+    unit = task_unit(recipe.model.task)
     key = cache.cache_key({
-        "recipe": loaded.content_hash(), "target": target.model_dump(mode="json"),
+        "recipe": loaded.content_hash(),
+        # a task whose artifacts do not depend on the CPU target is built once for all of a recipe's targets
+        "target": "any" if unit.target_independent else target.model_dump(mode="json"),
         "model": model_files, "tools": tools, "edgeslm": [__version__, cache.code_hash()],
     })
     cache.clean_stale(folder.parent)
-    if not force:
-        hit = cache.lookup(key, folder, memo)
-        memo.save()
-        if hit is not None:
-            cache.materialize(hit.folder, folder)
-            return BuildResult(folder, read_manifest(folder), True, time.perf_counter() - t0, hit.note)
+    # one build per key at a time: a second process (another target of the same recipe, a parallel CI job)
+    # waits for the first and takes its result from the store
+    with cache.key_lock(key, log.progress):
+        if not force:
+            hit = cache.lookup(key, folder, memo)
+            memo.save()
+            if hit is not None:
+                cache.materialize(hit.folder, folder)
+                note = cache.retarget(folder, target)
+                return BuildResult(folder, read_manifest(folder), True, time.perf_counter() - t0,
+                                   "; ".join(filter(None, (hit.note, note))))
+        return _build_new(loaded, target, source, model_files, tools, key, folder, unit, force, log, t0)
 
+
+def _build_new(loaded, target, source, model_files, tools, key, folder, unit, force, log, t0) -> BuildResult:
+    recipe = loaded.recipe
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     work = folder.with_name(f".{folder.name}.build-{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)
     made_parent = not folder.parent.exists()
     work.mkdir(parents=True)
     try:
-        manifest = task_unit(recipe.model.task).build_into(work, loaded, target, source, model_files, tools, key, log,
-                                                           started, t0, force)
+        manifest = unit.build_into(work, loaded, target, source, model_files, tools, key, log, started, t0, force)
         if manifest.status == "ok":
             cache.store(work, key, replace=force)
         cache.replace_dir(work, folder)

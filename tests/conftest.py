@@ -1,3 +1,5 @@
+import contextlib
+import fcntl
 import os
 import sys
 from pathlib import Path
@@ -9,12 +11,53 @@ sys.path.insert(0, str(Path(__file__).parent))
 ROOT = Path(__file__).resolve().parents[1]
 
 
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+
+
+def _run_root(tmp_path_factory) -> Path:
+    """This run's own temporary root, one for all xdist workers (each worker's base temp is a child)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if WORKER else base
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory):
-    """Tests never touch the user's ~/.cache/edgeslm."""
-    os.environ["EDGESLM_CACHE"] = str(tmp_path_factory.mktemp("edgeslm-cache"))
+    """Tests never touch the user's ~/.cache/edgeslm. The run's xdist workers share one cache, as parallel
+    builds on one machine do: a build one worker made (the same recipe, model and target) is another's
+    cache hit, and a build under way is waited for (pipeline's per-key lock), not made twice."""
+    cache = _run_root(tmp_path_factory) / "edgeslm-cache"
+    cache.mkdir(exist_ok=True)
+    os.environ["EDGESLM_CACHE"] = str(cache)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     yield
+
+
+@pytest.fixture(scope="session")
+def shared(tmp_path_factory):
+    """shared(name, make) -> a folder of this run that every xdist worker sees, made once by `make(folder)`
+    (the first worker makes it under a lock, the others wait): inputs such as model folders and recipes
+    whose paths are part of a build's cache key, so the workers' builds of them share the cache."""
+    root = _run_root(tmp_path_factory) / "shared"
+    root.mkdir(exist_ok=True)
+
+    def get(name: str, make) -> Path:
+        folder = root / name
+        with open(root / f"{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (folder / ".made").exists():
+                folder.mkdir(exist_ok=True)
+                make(folder)
+                (folder / ".made").touch()
+        return folder
+
+    return get
+
+
+def rotated(items: list) -> list:
+    """`items` in an order that differs per xdist worker: workers that need the same builds start on
+    different ones (each then takes the others from the shared cache)."""
+    k = int(WORKER[2:]) % len(items) if WORKER[2:].isdigit() and items else 0
+    return items[k:] + items[:k]
 
 
 @pytest.fixture(scope="session")
@@ -33,23 +76,27 @@ def tiny_model(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_builds(tmp_path_factory, tiny_model):
-    """Two builds of the same tiny model that differ only in a verify threshold (two versions)."""
+def tiny_builds(tmp_path_factory, shared):
+    """Two builds of the same tiny model that differ only in a verify threshold (two versions), and v1 for
+    rpi4. The model and recipes are shared by the workers, the build folders each worker's own."""
     from edgeslm.config.catalog import load_target
     from edgeslm.config.recipe import load_recipe
     from edgeslm.pipeline import build, plan
-    from tiny import write_recipe
+    from tiny import make_model, write_recipe
 
+    def make(folder):
+        src = make_model("bert", "embedding", folder / "model")
+        for variant, extra in (("v1", ""), ("v2", "[verify]\nmin_cosine = 0.999\n")):
+            write_recipe(folder / f"{variant}.toml", src, "embedding", name="tinydeploy", extra=extra,
+                         targets=("host", "rpi4"))
+
+    inputs = shared("deploy-builds", make)
     root = tmp_path_factory.mktemp("deploy-builds")
-    src = tiny_model("bert", "embedding")
     out = {}
-    for variant, extra in (("v1", ""), ("v2", "[verify]\nmin_cosine = 0.999\n")):
-        recipe = load_recipe(write_recipe(root / f"{variant}.toml", src, "embedding", name="tinydeploy",
-                                          extra=extra, targets=("host", "rpi4")))
-        target = plan(recipe, [load_target("host")])[0]
-        out[variant] = build(recipe, target, root / variant).folder
-    recipe = load_recipe(root / "v1.toml")
-    out["rpi4"] = build(recipe, plan(recipe, [load_target("rpi4")])[0], root / "arm").folder
+    for variant, toml, target, sub in rotated([("v1", "v1", "host", "v1"), ("v2", "v2", "host", "v2"),
+                                               ("rpi4", "v1", "rpi4", "arm")]):
+        recipe = load_recipe(inputs / f"{toml}.toml")
+        out[variant] = build(recipe, plan(recipe, [load_target(target)])[0], root / sub).folder
     return out
 
 
@@ -81,18 +128,28 @@ def topics_csv(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def decoder_8da4w(tmp_path_factory):
-    """A tiny Llama decoder built in both formats, 8da4w (group 32) with int8 embeddings, 128-position
-    cache, compression limits loosened for random weights: one build shared by the tests that need one."""
+def decoder_8da4w_recipe(shared) -> Path:
+    """A tiny Llama decoder's recipe, both formats, 8da4w (group 32) with int8 embeddings, 128-position
+    cache, compression limits loosened for random weights, for host and rpi4 (one build serves both: a
+    decoder's artifacts do not depend on the target). Shared by the workers: one build in the run."""
+    from tiny import make_decoder_model, write_generation_recipe
+
+    def make(folder):
+        src = make_decoder_model("llama", folder / "model")
+        extra = ('[[passes]]\ntype = "quantize"\nmethod = "8da4w"\ngroup_size = 32\nembeddings = true\n'
+                 "[verify]\nmax_perplexity_increase = 0.5\nmin_top5_agreement = 0.5\n")
+        write_generation_recipe(folder / "g.toml", src, name="llama-8da4w", extra=extra, targets=("host", "rpi4"),
+                                formats=("executorch", "onnx"))
+
+    return shared("decoder-8da4w", make) / "g.toml"
+
+
+@pytest.fixture(scope="session")
+def decoder_8da4w(tmp_path_factory, decoder_8da4w_recipe):
+    """decoder_8da4w_recipe built for the host."""
     from edgeslm.config.catalog import load_target
     from edgeslm.config.recipe import load_recipe
     from edgeslm.pipeline import build, plan
-    from tiny import make_decoder_model, write_generation_recipe
 
-    root = tmp_path_factory.mktemp("decoder-8da4w")
-    src = make_decoder_model("llama", root / "model")
-    extra = ('[[passes]]\ntype = "quantize"\nmethod = "8da4w"\ngroup_size = 32\nembeddings = true\n'
-             "[verify]\nmax_perplexity_increase = 0.5\nmin_top5_agreement = 0.5\n")
-    recipe = load_recipe(write_generation_recipe(root / "g.toml", src, name="llama-8da4w", extra=extra,
-                                                 formats=("executorch", "onnx")))
-    return build(recipe, plan(recipe, [load_target("host")])[0], root / "out")
+    recipe = load_recipe(decoder_8da4w_recipe)
+    return build(recipe, plan(recipe, [load_target("host")])[0], tmp_path_factory.mktemp("decoder-8da4w") / "out")

@@ -75,9 +75,17 @@ def test_fp32_program_matches_eager_exactly(fp32_builds, family):
     assert {"model.onnx", "model.onnx.data", "model.pte"} <= files  # the weights beside the graph, hashed
 
 
-def test_quantized_8da4w_within_thresholds_and_smaller(decoder_8da4w, fp32_builds):
+def test_quantized_8da4w_within_thresholds_and_smaller(decoder_8da4w, decoder_8da4w_recipe, fp32_builds, tmp_path):
     """Random tiny weights lose more to a 4-bit grid than trained ones do: the compression limits are set
-    for them (conftest's decoder_8da4w; a failing compression gate: test_a_broken_decode_path_fails_verification)."""
+    for them (conftest's decoder_8da4w; a failing compression gate: test_a_broken_decode_path_fails_verification).
+    Built for another target it is the same build, not lowered again: its manifest names that target."""
+    recipe = load_recipe(decoder_8da4w_recipe)
+    arm = build(recipe, plan(recipe, [load_target("rpi4")])[0], tmp_path / "arm")
+    # the key's one build was made for host or (in another xdist worker) for rpi4: the other was retargeted
+    notes = [r.note for r in (decoder_8da4w, arm) if "a text-generation build is the same for every CPU target" in r.note]
+    assert arm.cached and len(notes) == 1, (decoder_8da4w.note, arm.note)
+    assert arm.manifest.target["name"] == "rpi4" and arm.manifest.cache_key == decoder_8da4w.manifest.cache_key
+    assert arm.manifest.files == decoder_8da4w.manifest.files
     fp32 = fp32_builds("llama")
     q = decoder_8da4w
     for a in q.manifest.artifacts:

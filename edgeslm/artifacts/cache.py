@@ -11,17 +11,20 @@ entry is thrown away and rebuilt, a modified build folder is restored from the s
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
 import sys
+import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from edgeslm.artifacts.manifest import MANIFEST_NAME, Manifest, read_manifest
+from edgeslm.artifacts.manifest import MANIFEST_NAME, Manifest, read_manifest, write_manifest
+from edgeslm.errors import UserError
 from edgeslm.hashing import HashMemo, cache_home
 
 TOOLS = ("torch", "executorch", "torchao", "transformers", "tokenizers", "onnx", "onnxscript",
@@ -177,6 +180,60 @@ def store(build_dir: Path, key: str, replace: bool = False) -> Path:
     else:
         shutil.rmtree(tmp, ignore_errors=True)
     return dst
+
+
+BUILD_WAIT = 3 * 3600.0  # seconds a build waits for another process building the same key
+
+
+@contextlib.contextmanager
+def key_lock(key: str, progress=lambda message: None, wait: float | None = None):
+    """Hold the build lock of `key` (an flock: the kernel frees it when its process ends, so no lock goes
+    stale). Another holder is waited for, up to `wait` seconds ($EDGESLM_BUILD_WAIT, default 3 hours)."""
+    import fcntl
+
+    if wait is None:
+        try:
+            wait = float(os.environ.get("EDGESLM_BUILD_WAIT", BUILD_WAIT))
+        except ValueError:
+            wait = BUILD_WAIT
+    folder = store_dir() / ".locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / f"{key}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:
+        start, told = time.monotonic(), False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                waited = time.monotonic() - start
+                if waited > wait:
+                    raise UserError(f"another edgeslm process (pid {holder}) has been building the same recipe, "
+                                    f"model and target for over {waited:.0f}s; wait for it, stop it, or set "
+                                    "EDGESLM_BUILD_WAIT (seconds)") from None
+                if not told:
+                    progress(f"waiting for another edgeslm process (pid {holder}) building the same artifacts")
+                    told = True
+                time.sleep(0.5)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def retarget(folder: Path, target) -> str:
+    """A target-independent build taken from the store for another target: its manifest names the target
+    it is now for. Returns a note for the user ("" when nothing changed)."""
+    m = read_manifest(folder)
+    want = target.model_dump(mode="json")
+    if m is None or m.target == want:
+        return ""
+    was = m.target.get("name")
+    write_manifest(folder, m.model_copy(update={"target": want}))
+    return (f"the artifacts built for target {was} (a {m.task} build is the same for every CPU target: "
+            "its kernels are chosen on the device)")
 
 
 def _alive(pid: int) -> bool:

@@ -8,6 +8,7 @@ device runner (whose own units are edgeslm.runner.tasks):
     unit.fit_problem(probe, m)     # why a build would not fit a device (None: it fits, or not checked)
     unit.report_fields(result)     # the task's own figures for a report row (None: none)
     unit.generates                 # whether `edgeslm run` can generate text with its builds
+    unit.target_independent        # whether its artifacts are the same for every CPU target
 
 Importing this package imports neither torch nor the exporters; `build_into` does.
 """
@@ -25,6 +26,8 @@ class TaskUnit:
 
     generates = False
     builder = ""
+    # whether the artifacts are the same for every CPU target (then a recipe's targets share one build)
+    target_independent = False
 
     def __init__(self, info: TaskInfo):
         self.info, self.name = info, info.name

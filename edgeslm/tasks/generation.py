@@ -13,6 +13,9 @@ RUNTIME_DISK = 20 << 20  # the runtime folder (~14-18 MB)
 class GenerationTask(TaskUnit):
     generates = True
     builder = "edgeslm.generation.build:build_generation_into"
+    # neither exporter consults the target: the .pte's XNNPACK and onnxruntime's MatMulNBits choose their
+    # kernels on the device, so the shipped SmolLM2 recipe lowers its .pte once, not once per target
+    target_independent = True
 
     def profile_args(self, new_tokens: int) -> list[str]:
         return ["--new-tokens", str(new_tokens)]

@@ -90,3 +90,35 @@ def test_killed_builds_leave_no_work_folders(tmp_path, tiny_model):
     alive.mkdir()
     _build(tmp_path, tiny_model("bert", "embedding"), name="stale")
     assert not dead.exists() and alive.exists()
+
+
+def test_a_second_build_of_the_same_key_waits_for_the_first_and_a_stuck_one_is_named(tmp_path):
+    """Two processes building the same recipe, model and target: the second waits on the key's lock (an
+    flock, freed by the kernel when its holder ends) and says so; past its wait it stops with the holder's
+    pid and what to do, instead of building the same thing twice."""
+    import subprocess
+    import sys
+    import time
+
+    from edgeslm.errors import UserError
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\n"
+                               "from edgeslm.artifacts import cache\n"
+                               "with cache.key_lock('k1'):\n    print('held', flush=True); time.sleep(3)\n"],
+                              stdout=subprocess.PIPE, text=True, env=os.environ)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        said = []
+        with pytest.raises(UserError, match=rf"another edgeslm process \(pid {holder.pid}\) has been building .*"
+                                            "EDGESLM_BUILD_WAIT"):
+            with cache.key_lock("k1", said.append, wait=0.5):
+                pass
+        assert said == [f"waiting for another edgeslm process (pid {holder.pid}) building the same artifacts"]
+        t0 = time.monotonic()
+        with cache.key_lock("k1", wait=30):  # freed when the holder ends
+            assert time.monotonic() - t0 > 1.0 and holder.wait(timeout=10) == 0
+        with cache.key_lock("k2", wait=0):  # another key is not held up
+            pass
+    finally:
+        holder.kill()
+        holder.wait()

@@ -73,25 +73,22 @@ def test_x86_build_is_refused_by_the_aarch64_device(emulated, tiny_builds):
         deploy(tiny_builds["v1"], "pi4emu", emulated, log=lambda m: None)
 
 
-def test_a_decoder_generates_on_the_emulated_device_without_torch(emulated, tmp_path):
+def test_a_decoder_generates_on_the_emulated_device_without_torch(emulated, tmp_path, decoder_8da4w_recipe):
     """The text-generation loop on aarch64: the runtime folder is cross-built here, uploaded once, and the
-    program's teacher-forced check, TTFT and decode timing run in it (labelled emulated)."""
+    program's teacher-forced check, TTFT and decode timing run in it (labelled emulated). The rpi4 build
+    is the host's (conftest's 8da4w decoder): a decoder's artifacts are the same for every target."""
     from edgeslm.config.catalog import load_target
     from edgeslm.config.recipe import load_recipe
     from edgeslm.pipeline import build, plan
-    from tiny import make_decoder_model, write_generation_recipe
 
-    src = make_decoder_model("llama", tmp_path / "model")
-    recipe = load_recipe(write_generation_recipe(tmp_path / "g.toml", src, name="tinygen", targets=("rpi4",),
-                                                 extra='[[passes]]\ntype = "quantize"\nmethod = "8da4w"\n'
-                                                       "[verify]\nmax_perplexity_increase = 0.5\n"
-                                                       "min_top5_agreement = 0.5\n",
-                                                 formats=("executorch", "onnx")))
-    folder = build(recipe, plan(recipe, [load_target("rpi4")])[0], tmp_path / "out").folder
+    recipe = load_recipe(decoder_8da4w_recipe)
+    result = build(recipe, plan(recipe, [load_target("rpi4")])[0], tmp_path / "out")
+    folder = result.folder
+    assert result.manifest.target["name"] == "rpi4" and result.manifest.target["arch"] == "aarch64"
     logs = []
     deploy(folder, "pi4emu", emulated, log=logs.append)
     assert any("upload ExecuTorch runtime for aarch64" in m for m in logs), logs
-    et, ort = profile("pi4emu", emulated, tmp_path / "out", recipe="tinygen", iters=2, warmup=1, new_tokens=8,
+    et, ort = profile("pi4emu", emulated, tmp_path / "out", recipe="llama-8da4w", iters=2, warmup=1, new_tokens=8,
                       log=logs.append, build=folder)
     for r in (et, ort):  # the .pte in edgeslm's runtime; the ONNX decoder in aarch64 onnxruntime, own loop
         assert r["parity"]["passed"] and r["parity"]["top1_vs_build_host"] > 0.8, r["parity"]
