@@ -1,4 +1,3 @@
-import contextlib
 import fcntl
 import os
 import sys
@@ -44,10 +43,10 @@ def shared(tmp_path_factory):
         folder = root / name
         with open(root / f"{name}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            if not (folder / ".made").exists():
+            if not (root / f"{name}.made").exists():
                 folder.mkdir(exist_ok=True)
                 make(folder)
-                (folder / ".made").touch()
+                (root / f"{name}.made").touch()
         return folder
 
     return get
@@ -153,3 +152,36 @@ def decoder_8da4w(tmp_path_factory, decoder_8da4w_recipe):
 
     recipe = load_recipe(decoder_8da4w_recipe)
     return build(recipe, plan(recipe, [load_target("host")])[0], tmp_path_factory.mktemp("decoder-8da4w") / "out")
+
+
+@pytest.fixture(scope="session")
+def decoder_models(shared):
+    """decoder_models(family) -> a tiny random decoder of `family` (tiny.make_decoder_model), shared by the
+    workers."""
+    from tiny import make_decoder_model
+
+    return lambda family: shared(f"decoder-{family}", lambda folder: make_decoder_model(family, folder))
+
+
+@pytest.fixture(scope="session")
+def fp32_builds(tmp_path_factory, decoder_models, shared):
+    """fp32_builds(family) -> the family's fp32 build in both formats for the host (160-position cache,
+    prompts up to 64 tokens), made on first use; one build per run (the workers share the cache)."""
+    from edgeslm.config.catalog import load_target
+    from edgeslm.config.recipe import load_recipe
+    from edgeslm.pipeline import build, plan
+    from tiny import write_generation_recipe
+
+    root, made = tmp_path_factory.mktemp("fp32"), {}
+
+    def get(family):
+        if family not in made:
+            src = decoder_models(family)
+            recipe = shared(f"fp32-{family}-recipe", lambda folder: write_generation_recipe(
+                folder / "g.toml", src, name=f"fp32-{family}", context=160, prompt=64,
+                formats=("executorch", "onnx"))) / "g.toml"
+            loaded = load_recipe(recipe)
+            made[family] = build(loaded, plan(loaded, [load_target("host")])[0], root / "out")
+        return made[family]
+
+    return get

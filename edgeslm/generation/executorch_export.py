@@ -96,11 +96,17 @@ def make_decoder(model, context: int):
     from executorch.examples.models.llama.source_transformation.custom_kv_cache import CustomKVCache
     from transformers.cache_utils import Cache, StaticLayer
 
+    from edgeslm.generation.delegable import rotate_half_as_linear, rotation, swap_norms
+
     _register()
     shape = decoder_shape(model.config, context)
     model.config._attn_implementation = ATTENTION
     text = model.config.get_text_config()
     text._attn_implementation = ATTENTION
+    swap_norms(model)  # RMSNorm and RoPE in ops XNNPACK delegates: fewer cuts between delegate calls
+    # not RoPE where attention is explicit matmuls (Gemma 2's soft-capping): there XNNPACK's partitioner
+    # formed a partition with a dependency cycle and lowering failed
+    rope = not getattr(text, "attn_logit_softcapping", None)
 
     class Layer(StaticLayer):
         def __init__(self, store: CustomKVCache, owner):
@@ -126,13 +132,15 @@ def make_decoder(model, context: int):
                 CustomKVCache(1, context, shape.kv_heads, shape.head_dim, dtype=torch.float32)
                 for _ in range(shape.layers))
             self.cache = KV(self.stores)
+            self.register_buffer("rope_rotation", rotation(shape.head_dim), persistent=False)
 
         def forward(self, tokens, start_pos):
             n = tokens.shape[1]
             positions = torch.arange(n, dtype=torch.long) + start_pos[0]
             self.cache.positions = positions
-            out = self.model(input_ids=tokens, position_ids=positions.unsqueeze(0), cache=self.cache,
-                             use_cache=True, logits_to_keep=1)
+            with rotate_half_as_linear(self.model, self) if rope else contextlib.nullcontext():
+                out = self.model(input_ids=tokens, position_ids=positions.unsqueeze(0), cache=self.cache,
+                                 use_cache=True, logits_to_keep=1)
             return out.logits[:, -1, :]
 
         def reset(self):

@@ -9,27 +9,21 @@ import json
 import pytest
 
 from deployhelp import cli, device
-from edgeslm.config.catalog import load_target
-from edgeslm.config.recipe import load_recipe
-from edgeslm.pipeline import build, plan
 from edgeslm.profiling.deploy import deploy
 from edgeslm.profiling.profile import profile
-from tiny import make_decoder_model, write_generation_recipe
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def decoder_source(tmp_path_factory):
-    return make_decoder_model("qwen2", tmp_path_factory.mktemp("gen") / "model")
+def decoder_source(decoder_models):
+    return decoder_models("qwen2")
 
 
 @pytest.fixture(scope="module")
-def decoder_build(tmp_path_factory, decoder_source):
-    root = tmp_path_factory.mktemp("genbuild")
-    recipe = load_recipe(write_generation_recipe(root / "g.toml", decoder_source, name="tinygen", context=160,
-                                                 prompt=64, formats=("executorch", "onnx")))
-    return build(recipe, plan(recipe, [load_target("host")])[0], root / "out").folder
+def decoder_build(fp32_builds):
+    """conftest's fp32 Qwen2 build (160-position cache, prompts up to 64 tokens)."""
+    return fp32_builds("qwen2").folder
 
 
 def test_profile_a_decoder_over_ssh(tmp_path, inventory, decoder_build):
@@ -147,5 +141,5 @@ def test_a_decoder_that_does_not_fit_the_device_is_refused_with_the_figures(deco
     from edgeslm.runner.facts import probe as real_probe
 
     answer = {**real_probe(None), **small}  # this machine's answer, with little memory left
-    with pytest.raises(DeviceError, match="tinygen will not fit: it needs"):
+    with pytest.raises(DeviceError, match="fp32-qwen2 will not fit: it needs"):
         compatibility("pi", type("Device", (), {"target": "host"})(), answer, m)
