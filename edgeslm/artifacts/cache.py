@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import sys
-import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -191,31 +190,23 @@ def key_lock(key: str, progress=lambda message: None, wait: float | None = None)
     stale). Another holder is waited for, up to `wait` seconds ($EDGESLM_BUILD_WAIT, default 3 hours)."""
     import fcntl
 
+    from edgeslm.runner.locks import acquire
+
     if wait is None:
         try:
             wait = float(os.environ.get("EDGESLM_BUILD_WAIT", BUILD_WAIT))
         except ValueError:
             wait = BUILD_WAIT
-    folder = store_dir() / ".locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / f"{key}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    path = store_dir() / ".locks" / f"{key}.lock"
+    holder = lambda: (path.read_text(errors="replace").strip() if path.is_file() else "") or "?"  # noqa: E731
+    fd = acquire(str(path), fcntl.LOCK_EX, 0)
+    if fd is None:
+        progress(f"waiting for another edgeslm process (pid {holder()}) building the same artifacts")
+        fd = acquire(str(path), fcntl.LOCK_EX, wait)
+    if fd is None:
+        raise UserError(f"another edgeslm process (pid {holder()}) has been building the same recipe, model and "
+                        f"target for over {wait:.0f}s; wait for it, stop it, or set EDGESLM_BUILD_WAIT (seconds)")
     try:
-        start, told = time.monotonic(), False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-                waited = time.monotonic() - start
-                if waited > wait:
-                    raise UserError(f"another edgeslm process (pid {holder}) has been building the same recipe, "
-                                    f"model and target for over {waited:.0f}s; wait for it, stop it, or set "
-                                    "EDGESLM_BUILD_WAIT (seconds)") from None
-                if not told:
-                    progress(f"waiting for another edgeslm process (pid {holder}) building the same artifacts")
-                    told = True
-                time.sleep(0.5)
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield

@@ -1,6 +1,7 @@
 """Two pieces of transformers' decoders written in ops XNNPACK delegates, so a layer is not cut into
 several delegate calls with portable ops between them (each cut costs a call into the runtime, a resize
-of the delegate's graph for the token count, and a portable kernel; SmolLM2's program had 61).
+of the delegate's graph for the token count, and a portable kernel; SmolLM2's program had 153 delegate
+calls, 63 with these two).
 
 - RMSNorm's mean over the hidden size: XNNPACK runs `mean` only over the last two dims of a 4D tensor,
   and a 3D hidden state cannot be reshaped there (squeeze is not delegated either). Written as a linear

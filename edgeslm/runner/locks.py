@@ -64,7 +64,8 @@ def _write_info(fd: int, info: dict) -> None:
     os.ftruncate(fd, len(data))
 
 
-def _acquire(path: str, mode: int, wait: float):
+def acquire(path: str, mode: int, wait: float):
+    """An open fd holding flock `mode` on `path` (created), waiting up to `wait` seconds; None when not got."""
     import fcntl
 
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -93,7 +94,7 @@ def hold(workdir: str, recipe: str, pin: str | None, owner: str, expire: float, 
     os.makedirs(mdir, exist_ok=True)
     if pin is None:
         path = os.path.join(mdir, ".deploy.lock")
-        fd = _acquire(path, fcntl.LOCK_EX, wait)
+        fd = acquire(path, fcntl.LOCK_EX, wait)
         if fd is None:
             info = _lock_info(path)
             hint = ("; it looks stale: `edgeslm deploy --break-lock` frees it" if _stale(info) else "")
@@ -111,7 +112,7 @@ def hold(workdir: str, recipe: str, pin: str | None, owner: str, expire: float, 
             if not version:
                 print(json.dumps({"error": f"nothing deployed in {mdir}"}), flush=True)
                 return 1
-            fd = _acquire(_pin_path(mdir, version), fcntl.LOCK_SH, max(0.0, deadline - _now()))
+            fd = acquire(_pin_path(mdir, version), fcntl.LOCK_SH, max(0.0, deadline - _now()))
             if fd is None:
                 print(json.dumps({"error": f"cannot pin version {version} in {mdir}"}), flush=True)
                 return 1
@@ -155,7 +156,7 @@ def break_lock(workdir: str, recipe: str) -> dict:
     path = os.path.join(mdir, ".deploy.lock")
     if not os.path.exists(path):
         return {"broken": False, "held": False}
-    fd = _acquire(path, fcntl.LOCK_EX, 0)
+    fd = acquire(path, fcntl.LOCK_EX, 0)
     if fd is not None:
         os.close(fd)
         return {"broken": False, "held": False}
@@ -179,7 +180,7 @@ def break_lock(workdir: str, recipe: str) -> dict:
             os.kill(pid, sig)
         except OSError:
             pass
-        fd = _acquire(path, fcntl.LOCK_EX, grace)
+        fd = acquire(path, fcntl.LOCK_EX, grace)
         if fd is not None:
             os.close(fd)
             return {"broken": True, "held": True, "holder": info, "signal": int(sig)}
