@@ -54,17 +54,19 @@ def make_config(arch: str, vocab_size: int, num_labels: int = 3, initializer_ran
     # depend on its input (logits vary by < 1e-3 across texts), so no verification could tell it from a
     # constant; with 0.5 logits vary by 1-3 across texts and most top-2 margins are clear. Masked-LM
     # logits depend on the input through the tied embeddings already, and keep the default.
+    # one layer (ALBERT two: its shared layer group is applied twice): lowering to XNNPACK costs about
+    # 100 ms per graph node, and no encoder test depends on a second layer
     common = dict(vocab_size=vocab_size, num_labels=num_labels, max_position_embeddings=256,
                   initializer_range=initializer_range)
     if arch == "bert":
-        return tf.BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        return tf.BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
                              intermediate_size=64, **common)
     if arch == "mobilebert":
-        return tf.MobileBertConfig(hidden_size=64, embedding_size=32, num_hidden_layers=2,
+        return tf.MobileBertConfig(hidden_size=64, embedding_size=32, num_hidden_layers=1,
                                    num_attention_heads=4, intermediate_size=64, intra_bottleneck_size=32,
                                    true_hidden_size=32, num_feedforward_networks=2, **common)
     if arch == "distilbert":
-        return tf.DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=64, **common)
+        return tf.DistilBertConfig(dim=32, n_layers=1, n_heads=4, hidden_dim=64, **common)
     if arch == "albert":
         return tf.AlbertConfig(hidden_size=32, embedding_size=16, num_hidden_layers=2,
                                num_attention_heads=4, intermediate_size=64, **common)
