@@ -112,7 +112,7 @@ def trainable_model(tmp_path_factory):
     def get(arch: str) -> Path:
         if arch not in made:
             made[arch] = make_model(arch, "embedding", tmp_path_factory.mktemp(f"trainable-{arch}"),
-                                    initializer_range=0.1)
+                                    initializer_range=0.1, layers=2)
         return made[arch]
 
     return get

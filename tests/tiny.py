@@ -47,33 +47,36 @@ def make_tokenizer(folder: Path):
     return BertTokenizerFast.from_pretrained(str(folder), do_lower_case=True)
 
 
-def make_config(arch: str, vocab_size: int, num_labels: int = 3, initializer_range: float = 0.5):
+def make_config(arch: str, vocab_size: int, num_labels: int = 3, initializer_range: float = 0.5,
+                layers: int = 1):
     import transformers as tf
 
     # initializer_range 0.5 instead of 0.02: with the default, a tiny random classifier's outputs hardly
     # depend on its input (logits vary by < 1e-3 across texts), so no verification could tell it from a
     # constant; with 0.5 logits vary by 1-3 across texts and most top-2 margins are clear. Masked-LM
     # logits depend on the input through the tied embeddings already, and keep the default.
-    # one layer (ALBERT two: its shared layer group is applied twice): lowering to XNNPACK costs about
-    # 100 ms per graph node, and no encoder test depends on a second layer
+    # one layer by default (ALBERT two: its shared layer group is applied twice): lowering to XNNPACK costs
+    # about 100 ms per graph node; the trainable models keep two (a fine-tuned 1-layer classifier is less
+    # sure of itself: fewer rows with a clear top-1 margin for verification to judge)
     common = dict(vocab_size=vocab_size, num_labels=num_labels, max_position_embeddings=256,
                   initializer_range=initializer_range)
     if arch == "bert":
-        return tf.BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+        return tf.BertConfig(hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
                              intermediate_size=64, **common)
     if arch == "mobilebert":
-        return tf.MobileBertConfig(hidden_size=64, embedding_size=32, num_hidden_layers=1,
+        return tf.MobileBertConfig(hidden_size=64, embedding_size=32, num_hidden_layers=layers,
                                    num_attention_heads=4, intermediate_size=64, intra_bottleneck_size=32,
                                    true_hidden_size=32, num_feedforward_networks=2, **common)
     if arch == "distilbert":
-        return tf.DistilBertConfig(dim=32, n_layers=1, n_heads=4, hidden_dim=64, **common)
+        return tf.DistilBertConfig(dim=32, n_layers=layers, n_heads=4, hidden_dim=64, **common)
     if arch == "albert":
         return tf.AlbertConfig(hidden_size=32, embedding_size=16, num_hidden_layers=2,
                                num_attention_heads=4, intermediate_size=64, **common)
     raise ValueError(arch)
 
 
-def make_model(arch: str, task: str, folder: Path, initializer_range: float | None = None) -> Path:
+def make_model(arch: str, task: str, folder: Path, initializer_range: float | None = None,
+               layers: int = 1) -> Path:
     """Save a tiny `arch` model for `task` (with tokenizer) into `folder`. Trainable models (for the
     finetune and prune passes) take the default initializer_range 0.02."""
     import torch
@@ -83,7 +86,7 @@ def make_model(arch: str, task: str, folder: Path, initializer_range: float | No
     tok = make_tokenizer(folder)
     if initializer_range is None:
         initializer_range = 0.02 if task == "fill-mask" else 0.5
-    cfg = make_config(arch, tok.vocab_size, initializer_range=initializer_range)
+    cfg = make_config(arch, tok.vocab_size, initializer_range=initializer_range, layers=layers)
     auto = {"embedding": tf.AutoModel, "sequence-classification": tf.AutoModelForSequenceClassification,
             "fill-mask": tf.AutoModelForMaskedLM}[task]
     model = auto.from_config(cfg)
