@@ -180,7 +180,7 @@ sys.modules["torch"] = None  # torch must not be needed
 from edgeslm.runner.ort_decoder import OrtDecoder
 from edgeslm.contract.decoding import greedy
 path, dims, prompt, n = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4])
-print(json.dumps(greedy(OrtDecoder(path, 2, *dims[:3], dims[3]), prompt, n, 64)))
+print(json.dumps(greedy(OrtDecoder(path, 2, *dims), prompt, n, 64)))
 """
     dims = [kv["layers"], kv["kv_heads"], kv["head_dim"], kv["positions"]]
     out = subprocess.run([sys.executable, "-c", code, str(r.folder / "model.onnx"), json.dumps(dims),

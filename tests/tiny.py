@@ -77,8 +77,9 @@ def make_config(arch: str, vocab_size: int, num_labels: int = 3, initializer_ran
 
 def make_model(arch: str, task: str, folder: Path, initializer_range: float | None = None,
                layers: int = 1) -> Path:
-    """Save a tiny `arch` model for `task` (with tokenizer) into `folder`. Trainable models (for the
-    finetune and prune passes) take the default initializer_range 0.02."""
+    """Save a tiny `arch` model for `task` (with tokenizer) into `folder`, `layers` deep (ALBERT: always two
+    applications of its shared group). Trainable models (for the finetune and prune passes) pass their own
+    initializer_range."""
     import torch
     import transformers as tf
 

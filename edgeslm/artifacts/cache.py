@@ -198,7 +198,10 @@ def key_lock(key: str, progress=lambda message: None, wait: float | None = None)
         except ValueError:
             wait = BUILD_WAIT
     path = store_dir() / ".locks" / f"{key}.lock"
-    holder = lambda: (path.read_text(errors="replace").strip() if path.is_file() else "") or "?"  # noqa: E731
+
+    def holder() -> str:  # the pid the holder wrote into the lock file
+        return (path.read_text(errors="replace").strip() if path.is_file() else "") or "?"
+
     fd = acquire(str(path), fcntl.LOCK_EX, 0)
     if fd is None:
         progress(f"waiting for another edgeslm process (pid {holder()}) building the same artifacts")
