@@ -260,8 +260,8 @@ def test_a_gguf_grid_is_carried_instead_of_rounded_again(tmp_path, decoders):
     the file's own integers, scales and minimums, so the eager model read back from it equals the weights
     transformers dequantized, and only the int8 activations cost anything; "requantize" rounds the
     dequantized floats to a symmetric int4 grid again and loses more. The head (Q4_1 here) cannot be carried
-    and is named. The .pte carries the same grid into torchao's symmetric int4 (q - 8, the per-block
-    constant m + 8 d through the input's block sums), delegated to XNNPACK like the rest."""
+    into ONNX and is named. The .pte runs the file's Q4_1 blocks, the head's too, as edgeslm::gguf_linear
+    (edgeslm's kernel, verified in the runtime the device gets)."""
     from tiny import write_gguf
 
     path = write_gguf(decoders["llama"], tmp_path / "tiny.Q4_1.gguf", quant="Q4_1")
@@ -284,11 +284,12 @@ def test_a_gguf_grid_is_carried_instead_of_rounded_again(tmp_path, decoders):
     assert kc["kl_mean"] < 0.25 * ac["kl_mean"] and kc["top1_agreement"] > ac["top1_agreement"], (kc, ac)
     kf = _metrics(k.verification)  # vs the eager model with the file's weights read back (the sums' columns folded)
     assert kf["top1_agreement"] >= 0.95 and kf["kl_mean"] < 0.002, kf  # measured: 1.0, KL 0.0004
-    # the .pte: 14 linears (q, k, v, o, gate, up, down x 2 layers) on the file's grid, the head int8 per channel
-    # (measured: KL 0.0007, top-1 1.0; rounded again 0.098 and 0.56)
+    # the .pte: 14 linears (q, k, v, o, gate, up, down x 2 layers) and the head on the file's grid
     pg = pte.quantization["gguf_grid"]
-    assert pg["carried_layers"] == 14 and pg["types"] == ["Q4_1"] and "lm_head" in pg["not_carried"]
-    assert pte.export["delegation"]["non_delegated_by_op"].get("linear", 0) == 0  # the corrections delegate too
+    assert pg["carried_layers"] == 15 and pg["types"] == ["Q4_1"] and not pg["not_carried"], pg
+    ops = pte.export["delegation"]["non_delegated_by_op"]
+    assert ops.get("edgeslm::gguf_linear") == 15 and ops.get("linear", 0) == 0, ops
+    assert "15 as edgeslm::gguf_linear" in pte.quantization["grid"]
     pc = _metrics(pte.compression)
     assert pc["kl_mean"] < 0.25 * ac["kl_mean"] and pc["top1_agreement"] > ac["top1_agreement"], (pc, ac)
     assert pte.verification.passed

@@ -241,12 +241,20 @@ def eager_step(decoder):
     return step
 
 
-def pte_step(path: Path):
+def pte_step(path: Path, native: bool = False):
     """The .pte on the build host: the device runner's ExecuTorch session over the official runtime with
-    executorch's llama kernels and XNNPACK."""
+    executorch's llama kernels and XNNPACK, or (`native`: programs with edgeslm's own operators) over the
+    runtime folder the device gets, built for this machine."""
+    import platform
+
     from edgeslm.runner.runtimes import ExecuTorchRuntime
 
-    return ExecuTorchRuntime(from_env=False).decoder(str(path), 0)
+    folder = None
+    if native:
+        from edgeslm.profiling.et_runtime import runtime_folder
+
+        folder = str(runtime_folder(platform.machine()))
+    return ExecuTorchRuntime(folder, from_env=False).decoder(str(path), 0)
 
 
 @contextlib.contextmanager
@@ -297,7 +305,7 @@ def build_decoder(work: Path, model, tokenizer, g, q, facts, log, carried: tuple
     group = BLOCK if grids else (q.group_size if q is not None else 0)
     with log.step("executorch: wrap with KV cache"):
         decoder, shape = make_decoder(model, g.max_context)
-    qfacts = None
+    qfacts, own_ops = None, []
     if q is not None:
         with log.step(f"executorch: quantize ({q.method})"):
             scheme = {"8da4w": "8da4w", "8da8w": "8da8w", "int8-weight-only": "int8-wo"}[q.method]
@@ -305,13 +313,14 @@ def build_decoder(work: Path, model, tokenizer, g, q, facts, log, carried: tuple
                 qfacts = quantize_decoder(decoder, scheme, group, q.embeddings, grids)
         if grids is not None:
             done = qfacts.pop("gguf_grid_carried", [])
-            qfacts["grid"] = (f"{grid_words(grids)} in {len(done)} int4 linears"
-                              + (" (Q4_1 minimums added through per-block input sums)"
-                                 if any(grids[m]["type"] == "Q4_1" for m in done) else "")
+            own_ops = [m for m in done if grids[m]["type"] == "Q4_1" or m == "lm_head"]
+            qfacts["grid"] = (f"{grid_words(grids)} in {len(done)} 4-bit linears"
+                              + (f" ({len(own_ops)} as edgeslm::gguf_linear over the file's Q4_1 blocks, "
+                                 "edgeslm's kernel in the device runtime)" if own_ops else "")
                               + "; the rest rounded from the floats")
             qfacts["gguf_grid" if grid_origin(grids) == "GGUF" else "carried_grid"] = grid_facts(grids, done, {**skipped, **{
                 m: f"{grids[m]['type']}: " + ("the output layer keeps int8 weights per channel" if m == "lm_head"
-                                              else "not an int4 linear here") for m in grids if m not in done}})
+                                              else "not a 4-bit linear here") for m in grids if m not in done}})
     with log.step("eager decoder (after the passes)"), quiet_native():
         decoder.reset()
         eager = teacher_forced(eager_step(decoder), facts.ids, facts.first, g.max_prompt)
@@ -321,7 +330,7 @@ def build_decoder(work: Path, model, tokenizer, g, q, facts, log, carried: tuple
         del program
     with log.step("executorch: verify"), quiet_native():
         actual, fidelity, loss, continuations = judge(
-            facts, g, eager, pte_step(work / FILE), "executorch/xnnpack",
+            facts, g, eager, pte_step(work / FILE, native=bool(own_ops)), "executorch/xnnpack",
             "eager PyTorch after the passes (what was exported), same calls")
     artifact = Artifact(
         name="executorch", format="executorch", file=FILE, runtime="executorch/xnnpack",

@@ -23,10 +23,9 @@ un-permuted as llama.cpp's converter permuted them); anything else keeps the bui
 weights and is listed. The embedding table tied to the head gets its own copy of the head's Q8_0/Q4_0
 grid (GatherBlockQuantized).
 
-The .pte (`carry_into_torchao`): torchao's 8da4w int4 is symmetric (q in [-8, 7], a scale per group of 32,
-as XNNPACK runs it), so Q4_0 goes in as q - 8 and Q4_1 the same way plus its per-block constant m + 8 d
-through the input's block sums (two small linears with int8 activations: the 0/1 block sums in int4, exact;
-the constants int8 per channel). The output layer stays int8 per channel there.
+The .pte (`carry_into_torchao`): Q4_0 goes into torchao's symmetric 8da4w int4 (q - 8, as XNNPACK runs it);
+Q4_1, and a Q4_0 or Q4_1 output layer, run as edgeslm::gguf_linear over the file's blocks (gguf_op.py), with
+edgeslm's kernel in the device runtime. Exact in both.
 """
 
 from __future__ import annotations
@@ -310,92 +309,42 @@ def _prune(graph) -> None:
 
 
 def carry_into_torchao(decoder, grids: dict, prefix: str = "model.") -> list[str]:
-    """Put Q4_0 / Q4_1 grids into linears quantized by torchao's 8da4w (int4, groups of 32, symmetric:
-    IntxUnpackedToInt8Tensor qdata in [-8, 7], scale per group, zero point 0), as XNNPACK runs them:
+    """Put Q4_0 / Q4_1 grids into the .pte's linears:
 
-    - Q4_0: w = (q - 8) d: qdata = q - 8, scale = d. Exact.
-    - Q4_1: w = q d + m = (q - 8) d + (m + 8 d): the same, plus the per-block constant m + 8 d through the
-      per-block sums of the input (two small linears: x -> sums over each block of 32 -> outputs; see
-      _quantize_corrections). Exact in the int4 weights, the constants int8.
+    - Q4_0 (w = (q - 8) d) into torchao's 8da4w linears (IntxUnpackedToInt8Tensor: qdata in [-8, 7], a scale
+      per group of 32, zero point 0), as XNNPACK runs them: qdata = q - 8, scale = d. Exact.
+    - Q4_1 (w = q d + m) as `edgeslm::gguf_linear` over the file's blocks (generation/gguf_op.py; edgeslm's
+      kernel in the device runtime, int8 activations per block of 32 as llama.cpp's Q8_1). Exact. XNNPACK's
+      int4 kernels have one zero point per tensor and cannot add the per-block minimums.
+    - The output layer ("lm_head", often the tied embedding table) with a Q4_1 or Q4_0 grid the same way
+      (Q4_0 is Q4_1 with m = -8 d, exact in fp16); otherwise it stays int8 per channel.
 
     `decoder` module names are the transformers names behind `prefix`. Returns the names carried."""
     import torch
 
-    class BlockSums(torch.nn.Module):
-        """x summed over each block of 32 inputs (a 0/1 linear: XNNPACK delegates it, not a sum). Projections
-        of one input (q, k, v; gate, up) share it: the sums of the tensor last seen are reused."""
-
-        def __init__(self, k: int):
-            super().__init__()
-            self.sums = torch.nn.Linear(k, k // BLOCK, bias=False)
-            self.sums.weight.data = torch.from_numpy(np.kron(np.eye(k // BLOCK, dtype=np.float32),
-                                                             np.ones((1, BLOCK), dtype=np.float32)))
-            self.last = None  # (input, its sums); holding the input keeps its identity unique
-
-        def forward(self, x):
-            if self.last is None or self.last[0] is not x:
-                self.last = (x, self.sums(x))
-            return self.last[1]
-
-    class BlockMinimum(torch.nn.Module):
-        """y = linear(x) + (x summed over each block of 32 inputs) @ c.T"""
-
-        def __init__(self, linear, c: np.ndarray, sums):
-            super().__init__()
-            self.linear, self.block_sums = linear, [sums]  # a list: not a second owner of the shared module
-            self.minimum = torch.nn.Linear(c.shape[1], c.shape[0], bias=False)
-            self.minimum.weight.data = torch.from_numpy(np.ascontiguousarray(c, dtype=np.float32))
-
-        def forward(self, x):
-            return self.linear(x) + self.minimum(self.block_sums[0](x))
+    from edgeslm.generation.gguf_op import gguf_linear_module, pack_q4_1
 
     done = []
     for fqn, mod in list(decoder.named_modules()):
-        g = grids.get(fqn[len(prefix):]) if fqn.startswith(prefix) else None
+        name = fqn[len(prefix):] if fqn.startswith(prefix) else None
+        g = grids.get(name) if name else None
         w = getattr(mod, "weight", None)
-        if g is None or g["type"] not in ("Q4_0", "Q4_1") or not hasattr(w, "qdata"):
+        if g is None or g["type"] not in ("Q4_0", "Q4_1") or w is None:
             continue
-        if tuple(w.block_size) != (1, BLOCK) or tuple(w.qdata.shape) != g["q"].shape:
-            continue
-        with torch.no_grad():
-            w.qdata.copy_(torch.from_numpy(g["q"].astype(np.int16) - 8).to(torch.int8))
-            w.scale.copy_(torch.from_numpy(g["d"]).reshape(w.scale.shape))
-            w.zero_point.zero_()
-        if g["m"] is not None:
+        if name == "lm_head" and g["type"] == "Q4_0":
+            g = {**g, "type": "Q4_1", "m": -8 * g["d"]}
+        if g["type"] == "Q4_1":
+            if tuple(w.shape) != g["q"].shape:
+                continue
             parent, _, child = fqn.rpartition(".")
-            owner = decoder.get_submodule(parent)
-            name = f"block_sums_{mod.in_features}"
-            if not hasattr(owner, name):  # one per attention / MLP block and input width
-                owner.add_module(name, BlockSums(mod.in_features))
-            setattr(owner, child, BlockMinimum(mod, g["m"] + 8 * g["d"], getattr(owner, name)))
-        done.append(fqn[len(prefix):])
-    _quantize_corrections(decoder, BlockSums, BlockMinimum)
-    return done
-
-
-def _quantize_corrections(decoder, sums_type, minimum_type) -> None:
-    """The Q4_1 corrections in the int8-activation kernels the projections use, so they read a fraction of
-    the bytes (in float they were about 40% on top of SmolLM2's int4 weights per token): the block sums as
-    int4 in groups of 32 (0/1 with scale 1: exact, the sums of the same int8 activations the projection
-    multiplies, as llama.cpp sums its Q8_1 blocks), the constants int8 per output channel."""
-    import torch
-    from torchao.quantization import Int8DynamicActivationIntxWeightConfig, quantize_
-    from torchao.quantization.granularity import PerAxis, PerGroup
-
-    sums = {id(m.sums) for m in decoder.modules() if isinstance(m, sums_type)}
-    minimums = {id(m.minimum) for m in decoder.modules() if isinstance(m, minimum_type)}
-    if not sums:
-        return
-    quantize_(decoder, Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4, weight_granularity=PerGroup(BLOCK)),
-              filter_fn=lambda m, fqn: id(m) in sums)
-    quantize_(decoder, Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int8, weight_granularity=PerAxis(0)),
-              filter_fn=lambda m, fqn: id(m) in minimums)
-    for m in decoder.modules():
-        if isinstance(m, sums_type):
-            w = m.sums.weight
-            with torch.no_grad():  # exactly 1 on the block, 0 elsewhere
-                k = w.qdata.shape[1]
-                w.qdata.copy_(torch.from_numpy(np.kron(np.eye(k // BLOCK, dtype=np.int8),
-                                                       np.ones((1, BLOCK), dtype=np.int8))))
-                w.scale.fill_(1.0)
+            setattr(decoder.get_submodule(parent), child,
+                    gguf_linear_module(pack_q4_1(g), g["q"].shape[0], getattr(mod, "bias", None)))
+        else:
+            if not hasattr(w, "qdata") or tuple(w.block_size) != (1, BLOCK) or tuple(w.qdata.shape) != g["q"].shape:
+                continue
+            with torch.no_grad():
+                w.qdata.copy_(torch.from_numpy(g["q"].astype(np.int16) - 8).to(torch.int8))
+                w.scale.copy_(torch.from_numpy(g["d"]).reshape(w.scale.shape))
                 w.zero_point.zero_()
+        done.append(name)
+    return done

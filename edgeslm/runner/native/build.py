@@ -22,6 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 LIBS = ("libexecutorch.so", "libexecutorch_backend_xnnpack.so", "libexecutorch_kernels_optimized.so",
         "libexecutorch_kernels_quantized.so", "libexecutorch_threadpool.so")
+SOURCES = ("edgeslm_et.cpp", "gguf_linear.cpp")
 COMPILERS = {"x86_64": "g++", "aarch64": "aarch64-linux-gnu-g++"}
 
 
@@ -48,7 +49,7 @@ def build(out: Path, arch: str | None = None, executorch: Path | None = None, ti
     for name in LIBS:
         shutil.copy2(et / "lib" / name, out / name)
     target = out / "libedgeslm_et.so"
-    cmd = [cxx, "-O3", "-std=c++17", "-DET_USE_THREADPOOL", "-shared", "-fPIC", str(HERE / "edgeslm_et.cpp"),
+    cmd = [cxx, "-O3", "-std=c++17", "-DET_USE_THREADPOOL", "-shared", "-fPIC", *[str(HERE / f) for f in SOURCES],
            f"-I{HERE / 'include'}", f"-I{et / 'include'}",
            f"-I{et / 'include/executorch/runtime/core/portable_type/c10'}", f"-L{out}",
            "-Wl,--no-as-needed", *[f"-l{n[3:-3]}" for n in LIBS], "-Wl,-rpath,$ORIGIN", "-o", str(target)]

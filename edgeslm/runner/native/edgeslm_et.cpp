@@ -22,6 +22,8 @@
 #include <executorch/runtime/core/exec_aten/util/tensor_util.h>
 #include <executorch/runtime/kernel/thread_parallel_interface.h>
 
+#include "register_once.h"
+
 namespace executorch::extension::threadpool {
 class ThreadPool {
  public:
@@ -179,8 +181,8 @@ Tensor& custom_sdpa_out(KernelRuntimeContext& ctx, const Tensor& q, const Tensor
 
 }  // namespace
 
-EXECUTORCH_LIBRARY(llama, "update_cache.out", update_cache_out);
-EXECUTORCH_LIBRARY(llama, "custom_sdpa.out", custom_sdpa_out);
+EDGESLM_KERNEL(llama, "update_cache.out", update_cache_out, update_cache);
+EDGESLM_KERNEL(llama, "custom_sdpa.out", custom_sdpa_out, custom_sdpa);
 
 extern "C" {
 
