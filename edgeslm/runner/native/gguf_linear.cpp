@@ -292,7 +292,7 @@ const char* es_gguf_kernel() {
 #if defined(__x86_64__)
   return kTileFn == tile_vnni ? "avx512-vnni" : kTileFn == tile_avx2 ? "avx2" : "scalar";
 #elif defined(__aarch64__)
-  return kTileFn == tile_dotprod ? "neon-dotprod" : "neon";
+  return kTileFn == tile_dotprod ? "neon-dotprod" : kTileFn == tile_neon ? "neon" : "scalar";
 #else
   return "scalar";
 #endif
