@@ -95,6 +95,8 @@ class ExecuTorchRuntime:
 
         if self._native is None:
             self._native = NativeRuntime(self.folder, threads)
+            if self._native.kernel:
+                self.name += f"; Q4_1 kernel {self._native.kernel}"
         return self._native.load(path)
 
     def encoder(self, path: str, threads: int, order: list | None = None):

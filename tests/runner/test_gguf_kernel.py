@@ -20,15 +20,14 @@ from edgeslm.runner.bundle import build_bytes
 
 N, K = 40, 96
 SCRIPT = r"""
-import ctypes, json, sys
+import json, sys
 import numpy as np
 from edgeslm.runner.native_et import NativeRuntime
 rt = NativeRuntime(sys.argv[1], threads=2)
-rt.lib.es_gguf_kernel.restype = ctypes.c_char_p
 m = rt.load(sys.argv[2])
 x = np.load(sys.argv[3])
 outs = [m([x[:, :t]])[0].tolist() for t in (5, 1)]
-print(json.dumps({"kernel": rt.lib.es_gguf_kernel().decode(), "outs": outs, "torch": "torch" in sys.modules}))
+print(json.dumps({"kernel": rt.kernel, "outs": outs, "torch": "torch" in sys.modules}))
 """
 
 
