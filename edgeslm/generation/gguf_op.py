@@ -1,9 +1,9 @@
 """`edgeslm::gguf_linear`: a linear layer over a GGUF file's own Q4_1 blocks, the .pte's way to run that grid
 exactly (XNNPACK's int4 kernels have one zero point per tensor, so they cannot add Q4_1's per-block minimums).
 
-    edgeslm::gguf_linear(Tensor x, Tensor blocks, int ggml_type) -> Tensor      (and its .out variant)
+    edgeslm::gguf_linear(Tensor x, Tensor tiles, int ggml_type) -> Tensor      (and its .out variant)
 
-`blocks` holds the file's Q4_1 blocks (w = q d + m, a fp16 d and m per 32 weights) with their bits unchanged,
+`tiles` holds the file's Q4_1 blocks (w = q d + m, a fp16 d and m per 32 weights) with their bits unchanged,
 rearranged in tiles of 16 rows for SIMD (pack_q4_1). The device kernel (runner/native/gguf_linear.cpp)
 quantizes x per block of 32 the way llama.cpp's Q8_1 does and takes each block's sum from the same integers;
 the reference here computes the same quantities in float, so eager and .pte agree to float rounding.
@@ -84,12 +84,12 @@ def register() -> None:
     lib.define("gguf_linear(Tensor x, Tensor tiles, int ggml_type) -> Tensor")
     lib.define("gguf_linear.out(Tensor x, Tensor tiles, int ggml_type, *, Tensor(a!) out) -> Tensor(a!)")
 
-    def _check(blocks, ggml_type):
+    def _check(ggml_type):
         if ggml_type != Q4_1:
             raise ValueError(f"edgeslm::gguf_linear: ggml type {ggml_type} (only Q4_1 = {Q4_1})")
 
     def functional(x, blocks, ggml_type):
-        _check(blocks, ggml_type)
+        _check(ggml_type)
         return reference(x, unpack_q4_1(blocks))
 
     def out_variant(x, blocks, ggml_type, *, out):
