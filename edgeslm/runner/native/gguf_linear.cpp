@@ -111,6 +111,12 @@ void tile_scalar(const uint8_t* p, const QRow& x, int64_t nb, float* out) {
   std::memcpy(out, acc, sizeof(acc));
 }
 
+// EDGESLM_GGUF_KERNEL names a kernel to use instead of the best one (tests run each kernel this CPU has)
+bool forced(const char* name) {
+  const char* f = std::getenv("EDGESLM_GGUF_KERNEL");
+  return f != nullptr && std::strcmp(f, name) == 0;
+}
+
 inline int32_t quad(const int8_t* q) {
   int32_t v;
   std::memcpy(&v, q, 4);
@@ -169,9 +175,8 @@ X86_AVX2 void tile_avx2(const uint8_t* p, const QRow& x, int64_t nb, float* out)
 using TileFn = void (*)(const uint8_t*, const QRow&, int64_t, float*);
 TileFn pick_tile() {
   __builtin_cpu_init();
-  const char* forced = std::getenv("EDGESLM_GGUF_KERNEL");  // tests run each kernel this CPU has
-  if (forced != nullptr && std::strcmp(forced, "scalar") == 0) return tile_scalar;
-  if (forced != nullptr && std::strcmp(forced, "avx2") == 0) return tile_avx2;
+  if (forced("scalar")) return tile_scalar;
+  if (forced("avx2")) return tile_avx2;
   if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl") &&
       __builtin_cpu_supports("avx512bw"))
     return tile_vnni;
@@ -233,9 +238,8 @@ __attribute__((target("arch=armv8.2-a+dotprod"))) void tile_dotprod(const uint8_
 
 using TileFn = void (*)(const uint8_t*, const QRow&, int64_t, float*);
 TileFn pick_tile() {
-  const char* forced = std::getenv("EDGESLM_GGUF_KERNEL");  // tests run each kernel this CPU has
-  if (forced != nullptr && std::strcmp(forced, "scalar") == 0) return tile_scalar;
-  if (forced != nullptr && std::strcmp(forced, "neon") == 0) return tile_neon;
+  if (forced("scalar")) return tile_scalar;
+  if (forced("neon")) return tile_neon;
   return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) ? tile_dotprod : tile_neon;
 }
 
