@@ -3,7 +3,8 @@ and a padded one; 96 inputs: three blocks) runs in the torch-free runtime with e
 and the emulated Pi have (AVX512-VNNI, AVX2, scalar; NEON on a Cortex-A72, NEON dotprod on an A76) and
 gives the Python reference's outputs, for one token and for five. The reference itself is checked against
 the dequantized weights, and a kernel that read the tiles wrongly would fail here: the test also feeds the
-program a grid whose rows were swapped."""
+program a grid whose rows were swapped; a program whose tiles do not match its input width is refused by
+the kernel, not read past its end."""
 
 from __future__ import annotations
 
@@ -137,3 +138,38 @@ def test_the_neon_kernels_give_the_reference_on_the_emulated_pi(program):
         got = json.loads(r.stdout.strip().splitlines()[-1])
         assert got["kernel"] == kernel, (cpu, got["kernel"])
         _check(got, refs, wrong)
+
+
+def test_tiles_that_do_not_match_the_input_are_refused(tmp_path):
+    """The kernel checks the tiles against x's width (here 64 inputs' worth for 96 inputs): the call fails with
+    an error, nothing is read out of bounds."""
+    import torch
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
+
+    from edgeslm.generation.gguf_op import Q4_1, pack_q4_1, register
+    from edgeslm.profiling.et_runtime import runtime_folder
+    from edgeslm.runner.errors import RunnerError
+    from edgeslm.runner.native_et import NativeRuntime
+
+    register()
+    g = _grid(2)
+    narrow = pack_q4_1({**g, "q": g["q"][:, :64], "d": g["d"][:, :2], "m": g["m"][:, :2]})
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("tiles", torch.from_numpy(narrow))
+
+        def forward(self, x):
+            return torch.ops.edgeslm.gguf_linear(x, self.tiles, Q4_1)
+
+    x = torch.randn(1, 1, K)
+    with torch.no_grad():
+        ep = torch.export.export(Net(), (x,), strict=False)
+    program = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()],
+                                          compile_config=EdgeCompileConfig(_check_ir_validity=False)).to_executorch()
+    (tmp_path / "bad.pte").write_bytes(program.buffer)
+    method = NativeRuntime(str(runtime_folder("x86_64"))).load(str(tmp_path / "bad.pte"))
+    with pytest.raises(RunnerError, match=r"failed \(ExecuTorch error 18\)"):  # InvalidArgument, the kernel's
+        method([x.numpy()])
