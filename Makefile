@@ -26,9 +26,11 @@ system-deps:
 	@test -x /usr/sbin/sshd && test -x /usr/bin/chromium && test -x /usr/bin/g++ && test -x /usr/bin/aarch64-linux-gnu-g++ || (apt-get update -qq && apt-get install -y -qq --no-install-recommends openssh-server chromium g++ g++-aarch64-linux-gnu)
 
 # two workers, a test file per worker at a time (module fixtures such as the emulated device stay one per
-# file): the suite is mostly single-threaded Python (tracing, lowering), 22 instead of 38 minutes here
+# file): the suite is mostly single-threaded Python (tracing, lowering), 22 instead of 38 minutes here.
+# A crashed worker ends the run: xdist would otherwise rerun the crashing file (and its fixtures) until CI's
+# deadline.
 test: $(STAMP) system-deps
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 2 --dist loadfile --max-worker-restart=0
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/build_bench.py

@@ -19,11 +19,27 @@ _DTYPES = ("float32", "int64", "int32", "int8", "uint8", "bool", "float16")  # c
 MAX_DIMS = 16
 
 
+def _executorch_custom_ops_first() -> None:
+    """In a process with torch (the build host), executorch's Python runtime shares this library's runtime
+    libraries (same sonames), and its custom ops library aborts the process if it finds the llama kernels
+    already registered. This library registers a kernel only when it is missing, so executorch's go first.
+    On the device (no torch) nothing is imported."""
+    import sys
+
+    if sys.modules.get("torch") is None:
+        return
+    try:
+        import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401
+    except (ImportError, OSError):
+        pass
+
+
 class NativeRuntime:
     def __init__(self, folder: str, threads: int = 0):
         path = os.path.join(folder, LIBRARY)
         if not os.path.isfile(path):
             raise RunnerError(f"no {LIBRARY} in {folder}")
+        _executorch_custom_ops_first()
         try:
             lib = ctypes.CDLL(path)
         except OSError as exc:

@@ -92,3 +92,17 @@ def test_profile_with_et_runtime_never_imports_torch(tmp_path, runtime_dir, tiny
                               "executorch", "--iters", "1", "--et-runtime", str(tmp_path / "nowhere")],
                              capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert missing.returncode == 1 and "no libedgeslm_et.so in" in json.loads(missing.stdout)["error"]
+
+
+def test_executorchs_custom_ops_can_load_after_the_runtime_folder(runtime_dir):
+    """The build host loads the runtime folder in-process (verification of programs with edgeslm's own
+    operators) and later executorch's custom ops (the next export). Both register llama::custom_sdpa;
+    executorch's registry aborts the process on a second registration, so its kernels must come first."""
+    script = ("import sys, torch\n"
+              "from edgeslm.runner.native_et import NativeRuntime\n"
+              "NativeRuntime(sys.argv[1])\n"
+              "import executorch.extension.llm.custom_ops.custom_ops\n"
+              "print(torch.ops.llama.custom_sdpa is not None)\n")
+    r = subprocess.run([sys.executable, "-c", script, str(runtime_dir)], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0 and r.stdout.strip().endswith("True"), r.stderr[-2000:]
