@@ -37,8 +37,8 @@ class Device(StrictModel):
                               "dead and the running deploy or profile fails; also bounds each SFTP read/write.")
     command_timeout: float = Field(600.0, gt=0, le=86400, description="Seconds one runner command (verify, "
                                    "stage, commit, activate...) may take on the device.")
-    profile_timeout: float = Field(3600.0, gt=0, le=86400, description="Seconds one profiling run may take "
-                                   "on the device.")
+    profile_timeout: float = Field(3600.0, gt=0, le=86400, description="Seconds one profiling run (or `run`) "
+                                   "may take on the device; the runner there also stops itself then.")
     lock_wait: float = Field(0.0, ge=0, le=3600, description="Seconds a deploy waits for another deploy's "
                              "lock on the device before giving up (0: fail at once, naming the holder).")
     lock_expire: float = Field(30.0, gt=0, le=3600, description="The deploy lock's holder on the device "

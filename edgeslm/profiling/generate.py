@@ -11,6 +11,7 @@ from pathlib import Path
 from edgeslm.config.devices import Device
 from edgeslm.errors import UserError
 from edgeslm.profiling.deploy import HostBuild, device_version, needs_et_runtime, open_device
+from edgeslm.profiling.remote import ends_with_host
 from edgeslm.tasks import task_unit
 from edgeslm.transport import DeviceError
 
@@ -68,39 +69,49 @@ def run_prompt(name: str, device: Device, folder: Path, prompt: str, new_tokens:
             vdir = posixpath.join(dev.model_dir(recipe), "versions", version)
             chan = dev.conn.spawn([dev.python, dev.path, "generate", vdir, "--artifact", artifact, "--prompt-ids",
                                    json.dumps(ids), "--new-tokens", str(n), "--threads", str(threads), *extra,
-                                   *sample],
+                                   *sample, *ends_with_host(device.profile_timeout)],
                                   timeout=device.profile_timeout)
-            out, shown, summary = [], "", None
-            while True:
-                line = chan.readline()
-                if not line:
-                    break
-                if not line.startswith("{"):
-                    continue
-                try:
-                    d = json.loads(line)
-                except ValueError:
-                    continue
-                if not isinstance(d, dict):
-                    continue
-                if "error" in d:
-                    raise DeviceError(f"device {name}: generate failed: {' '.join(str(d['error']).split())[:300]}")
-                if isinstance(d.get("token"), int):
-                    out.append(d["token"])
-                    text = tok.decode(out, skip_special_tokens=True)
-                    cut = min((text.find(s) for s in stops if s in text), default=-1)
-                    if cut >= 0:
-                        text = text[:cut]
-                    if text.endswith("\ufffd") and cut < 0:  # a character cut between tokens: wait for the rest
-                        continue
-                    if text.startswith(shown) and len(text) > len(shown):
-                        emit(text[len(shown):])
-                    shown = text
-                    if cut >= 0:
-                        break
-                else:
-                    summary = d
+            try:  # a stop string ends the reading early: closing the channel ends the runner too
+                out, shown, summary = _stream(chan, tok, stops, emit, name)
+            finally:
+                chan.close()
     if summary is None and not out:
         raise DeviceError(f"device {name}: generate ended without output")
     return {**(summary or {"tokens": out, "stopped": True}), "text": shown, "prompt_tokens": len(ids),
             "version": version, "artifact": artifact}
+
+
+def _stream(chan, tok, stops: list[str], emit, name: str) -> tuple[list[int], str, dict | None]:
+    """Read the runner's token lines as they come, show the text (up to a stop string), return the tokens,
+    the text shown and the runner's summary line."""
+    out, shown, summary = [], "", None
+    while True:
+        line = chan.readline()
+        if not line:
+            break
+        if not line.startswith("{"):
+            continue
+        try:
+            d = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(d, dict):
+            continue
+        if "error" in d:
+            raise DeviceError(f"device {name}: generate failed: {' '.join(str(d['error']).split())[:300]}")
+        if isinstance(d.get("token"), int):
+            out.append(d["token"])
+            text = tok.decode(out, skip_special_tokens=True)
+            cut = min((text.find(s) for s in stops if s in text), default=-1)
+            if cut >= 0:
+                text = text[:cut]
+            if text.endswith("\ufffd") and cut < 0:  # a character cut between tokens: wait for the rest
+                continue
+            if text.startswith(shown) and len(text) > len(shown):
+                emit(text[len(shown):])
+            shown = text
+            if cut >= 0:
+                break
+        else:
+            summary = d
+    return out, shown, summary

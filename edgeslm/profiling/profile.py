@@ -18,7 +18,7 @@ from edgeslm.config.devices import Device
 from edgeslm.errors import ConfigError, UserError
 from edgeslm.profiling.deploy import (HostBuild, device_version, differences, find_host_build,
                                       needs_et_runtime, only_recipe, open_device)
-from edgeslm.profiling.remote import check_name
+from edgeslm.profiling.remote import check_name, ends_with_host
 from edgeslm.contract.results import ProfileResult
 from edgeslm.tasks import task_unit
 from edgeslm.transport import DeviceError
@@ -136,7 +136,7 @@ def _run(dev, name, device, vdir, art, stamp, store, label, threads, iters, warm
         args += ["--seq-len", str(seq_len)]
     if eval_rows is not None:
         args += ["--eval", str(int(eval_rows))]
-    args += list(extra)
+    args += [*extra, *ends_with_host(device.profile_timeout)]
     dev.call(*args, timeout=device.profile_timeout)
     local = store / name / f"{stamp}-{art}.json"
     dev.get(remote, local)

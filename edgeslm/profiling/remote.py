@@ -196,6 +196,12 @@ class RemoteRunner:
         self.conn.get(remote, local)
 
 
+def ends_with_host(timeout: float) -> list[str]:
+    """Runner arguments for a long command (profile, generate): it ends when this host's session does (the
+    connectors keep its stdin open until then) or when the host's own timeout has passed."""
+    return ["--deadline", f"{timeout:g}", "--stop-on-eof"]
+
+
 def _silent_exit(rc: int) -> str:
     """What a runner that printed nothing tells by its exit status (OpenSSH reports a signal as 128+N;
     paramiko as -1 when the channel closed without one)."""

@@ -19,6 +19,7 @@ the device as one zip file (see edgeslm.runner.bundle).
     python3 runner.pyz break-lock --workdir W RECIPE  (free a stale lock whose holder is gone)
     python3 runner.pyz profile BUILD_DIR --artifact NAME [--threads N --warmup N --iters N
                                      --min-seconds S --seq-len L] [--out RESULT.json --workdir W]
+                                     [--deadline S] [--stop-on-eof]  (also for generate: end with the host)
 
 The model folder is <workdir>/<recipe>; RECIPE must be a plain name and VERSION 16 hex digits.
 
@@ -50,6 +51,39 @@ def _write_result(result: dict, out: str, workdir: str | None) -> dict:
         json.dump(result, f)
     os.replace(tmp, out)
     return {"written": out, "flags": result["flags"], "parity": result["parity"]["passed"]}
+
+
+def _watchdog(deadline: float | None, stop_on_eof: bool) -> None:
+    """A long command (profile, generate) ends with its host: when the host is killed or its link drops, the
+    SSH session closes this process's stdin (no terminal, so no hangup signal reaches it), and a host that
+    gave up waiting has passed its own timeout, which it gives as the deadline. Either way the command
+    prints an error line (if anyone still reads it) and exits 124; what it was writing stays a temporary
+    file beside its target."""
+    import threading
+
+    def end(why: str) -> None:
+        try:
+            sys.stdout.write(json.dumps({"error": why}) + "\n")
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            pass
+        finally:
+            os._exit(124)
+
+    if deadline and deadline > 0:
+        timer = threading.Timer(deadline, end, (f"stopped: --deadline {deadline:g}s passed",))
+        timer.daemon = True
+        timer.start()
+    if stop_on_eof:
+        def watch() -> None:
+            try:
+                while os.read(0, 4096):  # the host sends nothing; anything sent is ignored
+                    pass
+            except OSError:
+                pass
+            end("stopped: the host's session ended (stdin closed)")
+
+        threading.Thread(target=watch, name="stdin-watch", daemon=True).start()
 
 
 def main(argv=None) -> int:
@@ -101,7 +135,13 @@ def main(argv=None) -> int:
     p.add_argument("--et-runtime", metavar="DIR")
     p.add_argument("--sample", metavar="JSON", help='sampling instead of greedy: {"temperature": t, "top_k": k, '
                    '"top_p": p, "seed": s}')
+    for p in (sub.choices["profile"], sub.choices["generate"]):
+        p.add_argument("--deadline", type=float, metavar="S", help="end with an error after S seconds")
+        p.add_argument("--stop-on-eof", action="store_true",
+                       help="end when stdin closes: the host's session is gone (the host keeps it open)")
     args = ap.parse_args(argv)
+    if getattr(args, "deadline", None) or getattr(args, "stop_on_eof", False):
+        _watchdog(args.deadline, args.stop_on_eof)
     try:
         if args.cmd == "probe":
             result = probe(args.workdir)

@@ -16,10 +16,15 @@ class LocalConnector:
 
     def run(self, argv: list[str], timeout: float | None = None) -> Completed:
         env = {k: v for k, v in os.environ.items() if not k.startswith("EDGESLM_")}
+        # stdin: a pipe that stays open until the command ends (or this process dies), as an SSH session's
+        read_end, write_end = os.pipe()
         try:
-            r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
+            r = subprocess.run(argv, stdin=read_end, capture_output=True, text=True, timeout=timeout, env=env)
         except subprocess.TimeoutExpired:
             raise DeviceError(f"device {self.device}: command timed out after {timeout:g}s") from None
+        finally:
+            os.close(read_end)
+            os.close(write_end)
         return Completed(r.returncode, r.stdout, r.stderr)
 
     def put(self, local: Path, remote: str) -> None:

@@ -251,3 +251,42 @@ def test_refused_authentication_and_missing_key(tmp_path, inventory, tiny_builds
     path.write_text(text.replace(str(sshd.client_key), str(tmp_path / "no-such-key")))
     with pytest.raises(UserError, match="identity_file .*no-such-key does not exist"):
         deploy(tiny_builds["v1"], "pi", _dev(path), log=lambda m: None)
+
+
+def test_a_killed_host_ends_its_profile_on_the_device(tmp_path, inventory, tiny_builds):
+    """The host is killed during a long profile: the SSH session ends, and with it the runner on the device
+    (it writes nothing until it is done, and has no terminal, so nothing else would have stopped it). The
+    measurement is cut short: no result lands on the device (a finished one would, ~15 s later)."""
+    import shutil
+    import signal
+    import time
+
+    inv = inventory(pi={})
+    deploy(tiny_builds["v1"], "pi", _dev(inv), log=lambda m: None)
+    exe = shutil.which("edgeslm", path=str(Path(sys.executable).parent)) or "edgeslm"
+    runner, results = str(tmp_path / "wd-pi" / "runner"), tmp_path / "wd-pi" / "tinydeploy" / "results"
+
+    def on_device() -> list[str]:
+        ps = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], capture_output=True, text=True, timeout=30).stdout
+        return [ln for ln in ps.splitlines() if runner in ln and " profile " in ln]
+
+    host = subprocess.Popen([exe, "profile", str(tiny_builds["v1"]), "--device", "pi", "--artifact", "onnx",
+                             "--min-seconds", "600"], env={**os.environ, "EDGESLM_DEVICES": str(inv)},
+                            stdout=subprocess.DEVNULL, stderr=(tmp_path / "host.err").open("w"))
+    try:
+        deadline = time.monotonic() + 120
+        while not on_device() and time.monotonic() < deadline and host.poll() is None:
+            time.sleep(0.5)
+        assert on_device(), f"the profile never started on the device: {(tmp_path / 'host.err').read_text()}"
+        time.sleep(2)
+        host.send_signal(signal.SIGKILL)
+        host.wait(timeout=10)
+        deadline = time.monotonic() + 60
+        while on_device() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not on_device(), "the device is still measuring for a host that is gone"
+        assert not list(results.glob("*.json")), "the profile ran to its end for a host that was gone"
+    finally:
+        host.kill()
+        for line in on_device():  # only this test's runner (its own workdir)
+            os.kill(int(line.split()[0]), signal.SIGKILL)

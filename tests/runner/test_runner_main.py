@@ -32,3 +32,47 @@ def test_profile_refuses_a_build_of_a_task_it_does_not_know(tmp_path, capsys):
     (tmp_path / "manifest.json").write_text(json.dumps({"task": "translation", "artifacts": [{"name": "onnx"}]}))
     assert main(["profile", str(tmp_path), "--artifact", "onnx"]) == 1
     assert "does not know task 'translation'" in json.loads(capsys.readouterr().out)["error"]
+
+
+def _long_profile(build, *extra):
+    """The runner measuring a build for ten minutes, as a real process whose stdin the test holds."""
+    import subprocess
+    import sys
+
+    from edgeslm.runner import RUNNER_PATH
+
+    return subprocess.Popen([sys.executable, str(RUNNER_PATH), "profile", str(build), "--artifact", "onnx",
+                             "--min-seconds", "600", *extra], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+
+
+def test_a_long_command_ends_when_its_session_does(tiny_builds):
+    """--stop-on-eof: the host's session closing the runner's stdin ends a ten-minute profile within seconds
+    (exit 124, an error line); without the flag a closed stdin changes nothing."""
+    import subprocess
+    import time
+
+    watched, plain = _long_profile(tiny_builds["v1"], "--stop-on-eof"), _long_profile(tiny_builds["v1"])
+    try:
+        time.sleep(3)
+        assert watched.poll() is None and plain.poll() is None  # both measuring
+        watched.stdin.close()
+        plain.stdin.close()
+        watched.wait(timeout=15)
+        out = watched.stdout.read()
+        assert watched.returncode == 124 and "the host's session ended" in json.loads(out.splitlines()[-1])["error"]
+        with pytest.raises(subprocess.TimeoutExpired):
+            plain.wait(timeout=3)
+    finally:
+        for p in (watched, plain):
+            p.kill()
+            p.wait()
+
+
+def test_a_long_command_ends_at_its_deadline(tiny_builds):
+    p = _long_profile(tiny_builds["v1"], "--deadline", "4")
+    try:
+        out, _ = p.communicate(timeout=30)
+    finally:
+        p.kill()
+    assert p.returncode == 124 and "--deadline 4s passed" in json.loads(out.splitlines()[-1])["error"]
