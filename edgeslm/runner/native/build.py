@@ -60,6 +60,21 @@ def build(out: Path, arch: str | None = None, executorch: Path | None = None, ti
     return target
 
 
+def build_ort(target: Path, arch: str, include: Path, timeout: float = 300) -> Path:
+    """Compile edgeslm's onnxruntime custom op library (ort_gguf.cpp) to TARGET against the onnxruntime C API
+    header in INCLUDE; it links nothing of onnxruntime."""
+    cxx = shutil.which(COMPILERS[arch]) if arch in COMPILERS else None
+    if cxx is None:
+        raise RuntimeError(f"no compiler for {arch!r} ({COMPILERS.get(arch, '?')})")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [cxx, "-O3", "-std=c++17", "-shared", "-fPIC", "-fvisibility=hidden", str(HERE / "ort_gguf.cpp"),
+           f"-I{include}", "-o", str(target)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise RuntimeError(f"building {target.name} failed:\n{r.stderr[-3000:]}")
+    return target
+
+
 def _version(et: Path) -> str:
     """__version__ of the executorch package folder (its version.py), e.g. 1.5.1+cpu."""
     match = re.search(r'__version__\s*=\s*"([^"]+)"', (et / "version.py").read_text())

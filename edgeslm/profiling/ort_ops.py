@@ -1,0 +1,98 @@
+"""edgeslm's onnxruntime custom op library (libedgeslm_ort.so: GgufLinear, the Q4_1 tile kernels of the .pte's
+gguf_linear), built here per architecture and cached. It is compiled against onnxruntime's C API header alone
+(nothing of onnxruntime is linked: the session hands the library its API table). The PyPI wheels of
+onnxruntime carry no headers, so the header comes from Debian's libonnxruntime-dev package, fetched once from
+the Debian archive and checked by its sha256; the C API is stable across versions, and the library asks
+onnxruntime for API version 17 (onnxruntime >= 1.17 runs it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import platform
+import shutil
+import tarfile
+import urllib.request
+from pathlib import Path
+
+from edgeslm.errors import UserError
+from edgeslm.hashing import cache_home
+
+HEADER_DEB = ("https://deb.debian.org/debian/pool/main/o/onnxruntime/libonnxruntime-dev_1.21.0+dfsg-1_amd64.deb",
+              "14f7d959d5deacbcf1504830d4189f91fc67382b399ed9ae9d3aa9c4050ced08")
+HEADER = "onnxruntime_c_api.h"
+LIBRARY = "libedgeslm_ort.so"
+
+
+def ort_headers(timeout: float = 120) -> Path:
+    """The folder holding onnxruntime_c_api.h (1.21), fetched once."""
+    url, sha = HEADER_DEB
+    dest = cache_home() / "ort-headers" / sha[:16]
+    if (dest / HEADER).is_file():
+        return dest
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            data = r.read(8 << 20)
+    except OSError as exc:
+        raise UserError(f"cannot fetch onnxruntime's C API header from {url} ({exc}); edgeslm's onnxruntime op "
+                        "library is compiled against it: check the network or the Debian archive") from None
+    if hashlib.sha256(data).hexdigest() != sha:
+        raise UserError(f"{url} is not the package edgeslm expects (sha256 differs); refusing to build with it")
+    text = _member(data, f"./usr/include/onnxruntime/{HEADER}")
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / HEADER).write_bytes(text)
+    try:
+        os.replace(tmp, dest)
+    except OSError:  # made meanwhile by another process
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def _member(deb: bytes, name: str) -> bytes:
+    """One file of a .deb (an ar archive whose data.tar.* holds the files), read without extracting anything."""
+    if not deb.startswith(b"!<arch>\n"):
+        raise UserError("the onnxruntime header package is not a Debian archive")
+    pos = 8
+    while pos + 60 <= len(deb):
+        head = deb[pos:pos + 60]
+        entry, size = head[:16].decode().strip().rstrip("/"), int(head[48:58].decode().strip())
+        body = deb[pos + 60:pos + 60 + size]
+        pos += 60 + size + (size & 1)
+        if entry.startswith("data.tar"):
+            with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+                f = tar.extractfile(name)
+                if f is not None:
+                    return f.read()
+    raise UserError(f"the onnxruntime header package has no {name}")
+
+
+def ort_library(arch: str | None = None, timeout: float = 300) -> Path:
+    """libedgeslm_ort.so for `arch` (default: this machine), built on first use (seconds) and cached."""
+    from edgeslm.profiling.et_runtime import _arch
+    from edgeslm.runner.native import build as native
+
+    arch = _arch(arch or platform.machine())
+    include = ort_headers()
+    h = hashlib.sha256(f"{arch}\n{HEADER_DEB[1]}\n".encode())
+    for src in sorted(native.HERE.glob("*")):
+        if src.is_file() and src.suffix in (".cpp", ".h"):
+            h.update(src.name.encode() + b"\0" + src.read_bytes())
+    folder = cache_home() / "ort-ops" / f"{arch}-{h.hexdigest()[:16]}"
+    if (folder / LIBRARY).is_file():
+        return folder / LIBRARY
+    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        native.build_ort(tmp / LIBRARY, arch, include, timeout=timeout)
+    except RuntimeError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(f"cannot build edgeslm's onnxruntime op library for {arch}: {str(exc).splitlines()[0]}") \
+            from None
+    try:
+        os.replace(tmp, folder)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder / LIBRARY

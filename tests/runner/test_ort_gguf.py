@@ -1,0 +1,135 @@
+"""GgufLinear, edgeslm's onnxruntime custom op (libedgeslm_ort.so, the .pte's Q4_1 tile kernels): an ONNX graph
+with one node (40 outputs: two tiles and a padded one; 96 inputs) runs in plain onnxruntime with the library
+registered, with every kernel this machine and the emulated Pi have, torch-free, and gives the Python
+reference's outputs (edgeslm.generation.gguf_op); a grid with two rows swapped gives other outputs; tiles that
+do not match the input's width are refused with an error naming the op."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+N, K = 40, 96
+SCRIPT = r"""
+import json, sys
+import numpy as np
+import onnxruntime as ort
+so = ort.SessionOptions()
+so.intra_op_num_threads = 2
+so.register_custom_ops_library(sys.argv[1])
+sess = ort.InferenceSession(sys.argv[2], so, providers=["CPUExecutionProvider"])
+x = np.load(sys.argv[3])
+outs = [sess.run(None, {"x": x[:, :t]})[0].tolist() for t in (5, 1)]
+import ctypes
+kernel = ctypes.CDLL(sys.argv[1]).es_gguf_kernel
+kernel.restype = ctypes.c_char_p
+print(json.dumps({"kernel": kernel().decode(), "outs": outs, "torch": "torch" in sys.modules}))
+"""
+
+
+def _grid(seed: int, k: int = K) -> dict:
+    rng = np.random.default_rng(seed)
+    f16 = lambda a: a.astype(np.float16).astype(np.float32)  # noqa: E731 - the file's fp16 values
+    return {"type": "Q4_1", "q": rng.integers(0, 16, (N, k)).astype(np.uint8),
+            "d": f16(rng.random((N, k // 32)) * 0.01 + 0.001), "m": f16(-rng.random((N, k // 32)) * 0.08)}
+
+
+def _model(path: Path, tiles: np.ndarray) -> Path:
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    node = helper.make_node("GgufLinear", ["x", "tiles"], ["y"], domain="ai.edgeslm")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "t", K])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(tiles, "tiles")])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.edgeslm", 1)]),
+         str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    """(folder with q41.onnx, swapped.onnx and x.npy; the reference outputs for 5 and 1 tokens)."""
+    import torch
+
+    from edgeslm.generation.gguf_op import gguf_linear_module, pack_q4_1
+
+    folder = tmp_path_factory.mktemp("ortq41")
+    g = _grid(0)
+    swapped = {**g, "q": g["q"][[1, 0, *range(2, N)]]}
+    _model(folder / "q41.onnx", pack_q4_1(g))
+    _model(folder / "swapped.onnx", pack_q4_1(swapped))
+    x = torch.randn(1, 5, K, generator=torch.Generator().manual_seed(1))
+    np.save(folder / "x.npy", x.numpy())
+    with torch.no_grad():
+        ref = gguf_linear_module(pack_q4_1(g), N)(x).numpy()
+    return folder, [ref, ref[:, :1]]
+
+
+def _run(cmd: list[str], env: dict, timeout: float) -> dict:
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def _check(got: dict, refs: list, swapped: dict) -> None:
+    assert not got["torch"]
+    for out, ref in zip(got["outs"], refs):
+        out = np.asarray(out, dtype=np.float32)[..., :N]  # the padded tile's rows sliced off
+        assert out.shape == ref.shape and np.abs(out - ref).max() < 1e-5 * np.abs(ref).max(), got["kernel"]
+    wrong = np.asarray(swapped["outs"][0], dtype=np.float32)[..., :N]
+    assert np.abs(wrong - refs[0]).max() > 0.01 * np.abs(refs[0]).max()  # rows are told apart
+
+
+def test_each_x86_kernel_gives_the_reference(case):
+    from edgeslm.profiling.ort_ops import ort_library
+
+    folder, refs = case
+    lib = str(ort_library("x86_64"))
+    flags = Path("/proc/cpuinfo").read_text()
+    kernels = ["scalar", "avx2"] + (["avx512-vnni"] if "avx512_vnni" in flags else [])
+    for kernel in kernels:
+        env = {"PATH": "/usr/bin:/bin", "EDGESLM_GGUF_KERNEL": kernel}
+        got, swapped = (_run([sys.executable, "-c", SCRIPT, lib, str(folder / name), str(folder / "x.npy")], env, 120)
+                        for name in ("q41.onnx", "swapped.onnx"))
+        assert got["kernel"] == kernel
+        _check(got, refs, swapped)
+
+
+def test_the_neon_kernels_give_the_reference_on_the_emulated_pi(case):
+    """qemu-aarch64 as a Cortex-A72 (NEON) and a Cortex-A76 (dotprod), with the Pi's own onnxruntime wheel."""
+    from edgeslm.emulate import ensure_image
+    from edgeslm.profiling.ort_ops import ort_library
+
+    folder, refs = case
+    image = ensure_image(Path(os.environ.get("EDGESLM_EMULATE_CACHE", Path.home() / ".cache/edgeslm/emulate")))
+    lib = str(ort_library("aarch64"))
+    for cpu, kernel in (("cortex-a72", "neon"), ("cortex-a76", "neon-dotprod")):
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "QEMU_", "EDGESLM_GGUF"))}
+        env.update(image.env(cpu))
+        env["PYTHONPATH"] = str(image.site)
+        got, swapped = (_run([str(image.qemu), "-L", str(image.rootfs), str(image.python), "-c", SCRIPT, lib,
+                              str(folder / name), str(folder / "x.npy")], env, 300)
+                        for name in ("q41.onnx", "swapped.onnx"))
+        assert got["kernel"] == kernel, (cpu, got["kernel"])
+        _check(got, refs, swapped)
+
+
+def test_tiles_that_do_not_match_the_input_are_refused(tmp_path):
+    import onnxruntime as ort
+
+    from edgeslm.generation.gguf_op import pack_q4_1
+    from edgeslm.profiling.ort_ops import ort_library
+
+    g = _grid(2, k=64)  # tiles for 64 inputs, fed 96
+    so = ort.SessionOptions()
+    so.register_custom_ops_library(str(ort_library()))
+    sess = ort.InferenceSession(str(_model(tmp_path / "bad.onnx", pack_q4_1(g))), so,
+                                providers=["CPUExecutionProvider"])
+    with pytest.raises(Exception, match=r"GgufLinear: float32 x \[\.\.\., K\].*K=96"):
+        sess.run(None, {"x": np.ones((1, 1, K), dtype=np.float32)})
