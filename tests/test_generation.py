@@ -259,9 +259,11 @@ def test_a_gguf_grid_is_carried_instead_of_rounded_again(tmp_path, decoders):
     """A Q4_1 GGUF (w = q d + m per block of 32): with gguf_grid = "keep" (the default) the ONNX file holds
     the file's own integers, scales and minimums, so the eager model read back from it equals the weights
     transformers dequantized, and only the int8 activations cost anything; "requantize" rounds the
-    dequantized floats to a symmetric int4 grid again and loses more. The head (Q4_1 here) cannot be carried
-    into ONNX and is named. The .pte runs the file's Q4_1 blocks, the head's too, as edgeslm::gguf_linear
-    (edgeslm's kernel, verified in the runtime the device gets)."""
+    dequantized floats to a symmetric int4 grid again and loses more. By default (onnx_ops = "edgeslm") each
+    Q4_1 projection is one GgufLinear node (edgeslm's op library, verified in the runtime folder the device
+    gets); with onnx_ops = "standard", MatMulNBits over the input widened with its block sums. The head (Q4_1
+    here) cannot be carried into ONNX and is named. The .pte runs the file's Q4_1 blocks, the head's too, as
+    edgeslm::gguf_linear (edgeslm's kernel, verified in the runtime the device gets)."""
     from tiny import write_gguf
 
     path = write_gguf(decoders["llama"], tmp_path / "tiny.Q4_1.gguf", quant="Q4_1")
@@ -269,21 +271,32 @@ def test_a_gguf_grid_is_carried_instead_of_rounded_again(tmp_path, decoders):
     keep = _build(tmp_path, path, "keep", QUANT.replace("embeddings = true\n", "") + loose)
     again = _build(tmp_path, path, "again", QUANT.replace("embeddings = true\n", 'gguf_grid = "requantize"\n') + loose,
                    formats=("onnx",))
-    pte, k, a = keep.manifest.artifacts[0], keep.manifest.artifacts[1], again.manifest.artifacts[0]
-    grid = k.quantization["gguf_grid"]
-    assert grid["carried_layers"] == 10 and grid["types"] == ["Q4_1"]  # qkv, o, gate, up, down x 2 layers
-    assert "output.weight" in grid["not_carried"] and "gguf_grid" not in a.quantization
-    # one asymmetric MatMulNBits per projection over its input widened with the input's block sums (one small
-    # MatMulNBits and a Concat per distinct input: 4 per layer; q, k, v fused and gate, up share theirs)
-    assert k.export["ops"]["com.microsoft.MatMulNBits"] == 11 + 8 and k.export["ops"]["Concat"] == 8
-    assert "MatMul" not in k.export["ops"] and "Add" not in k.export["ops"]
-    assert k.export["weights"]["matmul_nbits"] == 11
-    kc, ac = _metrics(k.compression), _metrics(a.compression)
-    # one rounding (activations) instead of two (measured: KL 0.006 vs 0.083, top-1 0.91 vs 0.52; the
-    # perplexity of a random model moves either way, SmolLM2's is in the closing note: +1.0% vs +29.7%)
-    assert kc["kl_mean"] < 0.25 * ac["kl_mean"] and kc["top1_agreement"] > ac["top1_agreement"], (kc, ac)
-    kf = _metrics(k.verification)  # vs the eager model with the file's weights read back (the sums' columns folded)
-    assert kf["top1_agreement"] >= 0.95 and kf["kl_mean"] < 0.002, kf  # measured: 1.0, KL 0.0004
+    plain = _build(tmp_path, path, "plain", QUANT.replace("embeddings = true\n", 'onnx_ops = "standard"\n') + loose,
+                   formats=("onnx",))
+    pte, k, a, s = (keep.manifest.artifacts[0], keep.manifest.artifacts[1], again.manifest.artifacts[0],
+                    plain.manifest.artifacts[0])
+    for onnx_file in (k, s):
+        grid = onnx_file.quantization["gguf_grid"]
+        assert grid["carried_layers"] == 10 and grid["types"] == ["Q4_1"]  # qkv, o, gate, up, down x 2 layers
+        assert "output.weight" in grid["not_carried"]
+    assert "gguf_grid" not in a.quantization
+    # edgeslm's op: one GgufLinear per projection, the head alone in MatMulNBits, the op library named
+    assert k.export["ops"]["ai.edgeslm.GgufLinear"] == 10 and k.export["weights"]["matmul_nbits"] == 1
+    assert "Concat" not in k.export["ops"] and k.export["custom_ops"]["nodes"] == 10
+    assert "10 as edgeslm's GgufLinear" in k.quantization["grid"] and k.verification.passed
+    # standard ops: one asymmetric MatMulNBits per projection over its input widened with the input's block sums
+    # (one small MatMulNBits and a Concat per distinct input: 4 per layer; q, k, v fused and gate, up share theirs)
+    assert s.export["ops"]["com.microsoft.MatMulNBits"] == 11 + 8 and s.export["ops"]["Concat"] == 8
+    assert "MatMul" not in s.export["ops"] and "Add" not in s.export["ops"] and "custom_ops" not in s.export
+    assert s.export["weights"]["matmul_nbits"] == 11
+    ac = _metrics(a.compression)
+    for onnx_file in (k, s):
+        kc = _metrics(onnx_file.compression)
+        # one rounding (activations) instead of two (measured: KL 0.006 vs 0.083, top-1 0.91 vs 0.52; the
+        # perplexity of a random model moves either way, SmolLM2's is in the closing note: +1.0% vs +29.7%)
+        assert kc["kl_mean"] < 0.25 * ac["kl_mean"] and kc["top1_agreement"] > ac["top1_agreement"], (kc, ac)
+        kf = _metrics(onnx_file.verification)  # vs the eager model with the file's weights read back
+        assert kf["top1_agreement"] >= 0.95 and kf["kl_mean"] < 0.002, kf  # measured: 1.0, KL 0.0004
     # the .pte: 14 linears (q, k, v, o, gate, up, down x 2 layers) and the head on the file's grid
     pg = pte.quantization["gguf_grid"]
     assert pg["carried_layers"] == 15 and pg["types"] == ["Q4_1"] and not pg["not_carried"], pg
@@ -411,7 +424,8 @@ def test_a_q4_1_grid_runs_as_one_matmulnbits_over_the_widened_input():
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from edgeslm.generation.gguf_grid import _dequant, apply_grids
+    from edgeslm.generation.gguf_grid import _dequant
+    from edgeslm.generation.gguf_onnx import apply_grids
     from edgeslm.generation.onnx_export import _dequantized
 
     rng = np.random.RandomState(0)

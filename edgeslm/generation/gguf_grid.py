@@ -16,7 +16,9 @@ MatMulNBits as they are, for the block layouts onnxruntime's fast kernels can ex
   over the block sums, and an Add) had KL 0.018, perplexity +2.6%, and 540 more nodes; decode about 10%
   faster. Alternatives measured and rejected: MatMulNBits with float zero points expresses Q4_1 directly
   but onnxruntime's CPU kernels run it 10-25x slower; the integer zero points alone lose the fractional
-  minimum (+48%); rounding the floats again, symmetric int4: +29.7%.
+  minimum (+48%); rounding the floats again, symmetric int4: +29.7%. That layout is onnx_ops = "standard";
+  by default a Q4_1 projection is one edgeslm GgufLinear node instead (the file's blocks as they are, run by
+  edgeslm's onnxruntime op library with the .pte's kernels). gguf_onnx.py writes both into the graph.
 
 A tensor is carried only where its dequantized grid equals the weights transformers loaded (Q and K rows
 un-permuted as llama.cpp's converter permuted them); anything else keeps the builder's requantized
@@ -33,7 +35,6 @@ from __future__ import annotations
 import numpy as np
 
 BLOCK = 32
-GRID_SUMS = "/grid/BlockSumsMatMulNBits"  # name suffix of the node summing an input's blocks (Q4_1)
 CARRIED = ("Q4_0", "Q4_1", "Q8_0")
 # GGUF tensor name (in block i) -> the transformers module of layer i, and whether llama.cpp permuted its rows
 # for RoPE ("heads" / "kv_heads": by that many heads)
@@ -176,136 +177,6 @@ def grid_facts(grids: dict, done: list, not_carried: dict) -> dict:
     and why."""
     return {"source": grid_origin(grids), "carried_layers": len(done),
             "types": sorted({grids[m]["type"] for m in done}), "not_carried": not_carried}
-
-
-def _pack4(q: np.ndarray) -> np.ndarray:
-    return (q[:, 0::2] | (q[:, 1::2] << 4)).astype(np.uint8)
-
-
-def apply_grids(graph, grids: dict) -> list[str]:
-    """Rewrite the builder's MatMulNBits weights (and the tied embedding lookup) in `graph` (an onnx
-    ModelProto, weights loaded) with `grids`. Returns the module names carried."""
-    from onnx import numpy_helper
-
-    inits = {i.name: i for i in graph.graph.initializer}
-    done = []
-    new_nodes = []
-    widened = {}  # input name -> (that input with its block sums appended, how many columns they add)
-    for node in graph.graph.node:
-        if node.op_type != "MatMulNBits":
-            new_nodes.append(node)
-            continue
-        name = node.input[1].rsplit(".MatMul", 1)[0]
-        g = grids.get(name)
-        attrs = {a.name: a for a in node.attribute}
-        if g is None or attrs["block_size"].i != BLOCK:
-            new_nodes.append(node)
-            continue
-        n, k = g["q"].shape
-        bits = 8 if g["type"] == "Q8_0" else 4
-        q, d, zp, extra = g["q"], g["d"], None, 0
-        if g["m"] is not None:  # Q4_1: zero points, and the rest of each minimum through the input's block sums
-            x = node.input[0]
-            if x not in widened:  # q, k and v (fused) and gate, up read the same input: its sums once
-                level = attrs["accuracy_level"].i if "accuracy_level" in attrs else 0
-                nodes, widened[x] = _block_sums(graph, x, k, name, level)
-                new_nodes += nodes
-            node.input[0], extra = widened[x]
-            q, d, zp = _q4_1_widened(g, extra)
-        blob = q if bits == 8 else _pack4(q)
-        inits[node.input[1]].CopyFrom(numpy_helper.from_array(blob.reshape(n, (k + extra) // BLOCK, -1),
-                                                              node.input[1]))
-        inits[node.input[2]].CopyFrom(numpy_helper.from_array(d.reshape(-1), node.input[2]))
-        attrs["bits"].i, attrs["K"].i = bits, k + extra
-        del node.input[3:]
-        if zp is not None:
-            zp_name = f"{name}.MatMul.zero_points_q4_1"
-            graph.graph.initializer.append(numpy_helper.from_array(_pack4(zp).reshape(-1), zp_name))
-            node.input.append(zp_name)
-        new_nodes.append(node)
-        done.append(name)
-    del graph.graph.node[:]
-    graph.graph.node.extend(new_nodes)
-    head = grids.get("lm_head") if "lm_head" in done else None
-    for node in graph.graph.node:  # the tied embedding table: its own copy of the head's grid
-        if node.op_type != "GatherBlockQuantized":
-            continue
-        if head is None:
-            continue
-        n, k = head["q"].shape
-        bits = 8 if head["type"] == "Q8_0" else 4
-        data, scales = "embed_tokens.grid_q", "embed_tokens.grid_scales"
-        blob = head["q"] if bits == 8 else _pack4(head["q"])
-        graph.graph.initializer.extend([numpy_helper.from_array(blob.reshape(n, -1), data),
-                                        numpy_helper.from_array(head["d"], scales)])
-        node.input[0], node.input[2] = data, scales
-        del node.input[3:]
-        for a in node.attribute:
-            if a.name == "bits":
-                a.i = bits
-    _prune(graph)
-    return done
-
-
-def _block_sums(graph, x: str, k: int, name: str, level: int) -> tuple[list, tuple[str, int]]:
-    """Nodes appending to input `x` [1, n, k] the sums of its blocks of 32, padded with zeros to a whole block:
-    one MatMulNBits of 0/1 rows (at the projections' accuracy level, so from the same int8 activations they
-    read) and a Concat. Returns (nodes, (the widened input's name, the columns added))."""
-    from onnx import helper, numpy_helper
-
-    nb = k // BLOCK
-    p = -(-nb // BLOCK) * BLOCK
-    ones = np.full((p, k), 8, dtype=np.uint8)  # the implicit zero point is 8: 9 is 1, 8 is 0
-    for j in range(nb):
-        ones[j, j * BLOCK:(j + 1) * BLOCK] = 9
-    w, s, sums, wide = (f"{name}{GRID_SUMS}.weight", f"{name}{GRID_SUMS}.scales", f"{name}{GRID_SUMS}/output",
-                        f"{name}{GRID_SUMS}/widened")
-    graph.graph.initializer.extend([numpy_helper.from_array(_pack4(ones).reshape(p, nb, BLOCK // 2), w),
-                                    numpy_helper.from_array(np.ones(p * nb, dtype=np.float32), s)])
-    return [helper.make_node("MatMulNBits", [x, w, s], [sums], name=f"{name}{GRID_SUMS}", domain="com.microsoft",
-                             K=k, N=p, bits=4, block_size=BLOCK, accuracy_level=level),
-            helper.make_node("Concat", [x, sums], [wide], name=f"{name}/grid/Concat", axis=-1)], (wide, p)
-
-
-def _q4_1_widened(g: dict, extra: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A Q4_1 grid (w = q d + m per block of 32) as one asymmetric 4-bit MatMulNBits over [x, block sums of x]:
-    x's blocks keep q and d exactly, with the zero point z = round(-m / d) (they hold q d - z d), and `extra`
-    columns more hold the rest of each minimum, m + z d (at most d / 2 where -m / d lies in 0..15), in
-    asymmetric 4-bit blocks of 32. Returns (q uint8 [N, K + extra], scales float32 [N, blocks], zero points
-    uint8 [N, blocks rounded up to even])."""
-    q, d, m = g["q"], g["d"].astype(np.float64), g["m"].astype(np.float64)
-    n, nb = m.shape
-    z = np.clip(np.round(np.divide(-m, d, out=np.zeros_like(m), where=d != 0)), 0, 15)
-    rest = np.zeros((n, extra))
-    rest[:, :nb] = m + z * d
-    blocks = rest.reshape(n, -1, BLOCK)
-    lo, hi = np.minimum(blocks.min(-1), 0.0), np.maximum(blocks.max(-1), 0.0)
-    scale = ((hi - lo) / 15).astype(np.float32)
-    scale[scale == 0] = 1.0
-    zr = np.clip(np.round(-lo / scale), 0, 15)
-    qr = np.clip(np.round(blocks / scale[..., None]) + zr[..., None], 0, 15).reshape(n, extra)
-    zp = np.concatenate([z, zr], 1)
-    if zp.shape[1] % 2:  # zero points pack two to a byte
-        zp = np.concatenate([zp, np.zeros((n, 1))], 1)
-    return (np.concatenate([q, qr.astype(np.uint8)], 1), np.concatenate([g["d"], scale], 1).astype(np.float32),
-            zp.astype(np.uint8))
-
-
-def _prune(graph) -> None:
-    """Drop nodes whose outputs nothing reads (the builder's reshape of the head for the lookup) and the
-    initializers left unread."""
-    while True:
-        used = {i for n in graph.graph.node for i in n.input} | {o.name for o in graph.graph.output}
-        dead = [n for n in graph.graph.node if not any(o in used for o in n.output)]
-        if not dead:
-            break
-        keep = [n for n in graph.graph.node if n not in dead]
-        del graph.graph.node[:]
-        graph.graph.node.extend(keep)
-    used = {i for n in graph.graph.node for i in n.input}
-    keep = [i for i in graph.graph.initializer if i.name in used]
-    del graph.graph.initializer[:]
-    graph.graph.initializer.extend(keep)
 
 
 def carry_into_torchao(decoder, grids: dict, prefix: str = "model.") -> list[str]:

@@ -55,6 +55,14 @@ def unpack_q4_1(tiles):
     return q.float(), d, m
 
 
+def dequantize_tiles(tiles: np.ndarray) -> np.ndarray:
+    """The weights a tile array holds, float32 [N (padded to whole tiles), K]: w = q d + m per block."""
+    import torch
+
+    q, d, m = unpack_q4_1(torch.from_numpy(np.ascontiguousarray(tiles)))
+    return (q * d.unsqueeze(-1) + m.unsqueeze(-1)).reshape(q.shape[0], -1).numpy()
+
+
 def reference(x, unpacked):
     """x [..., K] through an unpacked Q4_1 grid with x quantized as llama.cpp's Q8_1 (float arithmetic)."""
     import torch

@@ -1,5 +1,5 @@
 """GPTQ grids for decoders: neural-compressor's GPTQ (symmetric int4, groups of 32, calibrated on text)
-chooses the integers and scales; both formats carry them as they are (`gguf_grid.apply_grids` for ONNX
+chooses the integers and scales; both formats carry them as they are (`gguf_onnx.apply_grids` for ONNX
 MatMulNBits, `gguf_grid.carry_into_torchao` for the .pte's 8da4w linears), exactly as a GGUF's Q4_0.
 
 neural-compressor runs GPTQ eagerly on a PyTorch model and has no exporter for either format; what it

@@ -22,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 
 from edgeslm.errors import ExportError
-from edgeslm.generation.gguf_grid import GRID_SUMS
+from edgeslm.generation.gguf_onnx import GRID_SUMS, GRID_TILES, OWN_DOMAIN, OWN_OP
 
 FILE = "model.onnx"
 DATA = "model.onnx.data"  # its weights (onnxruntime refuses external data outside the model's folder)
@@ -32,9 +32,10 @@ PRECISION = {None: ("fp32", None), "8da4w": ("int4", 4), "8da8w": ("int8", 4), "
 
 
 def export_onnx_decoder(model, tokenizer, work: Path, method: str | None, group_size: int, max_context: int,
-                        log_file: Path, options: tuple = (), grids: dict | None = None) -> dict:
+                        log_file: Path, options: tuple = (), grids: dict | None = None, own_ops: bool = False) -> dict:
     """Write work/model.onnx and its weights work/model.onnx.data; return facts for the manifest (ops,
-    weights, KV cache). `grids` (gguf_grid.read_grids): integer grids that replace the builder's."""
+    weights, KV cache). `grids` (gguf_grid.read_grids): integer grids that replace the builder's; `own_ops`:
+    Q4_1 grids as edgeslm's GgufLinear (gguf_onnx.apply_grids)."""
     import onnx
 
     precision, level = PRECISION[method]
@@ -77,12 +78,13 @@ def export_onnx_decoder(model, tokenizer, work: Path, method: str | None, group_
         graph = onnx.load(str(out / "model.onnx"), load_external_data=True)
         carried = []
         if grids:
-            from edgeslm.generation.gguf_grid import apply_grids
+            from edgeslm.generation.gguf_onnx import apply_grids
 
-            carried = apply_grids(graph, grids)
+            carried = apply_grids(graph, grids, own_ops)
         nodes = graph.graph.node
         nbits = [n for n in nodes if n.op_type == "MatMulNBits" and not n.name.endswith(GRID_SUMS)]
         attrs = {a.name: a.i for n in nbits[:1] for a in n.attribute}
+        own = sum(n.domain == OWN_DOMAIN for n in nodes)
         # the weights beside the graph, as onnxruntime maps them from the file instead of copying them out of
         # the graph's bytes: SmolLM2-135M int4 peaks at 209 MiB instead of 247 MiB, as fast
         onnx.save(graph, str(work / FILE), save_as_external_data=True, all_tensors_to_one_file=True,
@@ -93,7 +95,7 @@ def export_onnx_decoder(model, tokenizer, work: Path, method: str | None, group_
     layers, kv_heads, head_dim = (int(genai[k]) for k in ("num_hidden_layers", "num_key_value_heads", "head_size"))
     from importlib.metadata import version
 
-    return {
+    facts = {
         "builder": f"onnxruntime-genai {version('onnxruntime-genai')} model builder",
         "program": "input_ids int64[1, n], attention_mask int64[1, past + n], past_key_values.<i>.key|value "
                    "-> logits, present.<i>.key|value (the cache buffers bound in place)",
@@ -101,10 +103,13 @@ def export_onnx_decoder(model, tokenizer, work: Path, method: str | None, group_
         "weights": {"matmul_nbits": len(nbits), "bits": attrs.get("bits"), "block_size": attrs.get("block_size"),
                     "accuracy_level": attrs.get("accuracy_level"),
                     "tied_embeddings_quantized": any(n.op_type == "GatherBlockQuantized" for n in nodes),
-                    "carried": carried},
+                    "gguf_linear": own, "carried": carried},
         "kv_cache": {"layers": layers, "kv_heads": kv_heads, "head_dim": head_dim, "positions": max_context,
                      "bytes": 2 * layers * kv_heads * head_dim * max_context * 4},
     }
+    if own:  # the device registers edgeslm's op library (in the runtime folder deploy uploads)
+        facts["custom_ops"] = {"domain": OWN_DOMAIN, "ops": [OWN_OP], "library": "libedgeslm_ort.so", "nodes": own}
+    return facts
 
 
 def _dequantized(graph) -> dict:
@@ -115,6 +120,13 @@ def _dequantized(graph) -> dict:
     made_by = {o: n for n in graph.graph.node for o in n.output}
     out = {}
     for n in graph.graph.node:
+        if n.domain == OWN_DOMAIN and n.op_type == OWN_OP:  # the file's Q4_1 blocks: w = q d + m exactly
+            from onnx import numpy_helper
+
+            from edgeslm.generation.gguf_op import dequantize_tiles
+
+            out[n.input[1][: -len(GRID_TILES)]] = dequantize_tiles(numpy_helper.to_array(inits[n.input[1]]))
+            continue
         if n.op_type != "MatMulNBits" or n.name.endswith(GRID_SUMS):
             continue
         w = _nbits_weight(n, inits)
@@ -209,8 +221,10 @@ def build_decoder(work: Path, model, tokenizer, g, q, facts, log, carried: tuple
 
     grids, skipped = builder_grids(*carried, model) if carried else (None, {})
     block = BLOCK if grids else (q.group_size if q else 32)
+    own_ops = q is not None and q.onnx_ops == "edgeslm"
     with log.step(f"onnx: model builder ({PRECISION[method][0]})"):
-        export = export_onnx_decoder(model, tokenizer, work, method, block, g.max_context, log_file, grids=grids)
+        export = export_onnx_decoder(model, tokenizer, work, method, block, g.max_context, log_file, grids=grids,
+                                     own_ops=own_ops)
     with log.step("onnx: eager model with the file's weights"):
         eager = facts.original
         if q is not None:
@@ -218,7 +232,14 @@ def build_decoder(work: Path, model, tokenizer, g, q, facts, log, carried: tuple
             eager = teacher_forced(hf_step(eager_model), facts.ids, facts.first, g.max_prompt)
             del eager_model
     with log.step("onnx: verify"):
-        step = OnnxRuntime().decoder(str(work / FILE), 0, export, g.max_context)  # the device's own session
+        folder = None
+        if export.get("custom_ops"):  # edgeslm's op library, from the runtime folder built for this machine
+            import platform
+
+            from edgeslm.profiling.et_runtime import runtime_folder
+
+            folder = str(runtime_folder(platform.machine()))
+        step = OnnxRuntime(folder).decoder(str(work / FILE), 0, export, g.max_context)  # the device's own session
         actual, fidelity, loss, continuations = judge(
             facts, g, eager, step, "onnxruntime", "eager PyTorch with the file's dequantized weights" if q is not None
             else "eager PyTorch (transformers' KV cache, same calls)")
@@ -226,11 +247,15 @@ def build_decoder(work: Path, model, tokenizer, g, q, facts, log, carried: tuple
     w = export["weights"]
     quant = None if q is None else {"method": q.method, "bits": w["bits"], "block_size": w["block_size"],
                                     "activations": "int8 dynamic" if w["accuracy_level"] == 4 else "float",
-                                    "layers": w["matmul_nbits"], "grid": "symmetric, round to nearest"}
+                                    "layers": w["matmul_nbits"] + w.get("gguf_linear", 0),
+                                    "grid": "symmetric, round to nearest"}
     if grids is not None:
-        quant["grid"] = (f"{grid_words(grids)} in {len(w['carried'])} of {w['matmul_nbits']} layers"
+        own = w.get("gguf_linear", 0)
+        quant["grid"] = (f"{grid_words(grids)} in {len(w['carried'])} of {w['matmul_nbits'] + own} layers"
+                         + (f" ({own} as edgeslm's GgufLinear over the file's Q4_1 blocks, edgeslm's op library "
+                            "on the device)" if own else "")
                          + (" (Q4_1: the minimums as zero points, their rest through per-block input sums)"
-                            if any(grids[m]["type"] == "Q4_1" for m in w["carried"]) else "")
+                            if any(grids[m]["type"] == "Q4_1" for m in w["carried"]) and not own else "")
                          + "; the rest symmetric, round to nearest")
         quant["gguf_grid" if grid_origin(grids) == "GGUF" else "carried_grid"] = grid_facts(grids, w["carried"], skipped)
     artifact = Artifact(name="onnx", format="onnx", file=FILE, runtime="onnxruntime",

@@ -148,9 +148,10 @@ def compatibility(name: str, device: Device, probe: dict, manifest: Manifest) ->
 
 
 def needs_et_runtime(manifest: Manifest, artifact: str | None = None) -> bool:
-    """A decoder .pte runs in edgeslm's ExecuTorch runtime folder (deploy uploads it)."""
-    return any(runtime_unit(a.format).uploads_runtime(manifest.task) and artifact in (None, a.name)
-               for a in manifest.artifacts)
+    """A decoder .pte runs in edgeslm's ExecuTorch runtime folder, and an ONNX file with edgeslm's ops needs
+    the op library in it (deploy uploads the folder)."""
+    return any((runtime_unit(a.format).uploads_runtime(manifest.task) or bool((a.export or {}).get("custom_ops")))
+               and artifact in (None, a.name) for a in manifest.artifacts)
 
 
 def checked_build(build_folder: Path) -> HostBuild:

@@ -1,6 +1,6 @@
 """The torch-free ExecuTorch runtime folder a device needs for decoder programs, built here per
 architecture and cached: libedgeslm_et.so (edgeslm's shim and llama kernels) beside the shared libraries
-of the pinned executorch wheel. For another architecture than this machine's, the libraries come from
+of the pinned executorch wheel, and libedgeslm_ort.so (edgeslm's onnxruntime ops, see ort_ops). For another architecture than this machine's, the libraries come from
 that architecture's wheel of the same executorch version (pip download from the configured index), and
 the shim is cross-compiled (aarch64: g++-aarch64-linux-gnu).
 """
@@ -18,6 +18,7 @@ from pathlib import Path
 
 from edgeslm.errors import UserError
 from edgeslm.hashing import cache_home
+from edgeslm.profiling.ort_ops import HEADER_DEB, ort_headers
 
 WHEEL_PLATFORMS = {"aarch64": "manylinux_2_28_aarch64", "x86_64": "manylinux_2_28_x86_64"}
 ARCH_NAMES = {"arm64": "aarch64", "amd64": "x86_64"}
@@ -38,7 +39,7 @@ def runtime_folder(arch: str, timeout: float = 900) -> Path:
     arch = _arch(arch)
     et = native.installed_executorch() if arch == platform.machine() else executorch_package(arch, timeout)
     version = native._version(et)
-    h = hashlib.sha256(f"{arch}\n{version}\n".encode())
+    h = hashlib.sha256(f"{arch}\n{version}\n{HEADER_DEB[1]}\n".encode())
     for src in sorted(native.HERE.rglob("*")):
         if src.is_file() and src.suffix in (".cpp", ".h", ".py"):
             h.update(src.relative_to(native.HERE).as_posix().encode() + b"\0" + src.read_bytes())
@@ -48,7 +49,7 @@ def runtime_folder(arch: str, timeout: float = 900) -> Path:
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        native.build(tmp, arch, et, timeout=timeout)
+        native.build(tmp, arch, et, timeout=timeout, ort_include=ort_headers())
     except RuntimeError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise UserError(f"cannot build the ExecuTorch runtime for {arch}: {str(exc).splitlines()[0]}") from None

@@ -1,5 +1,6 @@
-"""edgeslm's onnxruntime custom op library (libedgeslm_ort.so: GgufLinear, the Q4_1 tile kernels of the .pte's
-gguf_linear), built here per architecture and cached. It is compiled against onnxruntime's C API header alone
+"""The header edgeslm's onnxruntime custom op library (libedgeslm_ort.so: GgufLinear, the Q4_1 tile kernels of
+the .pte's gguf_linear) is built with; the library goes into the runtime folder (et_runtime.runtime_folder)
+beside the ExecuTorch shim. It is compiled against onnxruntime's C API header alone
 (nothing of onnxruntime is linked: the session hands the library its API table). The PyPI wheels of
 onnxruntime carry no headers, so the header comes from Debian's libonnxruntime-dev package, fetched once from
 the Debian archive and checked by its sha256; the C API is stable across versions, and the library asks
@@ -11,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import platform
 import shutil
 import tarfile
 import urllib.request
@@ -23,7 +23,6 @@ from edgeslm.hashing import cache_home
 HEADER_DEB = ("https://deb.debian.org/debian/pool/main/o/onnxruntime/libonnxruntime-dev_1.21.0+dfsg-1_amd64.deb",
               "14f7d959d5deacbcf1504830d4189f91fc67382b399ed9ae9d3aa9c4050ced08")
 HEADER = "onnxruntime_c_api.h"
-LIBRARY = "libedgeslm_ort.so"
 
 
 def ort_headers(timeout: float = 120) -> Path:
@@ -67,32 +66,3 @@ def _member(deb: bytes, name: str) -> bytes:
                 if f is not None:
                     return f.read()
     raise UserError(f"the onnxruntime header package has no {name}")
-
-
-def ort_library(arch: str | None = None, timeout: float = 300) -> Path:
-    """libedgeslm_ort.so for `arch` (default: this machine), built on first use (seconds) and cached."""
-    from edgeslm.profiling.et_runtime import _arch
-    from edgeslm.runner.native import build as native
-
-    arch = _arch(arch or platform.machine())
-    include = ort_headers()
-    h = hashlib.sha256(f"{arch}\n{HEADER_DEB[1]}\n".encode())
-    for src in sorted(native.HERE.glob("*")):
-        if src.is_file() and src.suffix in (".cpp", ".h"):
-            h.update(src.name.encode() + b"\0" + src.read_bytes())
-    folder = cache_home() / "ort-ops" / f"{arch}-{h.hexdigest()[:16]}"
-    if (folder / LIBRARY).is_file():
-        return folder / LIBRARY
-    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        native.build_ort(tmp / LIBRARY, arch, include, timeout=timeout)
-    except RuntimeError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise UserError(f"cannot build edgeslm's onnxruntime op library for {arch}: {str(exc).splitlines()[0]}") \
-            from None
-    try:
-        os.replace(tmp, folder)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder / LIBRARY

@@ -16,7 +16,8 @@ class OrtDecoder:
     """step(tokens, start) -> float32 logits of the last token. `start` must be the number of positions
     already in the cache (0 starts over), as the ExecuTorch program's start_pos."""
 
-    def __init__(self, path: str, threads: int, layers: int, kv_heads: int, head_dim: int, max_context: int):
+    def __init__(self, path: str, threads: int, layers: int, kv_heads: int, head_dim: int, max_context: int,
+                 ops_library: str | None = None):
         import numpy as np
         import onnxruntime as ort
 
@@ -24,6 +25,11 @@ class OrtDecoder:
         if threads:
             so.intra_op_num_threads = threads
         so.log_severity_level = 3
+        if ops_library:  # edgeslm's GgufLinear (native/ort_gguf.cpp)
+            try:
+                so.register_custom_ops_library(ops_library)
+            except Exception as exc:  # noqa: BLE001 - onnxruntime's own error types
+                raise RunnerError(f"cannot load {ops_library}: {' '.join(str(exc).split())[:200]}") from None
         self.sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
         inputs = {i.name for i in self.sess.get_inputs()}
         outputs = {o.name for o in self.sess.get_outputs()}

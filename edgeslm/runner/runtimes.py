@@ -22,6 +22,21 @@ from edgeslm.runner.errors import RunnerError
 from edgeslm.runner.facts import _dist_version, _has_module
 
 
+ORT_OPS = "libedgeslm_ort.so"  # edgeslm's onnxruntime op library, in the runtime folder
+
+
+def _kernel(library: str) -> str:
+    """The Q4_1 kernel edgeslm's op library runs on this CPU."""
+    import ctypes
+
+    try:
+        f = ctypes.CDLL(library).es_gguf_kernel
+        f.restype = ctypes.c_char_p
+        return f().decode()
+    except (OSError, AttributeError):
+        return "?"
+
+
 class OnnxRuntime:
     format = "onnx"
 
@@ -29,6 +44,8 @@ class OnnxRuntime:
         import onnxruntime  # noqa: F401 - imported here, so the caller times it
 
         self.name = "onnxruntime " + (_dist_version("onnxruntime") or "?")
+        folder = et_runtime or os.environ.get("EDGESLM_ET_RUNTIME")
+        self.ops = os.path.join(folder, ORT_OPS) if folder and os.path.isfile(os.path.join(folder, ORT_OPS)) else None
 
     def encoder(self, path: str, threads: int, order: list | None = None):
         """`order` is not needed: onnxruntime takes inputs by name (the ones the graph has)."""
@@ -53,7 +70,15 @@ class OnnxRuntime:
         except (KeyError, TypeError, ValueError):
             raise RunnerError(f"{os.path.basename(path)}: the manifest does not give its KV cache "
                               "(export.kv_cache layers, kv_heads, head_dim)") from None
-        return OrtDecoder(path, threads, *dims, int(max_context))
+        ops = None
+        if (export or {}).get("custom_ops"):  # the file has edgeslm's GgufLinear nodes
+            if self.ops is None:
+                raise RunnerError(f"{os.path.basename(path)} needs edgeslm's onnxruntime ops ({ORT_OPS}): give "
+                                  "--et-runtime DIR (edgeslm deploy uploads it)")
+            ops = self.ops
+            if "; Q4_1 kernel" not in self.name:
+                self.name += f"; edgeslm ops, Q4_1 kernel {_kernel(ops)}"
+        return OrtDecoder(path, threads, *dims, int(max_context), ops_library=ops)
 
 
 class ExecuTorchRuntime:

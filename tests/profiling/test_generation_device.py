@@ -143,3 +143,32 @@ def test_a_decoder_that_does_not_fit_the_device_is_refused_with_the_figures(deco
     answer = {**real_probe(None), **small}  # this machine's answer, with little memory left
     with pytest.raises(DeviceError, match="fp32-qwen2 will not fit: it needs"):
         compatibility("pi", type("Device", (), {"target": "host"})(), answer, m)
+
+
+def test_an_onnx_decoder_with_edgeslms_ops_runs_on_the_device(tmp_path, inventory, decoder_models):
+    """A Q4_1 GGUF built to ONNX with GgufLinear nodes: deploy uploads the runtime folder with the op library,
+    and the device's onnxruntime runs the file with it (the runtime names edgeslm's ops and the kernel); the
+    stored-ids check passes there. Without the folder the runner refuses with one line naming the library."""
+    from edgeslm.config.catalog import load_target
+    from edgeslm.config.recipe import load_recipe
+    from edgeslm.pipeline import build, plan
+    from deployhelp import run_runner
+    from tiny import write_generation_recipe, write_gguf
+
+    gguf = write_gguf(decoder_models("llama"), tmp_path / "tiny.Q4_1.gguf", quant="Q4_1")
+    quant = ('[[passes]]\ntype = "quantize"\nmethod = "8da4w"\ngroup_size = 32\n'
+             "[verify]\nmax_perplexity_increase = 0.5\nmin_top5_agreement = 0.5\n")
+    recipe = load_recipe(write_generation_recipe(tmp_path / "q41.toml", gguf, name="q41onnx", extra=quant,
+                                                 formats=("onnx",)))
+    folder = build(recipe, plan(recipe, [load_target("host")])[0], tmp_path / "out").folder
+    art = json.loads((folder / "manifest.json").read_text())["artifacts"][0]
+    assert art["export"]["custom_ops"]["nodes"] == 10
+    dev = device(inventory(pi={}))
+    logs = []
+    deploy(folder, "pi", dev, log=logs.append)
+    assert sum("upload ExecuTorch runtime" in m for m in logs) == 1
+    (r,) = profile("pi", dev, tmp_path / "out", iters=2, warmup=1, new_tokens=6, log=logs.append, build=folder)
+    assert r["artifact"]["runtime"].startswith("onnxruntime") and "edgeslm ops, Q4_1 kernel" in r["artifact"]["runtime"]
+    assert r["parity"]["passed"] and r["generation"]["decode"]["tokens"] == 6
+    rc, answer = run_runner(dev.python, "profile", str(folder), "--artifact", "onnx", "--iters", "1", "--new-tokens", "2")
+    assert rc == 1 and "needs edgeslm's onnxruntime ops (libedgeslm_ort.so)" in answer["error"]

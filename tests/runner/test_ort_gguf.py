@@ -1,8 +1,8 @@
-"""GgufLinear, edgeslm's onnxruntime custom op (libedgeslm_ort.so, the .pte's Q4_1 tile kernels): an ONNX graph
-with one node (40 outputs: two tiles and a padded one; 96 inputs) runs in plain onnxruntime with the library
-registered, with every kernel this machine and the emulated Pi have, torch-free, and gives the Python
-reference's outputs (edgeslm.generation.gguf_op); a grid with two rows swapped gives other outputs; tiles that
-do not match the input's width are refused with an error naming the op."""
+"""GgufLinear, edgeslm's onnxruntime custom op (libedgeslm_ort.so in the runtime folder, the .pte's Q4_1 tile
+kernels): an ONNX graph with one node (40 outputs: two tiles and a padded one; 96 inputs) runs in plain
+onnxruntime with the library registered, with every kernel this machine and the emulated Pi have, torch-free,
+and gives the Python reference's outputs (edgeslm.generation.gguf_op); a grid with two rows swapped gives other
+outputs; tiles that do not match the input's width are refused with an error naming the op."""
 
 from __future__ import annotations
 
@@ -87,10 +87,10 @@ def _check(got: dict, refs: list, swapped: dict) -> None:
 
 
 def test_each_x86_kernel_gives_the_reference(case):
-    from edgeslm.profiling.ort_ops import ort_library
+    from edgeslm.profiling.et_runtime import runtime_folder
 
     folder, refs = case
-    lib = str(ort_library("x86_64"))
+    lib = str(runtime_folder("x86_64") / "libedgeslm_ort.so")
     flags = Path("/proc/cpuinfo").read_text()
     kernels = ["scalar", "avx2"] + (["avx512-vnni"] if "avx512_vnni" in flags else [])
     for kernel in kernels:
@@ -104,11 +104,11 @@ def test_each_x86_kernel_gives_the_reference(case):
 def test_the_neon_kernels_give_the_reference_on_the_emulated_pi(case):
     """qemu-aarch64 as a Cortex-A72 (NEON) and a Cortex-A76 (dotprod), with the Pi's own onnxruntime wheel."""
     from edgeslm.emulate import ensure_image
-    from edgeslm.profiling.ort_ops import ort_library
+    from edgeslm.profiling.et_runtime import runtime_folder
 
     folder, refs = case
     image = ensure_image(Path(os.environ.get("EDGESLM_EMULATE_CACHE", Path.home() / ".cache/edgeslm/emulate")))
-    lib = str(ort_library("aarch64"))
+    lib = str(runtime_folder("aarch64") / "libedgeslm_ort.so")
     for cpu, kernel in (("cortex-a72", "neon"), ("cortex-a76", "neon-dotprod")):
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "QEMU_", "EDGESLM_GGUF"))}
         env.update(image.env(cpu))
@@ -124,11 +124,11 @@ def test_tiles_that_do_not_match_the_input_are_refused(tmp_path):
     import onnxruntime as ort
 
     from edgeslm.generation.gguf_op import pack_q4_1
-    from edgeslm.profiling.ort_ops import ort_library
+    from edgeslm.profiling.et_runtime import runtime_folder
 
     g = _grid(2, k=64)  # tiles for 64 inputs, fed 96
     so = ort.SessionOptions()
-    so.register_custom_ops_library(str(ort_library()))
+    so.register_custom_ops_library(str(runtime_folder("x86_64") / "libedgeslm_ort.so"))
     sess = ort.InferenceSession(str(_model(tmp_path / "bad.onnx", pack_q4_1(g))), so,
                                 providers=["CPUExecutionProvider"])
     with pytest.raises(Exception, match=r"GgufLinear: float32 x \[\.\.\., K\].*K=96"):

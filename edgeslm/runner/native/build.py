@@ -23,6 +23,7 @@ HERE = Path(__file__).resolve().parent
 LIBS = ("libexecutorch.so", "libexecutorch_backend_xnnpack.so", "libexecutorch_kernels_optimized.so",
         "libexecutorch_kernels_quantized.so", "libexecutorch_threadpool.so")
 SOURCES = ("edgeslm_et.cpp", "gguf_linear.cpp")
+ORT_LIBRARY = "libedgeslm_ort.so"  # edgeslm's onnxruntime op library (ort_gguf.cpp), in the same folder
 COMPILERS = {"x86_64": "g++", "aarch64": "aarch64-linux-gnu-g++"}
 
 
@@ -35,8 +36,10 @@ def installed_executorch() -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def build(out: Path, arch: str | None = None, executorch: Path | None = None, timeout: float = 300) -> Path:
-    """Compile the shim into OUT and copy the runtime libraries beside it; returns OUT/libedgeslm_et.so."""
+def build(out: Path, arch: str | None = None, executorch: Path | None = None, timeout: float = 300,
+          ort_include: Path | None = None) -> Path:
+    """Compile the shim into OUT and copy the runtime libraries beside it; returns OUT/libedgeslm_et.so.
+    With `ort_include` (the folder of onnxruntime_c_api.h), edgeslm's onnxruntime op library goes beside it."""
     arch = arch or platform.machine()
     if arch not in COMPILERS:
         raise RuntimeError(f"no build for architecture {arch!r}: {', '.join(COMPILERS)}")
@@ -56,7 +59,10 @@ def build(out: Path, arch: str | None = None, executorch: Path | None = None, ti
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if r.returncode != 0:
         raise RuntimeError(f"building {target.name} failed:\n{r.stderr[-3000:]}")
-    (out / "runtime.json").write_text(json.dumps({"executorch": _version(et), "arch": arch, "abi": 1}) + "\n")
+    if ort_include is not None:
+        build_ort(out / ORT_LIBRARY, arch, ort_include, timeout)
+    (out / "runtime.json").write_text(json.dumps({"executorch": _version(et), "arch": arch, "abi": 1,
+                                                  "onnxruntime_ops": ort_include is not None}) + "\n")
     return target
 
 
