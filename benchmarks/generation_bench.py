@@ -128,7 +128,12 @@ def child(kind: str, folder: Path, gguf: Path, threads: int, new_tokens: int, pr
         from edgeslm.contract import artifact_size
         from edgeslm.runner.generation import open_decoder
 
-        step, _, _ = open_decoder(str(folder), manifest, art["onnx"], threads, None)
+        from edgeslm.profiling.et_runtime import runtime_folder
+
+        # a file with edgeslm's GgufLinear needs the op library, from the runtime folder the device gets
+        rt = str(runtime_folder("x86_64")) if (art["onnx"].get("export") or {}).get("custom_ops") else None
+        t0 = time.perf_counter()
+        step, _, _ = open_decoder(str(folder), manifest, art["onnx"], threads, rt)
         size = artifact_size(manifest["files"], art["onnx"]["file"])
     load_ms = (time.perf_counter() - t0) * 1e3
     return {"runtime": kind, "load_ms": load_ms, "size_mb": size / 1e6,
