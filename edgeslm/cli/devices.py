@@ -240,10 +240,10 @@ def rollback(name, recipe, out, devices_file, accept_new_host_key) -> None:
               help="Which artifact (repeatable; default: all).")
 @click.option("--threads", type=click.IntRange(min=0), default=None,
               help="Inference threads (default: the device target's threads; 0 = all cores).")
-@click.option("--iters", type=click.IntRange(min=1), default=100, show_default=True,
-              help="Measured iterations (at least).")
-@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True,
-              help="Warm-up runs, not measured.")
+@click.option("--iters", type=click.IntRange(min=1), default=None,
+              help="Measured iterations, at least (default: 100; decoders: 5 prompts per length).")
+@click.option("--warmup", type=click.IntRange(min=0), default=None,
+              help="Warm-up runs, not measured (default: 10; decoders: 1).")
 @click.option("--min-seconds", type=click.FloatRange(min=0), default=0.0, help="Keep measuring at least this long.")
 @click.option("--seq-len", type=click.IntRange(min=1),
               help="Input length in tokens (default: the recipe's max_seq_len).")

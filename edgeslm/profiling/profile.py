@@ -26,10 +26,11 @@ from edgeslm.transport import DeviceError
 RESULT_DIR = "profiles"
 
 
-def check_settings(iters: int, warmup: int, threads: int, min_seconds: float, seq_len: int | None) -> None:
-    if iters < 1:
+def check_settings(iters: int | None, warmup: int | None, threads: int, min_seconds: float,
+                   seq_len: int | None) -> None:
+    if iters is not None and iters < 1:
         raise UserError(f"--iters must be at least 1 (got {iters})")
-    if warmup < 0 or threads < 0 or min_seconds < 0:
+    if (warmup or 0) < 0 or threads < 0 or min_seconds < 0:
         raise UserError("--warmup, --threads and --min-seconds cannot be negative")
     if seq_len is not None and seq_len < 1:
         raise UserError(f"--seq-len must be at least 1 (got {seq_len})")
@@ -61,12 +62,13 @@ def store_for(out: Path, recipe: str, manifest: Manifest) -> Path:
 
 
 def profile(name: str, device: Device, out: Path, recipe: str | None = None, artifacts=(),
-            threads: int = 0, iters: int = 100, warmup: int = 10, min_seconds: float = 0.0,
+            threads: int = 0, iters: int | None = None, warmup: int | None = None, min_seconds: float = 0.0,
             seq_len: int | None = None, accept_new_host_key: bool = False, log=print,
             build: Path | None = None, eval_rows: int | None = None, new_tokens: int = 64) -> list[dict]:
     """Profile each artifact of the deployed `recipe` (default: the only one) on its active version.
     `build`: the host's build folder of that version, when the caller knows it. `eval_rows`: also score
-    the eval split on the device (0 = all of it, N = the first N texts; None = not)."""
+    the eval split on the device (0 = all of it, N = the first N texts; None = not). `iters`, `warmup`:
+    None takes the task's own (encoders 100 and 10; decoders 5 prompts per length and 1)."""
     check_settings(iters, warmup, threads, min_seconds, seq_len)
     for a in artifacts:
         check_name(a, "artifact")
@@ -100,12 +102,14 @@ def profile(name: str, device: Device, out: Path, recipe: str | None = None, art
                 log(f"profiling {recipe}/{art} ({version}) on {name}")
                 label = {"recipe": recipe, "target": manifest.target["name"], "cache_key": manifest.cache_key,
                          "version": version, "verified_against": against}
-                extra = task_unit(manifest.task).profile_args(new_tokens)
+                unit = task_unit(manifest.task)
+                extra = unit.profile_args(new_tokens)
+                n, w = (x if x is not None else d for x, d in zip((iters, warmup), unit.repeats))
                 if needs_et_runtime(manifest, art):
                     arch = dev.python_output("import platform; print(platform.machine())").strip()
                     extra += ["--et-runtime", dev.et_runtime(arch, log=log)]
                 results.append(_run(dev, name, device, vdir, art, stamp, store, label,
-                                    threads, iters, warmup, min_seconds, seq_len, eval_rows, extra))
+                                    threads, n, w, min_seconds, seq_len, eval_rows, extra))
     return results
 
 

@@ -5,6 +5,7 @@ device runner (whose own units are edgeslm.runner.tasks):
     unit.info                      # config.tasks.TaskInfo: output, metrics, the quantization it takes
     unit.build_into(work, ...)     # load -> passes/quantize -> reference -> export + verify -> manifest
     unit.profile_args(new_tokens)  # what the device runner's `profile` needs besides the common options
+    unit.repeats                   # (measured runs, warm-up runs) a profile makes unless told
     unit.fit_problem(probe, m)     # why a build would not fit a device (None: it fits, or not checked)
     unit.report_fields(result)     # the task's own figures for a report row (None: none)
     unit.generates                 # whether `edgeslm run` can generate text with its builds
@@ -26,6 +27,7 @@ class TaskUnit:
 
     generates = False
     builder = ""
+    repeats = (100, 10)  # (measured runs, warm-up runs) of a profile by default
     # whether the artifacts are the same for every CPU target (then a recipe's targets share one build)
     target_independent = False
 

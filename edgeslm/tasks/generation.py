@@ -11,6 +11,9 @@ RUNTIME_DISK = 20 << 20  # the runtime folder (~14-18 MB)
 
 
 class GenerationTask(TaskUnit):
+    # prompts per length: each is a whole prefill (a 512-token one takes seconds on a Pi, minutes emulated),
+    # and decode speed comes from the steps of one generation anyway
+    repeats = (5, 1)
     generates = True
     builder = "edgeslm.generation.build:build_generation_into"
     # neither exporter consults the target: the .pte's XNNPACK and onnxruntime's MatMulNBits choose their
