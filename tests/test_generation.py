@@ -303,6 +303,7 @@ def test_a_gguf_grid_is_carried_instead_of_rounded_again(tmp_path, decoders):
     ops = pte.export["delegation"]["non_delegated_by_op"]
     assert ops.get("edgeslm::gguf_linear") == 15 and ops.get("linear", 0) == 0, ops
     assert "15 as edgeslm::gguf_linear" in pte.quantization["grid"]
+    assert keep.manifest.passes[0]["output_layer_int8"] == []  # the head runs the file's grid, not int8
     pc = _metrics(pte.compression)
     assert pc["kl_mean"] < 0.25 * ac["kl_mean"] and pc["top1_agreement"] > ac["top1_agreement"], (pc, ac)
     assert pte.verification.passed

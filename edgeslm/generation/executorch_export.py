@@ -182,7 +182,9 @@ def quantize_decoder(decoder, weights: str, group_size: int, embeddings: bool, g
         if grids:
             from edgeslm.generation.gguf_grid import carry_into_torchao
 
-            facts["gguf_grid_carried"] = carry_into_torchao(decoder, grids)
+            done = facts["gguf_grid_carried"] = carry_into_torchao(decoder, grids)
+            # a head carried as gguf_linear runs the file's grid, not int8 per channel
+            facts["output_layer_int8"] = [h for h in head if h.removeprefix("model.") not in done]
     elif weights == "int8-wo":
         quantize_(decoder, IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0)),
                   filter_fn=lambda m, fqn: isinstance(m, torch.nn.Linear))
