@@ -107,8 +107,10 @@ def export_onnx_decoder(model, tokenizer, work: Path, method: str | None, group_
         "kv_cache": {"layers": layers, "kv_heads": kv_heads, "head_dim": head_dim, "positions": max_context,
                      "bytes": 2 * layers * kv_heads * head_dim * max_context * 4},
     }
+    from edgeslm.runner.runtimes import ORT_OPS
+
     if own:  # the device registers edgeslm's op library (in the runtime folder deploy uploads)
-        facts["custom_ops"] = {"domain": OWN_DOMAIN, "ops": [OWN_OP], "library": "libedgeslm_ort.so", "nodes": own}
+        facts["custom_ops"] = {"domain": OWN_DOMAIN, "ops": [OWN_OP], "library": ORT_OPS, "nodes": own}
     return facts
 
 

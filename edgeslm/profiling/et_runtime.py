@@ -1,8 +1,9 @@
 """The torch-free ExecuTorch runtime folder a device needs for decoder programs, built here per
 architecture and cached: libedgeslm_et.so (edgeslm's shim and llama kernels) beside the shared libraries
-of the pinned executorch wheel, and libedgeslm_ort.so (edgeslm's onnxruntime ops, see ort_ops). For another architecture than this machine's, the libraries come from
-that architecture's wheel of the same executorch version (pip download from the configured index), and
-the shim is cross-compiled (aarch64: g++-aarch64-linux-gnu).
+of the pinned executorch wheel, and libedgeslm_ort.so (edgeslm's onnxruntime ops, see ort_ops). For another
+architecture than this machine's, the libraries come from that architecture's wheel of the same executorch
+version (pip download from the configured index), and both edgeslm libraries are cross-compiled (aarch64:
+g++-aarch64-linux-gnu).
 """
 
 from __future__ import annotations

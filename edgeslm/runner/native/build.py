@@ -19,11 +19,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from edgeslm.runner.runtimes import ORT_OPS  # the op library (ort_gguf.cpp), beside the shim
+
 HERE = Path(__file__).resolve().parent
 LIBS = ("libexecutorch.so", "libexecutorch_backend_xnnpack.so", "libexecutorch_kernels_optimized.so",
         "libexecutorch_kernels_quantized.so", "libexecutorch_threadpool.so")
 SOURCES = ("edgeslm_et.cpp", "gguf_linear.cpp")
-ORT_LIBRARY = "libedgeslm_ort.so"  # edgeslm's onnxruntime op library (ort_gguf.cpp), in the same folder
 COMPILERS = {"x86_64": "g++", "aarch64": "aarch64-linux-gnu-g++"}
 
 
@@ -60,7 +61,7 @@ def build(out: Path, arch: str | None = None, executorch: Path | None = None, ti
     if r.returncode != 0:
         raise RuntimeError(f"building {target.name} failed:\n{r.stderr[-3000:]}")
     if ort_include is not None:
-        build_ort(out / ORT_LIBRARY, arch, ort_include, timeout)
+        build_ort(out / ORT_OPS, arch, ort_include, timeout)
     (out / "runtime.json").write_text(json.dumps({"executorch": _version(et), "arch": arch, "abi": 1,
                                                   "onnxruntime_ops": ort_include is not None}) + "\n")
     return target
