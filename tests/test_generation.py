@@ -309,6 +309,38 @@ def test_a_gguf_grid_is_carried_instead_of_rounded_again(tmp_path, decoders):
     assert pte.verification.passed
 
 
+def test_a_q8_0_gguf_runs_its_own_grid_in_both_formats(tmp_path, decoders):
+    """A Q8_0 GGUF (w = q d, an int8 q and a fp16 d per block of 32: what people take for small models) under
+    8da4w with gguf_grid = "keep": the .pte runs every linear and the head as edgeslm::gguf_linear over the
+    file's Q8_0 blocks and looks tokens up in the file's own table (ExecuTorch's int8 embedding with a scale
+    per block of 32, the very integers and scales); ONNX holds the linears in 8-bit MatMulNBits. Only the int8
+    activations cost anything, so both stay far closer to the dequantized GGUF than rounding its weights
+    to int4 again does."""
+    from tiny import write_gguf
+
+    path = write_gguf(decoders["llama"], tmp_path / "tiny.Q8_0.gguf", quant="Q8_0")
+    loose = "[verify]\nmax_perplexity_increase = 0.5\nmin_top5_agreement = 0.5\n"
+    keep = _build(tmp_path, path, "keep8", QUANT + loose)
+    again = _build(tmp_path, path, "again8", QUANT + 'gguf_grid = "requantize"\n' + loose, formats=("executorch",))
+    pte, onnx_file, rounded = keep.manifest.artifacts[0], keep.manifest.artifacts[1], again.manifest.artifacts[0]
+    pg = pte.quantization["gguf_grid"]
+    assert pg["carried_layers"] == 15 and pg["types"] == ["Q8_0"] and not pg["not_carried"], pg
+    ops = pte.export["delegation"]["non_delegated_by_op"]
+    assert ops.get("edgeslm::gguf_linear") == 15 and ops.get("linear", 0) == 0, ops
+    assert "15 as edgeslm::gguf_linear over the file's Q8_0 blocks" in pte.quantization["grid"]
+    assert pte.quantization["output_layer_int8"] == []
+    emb = pte.quantization["embeddings"]
+    assert emb["grid"] == "GGUF Q8_0" and emb["block"] == 32, emb
+    assert rounded.quantization["embeddings"]["int8_per_row"] and "gguf_grid" not in rounded.quantization
+    og = onnx_file.quantization["gguf_grid"]
+    assert og["types"] == ["Q8_0"] and og["carried_layers"] == 11, og  # qkv, o, gate, up, down x 2 and the head
+    kc, rc = _metrics(pte.compression), _metrics(rounded.compression)
+    assert kc["kl_mean"] < 0.1 * rc["kl_mean"] and kc["top1_agreement"] > rc["top1_agreement"], (kc, rc)
+    for a in (pte, onnx_file):
+        assert a.verification.passed, a.name
+        assert _metrics(a.compression)["top1_agreement"] >= 0.95, (a.name, _metrics(a.compression))
+
+
 def test_a_gguf_grid_that_does_not_reproduce_the_loaded_weights_is_not_carried(tmp_path, decoders):
     """A tensor is carried only where its dequantized grid equals what transformers loaded: a model whose
     down projection differs from the file (here changed after loading) keeps that layer off the grid and
@@ -322,11 +354,11 @@ def test_a_gguf_grid_that_does_not_reproduce_the_loaded_weights_is_not_carried(t
     path = write_gguf(decoders["llama"], tmp_path / "tiny.Q4_0.gguf", quant="Q4_0")
     model = AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=path.name, dtype=torch.float32)
     per, skipped = module_grids(path, model)
-    assert len(per) == 15 and not skipped  # 7 linears x 2 layers + the head (Q4_0 here)
+    assert len(per) == 16 and not skipped  # 7 linears x 2 layers, the head and the embedding table (Q4_0 here)
     with torch.no_grad():
         model.model.layers[1].mlp.down_proj.weight[0, 0] += 0.01
     per, skipped = module_grids(path, model)
-    assert "model.layers.1.mlp.down_proj" not in per and len(per) == 14
+    assert "model.layers.1.mlp.down_proj" not in per and len(per) == 15
     assert skipped == {"blk.1.ffn_down.weight": "its grid does not reproduce the weights transformers loaded"}
     fused, why = read_grids(path, model)
     assert "model.layers.1.mlp.down_proj" not in fused and "model.layers.0.mlp.down_proj" in fused

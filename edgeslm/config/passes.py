@@ -95,8 +95,8 @@ class QuantizeConfig(PassConfig):
         "integers and scales (blocks of 32) instead of rounding the dequantized weights a second time, as "
         "llama.cpp runs them: ONNX takes Q4_0 / Q4_1 / Q8_0 (Q4_1 as edgeslm's GgufLinear, see onnx_ops; "
         "SmolLM2-135M Q4_1: perplexity +0.04% instead of +29.7%), the .pte Q4_0 in XNNPACK's int4 (q - 8 and "
-        "the scale) and Q4_1 in edgeslm's gguf_linear operator; 'requantize' rounds again in blocks of "
-        "group_size.")
+        "the scale), Q4_1 and Q8_0 in edgeslm's gguf_linear operator and a Q8_0 embedding table in ExecuTorch's "
+        "int8 embedding with a scale per block; 'requantize' rounds again in blocks of group_size.")
     onnx_ops: Literal["edgeslm", "standard"] = Field(
         "edgeslm", description="text-generation, ONNX, a GGUF's Q4_1 grid carried (gguf_grid = 'keep'): "
         "'edgeslm' runs each Q4_1 projection as one GgufLinear node, the file's blocks in edgeslm's onnxruntime "

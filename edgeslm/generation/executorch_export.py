@@ -155,7 +155,8 @@ def quantize_decoder(decoder, weights: str, group_size: int, embeddings: bool, g
     """torchao: '8da4w' (int4 weights in groups, int8 dynamic activations per token), '8da8w', or 'int8-wo'
     (int8 weight-only per channel); embeddings int8 per row. Linear layers whose input size is not a
     multiple of the group stay float. `grids` (8da4w, groups of 32; gguf_grid.module_grids): a GGUF's own
-    Q4_0 / Q4_1 integers and scales replace torchao's rounding where they fit. Returns facts."""
+    Q4_0 / Q4_1 / Q8_0 integers and scales replace torchao's rounding where they fit (a Q8_0 embedding table
+    too). Returns facts."""
     import torch
     from torchao.quantization import Int8DynamicActivationIntxWeightConfig, IntxWeightOnlyConfig, quantize_
     from torchao.quantization.granularity import PerAxis, PerGroup
@@ -199,8 +200,16 @@ def quantize_decoder(decoder, weights: str, group_size: int, embeddings: bool, g
             get_quant_embedding_transform)
 
         embeds = [n for n, m in decoder.named_modules() if isinstance(m, torch.nn.Embedding)]
-        get_quant_embedding_transform("8,0", quantize_with_hqq=False)(decoder)
+        grid = (grids or {}).get("embed_tokens")
+        group = 32 if grid is not None and grid["type"] == "Q8_0" else 0
+        get_quant_embedding_transform(f"8,{group}", quantize_with_hqq=False)(decoder)
         facts["embeddings"] = {"int8_per_row": embeds, "kernel": "quantized_decomposed::embedding_byte"}
+        if group:  # a GGUF's Q8_0 table as it is: int8 with a fp16 scale per block of 32
+            from edgeslm.generation.gguf_grid import carry_embedding
+
+            facts["embeddings"] = {"int8_per_block": embeds, "block": group,
+                                   "grid": "GGUF Q8_0" if carry_embedding(decoder, grid) else "rounded from the floats",
+                                   "kernel": "quantized_decomposed::embedding_byte"}
     return facts
 
 
@@ -294,7 +303,7 @@ def quiet_native():
 
 def build_decoder(work: Path, model, tokenizer, g, q, facts, log, carried: tuple | None, log_file: Path):
     """model.pte: transformers' model with the llama attention and cache ops, quantized by torchao (from a GGUF
-    source under 8da4w, with the file's own Q4_0 / Q4_1 grid where it fits), lowered to XNNPACK; judged in ExecuTorch's own runtime against the eager decoder after quantization
+    source under 8da4w, with the file's own Q4_0 / Q4_1 / Q8_0 grid where it fits), lowered to XNNPACK; judged in ExecuTorch's own runtime against the eager decoder after quantization
     (fidelity) and the original (compression). Rewires and quantizes `model` in place (build it last).
     Returns (artifact, its teacher-forced logits, facts for the quantize pass or None)."""
     from edgeslm.artifacts.manifest import Artifact
@@ -315,14 +324,17 @@ def build_decoder(work: Path, model, tokenizer, g, q, facts, log, carried: tuple
                 qfacts = quantize_decoder(decoder, scheme, group, q.embeddings, grids)
         if grids is not None:
             done = qfacts.pop("gguf_grid_carried", [])
-            own_ops = [m for m in done if grids[m]["type"] == "Q4_1" or m == "lm_head"]
-            qfacts["grid"] = (f"{grid_words(grids)} in {len(done)} 4-bit linears"
-                              + (f" ({len(own_ops)} as edgeslm::gguf_linear over the file's Q4_1 blocks, "
+            own_ops = [m for m in done if grids[m]["type"] in ("Q4_1", "Q8_0") or m == "lm_head"]
+            # (a Q4_0 head runs as Q4_1 with m = -8 d)
+            kinds = "/".join(sorted({"Q4_1" if grids[m]["type"] == "Q4_0" else grids[m]["type"] for m in own_ops}))
+            qfacts["grid"] = (f"{grid_words(grids)} in {len(done)} linears"
+                              + (f" ({len(own_ops)} as edgeslm::gguf_linear over the file's {kinds} blocks, "
                                  "edgeslm's kernel in the device runtime)" if own_ops else "")
                               + "; the rest rounded from the floats")
-            qfacts["gguf_grid" if grid_origin(grids) == "GGUF" else "carried_grid"] = grid_facts(grids, done, {**skipped, **{
+            linears = {m: g for m, g in grids.items() if m != "embed_tokens"}
+            qfacts["gguf_grid" if grid_origin(grids) == "GGUF" else "carried_grid"] = grid_facts(linears, done, {**skipped, **{
                 m: f"{grids[m]['type']}: " + ("the output layer keeps int8 weights per channel" if m == "lm_head"
-                                              else "not a 4-bit linear here") for m in grids if m not in done}})
+                                              else "not a linear of this model") for m in linears if m not in done}})
     with log.step("eager decoder (after the passes)"), quiet_native():
         decoder.reset()
         eager = teacher_forced(eager_step(decoder), facts.ids, facts.first, g.max_prompt)

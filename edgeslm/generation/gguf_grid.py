@@ -26,8 +26,9 @@ weights and is listed. The embedding table tied to the head gets its own copy of
 grid (GatherBlockQuantized).
 
 The .pte (`carry_into_torchao`): Q4_0 goes into torchao's symmetric 8da4w int4 (q - 8, as XNNPACK runs it);
-Q4_1, and a Q4_0 or Q4_1 output layer, run as edgeslm::gguf_linear over the file's blocks (gguf_op.py), with
-edgeslm's kernel in the device runtime. Exact in both.
+Q4_1 and Q8_0, and a Q4_0 output layer, run as edgeslm::gguf_linear over the file's blocks (gguf_op.py), with
+edgeslm's kernel in the device runtime; a Q8_0 embedding table goes into ExecuTorch's int8 embedding with a
+scale per block of 32 (`carry_embedding`). Exact in both.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def _unpermute(g: dict, heads: int) -> dict:
 
 def module_grids(path, model) -> tuple[dict, dict]:
     """({transformers module name: grid} for every weight carried exactly, {gguf tensor: why not}); the
-    output layer is "lm_head"."""
+    output layer is "lm_head", the token embedding table "embed_tokens"."""
     from gguf import GGUFReader
 
     reader = GGUFReader(str(path))
@@ -128,6 +129,12 @@ def module_grids(path, model) -> tuple[dict, dict]:
         g = grid_for(head, state["lm_head.weight"], None)
         if g is not None:
             carried["lm_head"] = {**g, "gguf": head}
+    if "model.embed_tokens.weight" in state:
+        embeds = state["model.embed_tokens.weight"]
+        g = (carried.get("lm_head") if head == "token_embd.weight" and "lm_head.weight" in state
+             and np.array_equal(embeds, state["lm_head.weight"]) else grid_for("token_embd.weight", embeds, None))
+        if g is not None:
+            carried["embed_tokens"] = {**g, "gguf": "token_embd.weight"}
     return carried, skipped
 
 
@@ -180,36 +187,38 @@ def grid_facts(grids: dict, done: list, not_carried: dict) -> dict:
 
 
 def carry_into_torchao(decoder, grids: dict, prefix: str = "model.") -> list[str]:
-    """Put Q4_0 / Q4_1 grids into the .pte's linears:
+    """Put Q4_0 / Q4_1 / Q8_0 grids into the .pte's linears:
 
     - Q4_0 (w = (q - 8) d) into torchao's 8da4w linears (IntxUnpackedToInt8Tensor: qdata in [-8, 7], a scale
       per group of 32, zero point 0), as XNNPACK runs them: qdata = q - 8, scale = d. Exact.
-    - Q4_1 (w = q d + m) as `edgeslm::gguf_linear` over the file's blocks (generation/gguf_op.py; edgeslm's
-      kernel in the device runtime, int8 activations per block of 32 as llama.cpp's Q8_1). Exact. XNNPACK's
-      int4 kernels have one zero point per tensor and cannot add the per-block minimums.
-    - The output layer ("lm_head", often the tied embedding table) with a Q4_1 or Q4_0 grid the same way
-      (Q4_0 is Q4_1 with m = -8 d, exact in fp16); otherwise it stays int8 per channel.
+    - Q4_1 (w = q d + m) and Q8_0 (w = q d, q int8) as `edgeslm::gguf_linear` over the file's blocks
+      (generation/gguf_op.py; edgeslm's kernel in the device runtime, int8 activations per block of 32 as
+      llama.cpp's Q8_1). Exact. XNNPACK's int4 kernels have one zero point per tensor and cannot add the
+      per-block minimums; its int8 kernels have one scale per output channel, not per block.
+    - The output layer ("lm_head", often the tied embedding table) with any of these grids the same way
+      (a Q4_0 head as Q4_1 with m = -8 d, exact in fp16).
 
     `decoder` module names are the transformers names behind `prefix`. Returns the names carried."""
     import torch
 
-    from edgeslm.generation.gguf_op import gguf_linear_module, pack_q4_1
+    from edgeslm.generation.gguf_op import gguf_linear_module, pack
 
     done = []
     for fqn, mod in list(decoder.named_modules()):
         name = fqn[len(prefix):] if fqn.startswith(prefix) else None
-        g = grids.get(name) if name else None
+        g = grids.get(name) if name and name != "embed_tokens" else None
         w = getattr(mod, "weight", None)
-        if g is None or g["type"] not in ("Q4_0", "Q4_1") or w is None:
+        if g is None or g["type"] not in CARRIED or w is None:
             continue
         if name == "lm_head" and g["type"] == "Q4_0":
             g = {**g, "type": "Q4_1", "m": -8 * g["d"]}
-        if g["type"] == "Q4_1":
+        if g["type"] in ("Q4_1", "Q8_0"):
             if tuple(w.shape) != g["q"].shape:
                 continue
             parent, _, child = fqn.rpartition(".")
+            tiles, kind = pack(g)
             setattr(decoder.get_submodule(parent), child,
-                    gguf_linear_module(pack_q4_1(g), g["q"].shape[0], getattr(mod, "bias", None)))
+                    gguf_linear_module(tiles, g["q"].shape[0], getattr(mod, "bias", None), kind))
         else:
             if not hasattr(w, "qdata") or tuple(w.block_size) != (1, BLOCK) or tuple(w.qdata.shape) != g["q"].shape:
                 continue
@@ -219,3 +228,22 @@ def carry_into_torchao(decoder, grids: dict, prefix: str = "model.") -> list[str
                 w.zero_point.zero_()
         done.append(name)
     return done
+
+
+def carry_embedding(decoder, grid: dict | None) -> bool:
+    """Put a Q8_0 grid of the token embedding table into the decoder's int8 embedding (ExecuTorch's
+    QuantizedGroupEmbedding with a fp16 scale per 32 values, run by quantized_decomposed::embedding_byte):
+    weight = q, scales = d, exactly the file's lookup. Returns whether it was carried."""
+    import torch
+
+    if grid is None or grid["type"] != "Q8_0":
+        return False
+    for _, mod in decoder.named_modules():
+        w, scales = getattr(mod, "weight", None), getattr(mod, "scales", None)
+        if (type(mod).__name__ == "QuantizedGroupEmbedding" and w is not None and scales is not None
+                and tuple(w.shape) == grid["q"].shape and tuple(scales.shape) == grid["d"].shape):
+            with torch.no_grad():
+                w.copy_(torch.from_numpy(grid["q"].astype(np.int16) - 128).to(torch.int8))
+                scales.copy_(torch.from_numpy(grid["d"]).to(scales.dtype))
+            return True
+    return False

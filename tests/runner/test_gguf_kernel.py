@@ -1,10 +1,10 @@
-"""edgeslm::gguf_linear, the .pte's Q4_1 linear: a program holding one (40 outputs: two whole tiles of 16
-and a padded one; 96 inputs: three blocks) runs in the torch-free runtime with every kernel this machine
-and the emulated Pi have (AVX512-VNNI, AVX2, scalar; NEON on a Cortex-A72, NEON dotprod on an A76) and
-gives the Python reference's outputs, for one token and for five. The reference itself is checked against
-the dequantized weights, and a kernel that read the tiles wrongly would fail here: the test also feeds the
-program a grid whose rows were swapped; a program whose tiles do not match its input width is refused by
-the kernel, not read past its end."""
+"""edgeslm::gguf_linear, the .pte's linear over a GGUF's Q4_1 or Q8_0 blocks: a program holding one of each
+(40 outputs: two whole tiles of 16 and a padded one; 96 inputs: three blocks) runs in the torch-free runtime
+with every kernel this machine and the emulated Pi have (AVX512-VNNI, AVX2, scalar; NEON on a Cortex-A72,
+NEON dotprod on an A76) and gives the Python reference's outputs, for one token and for five. The reference
+itself is checked against the dequantized weights, and a kernel that read the tiles wrongly would fail here:
+the test also feeds the program grids whose rows were swapped; a program whose tiles do not match its input
+width or type is refused by the kernel, not read past its end."""
 
 from __future__ import annotations
 
@@ -32,48 +32,72 @@ print(json.dumps({"kernel": rt.kernel, "outs": outs, "torch": "torch" in sys.mod
 """
 
 
+def _f16(a):
+    return a.astype(np.float16).astype(np.float32)  # the file's fp16 values
+
+
 def _grid(seed: int) -> dict:
     rng = np.random.default_rng(seed)
-    f16 = lambda a: a.astype(np.float16).astype(np.float32)  # noqa: E731 - the file's fp16 values
     return {"type": "Q4_1", "q": rng.integers(0, 16, (N, K)).astype(np.uint8),
-            "d": f16(rng.random((N, K // 32)) * 0.01 + 0.001), "m": f16(-rng.random((N, K // 32)) * 0.08)}
+            "d": _f16(rng.random((N, K // 32)) * 0.01 + 0.001), "m": _f16(-rng.random((N, K // 32)) * 0.08)}
+
+
+def _grid8(seed: int) -> dict:
+    """Q8_0 as gguf_grid reads it (q + 128), with the extremes -128 and 127 present."""
+    rng = np.random.default_rng(seed)
+    q = rng.integers(0, 256, (N, K)).astype(np.uint8)
+    q[0, :2], q[1, :2] = (0, 255), (255, 0)
+    return {"type": "Q8_0", "q": q, "d": _f16(rng.random((N, K // 32)) * 0.002 + 0.0005), "m": None}
+
+
+def _dequant(g: dict) -> np.ndarray:
+    q = g["q"].reshape(N, -1, 32).astype(np.float32)
+    w = q * g["d"][..., None] + g["m"][..., None] if g["type"] == "Q4_1" else (q - 128) * g["d"][..., None]
+    return w.reshape(N, K)
 
 
 @pytest.fixture(scope="module")
 def program(tmp_path_factory):
-    """(folder with q41.pte and x.npy, the reference outputs for 5 and 1 tokens, the reference of a grid
-    whose first two rows are swapped)."""
+    """(folder with q41.pte and x.npy, the reference outputs for 5 and 1 tokens, the reference of grids
+    whose first two rows are swapped). The program's outputs: the Q4_1 linear's 40, then the Q8_0 one's."""
     import torch
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
 
-    from edgeslm.generation.gguf_op import gguf_linear_module, pack_q4_1, unpack_q4_1
+    from edgeslm.generation.gguf_op import gguf_linear_module, pack, unpack
 
     folder = tmp_path_factory.mktemp("q41")
-    g = _grid(0)
-    tiles = pack_q4_1(g)
-    q, d, m = (t.numpy() for t in unpack_q4_1(torch.from_numpy(tiles)))
-    assert (q[:N].reshape(N, K) == g["q"]).all() and (d[:N] == g["d"]).all() and (m[:N] == g["m"]).all()
-    assert (q[N:] == 0).all() and (d[N:] == 0).all()  # the padded rows of the last tile
+    grids = [_grid(0), _grid8(3)]
+    for g in grids:
+        tiles, kind = pack(g)
+        q, d, m = (t.numpy() for t in unpack(torch.from_numpy(tiles), kind))
+        want_q = g["q"] if g["type"] == "Q4_1" else g["q"].astype(np.int16) - 128
+        want_m = g["m"] if g["type"] == "Q4_1" else 0
+        assert (q[:N].reshape(N, K) == want_q).all() and (d[:N] == g["d"]).all() and (m[:N] == want_m).all()
+        assert (q[N:] == 0).all() and (d[N:] == 0).all()  # the padded rows of the last tile
 
-    class Net(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.lin = gguf_linear_module(tiles, N)
+    def net_of(gs):
+        class Net(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lins = torch.nn.ModuleList([gguf_linear_module(t, N, None, kind) for t, kind in map(pack, gs)])
 
-        def forward(self, x):
-            return self.lin(x) * 2.0  # an XNNPACK op after the kernel: the program mixes both
+            def forward(self, x):  # an XNNPACK op after the kernels: the program mixes both
+                return torch.cat([lin(x) for lin in self.lins], dim=-1) * 2.0
 
-    net = Net().eval()
+        return Net().eval()
+
+    net = net_of(grids)
     x = torch.randn(1, 5, K, generator=torch.Generator().manual_seed(1))
-    w = torch.from_numpy((g["q"].reshape(N, -1, 32) * g["d"][..., None] + g["m"][..., None]).reshape(N, K))
+    w = torch.from_numpy(np.concatenate([_dequant(g) for g in grids]))
     with torch.no_grad():
         ref = net(x)
         exact = 2.0 * (x @ w.T)
         # the reference differs from float weights only by the int8 activations (per block of 32)
-        assert 0 < (ref - exact).abs().max() < 0.02 * exact.abs().max()
-        swapped = {**g, "q": g["q"][[1, 0, *range(2, N)]]}
-        wrong = 2.0 * gguf_linear_module(pack_q4_1(swapped), N)(x)
+        for half in (slice(0, N), slice(N, 2 * N)):
+            err = (ref - exact)[..., half].abs().max()
+            assert 0 < err < 0.02 * exact[..., half].abs().max()
+        wrong = 2.0 * net_of([{**g, "q": g["q"][[1, 0, *range(2, N)]]} for g in grids])(x)
         ep = torch.export.export(net, (x,), dynamic_shapes=({1: torch.export.Dim("tokens", min=1, max=8)},),
                                  strict=False)
     program = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()],
@@ -89,7 +113,9 @@ def _check(got: dict, refs: list, wrong: np.ndarray) -> None:
     for out, ref in zip(got["outs"], refs):
         out = np.asarray(out, dtype=np.float32)
         assert out.shape == ref.shape and np.abs(out - ref).max() < 1e-5 * np.abs(ref).max(), got["kernel"]
-    assert np.abs(np.asarray(got["outs"][0]) - wrong).max() > 0.01 * np.abs(wrong).max()  # rows are told apart
+    for half in (slice(0, N), slice(N, 2 * N)):  # rows are told apart in both linears
+        diff = np.abs(np.asarray(got["outs"][0])[..., half] - wrong[..., half]).max()
+        assert diff > 0.01 * np.abs(wrong[..., half]).max(), got["kernel"]
 
 
 def test_each_x86_kernel_gives_the_reference(program):
@@ -141,13 +167,14 @@ def test_the_neon_kernels_give_the_reference_on_the_emulated_pi(program):
 
 
 def test_tiles_that_do_not_match_the_input_are_refused(tmp_path):
-    """The kernel checks the tiles against x's width (here 64 inputs' worth for 96 inputs): the call fails with
-    an error, nothing is read out of bounds."""
+    """The kernel checks the tiles against x's width and the block type (here 64 inputs' worth of Q4_1 for 96
+    inputs, Q8_0 tiles called as Q4_1, and a type it does not run): the call fails with an error, nothing is read
+    out of bounds."""
     import torch
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
 
-    from edgeslm.generation.gguf_op import Q4_1, pack_q4_1, register
+    from edgeslm.generation.gguf_op import Q4_1, pack_q4_1, pack_q8_0, register
     from edgeslm.profiling.et_runtime import runtime_folder
     from edgeslm.runner.errors import RunnerError
     from edgeslm.runner.native_et import NativeRuntime
@@ -155,21 +182,23 @@ def test_tiles_that_do_not_match_the_input_are_refused(tmp_path):
     register()
     g = _grid(2)
     narrow = pack_q4_1({**g, "q": g["q"][:, :64], "d": g["d"][:, :2], "m": g["m"][:, :2]})
-
-    class Net(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.register_buffer("tiles", torch.from_numpy(narrow))
-
-        def forward(self, x):
-            return torch.ops.edgeslm.gguf_linear(x, self.tiles, Q4_1)
-
+    q8 = pack_q8_0(_grid8(4))
     x = torch.randn(1, 1, K)
-    with torch.no_grad():
-        ep = torch.export.export(Net(), (x,), strict=False)
-    program = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()],
-                                          compile_config=EdgeCompileConfig(_check_ir_validity=False)).to_executorch()
-    (tmp_path / "bad.pte").write_bytes(program.buffer)
-    method = NativeRuntime(str(runtime_folder("x86_64"))).load(str(tmp_path / "bad.pte"))
-    with pytest.raises(RunnerError, match=r"failed \(ExecuTorch error 18\)"):  # InvalidArgument, the kernel's
-        method([x.numpy()])
+    runtime = NativeRuntime(str(runtime_folder("x86_64")))
+    for name, tiles, kind in (("narrow", narrow, Q4_1), ("q8-as-q41", q8, Q4_1), ("q2k", q8, 10)):
+        class Net(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.register_buffer("tiles", torch.from_numpy(tiles))
+
+            def forward(self, x):
+                return torch.ops.edgeslm.gguf_linear(x, self.tiles, kind)
+
+        with torch.no_grad():
+            ep = torch.export.export(Net(), (x,), strict=False)
+        program = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()],
+                                              compile_config=EdgeCompileConfig(_check_ir_validity=False)).to_executorch()
+        (tmp_path / f"{name}.pte").write_bytes(program.buffer)
+        method = runtime.load(str(tmp_path / f"{name}.pte"))
+        with pytest.raises(RunnerError, match=r"failed \(ExecuTorch error 18\)"):  # InvalidArgument, the kernel's
+            method([x.numpy()])

@@ -1,5 +1,5 @@
 // edgeslm's onnxruntime custom op library (libedgeslm_ort.so): the same Q4_1 tile kernels as the .pte's
-// edgeslm::gguf_linear (gguf_q41.h), as one node per linear instead of MatMulNBits plus block-sum
+// edgeslm::gguf_linear (gguf_tiles.h), as one node per linear instead of MatMulNBits plus block-sum
 // corrections.
 //
 //   domain "ai.edgeslm", op GgufLinear(x float [..., K], tiles uint8 [N_pad / 16, K / 32 * 320]) -> y float
@@ -14,7 +14,7 @@
 #include <cstring>
 #include <string>
 
-#include "gguf_q41.h"
+#include "gguf_tiles.h"
 
 namespace {
 
@@ -45,7 +45,7 @@ OrtStatusPtr shape_of(const OrtValue* v, int64_t* dims, size_t* rank) {
 }
 
 void run_tile(void* data, size_t index) {  // ORT calls this once per tile index, on its intra-op threads
-  static_cast<const Q41Job*>(data)->tiles(static_cast<int64_t>(index), static_cast<int64_t>(index) + 1);
+  static_cast<const GgufJob*>(data)->tiles(static_cast<int64_t>(index), static_cast<int64_t>(index) + 1);
 }
 
 OrtStatusPtr ORT_API_CALL compute(void* /*kernel*/, OrtKernelContext* ctx) {
@@ -72,7 +72,7 @@ OrtStatusPtr ORT_API_CALL compute(void* /*kernel*/, OrtKernelContext* ctx) {
   ES_TRY(g_api->GetTensorMutableData(const_cast<OrtValue*>(x), &xp));
   ES_TRY(g_api->GetTensorMutableData(const_cast<OrtValue*>(tiles), &tp));
   ES_TRY(g_api->GetTensorMutableData(y, &yp));
-  Q41Job job;
+  GgufJob job;
   job.x = static_cast<const float*>(xp);
   job.m = 1;
   for (size_t i = 0; i + 1 < xr; ++i) job.m *= xd[i];

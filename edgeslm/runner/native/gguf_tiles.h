@@ -1,6 +1,7 @@
-// The Q4_1 tile kernels shared by edgeslm's ExecuTorch operator (gguf_linear.cpp) and its onnxruntime
-// custom op (ort_gguf.cpp): the tile layout, the Q8_1 activation quantizer and one dot-product kernel per
-// instruction set, picked once per library at load (EDGESLM_GGUF_KERNEL forces one). See gguf_linear.cpp.
+// The GGUF tile kernels shared by edgeslm's ExecuTorch operator (gguf_linear.cpp) and its onnxruntime
+// custom op (ort_gguf.cpp): the tile layouts of Q4_1 and Q8_0, the Q8_1 activation quantizer and one
+// dot-product kernel per block type and instruction set, picked once per library at load
+// (EDGESLM_GGUF_KERNEL forces one instruction set). See gguf_linear.cpp.
 #pragma once
 
 #include <cmath>
@@ -23,8 +24,13 @@ namespace {
 
 constexpr int kBlock = 32;
 constexpr int kTile = 16;
-constexpr int kTileBytes = 320;  // per tile and block: 32 bytes d, 32 bytes m, 256 bytes nibbles
-constexpr int64_t kQ41 = 3;
+constexpr int64_t kQ41 = 3;       // GGML_TYPE_Q4_1
+constexpr int64_t kQ80 = 8;       // GGML_TYPE_Q8_0
+constexpr int kTileBytes = 320;    // Q4_1, per tile and block: 32 bytes d, 32 bytes m, 256 bytes nibbles
+constexpr int kTileBytes80 = 544;  // Q8_0, per tile and block: 32 bytes d, 512 bytes int8 q
+
+// Bytes per tile and block of a type gguf_linear runs; 0 for any other.
+inline int64_t tile_bytes(int64_t type) { return type == kQ41 ? kTileBytes : type == kQ80 ? kTileBytes80 : 0; }
 
 float half_to_float(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
@@ -48,14 +54,15 @@ float half_to_float(uint16_t h) {
   return f;
 }
 
-// One row of x as Q8_1 blocks: 32 int8 values per block, and per block d and s = d * sum(q).
+// One row of x as Q8_1 blocks: 32 int8 values per block, and per block d, s = d * sum(q) and sum(q).
 struct QRow {
   const int8_t* q;
   const float* d;
   const float* s;
+  const int32_t* sum;
 };
 
-void quantize_row(const float* x, int64_t k, int8_t* q, float* d, float* s) {
+void quantize_row(const float* x, int64_t k, int8_t* q, float* d, float* s, int32_t* qsum) {
   for (int64_t b = 0; b < k / kBlock; ++b) {
     const float* xb = x + b * kBlock;
     float amax = 0.f;
@@ -70,6 +77,7 @@ void quantize_row(const float* x, int64_t k, int8_t* q, float* d, float* s) {
     }
     d[b] = db;
     s[b] = db * static_cast<float>(sum);
+    qsum[b] = sum;
   }
 }
 
@@ -93,6 +101,30 @@ void tile_scalar(const uint8_t* p, const QRow& x, int64_t nb, float* out) {
   }
   std::memcpy(out, acc, sizeof(acc));
 }
+
+// The same for a Q8_0 tile: 16 fp16 d, then 8 chunks of 64 bytes whose byte 4 r + j is q[r][4 c + j] (int8).
+void tile80_scalar(const uint8_t* p, const QRow& x, int64_t nb, float* out) {
+  float acc[kTile] = {};
+  for (int64_t b = 0; b < nb; ++b, p += kTileBytes80) {
+    const int8_t* xq = x.q + b * kBlock;
+    for (int r = 0; r < kTile; ++r) {
+      int dot = 0;
+      for (int c = 0; c < 8; ++c)
+        for (int j = 0; j < 4; ++j) dot += static_cast<int8_t>(p[32 + 64 * c + 4 * r + j]) * xq[4 * c + j];
+      uint16_t hd;
+      std::memcpy(&hd, p + 2 * r, 2);
+      acc[r] += half_to_float(hd) * x.d[b] * static_cast<float>(dot);
+    }
+  }
+  std::memcpy(out, acc, sizeof(acc));
+}
+
+using TileFn = void (*)(const uint8_t*, const QRow&, int64_t, float*);
+// The kernels of one instruction set: Q4_1, Q8_0, and the set's name (for reports and tests).
+struct Kernels {
+  TileFn q41, q80;
+  const char* name;
+};
 
 // EDGESLM_GGUF_KERNEL names a kernel to use instead of the best one (tests run each kernel this CPU has)
 bool forced(const char* name) {
@@ -130,6 +162,24 @@ X86_VNNI void tile_vnni(const uint8_t* p, const QRow& x, int64_t nb, float* out)
   _mm512_storeu_ps(out, acc);
 }
 
+// Q8_0: vpdpbusd multiplies unsigned by signed bytes, so q + 128 (q xor 0x80) goes in and 128 sum(q_x), an
+// integer, comes off again.
+X86_VNNI void tile80_vnni(const uint8_t* p, const QRow& x, int64_t nb, float* out) {
+  __m512 acc = _mm512_setzero_ps();
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  for (int64_t b = 0; b < nb; ++b, p += kTileBytes80) {
+    const int8_t* xq = x.q + b * kBlock;
+    __m512i dot = _mm512_set1_epi32(-128 * x.sum[b]);
+    for (int c = 0; c < 8; ++c) {
+      const __m512i raw = _mm512_loadu_si512(p + 32 + 64 * c);
+      dot = _mm512_dpbusd_epi32(dot, _mm512_xor_si512(raw, flip), _mm512_set1_epi32(quad(xq + 4 * c)));
+    }
+    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    acc = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(x.d[b])), _mm512_cvtepi32_ps(dot), acc);
+  }
+  _mm512_storeu_ps(out, acc);
+}
+
 X86_AVX2 void tile_avx2(const uint8_t* p, const QRow& x, int64_t nb, float* out) {
   __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
   const __m256i mask = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
@@ -155,17 +205,41 @@ X86_AVX2 void tile_avx2(const uint8_t* p, const QRow& x, int64_t nb, float* out)
   _mm256_storeu_ps(out + 8, acc[1]);
 }
 
-using TileFn = void (*)(const uint8_t*, const QRow&, int64_t, float*);
-TileFn pick_tile() {
+// Q8_0: maddubs multiplies unsigned by signed bytes with int16 pair sums, so |q| goes in and q's sign moves to
+// x: pairs of 128 x 127 fit int16 (q = -128 included), widened to int32 after each chunk.
+X86_AVX2 void tile80_avx2(const uint8_t* p, const QRow& x, int64_t nb, float* out) {
+  __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int64_t b = 0; b < nb; ++b, p += kTileBytes80) {
+    const int8_t* xq = x.q + b * kBlock;
+    for (int h = 0; h < 2; ++h) {  // rows 8 h .. 8 h + 7
+      __m256i dot = _mm256_setzero_si256();
+      for (int c = 0; c < 8; ++c) {
+        const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32 + 64 * c + 32 * h));
+        const __m256i pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(raw),
+                                                   _mm256_sign_epi8(_mm256_set1_epi32(quad(xq + 4 * c)), raw));
+        dot = _mm256_add_epi32(dot, _mm256_madd_epi16(pairs, ones));
+      }
+      const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * h)));
+      acc[h] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(x.d[b])), _mm256_cvtepi32_ps(dot), acc[h]);
+    }
+  }
+  _mm256_storeu_ps(out, acc[0]);
+  _mm256_storeu_ps(out + 8, acc[1]);
+}
+
+Kernels pick_kernels() {
   __builtin_cpu_init();
-  if (forced("scalar")) return tile_scalar;
-  if (forced("avx2")) return tile_avx2;
+  const Kernels scalar{tile_scalar, tile80_scalar, "scalar"}, avx2{tile_avx2, tile80_avx2, "avx2"},
+      vnni{tile_vnni, tile80_vnni, "avx512-vnni"};
+  if (forced("scalar")) return scalar;
+  if (forced("avx2")) return avx2;
   if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl") &&
       __builtin_cpu_supports("avx512bw"))
-    return tile_vnni;
+    return vnni;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
-    return tile_avx2;
-  return tile_scalar;
+    return avx2;
+  return scalar;
 }
 
 #elif defined(__aarch64__)
@@ -219,34 +293,61 @@ __attribute__((target("arch=armv8.2-a+dotprod"))) void tile_dotprod(const uint8_
   for (int h = 0; h < 4; ++h) vst1q_f32(out + 4 * h, acc[h]);
 }
 
-using TileFn = void (*)(const uint8_t*, const QRow&, int64_t, float*);
-TileFn pick_tile() {
-  if (forced("scalar")) return tile_scalar;
-  if (forced("neon")) return tile_neon;
-  return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) ? tile_dotprod : tile_neon;
+// Q8_0: signed bytes on both sides; pairs of 128 x 127 fit int16, widened into int32 after each chunk.
+void tile80_neon(const uint8_t* p, const QRow& x, int64_t nb, float* out) {
+  float32x4_t acc[4] = {vdupq_n_f32(0.f), vdupq_n_f32(0.f), vdupq_n_f32(0.f), vdupq_n_f32(0.f)};
+  for (int64_t b = 0; b < nb; ++b, p += kTileBytes80) {
+    const int8_t* xq = x.q + b * kBlock;
+    for (int h = 0; h < 4; ++h) {  // rows 4 h .. 4 h + 3
+      int32x4_t dot = vdupq_n_s32(0);
+      for (int c = 0; c < 8; ++c) {
+        const int8x16_t w = vld1q_s8(reinterpret_cast<const int8_t*>(p + 32 + 64 * c + 16 * h));
+        const int8x16_t x0 = bcast(xq + 4 * c);
+        dot = vpadalq_s16(dot, vpaddq_s16(vmull_s8(vget_low_s8(w), vget_low_s8(x0)),
+                                          vmull_s8(vget_high_s8(w), vget_high_s8(x0))));
+      }
+      acc[h] = vfmaq_f32(acc[h], vmulq_n_f32(halves(p + 8 * h), x.d[b]), vcvtq_f32_s32(dot));
+    }
+  }
+  for (int h = 0; h < 4; ++h) vst1q_f32(out + 4 * h, acc[h]);
+}
+
+__attribute__((target("arch=armv8.2-a+dotprod"))) void tile80_dotprod(const uint8_t* p, const QRow& x, int64_t nb,
+                                                                     float* out) {
+  float32x4_t acc[4] = {vdupq_n_f32(0.f), vdupq_n_f32(0.f), vdupq_n_f32(0.f), vdupq_n_f32(0.f)};
+  for (int64_t b = 0; b < nb; ++b, p += kTileBytes80) {
+    const int8_t* xq = x.q + b * kBlock;
+    for (int h = 0; h < 4; ++h) {
+      int32x4_t dot = vdupq_n_s32(0);
+      for (int c = 0; c < 8; ++c)
+        dot = vdotq_s32(dot, vld1q_s8(reinterpret_cast<const int8_t*>(p + 32 + 64 * c + 16 * h)), bcast(xq + 4 * c));
+      acc[h] = vfmaq_f32(acc[h], vmulq_n_f32(halves(p + 8 * h), x.d[b]), vcvtq_f32_s32(dot));
+    }
+  }
+  for (int h = 0; h < 4; ++h) vst1q_f32(out + 4 * h, acc[h]);
+}
+
+Kernels pick_kernels() {
+  const Kernels scalar{tile_scalar, tile80_scalar, "scalar"}, neon{tile_neon, tile80_neon, "neon"},
+      dotprod{tile_dotprod, tile80_dotprod, "neon-dotprod"};
+  if (forced("scalar")) return scalar;
+  if (forced("neon")) return neon;
+  return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) ? dotprod : neon;
 }
 
 #else
-using TileFn = void (*)(const uint8_t*, const QRow&, int64_t, float*);
-TileFn pick_tile() { return tile_scalar; }
+Kernels pick_kernels() { return {tile_scalar, tile80_scalar, "scalar"}; }
 #endif
 
-const TileFn kTileFn = pick_tile();
+const Kernels kKernels = pick_kernels();
 
-// The name of the kernel this library runs (for reports and tests).
-inline const char* tile_kernel_name() {
-#if defined(__x86_64__)
-  return kTileFn == tile_vnni ? "avx512-vnni" : kTileFn == tile_avx2 ? "avx2" : "scalar";
-#elif defined(__aarch64__)
-  return kTileFn == tile_dotprod ? "neon-dotprod" : kTileFn == tile_neon ? "neon" : "scalar";
-#else
-  return "scalar";
-#endif
-}
+// The name of the instruction set this library's kernels use (for reports and tests).
+inline const char* tile_kernel_name() { return kKernels.name; }
 
-// One call: x [m, k] float (k a multiple of 32) times the tiles; out [m, n_tiles * 16]. quantize() first
-// (x per row as Q8_1), then tiles(begin, end) for any split of [0, n_tiles) across threads.
-struct Q41Job {
+// One call: x [m, k] float (k a multiple of 32) times the tiles of `type` (kQ41 or kQ80); out [m, n_tiles * 16].
+// quantize() first (x per row as Q8_1), then tiles(begin, end) for any split of [0, n_tiles) across threads.
+struct GgufJob {
+  int64_t type = kQ41;
   const float* x = nullptr;
   int64_t m = 0, k = 0;
   const uint8_t* w = nullptr;
@@ -254,21 +355,25 @@ struct Q41Job {
   float* out = nullptr;
   std::vector<int8_t> q;
   std::vector<float> d, s;
+  std::vector<int32_t> sum;
 
   void quantize() {
     const int64_t nb = k / kBlock;
     q.resize(static_cast<size_t>(m * k));
     d.resize(static_cast<size_t>(m * nb));
     s.resize(static_cast<size_t>(m * nb));
-    for (int64_t r = 0; r < m; ++r) quantize_row(x + r * k, k, q.data() + r * k, d.data() + r * nb, s.data() + r * nb);
+    sum.resize(static_cast<size_t>(m * nb));
+    for (int64_t r = 0; r < m; ++r)
+      quantize_row(x + r * k, k, q.data() + r * k, d.data() + r * nb, s.data() + r * nb, sum.data() + r * nb);
   }
 
   void tiles(int64_t begin, int64_t end) const {
-    const int64_t nb = k / kBlock, n = n_tiles * kTile, tile_bytes = nb * kTileBytes;
+    const int64_t nb = k / kBlock, n = n_tiles * kTile, bytes = nb * tile_bytes(type);
+    const TileFn fn = type == kQ80 ? kKernels.q80 : kKernels.q41;
     for (int64_t t = begin; t < end; ++t)  // a tile's weights stay in cache across the rows of x
       for (int64_t r = 0; r < m; ++r)
-        kTileFn(w + t * tile_bytes, QRow{q.data() + r * k, d.data() + r * nb, s.data() + r * nb}, nb,
-                out + r * n + t * kTile);
+        fn(w + t * bytes, QRow{q.data() + r * k, d.data() + r * nb, s.data() + r * nb, sum.data() + r * nb}, nb,
+           out + r * n + t * kTile);
   }
 };
 
