@@ -19,6 +19,8 @@ the build's held text (teacher-forced, the same ids for all). Ratios are against
 
 With --repeat N the runtimes run round-robin N times: each figure is the median over the rounds, decode
 tok/s shows the range of the rounds, and each ratio is the median of the per-round ratios.
+--compare LABEL=FOLDER (repeatable) adds the .pte and ONNX of another build of the recipe (e.g. one made by
+an earlier checkout: a before/after in the same rounds), run by this checkout's runtimes.
 """
 
 from __future__ import annotations
@@ -148,6 +150,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "build")
     ap.add_argument("--repeat", type=int, default=1, help="rounds of every runtime, interleaved (medians reported)")
     ap.add_argument("--no-requantized", action="store_true", help="skip the builds rounded again (the .pte ~12 min)")
+    ap.add_argument("--compare", action="append", default=[], metavar="LABEL=FOLDER",
+                    help="another build folder of the recipe whose .pte and ONNX join the rounds")
     ap.add_argument("--child", choices=RUNTIMES, help=argparse.SUPPRESS)
     ap.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--no-extra-bufts", action="store_true", help=argparse.SUPPRESS)
@@ -189,6 +193,12 @@ def main() -> None:
             ("ONNX, GGUF grid carried (shipped)", "onnx", RECIPE),
             (".pte 8da4w, int4 requantized", "executorch", f"{RECIPE}-requantized"),
             ("ONNX, int4 requantized", "onnx", f"{RECIPE}-requantized")]
+    for spec in args.compare:
+        label, _, folder = spec.partition("=")
+        if not (Path(folder) / "manifest.json").is_file():
+            sys.exit(f"--compare {spec}: no manifest.json in {folder!r}; give LABEL=FOLDER of a build")
+        folders[f"compare:{label}"] = Path(folder)
+        runs += [(f"{label}: .pte", "executorch", f"compare:{label}"), (f"{label}: ONNX", "onnx", f"compare:{label}")]
     runs = [r for r in runs if r[2] in folders]
     rounds: dict[str, list] = {}  # label -> one result per round; runtimes interleaved round by round
     fallback: set = set()  # runtimes measured without llama.cpp's extra (AMX) buffers, after a crash

@@ -327,10 +327,10 @@ def build_decoder(work: Path, model, tokenizer, g, q, facts, log, carried: tuple
             own_ops = [m for m in done if grids[m]["type"] in ("Q4_1", "Q8_0") or m == "lm_head"]
             # (a Q4_0 head runs as Q4_1 with m = -8 d)
             kinds = "/".join(sorted({"Q4_1" if grids[m]["type"] == "Q4_0" else grids[m]["type"] for m in own_ops}))
-            qfacts["grid"] = (f"{grid_words(grids)} in {len(done)} linears"
+            qfacts["grid"] = (f"{grid_words(grids)} in {len(done)} of {qfacts['linear']} linears"
                               + (f" ({len(own_ops)} as edgeslm::gguf_linear over the file's {kinds} blocks, "
                                  "edgeslm's kernel in the device runtime)" if own_ops else "")
-                              + "; the rest rounded from the floats")
+                              + ("; the rest rounded from the floats" if len(done) < qfacts["linear"] else ""))
             linears = {m: g for m, g in grids.items() if m != "embed_tokens"}
             qfacts["gguf_grid" if grid_origin(grids) == "GGUF" else "carried_grid"] = grid_facts(linears, done, {**skipped, **{
                 m: f"{grids[m]['type']}: " + ("the output layer keeps int8 weights per channel" if m == "lm_head"
