@@ -1,7 +1,8 @@
 // The GGUF tile kernels shared by edgeslm's ExecuTorch operator (gguf_linear.cpp) and its onnxruntime
 // custom op (ort_gguf.cpp): the tile layouts of Q4_1 and Q8_0, the Q8_1 activation quantizer and one
-// dot-product kernel per block type and instruction set, picked once per library at load
-// (EDGESLM_GGUF_KERNEL forces one instruction set). See gguf_linear.cpp.
+// dot-product kernel per block type and instruction set (the SIMD ones in gguf_tiles_x86.h and
+// gguf_tiles_arm.h), picked once per library at load (EDGESLM_GGUF_KERNEL forces one instruction set).
+// See gguf_linear.cpp.
 #pragma once
 
 #include <cmath>
@@ -9,16 +10,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <vector>
-
-#if defined(__x86_64__)
-#include <immintrin.h>
-#elif defined(__aarch64__)
-#include <arm_neon.h>
-#include <sys/auxv.h>
-#ifndef HWCAP_ASIMDDP
-#define HWCAP_ASIMDDP (1 << 20)
-#endif
-#endif
 
 namespace {
 
@@ -138,206 +129,19 @@ inline int32_t quad(const int8_t* q) {
   return v;
 }
 
+}  // namespace
+
 #if defined(__x86_64__)
-#define X86_AVX2 __attribute__((target("avx2,fma,f16c")))
-#define X86_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
-
-X86_VNNI void tile_vnni(const uint8_t* p, const QRow& x, int64_t nb, float* out) {
-  __m512 acc = _mm512_setzero_ps();
-  const __m512i mask = _mm512_set1_epi8(0x0F);
-  for (int64_t b = 0; b < nb; ++b, p += kTileBytes) {
-    const int8_t* xq = x.q + b * kBlock;
-    __m512i dot = _mm512_setzero_si512();
-    for (int c = 0; c < 4; ++c) {
-      const __m512i raw = _mm512_loadu_si512(p + 64 + 64 * c);
-      dot = _mm512_dpbusd_epi32(dot, _mm512_and_si512(raw, mask), _mm512_set1_epi32(quad(xq + 4 * c)));
-      dot = _mm512_dpbusd_epi32(dot, _mm512_and_si512(_mm512_srli_epi16(raw, 4), mask),
-                                _mm512_set1_epi32(quad(xq + 16 + 4 * c)));
-    }
-    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-    const __m512 mw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32)));
-    acc = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(x.d[b])), _mm512_cvtepi32_ps(dot), acc);
-    acc = _mm512_fmadd_ps(mw, _mm512_set1_ps(x.s[b]), acc);
-  }
-  _mm512_storeu_ps(out, acc);
-}
-
-// Q8_0: vpdpbusd multiplies unsigned by signed bytes, so q + 128 (q xor 0x80) goes in and 128 sum(q_x), an
-// integer, comes off again.
-X86_VNNI void tile80_vnni(const uint8_t* p, const QRow& x, int64_t nb, float* out) {
-  __m512 acc = _mm512_setzero_ps();
-  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
-  for (int64_t b = 0; b < nb; ++b, p += kTileBytes80) {
-    const int8_t* xq = x.q + b * kBlock;
-    __m512i dot = _mm512_set1_epi32(-128 * x.sum[b]);
-    for (int c = 0; c < 8; ++c) {
-      const __m512i raw = _mm512_loadu_si512(p + 32 + 64 * c);
-      dot = _mm512_dpbusd_epi32(dot, _mm512_xor_si512(raw, flip), _mm512_set1_epi32(quad(xq + 4 * c)));
-    }
-    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-    acc = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(x.d[b])), _mm512_cvtepi32_ps(dot), acc);
-  }
-  _mm512_storeu_ps(out, acc);
-}
-
-X86_AVX2 void tile_avx2(const uint8_t* p, const QRow& x, int64_t nb, float* out) {
-  __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-  const __m256i mask = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
-  for (int64_t b = 0; b < nb; ++b, p += kTileBytes) {
-    const int8_t* xq = x.q + b * kBlock;
-    for (int h = 0; h < 2; ++h) {  // rows 8 h .. 8 h + 7
-      __m256i sum16 = _mm256_setzero_si256();  // 8 products of <= 15 * 127 * 2 each: fits int16
-      for (int c = 0; c < 4; ++c) {
-        const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 64 + 64 * c + 32 * h));
-        sum16 = _mm256_add_epi16(sum16, _mm256_maddubs_epi16(_mm256_and_si256(raw, mask),
-                                                             _mm256_set1_epi32(quad(xq + 4 * c))));
-        sum16 = _mm256_add_epi16(sum16, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(raw, 4), mask),
-                                                             _mm256_set1_epi32(quad(xq + 16 + 4 * c))));
-      }
-      const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * h)));
-      const __m256 mw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 32 + 16 * h)));
-      acc[h] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(x.d[b])),
-                               _mm256_cvtepi32_ps(_mm256_madd_epi16(sum16, ones)), acc[h]);
-      acc[h] = _mm256_fmadd_ps(mw, _mm256_set1_ps(x.s[b]), acc[h]);
-    }
-  }
-  _mm256_storeu_ps(out, acc[0]);
-  _mm256_storeu_ps(out + 8, acc[1]);
-}
-
-// Q8_0: maddubs multiplies unsigned by signed bytes with int16 pair sums, so |q| goes in and q's sign moves to
-// x: pairs of 128 x 127 fit int16 (q = -128 included), widened to int32 after each chunk.
-X86_AVX2 void tile80_avx2(const uint8_t* p, const QRow& x, int64_t nb, float* out) {
-  __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-  const __m256i ones = _mm256_set1_epi16(1);
-  for (int64_t b = 0; b < nb; ++b, p += kTileBytes80) {
-    const int8_t* xq = x.q + b * kBlock;
-    for (int h = 0; h < 2; ++h) {  // rows 8 h .. 8 h + 7
-      __m256i dot = _mm256_setzero_si256();
-      for (int c = 0; c < 8; ++c) {
-        const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32 + 64 * c + 32 * h));
-        const __m256i pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(raw),
-                                                   _mm256_sign_epi8(_mm256_set1_epi32(quad(xq + 4 * c)), raw));
-        dot = _mm256_add_epi32(dot, _mm256_madd_epi16(pairs, ones));
-      }
-      const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * h)));
-      acc[h] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(x.d[b])), _mm256_cvtepi32_ps(dot), acc[h]);
-    }
-  }
-  _mm256_storeu_ps(out, acc[0]);
-  _mm256_storeu_ps(out + 8, acc[1]);
-}
-
-Kernels pick_kernels() {
-  __builtin_cpu_init();
-  const Kernels scalar{tile_scalar, tile80_scalar, "scalar"}, avx2{tile_avx2, tile80_avx2, "avx2"},
-      vnni{tile_vnni, tile80_vnni, "avx512-vnni"};
-  if (forced("scalar")) return scalar;
-  if (forced("avx2")) return avx2;
-  if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl") &&
-      __builtin_cpu_supports("avx512bw"))
-    return vnni;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
-    return avx2;
-  return scalar;
-}
-
+#include "gguf_tiles_x86.h"
 #elif defined(__aarch64__)
-inline int8x16_t bcast(const int8_t* q) { return vreinterpretq_s8_s32(vdupq_n_s32(quad(q))); }
-
-inline float32x4_t halves(const uint8_t* p) {
-  return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(reinterpret_cast<const uint16_t*>(p))));
-}
-
-void tile_neon(const uint8_t* p, const QRow& x, int64_t nb, float* out) {
-  float32x4_t acc[4] = {vdupq_n_f32(0.f), vdupq_n_f32(0.f), vdupq_n_f32(0.f), vdupq_n_f32(0.f)};
-  const uint8x16_t mask = vdupq_n_u8(0x0F);
-  for (int64_t b = 0; b < nb; ++b, p += kTileBytes) {
-    const int8_t* xq = x.q + b * kBlock;
-    for (int h = 0; h < 4; ++h) {  // rows 4 h .. 4 h + 3
-      int16x8_t sum16 = vdupq_n_s16(0);  // pair sums of 8 products of <= 15 * 127 each: fits int16
-      for (int c = 0; c < 4; ++c) {
-        const uint8x16_t raw = vld1q_u8(p + 64 + 64 * c + 16 * h);
-        const int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(raw, mask)), hi = vreinterpretq_s8_u8(vshrq_n_u8(raw, 4));
-        const int8x16_t x0 = bcast(xq + 4 * c), x1 = bcast(xq + 16 + 4 * c);
-        sum16 = vaddq_s16(sum16, vpaddq_s16(vmull_s8(vget_low_s8(lo), vget_low_s8(x0)),
-                                            vmull_s8(vget_high_s8(lo), vget_high_s8(x0))));
-        sum16 = vaddq_s16(sum16, vpaddq_s16(vmull_s8(vget_low_s8(hi), vget_low_s8(x1)),
-                                            vmull_s8(vget_high_s8(hi), vget_high_s8(x1))));
-      }
-      const float32x4_t dot = vcvtq_f32_s32(vpaddlq_s16(sum16));
-      acc[h] = vfmaq_f32(acc[h], vmulq_n_f32(halves(p + 8 * h), x.d[b]), dot);
-      acc[h] = vfmaq_n_f32(acc[h], halves(p + 32 + 8 * h), x.s[b]);
-    }
-  }
-  for (int h = 0; h < 4; ++h) vst1q_f32(out + 4 * h, acc[h]);
-}
-
-__attribute__((target("arch=armv8.2-a+dotprod"))) void tile_dotprod(const uint8_t* p, const QRow& x, int64_t nb,
-                                                                   float* out) {
-  float32x4_t acc[4] = {vdupq_n_f32(0.f), vdupq_n_f32(0.f), vdupq_n_f32(0.f), vdupq_n_f32(0.f)};
-  const uint8x16_t mask = vdupq_n_u8(0x0F);
-  for (int64_t b = 0; b < nb; ++b, p += kTileBytes) {
-    const int8_t* xq = x.q + b * kBlock;
-    for (int h = 0; h < 4; ++h) {
-      int32x4_t dot = vdupq_n_s32(0);
-      for (int c = 0; c < 4; ++c) {
-        const uint8x16_t raw = vld1q_u8(p + 64 + 64 * c + 16 * h);
-        dot = vdotq_s32(dot, vreinterpretq_s8_u8(vandq_u8(raw, mask)), bcast(xq + 4 * c));
-        dot = vdotq_s32(dot, vreinterpretq_s8_u8(vshrq_n_u8(raw, 4)), bcast(xq + 16 + 4 * c));
-      }
-      acc[h] = vfmaq_f32(acc[h], vmulq_n_f32(halves(p + 8 * h), x.d[b]), vcvtq_f32_s32(dot));
-      acc[h] = vfmaq_n_f32(acc[h], halves(p + 32 + 8 * h), x.s[b]);
-    }
-  }
-  for (int h = 0; h < 4; ++h) vst1q_f32(out + 4 * h, acc[h]);
-}
-
-// Q8_0: signed bytes on both sides; pairs of 128 x 127 fit int16, widened into int32 after each chunk.
-void tile80_neon(const uint8_t* p, const QRow& x, int64_t nb, float* out) {
-  float32x4_t acc[4] = {vdupq_n_f32(0.f), vdupq_n_f32(0.f), vdupq_n_f32(0.f), vdupq_n_f32(0.f)};
-  for (int64_t b = 0; b < nb; ++b, p += kTileBytes80) {
-    const int8_t* xq = x.q + b * kBlock;
-    for (int h = 0; h < 4; ++h) {  // rows 4 h .. 4 h + 3
-      int32x4_t dot = vdupq_n_s32(0);
-      for (int c = 0; c < 8; ++c) {
-        const int8x16_t w = vld1q_s8(reinterpret_cast<const int8_t*>(p + 32 + 64 * c + 16 * h));
-        const int8x16_t x0 = bcast(xq + 4 * c);
-        dot = vpadalq_s16(dot, vpaddq_s16(vmull_s8(vget_low_s8(w), vget_low_s8(x0)),
-                                          vmull_s8(vget_high_s8(w), vget_high_s8(x0))));
-      }
-      acc[h] = vfmaq_f32(acc[h], vmulq_n_f32(halves(p + 8 * h), x.d[b]), vcvtq_f32_s32(dot));
-    }
-  }
-  for (int h = 0; h < 4; ++h) vst1q_f32(out + 4 * h, acc[h]);
-}
-
-__attribute__((target("arch=armv8.2-a+dotprod"))) void tile80_dotprod(const uint8_t* p, const QRow& x, int64_t nb,
-                                                                     float* out) {
-  float32x4_t acc[4] = {vdupq_n_f32(0.f), vdupq_n_f32(0.f), vdupq_n_f32(0.f), vdupq_n_f32(0.f)};
-  for (int64_t b = 0; b < nb; ++b, p += kTileBytes80) {
-    const int8_t* xq = x.q + b * kBlock;
-    for (int h = 0; h < 4; ++h) {
-      int32x4_t dot = vdupq_n_s32(0);
-      for (int c = 0; c < 8; ++c)
-        dot = vdotq_s32(dot, vld1q_s8(reinterpret_cast<const int8_t*>(p + 32 + 64 * c + 16 * h)), bcast(xq + 4 * c));
-      acc[h] = vfmaq_f32(acc[h], vmulq_n_f32(halves(p + 8 * h), x.d[b]), vcvtq_f32_s32(dot));
-    }
-  }
-  for (int h = 0; h < 4; ++h) vst1q_f32(out + 4 * h, acc[h]);
-}
-
-Kernels pick_kernels() {
-  const Kernels scalar{tile_scalar, tile80_scalar, "scalar"}, neon{tile_neon, tile80_neon, "neon"},
-      dotprod{tile_dotprod, tile80_dotprod, "neon-dotprod"};
-  if (forced("scalar")) return scalar;
-  if (forced("neon")) return neon;
-  return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) ? dotprod : neon;
-}
-
+#include "gguf_tiles_arm.h"
 #else
+namespace {
 Kernels pick_kernels() { return {tile_scalar, tile80_scalar, "scalar"}; }
+}  // namespace
 #endif
+
+namespace {
 
 const Kernels kKernels = pick_kernels();
 
