@@ -249,6 +249,25 @@ max_new_tokens = 8
     return path
 
 
+QUANT_8DA4W = '[[passes]]\ntype = "quantize"\nmethod = "8da4w"\ngroup_size = 32\nembeddings = true\n'
+
+
+def build_generation(tmp_path: Path, source: Path, name: str, extra: str = "", formats=("executorch", "onnx")):
+    """A generation recipe over `source` (write_generation_recipe) built for host into tmp_path/out."""
+    from edgeslm.config.catalog import load_target
+    from edgeslm.config.recipe import load_recipe
+    from edgeslm.pipeline import build, plan
+
+    recipe = load_recipe(write_generation_recipe(tmp_path / f"{name}.toml", source, name=name, extra=extra,
+                                                 formats=formats))
+    return build(recipe, plan(recipe, [load_target("host")])[0], tmp_path / "out")
+
+
+def metrics(v) -> dict:
+    """A verification's metrics as {name: value}."""
+    return {m.name: m.value for m in v.metrics}
+
+
 def write_gguf(model_folder: Path, path: Path, quant: str = "Q8_0") -> Path:
     """The tiny Llama of `model_folder` as a GGUF file the way llama.cpp's converter writes one: llama
     metadata, byte-level BPE tokenizer with merges and chat template, Q and K rows permuted for
