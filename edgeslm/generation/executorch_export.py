@@ -164,6 +164,12 @@ def quantize_decoder(decoder, weights: str, group_size: int, embeddings: bool, g
     linears = [(n, m) for n, m in decoder.named_modules() if isinstance(m, torch.nn.Linear)]
     facts: dict = {"weights": weights, "linear": len(linears)}
     if weights in ("8da4w", "8da8w"):
+        swapped = []
+        if grids:  # a GGUF's Q4_1 / Q8_0 blocks (and its head) become gguf_linear first: torchao skips them
+            from edgeslm.generation.gguf_grid import swap_gguf_linears
+
+            swapped = swap_gguf_linears(decoder, grids)
+            linears = [(n, m) for n, m in decoder.named_modules() if isinstance(m, torch.nn.Linear)]
         gran = PerGroup(group_size) if group_size else PerAxis(0)
         kept = [n for n, m in linears if group_size and m.weight.shape[1] % group_size]
         # the output layer (the vocabulary projection, often tied to the embeddings) keeps 8-bit weights
@@ -183,9 +189,7 @@ def quantize_decoder(decoder, weights: str, group_size: int, embeddings: bool, g
         if grids:
             from edgeslm.generation.gguf_grid import carry_into_torchao
 
-            done = facts["gguf_grid_carried"] = carry_into_torchao(decoder, grids)
-            # a head carried as gguf_linear runs the file's grid, not int8 per channel
-            facts["output_layer_int8"] = [h for h in head if h.removeprefix("model.") not in done]
+            facts["gguf_grid_carried"] = swapped + carry_into_torchao(decoder, grids)
     elif weights == "int8-wo":
         quantize_(decoder, IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0)),
                   filter_fn=lambda m, fqn: isinstance(m, torch.nn.Linear))

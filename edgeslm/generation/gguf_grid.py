@@ -25,10 +25,10 @@ un-permuted as llama.cpp's converter permuted them); anything else keeps the bui
 weights and is listed. The embedding table tied to the head gets its own copy of the head's Q8_0/Q4_0
 grid (GatherBlockQuantized).
 
-The .pte (`carry_into_torchao`): Q4_0 goes into torchao's symmetric 8da4w int4 (q - 8, as XNNPACK runs it);
-Q4_1 and Q8_0, and a Q4_0 output layer, run as edgeslm::gguf_linear over the file's blocks (gguf_op.py), with
-edgeslm's kernel in the device runtime; a Q8_0 embedding table goes into ExecuTorch's int8 embedding with a
-scale per block of 32 (`carry_embedding`). Exact in both.
+The .pte: Q4_1 and Q8_0, and a Q4_0 output layer, run as edgeslm::gguf_linear over the file's blocks
+(`swap_gguf_linears`, gguf_op.py), with edgeslm's kernel in the device runtime; Q4_0 goes into torchao's
+symmetric 8da4w int4 (`carry_into_torchao`: q - 8, as XNNPACK runs it); a Q8_0 embedding table goes into
+ExecuTorch's int8 embedding with a scale per block of 32 (`carry_embedding`). Exact in both.
 """
 
 from __future__ import annotations
@@ -186,21 +186,15 @@ def grid_facts(grids: dict, done: list, not_carried: dict) -> dict:
             "types": sorted({grids[m]["type"] for m in done}), "not_carried": not_carried}
 
 
-def carry_into_torchao(decoder, grids: dict, prefix: str = "model.") -> list[str]:
-    """Put Q4_0 / Q4_1 / Q8_0 grids into the .pte's linears:
+def swap_gguf_linears(decoder, grids: dict, prefix: str = "model.") -> list[str]:
+    """Replace the linears whose grid is Q4_1 or Q8_0 (w = q d + m; w = q d, q int8), and the output layer
+    ("lm_head", often the tied embedding table) with any carried grid (a Q4_0 head as Q4_1 with m = -8 d,
+    exact in fp16), by `edgeslm::gguf_linear` over the file's blocks (generation/gguf_op.py; edgeslm's kernel
+    in the device runtime, int8 activations per block of 32 as llama.cpp's Q8_1). Exact. XNNPACK's int4
+    kernels have one zero point per tensor and cannot add Q4_1's per-block minimums; its int8 kernels have
+    one scale per output channel, not per block. Runs before torchao, which then leaves them alone.
 
-    - Q4_0 (w = (q - 8) d) into torchao's 8da4w linears (IntxUnpackedToInt8Tensor: qdata in [-8, 7], a scale
-      per group of 32, zero point 0), as XNNPACK runs them: qdata = q - 8, scale = d. Exact.
-    - Q4_1 (w = q d + m) and Q8_0 (w = q d, q int8) as `edgeslm::gguf_linear` over the file's blocks
-      (generation/gguf_op.py; edgeslm's kernel in the device runtime, int8 activations per block of 32 as
-      llama.cpp's Q8_1). Exact. XNNPACK's int4 kernels have one zero point per tensor and cannot add the
-      per-block minimums; its int8 kernels have one scale per output channel, not per block.
-    - The output layer ("lm_head", often the tied embedding table) with any of these grids the same way
-      (a Q4_0 head as Q4_1 with m = -8 d, exact in fp16).
-
-    `decoder` module names are the transformers names behind `prefix`. Returns the names carried."""
-    import torch
-
+    `decoder` module names are the transformers names behind `prefix`. Returns the names swapped."""
     from edgeslm.generation.gguf_op import gguf_linear_module, pack
 
     done = []
@@ -208,24 +202,38 @@ def carry_into_torchao(decoder, grids: dict, prefix: str = "model.") -> list[str
         name = fqn[len(prefix):] if fqn.startswith(prefix) else None
         g = grids.get(name) if name and name != "embed_tokens" else None
         w = getattr(mod, "weight", None)
-        if g is None or g["type"] not in CARRIED or w is None:
+        if g is None or w is None or tuple(w.shape) != g["q"].shape:
             continue
         if name == "lm_head" and g["type"] == "Q4_0":
             g = {**g, "type": "Q4_1", "m": -8 * g["d"]}
         if g["type"] in ("Q4_1", "Q8_0"):
-            if tuple(w.shape) != g["q"].shape:
-                continue
             parent, _, child = fqn.rpartition(".")
             tiles, kind = pack(g)
             setattr(decoder.get_submodule(parent), child,
                     gguf_linear_module(tiles, g["q"].shape[0], getattr(mod, "bias", None), kind))
-        else:
-            if not hasattr(w, "qdata") or tuple(w.block_size) != (1, BLOCK) or tuple(w.qdata.shape) != g["q"].shape:
-                continue
-            with torch.no_grad():
-                w.qdata.copy_(torch.from_numpy(g["q"].astype(np.int16) - 8).to(torch.int8))
-                w.scale.copy_(torch.from_numpy(g["d"]).reshape(w.scale.shape))
-                w.zero_point.zero_()
+            done.append(name)
+    return done
+
+
+def carry_into_torchao(decoder, grids: dict, prefix: str = "model.") -> list[str]:
+    """Put Q4_0 grids (w = (q - 8) d) into torchao's 8da4w linears (IntxUnpackedToInt8Tensor: qdata in [-8, 7],
+    a scale per group of 32, zero point 0), as XNNPACK runs them: qdata = q - 8, scale = d. Exact. Runs after
+    torchao quantized them. Returns the names carried."""
+    import torch
+
+    done = []
+    for fqn, mod in list(decoder.named_modules()):
+        name = fqn[len(prefix):] if fqn.startswith(prefix) else None
+        g = grids.get(name) if name and name != "embed_tokens" else None
+        w = getattr(mod, "weight", None)
+        if g is None or g["type"] != "Q4_0" or w is None:
+            continue
+        if not hasattr(w, "qdata") or tuple(w.block_size) != (1, BLOCK) or tuple(w.qdata.shape) != g["q"].shape:
+            continue
+        with torch.no_grad():
+            w.qdata.copy_(torch.from_numpy(g["q"].astype(np.int16) - 8).to(torch.int8))
+            w.scale.copy_(torch.from_numpy(g["d"]).reshape(w.scale.shape))
+            w.zero_point.zero_()
         done.append(name)
     return done
 

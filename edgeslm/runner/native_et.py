@@ -55,7 +55,7 @@ class NativeRuntime:
         lib.es_output.argtypes = [vp, ctypes.c_int, ctypes.POINTER(vp), ip, ip, i64p, ctypes.c_int]
         self.lib = lib
         self.threads = lib.es_set_threads(int(threads))
-        try:  # the kernel edgeslm::gguf_linear (the .pte's Q4_1 linears) runs with on this CPU
+        try:  # the instruction set of edgeslm::gguf_linear's kernels (Q4_1, Q8_0) on this CPU
             lib.es_gguf_kernel.restype = ctypes.c_char_p
             self.kernel = lib.es_gguf_kernel().decode()
         except AttributeError:  # a library from before the operator

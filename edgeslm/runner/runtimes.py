@@ -26,7 +26,7 @@ ORT_OPS = "libedgeslm_ort.so"  # edgeslm's onnxruntime op library, in the runtim
 
 
 def _kernel(library: str) -> str:
-    """The Q4_1 kernel edgeslm's op library runs on this CPU."""
+    """The instruction set of the GGUF kernels (Q4_1, Q8_0) edgeslm's op library runs on this CPU."""
     import ctypes
 
     try:
@@ -76,8 +76,8 @@ class OnnxRuntime:
                 raise RunnerError(f"{os.path.basename(path)} needs edgeslm's onnxruntime ops ({ORT_OPS}): give "
                                   "--et-runtime DIR (edgeslm deploy uploads it)")
             ops = self.ops
-            if "; Q4_1 kernel" not in self.name:
-                self.name += f"; edgeslm ops, Q4_1 kernel {_kernel(ops)}"
+            if "; edgeslm ops" not in self.name:
+                self.name += f"; edgeslm ops, GGUF kernels {_kernel(ops)}"
         return OrtDecoder(path, threads, *dims, int(max_context), ops_library=ops)
 
 
@@ -121,7 +121,7 @@ class ExecuTorchRuntime:
         if self._native is None:
             self._native = NativeRuntime(self.folder, threads)
             if self._native.kernel:
-                self.name += f"; Q4_1 kernel {self._native.kernel}"
+                self.name += f"; GGUF kernels {self._native.kernel}"
         return self._native.load(path)
 
     def encoder(self, path: str, threads: int, order: list | None = None):

@@ -96,4 +96,4 @@ def test_a_decoder_generates_on_the_emulated_device_without_torch(emulated, tmp_
         assert r["generation"]["decode"]["tokens"] == 8 and r["generation"]["ttft"][0]["prompt_tokens"] == 32
         assert r["memory_kb"]["peak_rss"] < 200 * 1024
     assert et["artifact"]["runtime"].startswith("edgeslm-et") and ort["artifact"]["runtime"].startswith("onnxruntime")
-    assert et["artifact"]["runtime"].endswith("Q4_1 kernel neon")  # a Cortex-A72: NEON without dotprod
+    assert et["artifact"]["runtime"].endswith("GGUF kernels neon")  # a Cortex-A72: NEON without dotprod

@@ -168,7 +168,7 @@ def test_an_onnx_decoder_with_edgeslms_ops_runs_on_the_device(tmp_path, inventor
     deploy(folder, "pi", dev, log=logs.append)
     assert sum("upload ExecuTorch runtime" in m for m in logs) == 1
     (r,) = profile("pi", dev, tmp_path / "out", new_tokens=6, log=logs.append, build=folder)
-    assert r["artifact"]["runtime"].startswith("onnxruntime") and "edgeslm ops, Q4_1 kernel" in r["artifact"]["runtime"]
+    assert r["artifact"]["runtime"].startswith("onnxruntime") and "edgeslm ops, GGUF kernels" in r["artifact"]["runtime"]
     assert r["parity"]["passed"] and r["generation"]["decode"]["tokens"] == 6
     # a decoder's own repeats when none are given: 5 prompts per length after 1 warm-up (not 100 and 10)
     assert (r["settings"]["iters"], r["settings"]["warmup"]) == (5, 1)
