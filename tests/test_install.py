@@ -32,6 +32,10 @@ def test_wheel_ships_recipes_and_targets(tmp_path):
     for kind in ("recipes", "targets"):
         shipped = {Path(n).name for n in names if n.startswith(f"edgeslm/shipped/{kind}/")}
         assert shipped == {p.name for p in (ROOT / kind).glob("*.toml")}, kind
+    # every source the device runtime folder is compiled from (native.build; et_runtime hashes them) ships
+    native = ROOT / "edgeslm" / "runner" / "native"
+    sources = {p.relative_to(ROOT).as_posix() for p in native.rglob("*") if p.suffix in (".cpp", ".h")}
+    assert len(sources) > 5 and not sources - set(names), sorted(sources - set(names))
 
     env_dir = tmp_path / "fresh"
     base_python = getattr(sys, "_base_executable", sys.executable)
