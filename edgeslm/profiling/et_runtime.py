@@ -18,8 +18,8 @@ import zipfile
 from pathlib import Path
 
 from edgeslm.errors import UserError
-from edgeslm.hashing import cache_home
-from edgeslm.profiling.ort_ops import HEADER_DEB, ort_headers
+from edgeslm.hashing import cache_home, sha256_file
+from edgeslm.profiling.ort_ops import HEADER, ort_headers
 
 WHEEL_PLATFORMS = {"aarch64": "manylinux_2_28_aarch64", "x86_64": "manylinux_2_28_x86_64"}
 ARCH_NAMES = {"arm64": "aarch64", "amd64": "x86_64"}
@@ -40,7 +40,8 @@ def runtime_folder(arch: str, timeout: float = 900) -> Path:
     arch = _arch(arch)
     et = native.installed_executorch() if arch == platform.machine() else executorch_package(arch, timeout)
     version = native._version(et)
-    h = hashlib.sha256(f"{arch}\n{version}\n{HEADER_DEB[1]}\n".encode())
+    headers = ort_headers()  # the op library's header: the folder changes with it
+    h = hashlib.sha256(f"{arch}\n{version}\n{sha256_file(headers / HEADER)}\n".encode())
     for src in sorted(native.HERE.rglob("*")):
         if src.is_file() and src.suffix in (".cpp", ".h", ".py"):
             h.update(src.relative_to(native.HERE).as_posix().encode() + b"\0" + src.read_bytes())
@@ -50,7 +51,7 @@ def runtime_folder(arch: str, timeout: float = 900) -> Path:
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        native.build(tmp, arch, et, timeout=timeout, ort_include=ort_headers())
+        native.build(tmp, arch, et, timeout=timeout, ort_include=headers)
     except RuntimeError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise UserError(f"cannot build the ExecuTorch runtime for {arch}: {str(exc).splitlines()[0]}") from None

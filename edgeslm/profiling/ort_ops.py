@@ -4,7 +4,9 @@ beside the ExecuTorch shim. It is compiled against onnxruntime's C API header al
 (nothing of onnxruntime is linked: the session hands the library its API table). The PyPI wheels of
 onnxruntime carry no headers, so the header comes from Debian's libonnxruntime-dev package, fetched once from
 the Debian archive and checked by its sha256; the C API is stable across versions, and the library asks
-onnxruntime for API version 17 (onnxruntime >= 1.17 runs it).
+onnxruntime for API version 17 (onnxruntime >= 1.17 runs it). A host that cannot reach the archive names a
+folder holding the header instead (EDGESLM_ORT_HEADERS, e.g. /usr/include/onnxruntime of its own
+onnxruntime development package, >= 1.17).
 """
 
 from __future__ import annotations
@@ -23,10 +25,17 @@ from edgeslm.hashing import cache_home
 HEADER_DEB = ("https://deb.debian.org/debian/pool/main/o/onnxruntime/libonnxruntime-dev_1.21.0+dfsg-1_amd64.deb",
               "14f7d959d5deacbcf1504830d4189f91fc67382b399ed9ae9d3aa9c4050ced08")
 HEADER = "onnxruntime_c_api.h"
+HEADERS_ENV = "EDGESLM_ORT_HEADERS"
 
 
 def ort_headers(timeout: float = 120) -> Path:
-    """The folder holding onnxruntime_c_api.h (1.21), fetched once."""
+    """The folder holding onnxruntime_c_api.h: $EDGESLM_ORT_HEADERS when set, else 1.21's, fetched once."""
+    own = os.environ.get(HEADERS_ENV)
+    if own:
+        if not (Path(own) / HEADER).is_file():
+            raise UserError(f"{HEADERS_ENV}={own}: no {HEADER} there; give the folder of onnxruntime's C API header "
+                            "(onnxruntime >= 1.17, e.g. /usr/include/onnxruntime) or unset it to fetch Debian's")
+        return Path(own)
     url, sha = HEADER_DEB
     dest = cache_home() / "ort-headers" / sha[:16]
     if (dest / HEADER).is_file():
@@ -36,7 +45,8 @@ def ort_headers(timeout: float = 120) -> Path:
             data = r.read(8 << 20)
     except OSError as exc:
         raise UserError(f"cannot fetch onnxruntime's C API header from {url} ({exc}); edgeslm's onnxruntime op "
-                        "library is compiled against it: check the network or the Debian archive") from None
+                        "library is compiled against it: check the network, or set {HEADERS_ENV} to a folder holding {HEADER} "
+                        "(onnxruntime >= 1.17)") from None
     if hashlib.sha256(data).hexdigest() != sha:
         raise UserError(f"{url} is not the package edgeslm expects (sha256 differs); refusing to build with it")
     text = _member(data, f"./usr/include/onnxruntime/{HEADER}")

@@ -133,3 +133,27 @@ def test_tiles_that_do_not_match_the_input_are_refused(tmp_path):
                                 providers=["CPUExecutionProvider"])
     with pytest.raises(Exception, match=r"GgufLinear: float32 x \[\.\.\., K\].*K=96"):
         sess.run(None, {"x": np.ones((1, 1, K), dtype=np.float32)})
+
+
+def test_the_op_header_can_come_from_a_folder_the_user_gives(tmp_path, monkeypatch):
+    """A host that cannot reach the Debian archive names onnxruntime's C API header with EDGESLM_ORT_HEADERS:
+    the runtime folder's op library is built against that header (another header, another folder); a folder
+    without the header is refused in one line naming the variable."""
+    from edgeslm.errors import UserError
+    from edgeslm.profiling.et_runtime import runtime_folder
+    from edgeslm.profiling.ort_ops import HEADER, HEADERS_ENV, ort_headers
+    from edgeslm.runner.runtimes import ORT_OPS
+
+    fetched, default = ort_headers(), runtime_folder("x86_64")
+    own = tmp_path / "include"
+    own.mkdir()
+    (own / HEADER).write_bytes((fetched / HEADER).read_bytes() + b"\n// this host's own copy\n")
+    monkeypatch.setenv("EDGESLM_CACHE", str(tmp_path / "cache"))  # nothing fetched there: the header is ours
+    monkeypatch.setenv(HEADERS_ENV, str(own))
+    assert ort_headers() == own
+    folder = runtime_folder("x86_64")
+    assert folder.is_relative_to(tmp_path / "cache") and folder.name != default.name
+    assert (folder / ORT_OPS).is_file() and not (tmp_path / "cache" / "ort-headers").exists()
+    monkeypatch.setenv(HEADERS_ENV, str(tmp_path / "empty"))
+    with pytest.raises(UserError, match=f"{HEADERS_ENV}=.*empty: no {HEADER} there"):
+        ort_headers()
