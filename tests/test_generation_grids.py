@@ -152,6 +152,36 @@ def test_a_gguf_grid_that_does_not_reproduce_the_loaded_weights_is_not_carried(t
     assert "blk.1.ffn_down.weight" in why
 
 
+def test_an_embedding_table_that_does_not_match_its_grid_is_not_carried(tmp_path, decoders):
+    """The token embedding table's Q8_0 grid is carried only where it reproduces the table transformers
+    loaded (here changed after loading: left off and named), and only into an int8 embedding of its shape
+    (a grid of another shape is not copied in: the table stays rounded from the floats)."""
+    import torch
+    from executorch.examples.models.llama.source_transformation.quantize import get_quant_embedding_transform
+    from transformers import AutoModelForCausalLM
+
+    from edgeslm.generation.gguf_grid import carry_embedding, module_grids
+    from tiny import write_gguf
+
+    path = write_gguf(decoders["llama"], tmp_path / "tiny.Q8_0.gguf", quant="Q8_0")
+    model = AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=path.name, dtype=torch.float32)
+    per, _ = module_grids(path, model)
+    grid = per["embed_tokens"]
+    assert grid["type"] == "Q8_0"
+    table = torch.nn.Sequential(torch.nn.Embedding(*grid["q"].shape))
+    get_quant_embedding_transform("8,32", quantize_with_hqq=False)(table)
+    before = table[0].weight.clone()
+    narrow = {**grid, "q": grid["q"][:, :32], "d": grid["d"][:, :1]}
+    assert not carry_embedding(table, narrow) and torch.equal(table[0].weight, before)
+    assert carry_embedding(table, grid) and torch.equal(
+        table[0].weight, torch.from_numpy(grid["q"].astype(np.int16) - 128).to(torch.int8))
+    with torch.no_grad():
+        model.model.embed_tokens.weight[3, 5] += 0.01
+    per, skipped = module_grids(path, model)
+    assert "embed_tokens" not in per and "lm_head" in per
+    assert skipped == {"token_embd.weight": "its grid does not reproduce the weights transformers loaded"}
+
+
 def test_a_gptq_grid_is_carried_into_both_formats(tmp_path, decoders):
     """algorithm = "gptq": neural-compressor's GPTQ chooses the int4 grid (symmetric, groups of 32) on the
     calibration texts, and both formats carry that grid as it is: the ONNX file's MatMulNBits hold GPTQ's
