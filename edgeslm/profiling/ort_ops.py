@@ -45,8 +45,8 @@ def ort_headers(timeout: float = 120) -> Path:
             data = r.read(8 << 20)
     except OSError as exc:
         raise UserError(f"cannot fetch onnxruntime's C API header from {url} ({exc}); edgeslm's onnxruntime op "
-                        "library is compiled against it: check the network, or set {HEADERS_ENV} to a folder holding {HEADER} "
-                        "(onnxruntime >= 1.17)") from None
+                        f"library is compiled against it: check the network, or set {HEADERS_ENV} to a folder "
+                        f"holding {HEADER} (onnxruntime >= 1.17)") from None
     if hashlib.sha256(data).hexdigest() != sha:
         raise UserError(f"{url} is not the package edgeslm expects (sha256 differs); refusing to build with it")
     text = _member(data, f"./usr/include/onnxruntime/{HEADER}")

@@ -157,3 +157,19 @@ def test_the_op_header_can_come_from_a_folder_the_user_gives(tmp_path, monkeypat
     monkeypatch.setenv(HEADERS_ENV, str(tmp_path / "empty"))
     with pytest.raises(UserError, match=f"{HEADERS_ENV}=.*empty: no {HEADER} there"):
         ort_headers()
+
+
+def test_a_header_that_cannot_be_fetched_names_the_way_around(tmp_path, monkeypatch):
+    """The Debian archive out of reach (here a URL that answers nothing) and no EDGESLM_ORT_HEADERS: one line
+    naming the URL and the variable to set, nothing left in the cache."""
+    from edgeslm.errors import UserError
+    from edgeslm.profiling import ort_ops
+
+    monkeypatch.setenv("EDGESLM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv(ort_ops.HEADERS_ENV, raising=False)
+    monkeypatch.setattr(ort_ops, "HEADER_DEB", ((tmp_path / "none.deb").as_uri(), ort_ops.HEADER_DEB[1]))
+    with pytest.raises(UserError) as info:
+        ort_ops.ort_headers()
+    text = str(info.value)
+    assert "none.deb" in text and f"set {ort_ops.HEADERS_ENV} to a folder holding {ort_ops.HEADER}" in text, text
+    assert "\n" not in text and not (tmp_path / "cache" / "ort-headers").exists()
