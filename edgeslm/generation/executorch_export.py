@@ -190,6 +190,7 @@ def quantize_decoder(decoder, weights: str, group_size: int, embeddings: bool, g
             from edgeslm.generation.gguf_grid import carry_into_torchao
 
             facts["gguf_grid_carried"] = swapped + carry_into_torchao(decoder, grids)
+            facts["gguf_linear"] = swapped
     elif weights == "int8-wo":
         quantize_(decoder, IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0)),
                   filter_fn=lambda m, fqn: isinstance(m, torch.nn.Linear))
@@ -327,8 +328,7 @@ def build_decoder(work: Path, model, tokenizer, g, q, facts, log, carried: tuple
             with quiet_native():
                 qfacts = quantize_decoder(decoder, scheme, group, q.embeddings, grids)
         if grids is not None:
-            done = qfacts.pop("gguf_grid_carried", [])
-            own_ops = [m for m in done if grids[m]["type"] in ("Q4_1", "Q8_0") or m == "lm_head"]
+            done, own_ops = qfacts.pop("gguf_grid_carried", []), qfacts.pop("gguf_linear", [])
             # (a Q4_0 head runs as Q4_1 with m = -8 d)
             kinds = "/".join(sorted({"Q4_1" if grids[m]["type"] == "Q4_0" else grids[m]["type"] for m in own_ops}))
             qfacts["grid"] = (f"{grid_words(grids)} in {len(done)} of {qfacts['linear']} linears"

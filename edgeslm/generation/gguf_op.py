@@ -19,7 +19,6 @@ import numpy as np
 
 Q4_1 = 3  # GGML_TYPE_Q4_1
 Q8_0 = 8  # GGML_TYPE_Q8_0
-TYPES = {"Q4_1": Q4_1, "Q8_0": Q8_0}
 BLOCK = 32
 TILE = 16
 TILE_BYTES = {Q4_1: 320, Q8_0: 544}  # per tile of 16 rows and block of 32 inputs
