@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
+import itertools
 import json
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeslm.config.data import DatasetSpec
+from edgeslm.contract.documents import DocumentError, loads
 from edgeslm.errors import ConfigError, MissingDependency
+from edgeslm.inputs import InputError, check_regular, decode_text, read_file
 
 csv.field_size_limit(1 << 26)
 
@@ -62,68 +67,153 @@ def detect_format(spec: DatasetSpec, path: Path | None) -> str:
     return {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}.get(path.suffix.lower(), "?")
 
 
+INT_LABEL = re.compile(r"-?[0-9]+")  # labels ordered as numbers: ASCII digits only ('²'.isdigit() is true)
+
+
+def is_int_label(label: str) -> bool:
+    return INT_LABEL.fullmatch(label) is not None
+
+
 class _Reader:
     def __init__(self, spec: DatasetSpec, file: str, key: str):
         self.spec, self.file, self.key = spec, file, key
-        self.replaced = 0  # files or rows whose bytes were not UTF-8 (decoded with replacement)
+        self.label_type: tuple[type, str] | None = None  # JSONL: the labels' type and where it was first seen
+        self.replaced = 0  # files read with U+FFFD for bytes that are not UTF-8 (encoding_errors = "replace")
 
     def fail(self, problem: str, fix: str | None = None) -> ConfigError:
         return ConfigError(self.file, self.key, problem, fix)
 
-    def _text(self, path: Path) -> str:
+    def _text(self, path: Path, kind: str, root: Path | None = None) -> str:
+        """A UTF-8 file: regular, at most LIMITS[kind], inside `root` (a folder dataset's folder) when given."""
         try:
-            raw = path.read_bytes()
-        except OSError as exc:
-            raise self.fail(f"cannot read {path}: {exc.strerror or exc}") from None
-        if b"\x00" in raw:
-            raise self.fail(f"{path} is not a text file (NUL bytes: binary data?)")
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            self.replaced += 1
-            return raw.decode("utf-8", errors="replace")
+            text, replaced = decode_text(path, read_file(path, kind, root=root), kind,
+                                         replace=self.spec.encoding_errors == "replace")
+        except InputError as exc:
+            raise exc.located(self.file, self.key) from None
+        self.replaced += replaced
+        return text
 
     def records(self, path: Path, fmt: str) -> list[tuple[str, str]]:
-        if not path.exists():
+        if not path.exists() and not path.is_symlink():
             raise self.fail(f"{path} does not exist", "fix the path; relative paths start at the recipe's folder")
         if fmt == "folders":
-            if not path.is_dir():
-                raise self.fail(f"{path} is not a folder (format 'folders' wants one sub-folder per label)")
-            out = []
-            for label_dir in sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")):
-                for f in sorted(label_dir.glob("*.txt")):
-                    out.append((self._text(f), label_dir.name))
-            if not out:
-                raise self.fail(f"{path} has no <label>/<text>.txt files",
-                                "lay it out as one sub-folder per label with one .txt file per text")
-            return out
+            return self._folders(path)
         if path.is_dir():
             raise self.fail(f"{path} is a folder; give a .csv, .tsv or .jsonl file (or format = \"folders\")")
-        text = self._text(path)
+        try:
+            check_regular(path, "dataset file")
+        except InputError as exc:
+            raise exc.located(self.file, self.key) from None
+        if fmt not in ("csv", "tsv", "jsonl"):
+            raise self.fail(f"cannot tell the format of {path}",
+                            "use a .csv, .tsv or .jsonl file, a folder, or set format")
+        text = self._text(path, "dataset")
+        return self._csv(path, text, fmt) if fmt in ("csv", "tsv") else self._jsonl(path, text)
+
+    def _folders(self, path: Path) -> list[tuple[str, str]]:
+        """One sub-folder per label, one .txt file per text; every file must stay inside `path` (a link to
+        /etc/passwd would otherwise be read as a text and shipped to every device)."""
+        if not path.is_dir():
+            what = "a file" if path.is_file() else "not a folder"
+            raise self.fail(f"{path} is {what} (format 'folders' wants one sub-folder per label)")
+        out = []
+        try:
+            label_dirs = sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
+            for label_dir in label_dirs:
+                for f in sorted(f for f in label_dir.glob("*.txt") if not f.is_dir()):
+                    out.append((self._text(f, "text", root=path), label_dir.name))
+        except OSError as exc:
+            raise self.fail(f"{path} cannot be read ({exc.strerror or exc})") from None
+        if not out:
+            raise self.fail(f"{path} has no <label>/<text>.txt files",
+                            "lay it out as one sub-folder per label with one .txt file per text")
+        return out
+
+    def _csv(self, path: Path, text: str, fmt: str) -> list[tuple[str, str]]:
+        """CSV records as the csv module reads them (quoted fields may hold delimiters and line breaks; only
+        \\r and \\n end a record, never U+2028), strictly: a stray quote or a row of another width is an
+        error naming its row, not a silently shifted text."""
         tc, lc = self.spec.text_column, self.spec.label_column
-        if fmt in ("csv", "tsv"):
-            rows = csv.DictReader(text.splitlines(), delimiter="," if fmt == "csv" else "\t")
-            header = rows.fieldnames or []
+        rows = csv.reader(io.StringIO(text, newline=""), delimiter="," if fmt == "csv" else "\t", strict=True)
+        where = "the header"
+        try:
+            header = next(rows, [])
             for col, what in ((tc, "text_column"), (lc, "label_column")):
                 if col not in header:
                     raise self.fail(f"{path} has no column {col!r} (columns: {', '.join(header) or 'none'})",
                                     f"set {what} to one of them")
-            return [(r.get(tc) or "", (r.get(lc) or "").strip()) for r in rows]
-        if fmt == "jsonl":
+            for col in {tc, lc}:
+                if header.count(col) > 1:
+                    raise self.fail(f"{path}: the header names column {col!r} {header.count(col)} times",
+                                    "give each column its own name")
+            tci, lci = header.index(tc), header.index(lc)
             out = []
-            for n, line in enumerate(text.splitlines(), 1):
-                if not line.strip():
+            for n in itertools.count(1):
+                where = f"row {n}"
+                row = next(rows, None)
+                if row is None:
+                    return out
+                if not row:  # a blank line
                     continue
-                try:
-                    obj = json.loads(line)
-                except ValueError:
-                    raise self.fail(f"{path} line {n} is not JSON", "one JSON object per line") from None
-                if not isinstance(obj, dict) or tc not in obj or lc not in obj:
-                    raise self.fail(f"{path} line {n} lacks {tc!r} or {lc!r}",
-                                    "set text_column / label_column to the keys the file uses")
-                out.append((str(obj[tc]), str(obj[lc]).strip()))
-            return out
-        raise self.fail(f"cannot tell the format of {path}", "use a .csv, .tsv or .jsonl file, a folder, or set format")
+                if len(row) != len(header):
+                    raise self.fail(f"{path} row {n} (line {rows.line_num}) has {len(row)} fields, the header "
+                                    f"{len(header)}", "quote fields that hold the delimiter or a line break")
+                out.append((row[tci], row[lci].strip()))
+        except csv.Error as exc:
+            why = str(exc)
+            if "field larger than field limit" in why:
+                why = f"a field is larger than {csv.field_size_limit() >> 20} MiB (an unclosed quote?)"
+            raise self.fail(f"{path} {where} (line {rows.line_num}) is not valid {fmt.upper()}: {why}",
+                            "fix that row: quote fields with \", and double a quote inside a quoted field") from None
+
+    def _jsonl(self, path: Path, text: str) -> list[tuple[str, str]]:
+        """One JSON object per line (lines end at \\n: a U+2028 inside a string does not end one). Texts are
+        strings; labels are strings or integers, one type per dataset (not true, 1.0, null or a table)."""
+        tc, lc = self.spec.text_column, self.spec.label_column
+        out = []
+        for n, line in enumerate(text.split("\n"), 1):
+            if not line.strip():
+                continue
+            try:
+                obj = loads(line, what="the line", max_bytes=None, constants=False)
+            except DocumentError as exc:
+                raise self.fail(f"{path} line {n} is not JSON ({str(exc).replace('the line ', '', 1)})",
+                                "one JSON object per line") from None
+            if not isinstance(obj, dict) or tc not in obj or lc not in obj:
+                raise self.fail(f"{path} line {n} lacks {tc!r} or {lc!r}",
+                                "set text_column / label_column to the keys the file uses")
+            txt, label = obj[tc], obj[lc]
+            if not isinstance(txt, str):
+                raise self.fail(f"{path} line {n}: {tc!r} is {_json_kind(txt)}, not a string",
+                                "every text is a JSON string")
+            if isinstance(label, bool) or not isinstance(label, (str, int)):
+                raise self.fail(f"{path} line {n}: {lc!r} is {_json_kind(label)}; a label is a string or an "
+                                "integer", "give every text a string (or integer) label")
+            self.check_label_type(type(label), f"{path} line {n}")
+            out.append((txt, str(label).strip()))
+        return out
+
+    def check_label_type(self, kind: type, where: str) -> None:
+        if self.label_type is None:
+            self.label_type = (kind, where)
+        elif self.label_type[0] is not kind:
+            first, at = self.label_type
+            raise self.fail(f"{where}: the label is {_TYPE_WORDS[kind]} but {at} has {_TYPE_WORDS[first]}: "
+                            "\"1\" and 1 would be one class or two by accident",
+                            "write every label of the dataset the same way")
+
+
+_TYPE_WORDS = {str: "a string", int: "an integer"}
+
+
+def _json_kind(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a boolean)"
+    if isinstance(value, (int, float)):
+        return f"{value!r} (a number)"
+    return {str: "a string", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
 
 
 def _hub_records(spec: DatasetSpec, split: str, reader: _Reader) -> list[tuple[str, str]]:
@@ -167,7 +257,7 @@ def _label_order(found: set[str], spec: DatasetSpec, reader: _Reader) -> list[st
             raise reader.fail(f"labels {unknown[:5]} are in the data but not in labels",
                               "add them to labels or remove those texts")
         return list(spec.labels)
-    if all(x.lstrip("-").isdigit() for x in found):
+    if all(is_int_label(x) for x in found):
         return sorted(found, key=int)
     return sorted(found)
 
@@ -202,6 +292,7 @@ def load_dataset(name: str, spec: DatasetSpec, base_dir: Path, file: str) -> Dat
     eval_records = None
     if spec.eval_source is not None or spec.hf_eval_split is not None:
         ereader = _Reader(spec, file, f"datasets.{name}.eval_source")
+        ereader.label_type = reader.label_type  # one label type for the whole dataset
         if fmt == "hf":
             eval_records = _hub_records(spec, spec.hf_eval_split or spec.hf_split, ereader)
         else:
@@ -254,14 +345,3 @@ def load_dataset(name: str, spec: DatasetSpec, base_dir: Path, file: str) -> Dat
              "not_utf8_decoded_with_replacement": reader.replaced, "sha256": digest}
     return Dataset(name, labels, Split([t for t, _ in train], [lb for _, lb in train]),
                    Split([t for t, _ in evals], [lb for _, lb in evals]), facts)
-
-
-def content_files(spec: DatasetSpec, base_dir: Path) -> list[Path]:
-    """Local files and folders whose bytes are part of the build's cache key."""
-    out = []
-    for src in (spec.source, spec.eval_source):
-        if src is not None:
-            p = source_path(src, base_dir)
-            if p is not None:
-                out.append(p)
-    return out

@@ -18,7 +18,7 @@ import stat
 from pathlib import Path
 
 from edgeslm.contract.documents import MAX_DEPTH, DocumentError, loads
-from edgeslm.errors import UserError
+from edgeslm.errors import ConfigError, UserError
 
 MiB = 1 << 20
 # The largest file edgeslm reads of each kind (bytes). A limit is a refusal with its number, never a cut.
@@ -44,6 +44,10 @@ class InputError(UserError):
     def __init__(self, path, problem: str, fix: str | None = None):
         self.path, self.problem, self.fix = str(path), problem, fix
         super().__init__(f"{path}: {problem}" + (f" ({fix})" if fix else ""))
+
+    def located(self, file: str, key: str | None) -> ConfigError:
+        """The same problem as a ConfigError at a recipe's key: `r.toml: datasets.x.source: /d/a.csv is ...`."""
+        return ConfigError(file, key, f"{self.path} {self.problem}", self.fix)
 
 
 WHAT = {"json": "JSON file", "config.json": "config.json file", "header": "C header file", "devices": "devices.toml file",
@@ -132,19 +136,45 @@ def read_file(path: Path, kind: str, root: Path | None = None, limit: int | None
         os.close(fd)
 
 
+def open_regular(path: Path, root: Path | None = None, what: str = "file"):
+    """A binary file object of a regular file (inside `root` when given), opened without blocking and checked
+    again once open: for header reads of files too large to read whole (weights, GGUF). The caller closes it."""
+    path = Path(path)
+    if root is not None:
+        inside(path, root)
+    check_regular(path, what)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise InputError(path, f"cannot be read ({exc.strerror or exc})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise InputError(path, f"is {kind_of(mode)}, not a regular file", f"give a {what}")
+    return os.fdopen(fd, "rb")
+
+
 def read_text(path: Path, kind: str, root: Path | None = None, limit: int | None = None,
               what: str | None = None) -> str:
     """A UTF-8 text file (a BOM is dropped): NUL bytes or undecodable bytes are an InputError."""
-    raw = read_file(path, kind, root, limit, what)
+    return decode_text(path, read_file(path, kind, root, limit, what), kind, what)[0]
+
+
+def decode_text(path: Path, raw: bytes, kind: str, what: str | None = None, replace: bool = False) -> tuple[str, bool]:
+    """(text, whether bytes were replaced) of a file's bytes: UTF-8, a BOM dropped, no NUL bytes. With
+    `replace`, undecodable bytes become U+FFFD instead of an InputError naming the first one's offset."""
     if b"\x00" in raw:
         raise InputError(path, "is not a text file (it holds NUL bytes: binary data?)",
                          f"give a UTF-8 {what or what_of(kind)}")
+    replaced = False
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InputError(path, f"is not UTF-8 text (undecodable byte at offset {exc.start})",
-                         "save it as UTF-8") from None
-    return text[1:] if text.startswith("\ufeff") else text
+        if not replace:
+            raise InputError(path, f"is not UTF-8 text (undecodable byte at offset {exc.start})",
+                             "save it as UTF-8") from None
+        text, replaced = raw.decode("utf-8", errors="replace"), True
+    return (text[1:] if text.startswith("\ufeff") else text), replaced
 
 
 def read_json(path: Path, kind: str = "json", root: Path | None = None, limit: int | None = None,

@@ -108,11 +108,16 @@ def test_dataset_content_is_part_of_the_cache_key(tmp_path):
     assert load_recipe(p).content_hash() != before
 
 
-def test_not_utf8_files_are_read_with_replacement_and_counted(tmp_path):
+def test_not_utf8_files_are_refused_unless_the_recipe_asks_for_replacement(tmp_path):
+    """A file that is not UTF-8 is refused, naming it and the byte (a folder's .txt as well as a CSV);
+    encoding_errors = "replace" reads it with U+FFFD and counts it in the manifest's facts."""
     src = write_dataset(tmp_path / "ok", per_label=10, fmt="folders")
     f = sorted(src.rglob("*.txt"))[0]
     f.write_bytes(f.read_bytes() + b" caf\xe9")
-    d = load_dataset("t", DatasetSpec(source=str(src)), tmp_path, "r.toml")
+    with pytest.raises(UserError) as info:
+        load_dataset("t", DatasetSpec(source=str(src)), tmp_path, "r.toml")
+    assert f"datasets.t.source: {f} is not UTF-8 text (undecodable byte at offset" in str(info.value)
+    d = load_dataset("t", DatasetSpec(source=str(src), encoding_errors="replace"), tmp_path, "r.toml")
     assert d.facts["not_utf8_decoded_with_replacement"] == 1
     assert json.dumps(d.facts)
 

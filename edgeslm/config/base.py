@@ -33,16 +33,17 @@ PATTERN_WORDS = {
 }
 
 
-def read_toml(path: Path) -> dict[str, Any]:
-    """A TOML file as a dict; every way of failing is a one-line ConfigError naming the file."""
+def read_toml(path: Path, kind: str = "recipe") -> dict[str, Any]:
+    """A TOML file as a dict; every way of failing is a one-line ConfigError naming the file. `kind` (recipe,
+    target, devices) sets the size limit (edgeslm.inputs.LIMITS): only a regular file is read (a FIFO or
+    /dev/zero would hang or never end), no larger than that, nested at most MAX_DEPTH levels."""
+    from edgeslm.contract.documents import MAX_DEPTH, DocumentError, check_depth
+    from edgeslm.inputs import InputError, read_file
+
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(str(path), None, "file not found", "check the path") from None
-    except IsADirectoryError:
-        raise ConfigError(str(path), None, "is a folder, not a TOML file", "give the .toml file") from None
-    except OSError as exc:
-        raise ConfigError(str(path), None, f"cannot read file: {exc.strerror or exc}") from None
+        raw = read_file(path, kind, what="TOML file")
+    except InputError as exc:
+        raise ConfigError(str(path), None, exc.problem, exc.fix) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -50,10 +51,20 @@ def read_toml(path: Path) -> dict[str, Any]:
                           "binary?)", "give a TOML text file saved as UTF-8") from None
     if "\x00" in text:
         raise ConfigError(str(path), None, "not a text file (it holds NUL bytes)", "give a TOML text file")
+    text = text.removeprefix("\ufeff")  # a UTF-8 BOM (some editors write one) is not part of the TOML
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), None, f"not valid TOML: {exc}", "fix the syntax") from None
+    except RecursionError:
+        raise ConfigError(str(path), None, f"is nested deeper than {MAX_DEPTH} levels",
+                          "no edgeslm file nests more than a few tables or lists") from None
+    except ValueError as exc:  # TOMLDecodeError, and an integer of more than 4300 digits
+        raise ConfigError(str(path), None, f"not valid TOML: {str(exc).splitlines()[0][:200]}",
+                          "fix the syntax") from None
+    try:
+        check_depth(data, MAX_DEPTH)
+    except DocumentError:
+        raise ConfigError(str(path), None, f"is nested deeper than {MAX_DEPTH} levels",
+                          "no edgeslm file nests more than a few tables or lists") from None
     _refuse_dates(data, str(path), ())
     return data
 

@@ -225,10 +225,12 @@ def _check_labels(loaded: LoadedRecipe, labels: list[str], file: str) -> None:
         config = read_config(loaded.recipe.model.source, folder)
     except ModelSourceError:
         return  # a hub model not downloaded yet: checked when built
-    id2label = config.get("id2label") or {}
+    from edgeslm.datasets import is_int_label
+
+    id2label = config.get("id2label") or {}  # read_config checked: a table of strings; num_labels an integer
     names = {str(v) for v in id2label.values()}
-    n = len(id2label) or int(config.get("num_labels") or 2)
-    if all(lb in names for lb in labels) or all(lb.isdigit() and int(lb) < n for lb in labels):
+    n = len(id2label) or config.get("num_labels") or 2
+    if all(lb in names for lb in labels) or all(is_int_label(lb) and 0 <= int(lb) < n for lb in labels):
         return
     raise ConfigError(file, "eval.dataset", f"labels {labels[:5]} are not among the model's labels "
                       f"({', '.join(sorted(names)[:8]) or 'none'})",

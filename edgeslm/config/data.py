@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from edgeslm.config.base import NAME_PATTERN, StrictModel
 
@@ -14,7 +14,14 @@ class DatasetSpec(StrictModel):
         min_length=1, description="Where the labelled texts are: a .csv, .tsv or .jsonl file; a folder with "
         "one sub-folder per label holding one .txt file per text (relative paths start at the recipe; "
         "'pkg:package/sub' is a folder inside an installed package); or 'hf:org/name' (a Hugging Face "
-        "datasets id, needs the `datasets` package and a network).")
+        "datasets id, needs the `datasets` package and a network). Files are UTF-8 (a BOM is dropped; other "
+        "encodings are refused, naming the byte). CSV and TSV are read as CSV records by Python's csv module: "
+        "a header row, then one record per row; a field in double quotes may hold the delimiter and line "
+        "breaks, a quote inside it is doubled (\"\"); only \\n, \\r\\n and \\r end a record (a U+2028 inside "
+        "a text does not); a stray quote or a row with another number of fields than the header is an error "
+        "naming the row. JSONL: one JSON object per line; the text is a string, the label a string or an "
+        "integer, the same type on every line. A folder's .txt files must be its own: a link (or '..') "
+        "that leads outside the folder is refused.")
     format: Literal["auto", "csv", "tsv", "jsonl", "folders", "hf"] = Field(
         "auto", description="auto: from the file suffix, a folder, or the hf: prefix.")
     text_column: str = Field("text", min_length=1, description="Column (or JSON key) holding the text.")
@@ -30,9 +37,29 @@ class DatasetSpec(StrictModel):
     seed: int = Field(0, ge=0, description="Seed of the train/eval split.")
     max_train: int = Field(0, ge=0, description="Use at most this many training texts (0 = all; stratified).")
     max_eval: int = Field(0, ge=0, description="Use at most this many eval texts (0 = all; stratified).")
+    encoding_errors: Literal["strict", "replace"] = Field(
+        "strict", description="strict: a file that is not UTF-8 is refused, naming the file and the byte. "
+        "replace: undecodable bytes become U+FFFD and the files are counted in the build manifest "
+        "(not_utf8_decoded_with_replacement), for a corpus with a stray byte in another encoding (the BBC News "
+        "corpus has one Latin-1 '£').")
     hf_split: str = Field("train", description="Split of a hub dataset used as `source`.")
     hf_eval_split: str | None = Field(None, description="Split of a hub dataset used for evaluation "
                                       "(default: hold out eval_fraction of hf_split).")
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value):
+        if value is None:
+            return value
+        for i, label in enumerate(value):
+            if not label.strip():
+                raise ValueError(f"entry {i + 1} is empty; a label names a class")
+            if label != label.strip():
+                raise ValueError(f"{label!r} has spaces around it; labels in the data are read "
+                                 "without them, so it would never match")
+            if label in value[:i]:
+                raise ValueError(f"{label!r} is listed twice; each class is named once")
+        return value
 
 
 class EvalSpec(StrictModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from edgeslm.config.base import StrictModel, parse, read_toml
 from edgeslm.errors import ConfigError
@@ -45,6 +45,17 @@ class Device(StrictModel):
                                "gives it up after this many seconds without a heartbeat from its host (the "
                                "host sends one every lock_expire/5 s), so a host that vanished or a link "
                                "that went silent frees the device.")
+
+
+    @field_validator("host", "user", "workdir", "python", "known_hosts")
+    @classmethod
+    def _not_blank(cls, value, info):
+        if value is not None and not value.strip():
+            raise ValueError("must not be empty" + (" (omit the key to use the default)" if info.field_name
+                                                    != "host" else ""))
+        if value is not None and value != value.strip():
+            raise ValueError(f"{value!r} has spaces around it (remove them)")
+        return value
 
 
 class Inventory(StrictModel):
@@ -101,7 +112,7 @@ def load_inventory(path: Path | None, required: bool = False) -> Inventory:
     (the user named the file): then it is an error naming it."""
     if path is None or (not path.exists() and not required):
         return Inventory()
-    if not path.is_file():
-        raise ConfigError(str(path), None, "devices file not found" if not path.exists() else "not a file",
+    if not path.exists():
+        raise ConfigError(str(path), None, "devices file not found",
                           "check the path given with --devices or $EDGESLM_DEVICES")
-    return parse(Inventory, read_toml(path), str(path))
+    return parse(Inventory, read_toml(path, "devices"), str(path))

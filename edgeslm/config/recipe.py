@@ -224,6 +224,14 @@ class Recipe(StrictModel):
             out.append(entry)
         return tuple(out)
 
+    @field_validator("targets")
+    @classmethod
+    def _unique_targets(cls, value):
+        for i, name in enumerate(value):
+            if name in value[:i]:
+                raise ValueError(f"target {name!r} is listed twice")
+        return value
+
     @field_validator("datasets")
     @classmethod
     def _dataset_names(cls, value):
@@ -259,28 +267,34 @@ class LoadedRecipe:
     def content_hash(self) -> str:
         """Hash of the recipe's meaning (not its formatting) plus the content of the files and folders it
         names (texts, datasets): editing a dataset file changes the hash."""
+        from edgeslm.inputs import InputError, read_file
+
         h = hashlib.sha256(canonical_json(self.recipe.model_dump(mode="json")).encode())
-        for f in self.referenced_files():
-            if f.is_file():
-                h.update(f.read_bytes())
-            elif f.is_dir():
-                h.update(b"<dir>")
-                for p in sorted(x for x in f.rglob("*") if x.is_file()):
-                    h.update(p.relative_to(f).as_posix().encode() + b"\0" + p.read_bytes())
+        file = str(path_for_display(self.path))
+        for key, f in self.referenced_files(keyed=True):
+            try:
+                if f.is_dir():
+                    h.update(b"<dir>")
+                    # a folder's own files only: regular, and inside it (links that leave it are refused)
+                    for p in sorted(x for x in f.rglob("*") if not x.is_dir()):
+                        h.update(p.relative_to(f).as_posix().encode() + b"\0" + read_file(p, "dataset", root=f))
+                elif f.exists():
+                    h.update(read_file(f, "dataset"))
+            except InputError as exc:
+                raise exc.located(file, key) from None
         return h.hexdigest()
 
-    def referenced_files(self) -> list[Path]:
-        from edgeslm.datasets import content_files
+    def referenced_files(self, keyed: bool = False) -> list:
+        """The files and folders the recipe names (with `keyed`: (recipe key, path) pairs)."""
+        from edgeslm.datasets import source_path
 
-        out = []
-        if self.recipe.verify.texts_file:
-            out.append(self.resolve_path(self.recipe.verify.texts_file))
-        q = self.recipe.quantize
-        if q and q.calibration and q.calibration.source != "builtin":
-            out.append(self.resolve_path(q.calibration.source))
-        for spec in self.recipe.datasets.values():
-            out += content_files(spec, self.base_dir)
-        return out
+        out = [(key, self.resolve_path(value)) for key, value in _file_keys(self.recipe)]
+        for name, spec in self.recipe.datasets.items():
+            for key, src in (("source", spec.source), ("eval_source", spec.eval_source)):
+                p = source_path(src, self.base_dir) if src is not None else None
+                if p is not None:
+                    out.append((f"datasets.{name}.{key}", p))
+        return out if keyed else [p for _, p in out]
 
 
 def canonical_json(obj) -> str:

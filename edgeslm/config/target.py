@@ -127,4 +127,4 @@ def detect_host() -> tuple[str, tuple[str, ...]]:
 
 
 def load_target_file(path: Path) -> Target:
-    return parse(Target, read_toml(path), str(path))
+    return parse(Target, read_toml(path, "target"), str(path))
