@@ -68,6 +68,8 @@ def inside(path: Path, root: Path, what: str = "folder") -> Path:
     try:
         real_root = Path(root).resolve()
         real = Path(path).resolve()
+    except ValueError:  # a NUL character, which no file name holds
+        raise InputError(path, "is not a valid path (it holds a NUL character)", "check the path") from None
     except (OSError, RuntimeError) as exc:  # a link loop
         raise InputError(path, f"cannot be resolved ({getattr(exc, 'strerror', None) or exc})",
                          "remove the link loop") from None
@@ -93,6 +95,8 @@ def check_regular(path: Path, what: str = "file") -> os.stat_result:
         raise InputError(path, "does not exist (a part of the path is a file, not a folder)", "check the path") from None
     except OSError as exc:
         raise InputError(path, f"cannot be read ({exc.strerror or exc})") from None
+    except ValueError:  # a NUL character, which no file name holds
+        raise InputError(path, "is not a valid path (it holds a NUL character)", "check the path") from None
     if not stat.S_ISREG(st.st_mode):
         raise InputError(path, f"is {kind_of(st.st_mode)}, not a regular file", f"give a {what}")
     return st

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import typing
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from edgeslm.config.devices import Inventory
 from edgeslm.config.passes import PASS_TYPES
 from edgeslm.config.recipe import Recipe
 from edgeslm.config.target import Target, load_target_file
-from edgeslm.errors import EXIT_USER, EdgeSLMError
+from edgeslm.errors import EXIT_INTERNAL, EdgeSLMError
 
 
 @main.command()
@@ -26,15 +27,17 @@ from edgeslm.errors import EXIT_USER, EdgeSLMError
 def validate(files: tuple[Path, ...], as_json: bool) -> None:
     """Check recipes, targets and devices.toml (keys, types, files, combinations, the model source)
     without building, importing torch or using the network. FILES may also name shipped recipes or targets."""
-    results, failed = [], False
+    results, codes = [], set()
     for f in files:
         try:
             results.append({"file": str(f), "ok": True, "summary": catalog.validate_file(f)})
         except EdgeSLMError as exc:
-            failed = True
+            codes.add(exc.exit_code)
             results.append({"file": str(f), "ok": False, "error": str(exc)})
         except Exception as exc:  # noqa: BLE001 - a bug for this file must not hide the other files' results
-            failed = True
+            if os.environ.get("EDGESLM_DEBUG"):
+                raise
+            codes.add(EXIT_INTERNAL)
             results.append({"file": str(f), "ok": False, "error": f"{f}: internal error: {type(exc).__name__}: "
                             f"{exc} (this is a bug in edgeslm; please report it)"})
     if as_json:
@@ -45,8 +48,8 @@ def validate(files: tuple[Path, ...], as_json: bool) -> None:
                 click.echo(f"ok   {r['file']}: {r['summary']}")
             else:
                 click.echo(f"error: {r['error']}", err=True)
-    if failed:
-        raise SystemExit(EXIT_USER)
+    if codes:  # a bug in edgeslm outweighs bad input: the exit code says which kind of failure it was
+        raise SystemExit(EXIT_INTERNAL if EXIT_INTERNAL in codes else max(codes))
 
 
 @main.command()

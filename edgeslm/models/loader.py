@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 from dataclasses import dataclass, field
 
 
@@ -169,6 +170,12 @@ def load_model(source: ResolvedSource, task: str, num_labels: int | None = None,
         model, info = auto.from_pretrained(folder, dtype=torch.float32, output_loading_info=True, **kwargs)
     except Exception as exc:  # noqa: BLE001 - damaged or mismatched weights raise OSError, RuntimeError,
         # ValueError or safetensors' own error: all are a problem with the model files, not a bug here
+        if "weights_only" in str(exc) or isinstance(exc, pickle.UnpicklingError):
+            # torch's own advice (load with weights_only=False) would run whatever the file's pickle holds
+            raise ModelSourceError(
+                f"model source {source.spec!r} ({model_type}): a weights file is damaged or not a plain PyTorch "
+                "checkpoint (torch's safe loader refused what its pickle holds; loading it anyway could run code "
+                "from the file): restore it from the model's release, or use model.safetensors") from None
         raise ModelSourceError(f"model source {source.spec!r} ({model_type}): cannot load its weights for "
                                f"task {task!r}: {_first_line(exc)} (check the files, or download them again)") from None
     check_vocab(source.spec, len(tokenizer), model.get_input_embeddings().num_embeddings, folder)

@@ -32,12 +32,9 @@ class ResolvedSource:
     def files(self) -> list[Path]:
         if self.gguf is not None:
             return [self.folder / self.gguf]
-        seen: dict[Path, None] = {}
-        for pattern in MODEL_FILE_GLOBS:
-            for p in sorted(self.folder.glob(pattern)):
-                if p.is_file():
-                    seen[p] = None
-        return list(seen)
+        from edgeslm.models.checks import model_files
+
+        return model_files(self.folder, MODEL_FILE_GLOBS)  # regular files inside the folder, else InputError
 
     def fingerprint(self, memo: HashMemo | None = None) -> dict[str, str]:
         memo = memo or HashMemo()

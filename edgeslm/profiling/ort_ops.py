@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import shutil
 import tarfile
 import urllib.request
@@ -21,20 +22,26 @@ from pathlib import Path
 
 from edgeslm.errors import UserError
 from edgeslm.hashing import cache_home
+from edgeslm.inputs import InputError, read_text
 
 HEADER_DEB = ("https://deb.debian.org/debian/pool/main/o/onnxruntime/libonnxruntime-dev_1.21.0+dfsg-1_amd64.deb",
               "14f7d959d5deacbcf1504830d4189f91fc67382b399ed9ae9d3aa9c4050ced08")
 HEADER = "onnxruntime_c_api.h"
 HEADERS_ENV = "EDGESLM_ORT_HEADERS"
+# The C API version the op library asks onnxruntime for: kApiVersion in runner/native/ort_gguf.cpp (a test
+# holds the two equal). A header older than that lacks functions the library calls.
+API_VERSION = 17
 
 
 def ort_headers(timeout: float = 120) -> Path:
     """The folder holding onnxruntime_c_api.h: $EDGESLM_ORT_HEADERS when set, else 1.21's, fetched once."""
     own = os.environ.get(HEADERS_ENV)
     if own:
-        if not (Path(own) / HEADER).is_file():
+        header = Path(own) / HEADER
+        if not os.path.lexists(header):
             raise UserError(f"{HEADERS_ENV}={own}: no {HEADER} there; give the folder of onnxruntime's C API header "
                             "(onnxruntime >= 1.17, e.g. /usr/include/onnxruntime) or unset it to fetch Debian's")
+        check_header(header)
         return Path(own)
     url, sha = HEADER_DEB
     dest = cache_home() / "ort-headers" / sha[:16]
@@ -58,6 +65,28 @@ def ort_headers(timeout: float = 120) -> Path:
     except OSError:  # made meanwhile by another process
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def check_header(header: Path) -> int:
+    """The ORT_API_VERSION of a header the user names: a regular UTF-8 file (at most LIMITS["header"]) that
+    defines it, at least API_VERSION. Else one line naming the variable and the file."""
+    fix = (f"give the folder of onnxruntime's C API header (onnxruntime >= 1.{API_VERSION}, e.g. "
+           f"/usr/include/onnxruntime) or unset {HEADERS_ENV} to fetch Debian's")
+    try:
+        text = read_text(header, "header")
+    except InputError as exc:
+        raise UserError(f"{HEADERS_ENV}: {header} {exc.problem} ({fix})") from None
+    if not text.strip():
+        raise UserError(f"{HEADERS_ENV}: {header} is empty ({fix})")
+    found = re.search(r"^[ \t]*#[ \t]*define[ \t]+ORT_API_VERSION[ \t]+([0-9]{1,6})\b", text, re.M)
+    if found is None:
+        raise UserError(f"{HEADERS_ENV}: {header} defines no ORT_API_VERSION: it is not onnxruntime's C API "
+                        f"header ({fix})")
+    version = int(found.group(1))
+    if version < API_VERSION:
+        raise UserError(f"{HEADERS_ENV}: {header} is onnxruntime's C API version {version}; edgeslm's op library "
+                        f"asks for version {API_VERSION} (onnxruntime >= 1.{API_VERSION}) ({fix})")
+    return version
 
 
 def _member(deb: bytes, name: str) -> bytes:
