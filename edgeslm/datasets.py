@@ -163,6 +163,8 @@ class _Reader:
             why = str(exc)
             if "field larger than field limit" in why:
                 why = f"a field is larger than {csv.field_size_limit() >> 20} MiB (an unclosed quote?)"
+            elif "unexpected end of data" in why:
+                why = "a quoted field is not closed before the end of the file"
             raise self.fail(f"{path} {where} (line {rows.line_num}) is not valid {fmt.upper()}: {why}",
                             "fix that row: quote fields with \", and double a quote inside a quoted field") from None
 
