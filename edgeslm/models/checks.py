@@ -47,6 +47,7 @@ RESTORE = "restore it from the model's release"
 POSITIVE_INTS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                  "max_position_embeddings", "num_labels", "embedding_size")
 POSITIVE_OR_NULL = ("num_key_value_heads", "head_dim")
+MAX_SIZE = (1 << 31) - 1  # transformers and the runtimes index tensors with 32- or 64-bit integers
 # JSON files transformers reads from a model folder besides config.json, tokenizer.json and weight indexes
 OTHER_JSON = ("generation_config.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
               "chat_template.json", "preprocessor_config.json")
@@ -106,10 +107,11 @@ def config_problem(config: dict) -> str | None:
         if key not in config or (key in POSITIVE_OR_NULL and config[key] is None):
             continue
         v = config[key]
-        if type(v) is not int or v <= 0:
-            return f"{key} is {_given(v)}; it must be a positive whole number"
-    if "type_vocab_size" in config and (type(config["type_vocab_size"]) is not int or config["type_vocab_size"] < 0):
-        return f"type_vocab_size is {_given(config['type_vocab_size'])}; it must be a whole number, 0 or more"
+        if type(v) is not int or not 0 < v <= MAX_SIZE:
+            return f"{key} is {_given(v)}; it must be a positive whole number (at most {MAX_SIZE})"
+    tv = config.get("type_vocab_size", 0)
+    if type(tv) is not int or not 0 <= tv <= MAX_SIZE:
+        return f"type_vocab_size is {_given(tv)}; it must be a whole number from 0 to {MAX_SIZE}"
     for key, kind in (("id2label", str), ("label2id", int)):
         table = config.get(key)
         if table is None:
