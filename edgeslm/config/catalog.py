@@ -166,10 +166,14 @@ def validate_file(path: Path) -> str:
                 load_target(dev.target)
             except UserError as exc:
                 raise ConfigError(str(path), f"devices.{name}.target", str(exc)) from None
-            if dev.identity_file and not Path(dev.identity_file).expanduser().is_file():
-                raise ConfigError(str(path), f"devices.{name}.identity_file",
-                                  f"{dev.identity_file} does not exist", "fix the path, or remove the key to use "
-                                  "ssh-agent or ~/.ssh/config")
+            if dev.identity_file:
+                from edgeslm.inputs import InputError, check_regular
+
+                try:
+                    check_regular(Path(dev.identity_file).expanduser(), "private key file")
+                except InputError as exc:
+                    raise ConfigError(str(path), f"devices.{name}.identity_file", f"{dev.identity_file} {exc.problem}",
+                                      "fix the path, or remove the key to use ssh-agent or ~/.ssh/config") from None
         return f"devices: {len(inv.devices)} device(s) + local"
     if kind == "target":
         t = load_target_file(path)

@@ -90,7 +90,7 @@ def resolve_source(spec: str, base_dir: Path, revision: str | None = None, downl
         if value.endswith(".gguf"):
             return _gguf(spec, kind, folder, None)
         if not folder.is_dir():
-            raise ModelSourceError(f"model source {spec!r}: folder {folder} does not exist "
+            raise ModelSourceError(f"model source {spec!r}: {_what_is(folder, 'folder')} "
                                    "(fix model.source; relative paths start at the recipe's folder)")
         _require_config(spec, folder)
         return ResolvedSource(spec, kind, folder.resolve(), None)
@@ -122,10 +122,24 @@ def resolve_source(spec: str, base_dir: Path, revision: str | None = None, downl
 
 def _gguf(spec: str, kind: str, path: Path, revision: str | None) -> ResolvedSource:
     if not path.is_file():
-        raise ModelSourceError(f"model source {spec!r}: GGUF file {path} does not exist "
+        raise ModelSourceError(f"model source {spec!r}: {_what_is(path, 'GGUF file')} "
                                "(fix model.source; relative paths start at the recipe's folder)")
     path = path.resolve()
     return ResolvedSource(spec, kind, path.parent, revision, gguf=path.name)
+
+
+def _what_is(path: Path, wanted: str) -> str:
+    """'<wanted> <path> does not exist', or what is there instead (a file, a folder, a FIFO, a device...)."""
+    import os
+    import stat
+
+    from edgeslm.inputs import kind_of
+
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return f"{wanted} {path} does not exist"
+    return f"{path} is {'a file' if stat.S_ISREG(mode) else kind_of(mode)}, not a {wanted}"
 
 
 def _require_config(spec: str, folder: Path) -> None:

@@ -136,3 +136,11 @@ def test_validate_exits_70_when_validating_hits_a_bug(tmp_path, monkeypatch):
     assert "internal error: KeyError" in results[1]["error"] and "bad.toml: name" in results[2]["error"]
     r = validate(good, bad)
     assert r.exit_code == EXIT_USER  # bad input alone stays 2
+
+
+def test_a_device_key_that_is_a_fifo_says_so(tmp_path):
+    os.mkfifo(tmp_path / "key")
+    path = tmp_path / "devices.toml"
+    path.write_text(f'[devices.pi]\nhost = "pi.local"\ntarget = "rpi4"\nidentity_file = "{tmp_path / "key"}"\n')
+    assert f"devices.pi.identity_file: {tmp_path / 'key'} is a FIFO (named pipe), not a regular file" in \
+        error_of(catalog.validate_file, path)

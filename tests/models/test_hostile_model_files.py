@@ -100,15 +100,28 @@ def test_a_fifo_in_a_model_folder_is_refused_without_hanging(tmp_path, name):
     refused(folder, f"{name} is a FIFO (named pipe), not a regular file")
 
 
-@pytest.mark.timeout(60)
-def test_a_weights_file_that_is_a_device_or_a_fifo_gguf(tmp_path):
+def test_a_weights_file_linking_to_a_device(tmp_path):
     folder = fake_model(tmp_path / "m")
     (folder / "model.safetensors").unlink()
     (folder / "pytorch_model.bin").symlink_to("/dev/zero")
     refused(folder, "pytorch_model.bin leads outside its model folder")
+
+
+@pytest.mark.timeout(60)
+def test_a_fifo_gguf_is_refused_without_hanging(tmp_path):
     os.mkfifo(tmp_path / "m.gguf")
     with pytest.raises(ModelSourceError, match="m.gguf is a FIFO"):
         check_gguf("m", tmp_path / "m.gguf", "text-generation")
+
+
+def test_a_model_source_that_is_a_device_or_a_folder_says_so(tmp_path):
+    from edgeslm.models.sources import resolve_source
+
+    with pytest.raises(ModelSourceError, match="/dev/urandom is a character device, not a folder"):
+        resolve_source("/dev/urandom", tmp_path)
+    (tmp_path / "m.gguf").mkdir()
+    with pytest.raises(ModelSourceError, match="m.gguf is a folder, not a GGUF file"):
+        resolve_source("./m.gguf", tmp_path)
 
 
 # 3. deep JSON ---------------------------------------------------------------------------------------------------
