@@ -296,3 +296,10 @@ def test_duplicate_or_blank_labels_are_refused(tmp_path):
     assert "datasets.topics.labels: 'a' is listed twice" in error_of(recipe(tmp_path, data, 'labels = ["a", "b", "a"]'))
     assert "datasets.topics.labels: entry 2 is empty" in error_of(recipe(tmp_path, data, 'labels = ["a", " "]'))
     assert "'b ' has spaces around it" in error_of(recipe(tmp_path, data, 'labels = ["a", "b "]'))
+
+
+def test_a_text_file_line_ends_only_at_line_breaks(tmp_path):
+    from edgeslm.texts import read_texts
+
+    (tmp_path / "t.txt").write_text("one\u2028two\x0cthree\nfour\r\nfive\rsix\n", newline="")
+    assert read_texts(tmp_path / "t.txt") == ["one\u2028two\x0cthree", "four", "five", "six"]
