@@ -25,7 +25,7 @@ from edgeslm.errors import EXIT_USER, UserError
 from edgeslm.models.checks import check_model_folder
 from edgeslm.texts import read_texts
 
-FUZZ = settings(max_examples=120, deadline=5000, derandomize=True,
+FUZZ = settings(max_examples=120, deadline=5000, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                        HealthCheck.data_too_large])
 
@@ -160,7 +160,8 @@ dataset_lines = st.one_of(
 dataset_files = st.one_of(
     st.binary(max_size=1024),
     st.lists(dataset_lines, max_size=12).map(jsonl),
-    st.text(alphabet=st.sampled_from('ab,\t"\n\r\u2028 1²xé\ufeff'), max_size=400).map(lambda t: ("text,label\n" + t).encode()),
+    st.text(alphabet=st.sampled_from('ab,\t"\n\r\u2028 1²xé\ufeff'), max_size=400)
+    .map(lambda t: ("text,label\n" + t).encode()),
     st.text(max_size=400).map(str.encode),
 )
 
@@ -196,7 +197,8 @@ model_json = st.one_of(
         ["vocab_size", "hidden_size", "model_type", "id2label", "num_labels", "type_vocab_size", "head_dim"]), values),
     st.builds(lambda d, k: '{"model_type": "bert", "x": ' + deep_json(d, k) + "}", depths,
               st.sampled_from(["list", "table"])),
-    st.builds(lambda n: '{"model_type": "bert", "vocab_size": ' + n + ', "model": {"vocab": {"a": ' + n + "}}}", digits),
+    st.builds(lambda n: '{"model_type": "bert", "vocab_size": ' + n + ', "model": {"vocab": {"a": ' + n + "}}}",
+              digits),
 )
 
 

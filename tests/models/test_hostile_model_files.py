@@ -207,7 +207,8 @@ def test_a_vocab_txt_must_be_text(tmp_path):
     ("vocab_size", "30522", 'vocab_size is "30522" (a string); it must be a positive whole number'),
     ("hidden_size", True, "hidden_size is true (a boolean)"),
     ("num_attention_heads", 0, "num_attention_heads is 0 (a number)"),
-    ("vocab_size", 10 ** 309, "vocab_size is 1000000000000000000000000000000000000000 (a number); it must be a positive whole number (at most 2147483647)"),
+    ("vocab_size", 10 ** 309, "vocab_size is 1000000000000000000000000000000000000000 (a number); it must be a "
+     "positive whole number (at most 2147483647)"),
     ("num_hidden_layers", 2.0, "num_hidden_layers is 2.0 (a number)"),
     ("max_position_embeddings", None, "max_position_embeddings is null"),
     ("type_vocab_size", -1, "type_vocab_size is -1"),
