@@ -67,3 +67,14 @@ def test_the_required_version_is_the_op_librarys():
     source = Path(ort_ops.__file__).parents[1] / "runner" / "native" / "ort_gguf.cpp"
     asked = re.search(r"constexpr uint32_t kApiVersion = (\d+);", source.read_text())
     assert asked and int(asked.group(1)) == API_VERSION
+
+
+def test_a_header_that_does_not_compile_says_why_on_the_first_line(tmp_path):
+    """The compiler's first error is the message's first line (which the CLI shows), not 'failed:' and nothing."""
+    from edgeslm.runner.native.build import build_ort
+
+    (tmp_path / HEADER).write_text(GOOD + "#error this header is not onnxruntime's\n")
+    with pytest.raises(RuntimeError) as info:
+        build_ort(tmp_path / "out" / "lib.so", os.uname().machine, tmp_path)
+    first = str(info.value).splitlines()[0]
+    assert first.startswith("building lib.so failed: ") and "this header is not onnxruntime's" in first, first

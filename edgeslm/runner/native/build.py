@@ -57,9 +57,7 @@ def build(out: Path, arch: str | None = None, executorch: Path | None = None, ti
            f"-I{HERE / 'include'}", f"-I{et / 'include'}",
            f"-I{et / 'include/executorch/runtime/core/portable_type/c10'}", f"-L{out}",
            "-Wl,--no-as-needed", *[f"-l{n[3:-3]}" for n in LIBS], "-Wl,-rpath,$ORIGIN", "-o", str(target)]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    if r.returncode != 0:
-        raise RuntimeError(f"building {target.name} failed:\n{r.stderr[-3000:]}")
+    _compile(cmd, target, timeout)
     if ort_include is not None:
         build_ort(out / ORT_OPS, arch, ort_include, timeout)
     (out / "runtime.json").write_text(json.dumps({"executorch": _version(et), "arch": arch, "abi": 1,
@@ -76,10 +74,22 @@ def build_ort(target: Path, arch: str, include: Path, timeout: float = 300) -> P
     target.parent.mkdir(parents=True, exist_ok=True)
     cmd = [cxx, "-O3", "-std=c++17", "-shared", "-fPIC", "-fvisibility=hidden", str(HERE / "ort_gguf.cpp"),
            f"-I{include}", "-o", str(target)]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    if r.returncode != 0:
-        raise RuntimeError(f"building {target.name} failed:\n{r.stderr[-3000:]}")
+    _compile(cmd, target, timeout)
     return target
+
+
+def _compile(cmd: list[str], target: Path, timeout: float) -> None:
+    """Run the compiler; a failure is a RuntimeError whose first line says why (the compiler's first error,
+    else its last line, else its exit status) and whose next lines hold the end of its output."""
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"building {target.name} failed: the compiler took more than {timeout:g}s") from None
+    if r.returncode != 0:
+        lines = [ln.strip() for ln in (r.stderr or r.stdout or "").splitlines() if ln.strip()]
+        first = next((ln for ln in lines if "error" in ln.lower()), lines[-1] if lines else
+                     f"{Path(cmd[0]).name} exited with status {r.returncode} and printed nothing")
+        raise RuntimeError(f"building {target.name} failed: {first[:300]}\n{r.stderr[-3000:]}")
 
 
 def _version(et: Path) -> str:
