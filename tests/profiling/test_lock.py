@@ -18,7 +18,7 @@ from deployhelp import cli, device, hold_lock, release, run_runner, variant
 from edgeslm.errors import EXIT_USER
 from edgeslm.profiling.deploy import deploy
 from edgeslm.profiling.remote import RemoteRunner
-from sshd import SlowProxy
+from sshd import CuttingProxy, SlowProxy
 
 pytestmark = pytest.mark.slow
 QUIET = {"log": lambda m: None}
@@ -113,6 +113,20 @@ def test_a_slow_upload_keeps_its_lock_and_a_second_deploy_waits_for_it(tmp_path,
     finally:
         watch.close()
         proxy.close()
+
+
+def test_the_holder_has_a_connection_of_its_own_that_asks_and_records_nothing(tmp_path, inventory, tiny_builds,
+                                                                               sshd):
+    counter = CuttingProxy(sshd.port, limit=1 << 40)  # never cuts: counts connections
+    known = tmp_path / "new_known_hosts"
+    known.write_text("")
+    try:
+        dev = _dev(inventory(pi={"port": counter.port, "known_hosts": known}))
+        r = deploy(tiny_builds["v1"], "pi", dev, accept_new_host_key=True, **QUIET)
+        assert r.sent_files > 0 and counter.connections == 2
+        assert known.read_text() == f"[127.0.0.1]:{counter.port} {_key(sshd)}\n"  # recorded once
+    finally:
+        counter.close()
 
 
 # ------------------------------------------------------------------------------- a lock lost midway
