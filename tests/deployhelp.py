@@ -54,3 +54,22 @@ def device(path: Path, name: str = "pi"):
     from edgeslm.config.devices import load_inventory
 
     return load_inventory(path).get(name)
+
+
+def hold_lock(python: str, workdir: Path, recipe: str = "tinydeploy", expire: float = 300,
+              owner: str = "ci@builder (edgeslm pid 42)"):
+    """A device runner holding the deploy lock, as a real process: (process, its answer). Heartbeats are
+    not sent (use a long `expire`); closing its stdin releases the lock."""
+    import json
+    import subprocess
+
+    from edgeslm.runner import RUNNER_PATH
+
+    p = subprocess.Popen([python, str(RUNNER_PATH), "hold", "--workdir", str(workdir), recipe, "--owner", owner,
+                          "--expire", str(expire)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    return p, json.loads(p.stdout.readline())
+
+
+def release(holder) -> None:
+    holder.stdin.close()
+    holder.wait(timeout=10)

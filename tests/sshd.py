@@ -80,6 +80,8 @@ class _Proxy:
     """A loopback TCP proxy to `target_port`; subclasses decide, chunk by chunk, what gets through
     (`_forward(connection_index, from_client, byte_count_so_far)` -> "send" | "cut" | "silence")."""
 
+    chunk = 65536  # bytes read per turn
+
     def __init__(self, target_port: int, limit: int):
         import threading
 
@@ -95,6 +97,9 @@ class _Proxy:
 
     def _forward(self, index: int, from_client: bool, sent: int) -> str:
         raise NotImplementedError
+
+    def _pace(self, from_client: bool, n: int) -> None:
+        """Called before `n` bytes are passed on (a slow link waits here)."""
 
     def _serve(self):
         import threading
@@ -112,7 +117,7 @@ class _Proxy:
             def pump(src, dst, from_client):
                 try:
                     while True:
-                        data = src.recv(65536)
+                        data = src.recv(self.chunk)
                         if not data:
                             break
                         if from_client:
@@ -122,6 +127,7 @@ class _Proxy:
                             return  # nothing more either way, and nothing closed
                         if verdict == "cut":
                             break
+                        self._pace(from_client, len(data))
                         dst.sendall(data)
                 except OSError:
                     pass
@@ -169,6 +175,40 @@ class SilentProxy(_Proxy):
             self.silent.set()
             return "silence"
         return "send"
+
+    def close(self):
+        self.sock.close()
+        for s in self.open:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+
+class SlowProxy(_Proxy):
+    """A slow link: every connection through it shares `rate` bytes per second in each direction, passed
+    on in small packets in the order they queue (a bottleneck that serves flows packet by packet). What
+    waits to cross it stays in the sender's and the proxy's socket buffers, per connection, as on a real
+    slow link. `limit` is unused (nothing is cut)."""
+
+    chunk = 2048
+
+    def __init__(self, target_port: int, rate: float):
+        import threading
+
+        self.rate = float(rate)
+        self._lock = threading.Lock()
+        self._free = {True: 0.0, False: 0.0}  # when the link is next free, per direction
+        super().__init__(target_port, 0)
+
+    def _forward(self, index: int, from_client: bool, sent: int) -> str:
+        return "send"
+
+    def _pace(self, from_client: bool, n: int) -> None:
+        with self._lock:
+            start = max(time.monotonic(), self._free[from_client])
+            self._free[from_client] = done = start + n / self.rate
+        time.sleep(max(0.0, done - time.monotonic()))
 
     def close(self):
         self.sock.close()

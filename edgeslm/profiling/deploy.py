@@ -180,15 +180,17 @@ def deploy(build_folder: Path, name: str, device: Device, accept_new_host_key: b
                 log(f"broke the stale deploy lock of {h.get('owner', 'an unknown host')} on {name}")
         if needs_et_runtime(manifest):  # the program runs in edgeslm's runtime: there before the model
             dev.et_runtime(str(probe.get("arch", "")), log=log)
-        with dev.locked(recipe):
-            _upload(dev, build, result, log)
-            switched = dev.model("activate", recipe, version)
+        with dev.locked(recipe) as lock:
+            _upload(dev, build, result, log, lock)
+            switched = dev.model("activate", recipe, version, "--lock", lock)
             result.previous = switched.get("previous")
     result.seconds = time.perf_counter() - t0
     return result
 
 
-def _upload(dev: RemoteRunner, build: HostBuild, result: DeployResult, log) -> None:
+def _upload(dev: RemoteRunner, build: HostBuild, result: DeployResult, log, lock: str) -> None:
+    """Stage, upload and commit the build's version (unless the device has it), under the deploy lock whose
+    token is `lock`: the device changes nothing if this deploy no longer holds it."""
     manifest, recipe, version = build.manifest, result.recipe, result.version
     final = posixpath.join(result.model_dir, "versions", version)
     check = dev.call("verify", final, "--manifest-sha256", build.manifest_sha256)
@@ -202,7 +204,7 @@ def _upload(dev: RemoteRunner, build: HostBuild, result: DeployResult, log) -> N
             "replacing it")
     staging = posixpath.join(result.model_dir, f".staging-{version}")
     dev.put(build.folder / MANIFEST_NAME, posixpath.join(staging, MANIFEST_NAME))
-    plan = dev.model("stage", recipe, version)
+    plan = dev.model("stage", recipe, version, "--lock", lock)
     sizes = {f.path: f.size for f in manifest.files}
     need = plan.get("need")
     if not isinstance(need, list) or any(p not in sizes for p in need):
@@ -221,7 +223,7 @@ def _upload(dev: RemoteRunner, build: HostBuild, result: DeployResult, log) -> N
         result.sent_files += 1
         result.sent_bytes += sizes[path]
     # the device hashes every file against this build's manifest before it becomes a version
-    dev.model("commit", recipe, version, "--manifest-sha256", build.manifest_sha256)
+    dev.model("commit", recipe, version, "--manifest-sha256", build.manifest_sha256, "--lock", lock)
 
 
 def rollback(name: str, device: Device, recipe: str | None, accept_new_host_key: bool = False,
@@ -230,14 +232,14 @@ def rollback(name: str, device: Device, recipe: str | None, accept_new_host_key:
     when one is under `out` or in the build cache, else against the device's own manifest."""
     with open_device(name, device, accept_new_host_key) as dev:
         recipe = check_name(recipe) if recipe else only_recipe(dev, name)
-        with dev.locked(recipe):
+        with dev.locked(recipe) as lock:
             previous = dev.model("status", recipe).get("previous")
             if previous is None:
                 raise UserError(f"device {name}: nothing to roll back to for {recipe}: no previous version")
             previous = device_version(name, previous)
             host = find_host_build(out, recipe, previous)
             extra = ["--manifest-sha256", host.manifest_sha256] if host else []
-            r = dev.model("rollback", recipe, "--expect", previous, *extra)
+            r = dev.model("rollback", recipe, "--expect", previous, *extra, "--lock", lock)
     against = (f"the host's build {host.folder}" if host else
                f"the device's own manifest (no build of {previous} on this machine)")
     return {"device": name, "recipe": recipe, "current": r.get("current"), "previous": r.get("previous"),

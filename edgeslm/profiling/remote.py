@@ -13,12 +13,14 @@ import hashlib
 import json
 import os
 import posixpath
+import re
 import socket
 import threading
 import uuid
 from pathlib import Path
 
 from edgeslm.artifacts.manifest import plain_name
+from edgeslm.contract.documents import DocumentError, loads
 from edgeslm.errors import UserError
 from edgeslm.hashing import sha256_file
 from edgeslm.runner.bundle import runner_path
@@ -151,9 +153,11 @@ class RemoteRunner:
     # ------------------------------------------------------------------------- locks and pins
     @contextlib.contextmanager
     def locked(self, recipe: str):
-        """The exclusive deploy lock on <workdir>/<recipe>; yields the holder's record."""
+        """The exclusive deploy lock on <workdir>/<recipe>; yields its token, which the runner commands
+        that change the model folder (stage, commit, activate, rollback) take as `--lock TOKEN`: they change
+        nothing unless this hold still holds the lock."""
         with self._hold(recipe, "--wait", str(self.device.lock_wait)) as answer:
-            yield answer
+            yield answer["token"]
 
     @contextlib.contextmanager
     def pinned(self, recipe: str, version: str = "current"):
@@ -163,20 +167,16 @@ class RemoteRunner:
 
     @contextlib.contextmanager
     def _hold(self, recipe: str, *extra: str):
+        """A runner `hold` process on the device, on a link of its own (its heartbeats never wait behind an
+        upload), kept alive with heartbeats until the block ends; yields its first answer, checked."""
         expire = float(self.device.lock_expire)
         argv = [self.python, self.path, "hold", "--workdir", self.workdir, check_name(recipe),
                 "--owner", owner(), "--expire", f"{expire:g}", *extra]
         wait = float(self.device.lock_wait) if "--wait" in extra else 30.0  # a pin waits out a prune
-        holder = self.conn.spawn(argv, timeout=self.device.io_timeout + wait + 5)
+        holder = self.conn.spawn_holder(argv, timeout=self.device.io_timeout + wait + 5)
         stop = threading.Event()
         try:
-            line = holder.readline()
-            try:
-                answer = json.loads(line) if line.strip() else {"error": "no answer from the device"}
-            except ValueError:
-                answer = {"error": line.strip()[:200]}
-            if "error" in answer:
-                raise DeviceError(f"device {self.name}: {' '.join(str(answer['error']).split())[:400]}")
+            answer = hold_answer(self.name, holder.readline(MAX_HOLD_ANSWER + 1), pin="--pin" in extra)
 
             def beat():
                 while not stop.wait(max(0.1, expire / 5)):
@@ -194,6 +194,40 @@ class RemoteRunner:
 
     def get(self, remote: str, local: Path) -> None:
         self.conn.get(remote, local)
+
+
+MAX_HOLD_ANSWER = 64 << 10  # a hold answers in ~300 bytes (a busy lock's record in ~1 KB)
+TOKEN_RE = re.compile(r"^[0-9a-f]{32}$")
+VERSION_RE = re.compile(r"^[0-9a-f]{16}$")
+
+
+def hold_answer(name: str, line: str, pin: bool) -> dict:
+    """A hold's first line, checked against its shape: {"locked": path, "token": 32 hex, "holder": {...}}
+    for the deploy lock, {"pinned": 16 hex} for a pin, or {"error": text} (the device's refusal, such as
+    a busy lock). Anything else, and a line longer than MAX_HOLD_ANSWER, is one DeviceError."""
+    if not line.strip():
+        raise DeviceError(f"device {name}: hold failed: no answer from the device's runner")
+    if len(line.encode()) > MAX_HOLD_ANSWER:
+        raise DeviceError(f"device {name}: hold answered a line longer than {MAX_HOLD_ANSWER >> 10} KiB; "
+                          "is the device's runner intact?")
+    try:
+        answer = loads(line, "hold answer", max_bytes=MAX_HOLD_ANSWER, max_depth=8)
+    except DocumentError as exc:
+        raise DeviceError(f"device {name}: {exc}; is the device's runner intact?") from None
+    if isinstance(answer, dict) and isinstance(answer.get("error"), str) and answer["error"].strip():
+        raise DeviceError(f"device {name}: {' '.join(answer['error'].split())[:400]}")
+    if pin:
+        ok = isinstance(answer, dict) and isinstance(answer.get("pinned"), str) and VERSION_RE.fullmatch(
+            answer["pinned"])
+        want = '{"pinned": VERSION (16 hex digits)}'
+    else:
+        ok = (isinstance(answer, dict) and isinstance(answer.get("token"), str)
+              and TOKEN_RE.fullmatch(answer["token"]) and isinstance(answer.get("locked"), str))
+        want = '{"locked": PATH, "token": 32 hex digits}'
+    if not ok:
+        got = " ".join(json.dumps(answer)[:80].split())
+        raise DeviceError(f"device {name}: hold answered {got} instead of {want}; is the device's runner intact?")
+    return answer
 
 
 def ends_with_host(timeout: float) -> list[str]:

@@ -6,6 +6,7 @@ import datetime
 import json
 import os
 import re
+import secrets
 import time
 
 from edgeslm.runner.errors import RunnerError
@@ -17,7 +18,13 @@ from edgeslm.runner.store import _link_version, _pin_path, _version, model_dir
 # <model>/.pins/<version> (prune skips pinned versions). Either is held by a `hold` process that the
 # host keeps alive with heartbeat lines on its stdin: it exits (and the kernel drops the flock) when
 # stdin closes or no heartbeat came for EXPIRE seconds, so a link that went silent frees the device
-# even while sshd keeps the session. The lock file says who holds it, since when, last heartbeat.
+# even while sshd keeps the session. The lock file says who holds it, since when, last heartbeat, and
+# the hold's token (random, answered to the host): stage, commit, activate and rollback get it back
+# (--lock) and change nothing unless that hold still holds the lock (`guard`), so a deploy whose lock
+# expired under it cannot touch what the next deploy is doing.
+TOKEN_RE = re.compile(r"^[0-9a-f]{32}$")
+
+
 def _now() -> float:
     return time.time()
 
@@ -27,7 +34,10 @@ def _iso(t: float) -> str:
 
 
 def _lock_info(path: str) -> dict:
-    text = _read(path)
+    return _parse_info(_read(path))
+
+
+def _parse_info(text: str) -> dict:
     try:
         info = json.loads(text)
         if isinstance(info, dict):
@@ -42,6 +52,11 @@ def _lock_info(path: str) -> dict:
             t = 0.0
         return {"pid": int(m.group(1)), "since": t, "heartbeat": t, "expire": 0, "owner": "unknown host"}
     return {}
+
+
+def _public(info: dict) -> dict:
+    """The lock record as another host may see it (without the holder's token)."""
+    return {k: v for k, v in info.items() if k != "token"}
 
 
 def _describe(info: dict) -> str:
@@ -99,12 +114,14 @@ def hold(workdir: str, recipe: str, pin: str | None, owner: str, expire: float, 
             info = _lock_info(path)
             hint = ("; it looks stale: `edgeslm deploy --break-lock` frees it" if _stale(info) else "")
             print(json.dumps({"error": f"another deploy is in progress on this device ({_describe(info)}){hint}",
-                              "holder": info}), flush=True)
+                              "holder": _public(info)}), flush=True)
             return 1
         since = _now()
-        info = {"owner": owner, "pid": os.getpid(), "since": since, "heartbeat": since, "expire": expire}
+        token = secrets.token_hex(16)
+        info = {"owner": owner, "pid": os.getpid(), "since": since, "heartbeat": since, "expire": expire,
+                "token": token}
         _write_info(fd, info)
-        answer = {"locked": path, "holder": info}
+        answer = {"locked": path, "token": token, "holder": _public(info)}
     else:
         deadline = _now() + max(wait, 30.0)
         while True:
@@ -146,6 +163,48 @@ def hold(workdir: str, recipe: str, pin: str | None, owner: str, expire: float, 
             return 3  # no heartbeat: the host is gone or its link went silent; release
 
 
+def guard(token):
+    """The check a command that changes a model folder under the deploy lock runs (with that folder) before
+    each change: RunnerError unless the hold whose answer carried TOKEN holds the lock right now: the lock
+    file records that token, and the flock is held (this process cannot take it), so that hold process is
+    alive and has not let go (its host vanished, or its heartbeats stopped for its expiry). The token is
+    checked with the folder (so a hostile name is refused as such first)."""
+
+    def check(mdir: str) -> None:
+        if token is None:
+            raise RunnerError("refusing to change the model folder without --lock TOKEN (the deploy lock's token, "
+                              "from `hold`)")
+        if not isinstance(token, str) or not TOKEN_RE.fullmatch(token):
+            raise RunnerError(f"refusing --lock {str(token)[:40]!r}: not a lock token (32 hex digits from `hold`)")
+        held, info = _holder(os.path.join(mdir, ".deploy.lock"))
+        if held and info.get("token") == token:
+            return
+        now = f"now {_describe(info)}" if held else "no one holds it now"
+        raise RunnerError(f"the deploy lock is no longer this deploy's ({now}; no heartbeat came within its expiry, "
+                          "or it was broken); nothing was changed: deploy again")
+
+    return check
+
+
+def _holder(path: str) -> tuple:
+    """(whether some process holds the flock on PATH, the record in that file)."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return False, {}
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held = False  # nobody held it (released again when fd closes)
+        except OSError:
+            held = True
+        return held, _parse_info(os.pread(fd, 1 << 16, 0).decode(errors="replace").strip())
+    finally:
+        os.close(fd)
+
+
 def break_lock(workdir: str, recipe: str) -> dict:
     """Free the deploy lock only when its holder is gone or stale (no heartbeat within its expiry) and
     is this runner's `hold` process for this folder; then stop that process."""
@@ -183,7 +242,7 @@ def break_lock(workdir: str, recipe: str) -> dict:
         fd = acquire(path, fcntl.LOCK_EX, grace)
         if fd is not None:
             os.close(fd)
-            return {"broken": True, "held": True, "holder": info, "signal": int(sig)}
+            return {"broken": True, "held": True, "holder": _public(info), "signal": int(sig)}
     raise RunnerError(f"could not free the deploy lock ({_describe(info)})")
 
 

@@ -10,12 +10,14 @@ the device as one zip file (see edgeslm.runner.bundle).
     python3 runner.pyz verify DIR [--manifest-sha256 H]  (sha256 of every file DIR/manifest.json lists;
                                                                with H, that manifest must be the host's)
     python3 runner.pyz status --workdir W RECIPE      (current, previous, versions, staging folders)
-    python3 runner.pyz stage --workdir W RECIPE VERSION   (reuse files the device has; list the rest)
-    python3 runner.pyz commit --workdir W RECIPE VERSION [--manifest-sha256 H]  (verify, into versions/)
-    python3 runner.pyz activate --workdir W RECIPE VERSION  (atomic switch of current; prune)
-    python3 runner.pyz rollback --workdir W RECIPE [--expect V] [--manifest-sha256 H]  (verify, switch)
+    python3 runner.pyz stage --workdir W RECIPE VERSION --lock T  (reuse files the device has; list the rest)
+    python3 runner.pyz commit --workdir W RECIPE VERSION --lock T [--manifest-sha256 H]  (verify, into versions/)
+    python3 runner.pyz activate --workdir W RECIPE VERSION --lock T  (atomic switch of current; prune)
+    python3 runner.pyz rollback --workdir W RECIPE --lock T [--expect V] [--manifest-sha256 H]  (verify, switch)
     python3 runner.pyz hold --workdir W RECIPE [--pin V|current] [--owner TEXT] [--expire S] [--wait S]
-                                     (deploy lock, or a pin on a version, while heartbeats arrive on stdin)
+                                     (deploy lock, or a pin on a version, while heartbeats arrive on stdin;
+                                     the lock's answer carries the token T that the four commands above
+                                     need: they change nothing unless that hold still holds the lock)
     python3 runner.pyz break-lock --workdir W RECIPE  (free a stale lock whose holder is gone)
     python3 runner.pyz profile BUILD_DIR --artifact NAME [--threads N --warmup N --iters N
                                      --min-seconds S --seq-len L] [--out RESULT.json --workdir W]
@@ -35,7 +37,7 @@ import sys
 
 from edgeslm.runner.errors import RunnerError
 from edgeslm.runner.facts import probe
-from edgeslm.runner.locks import break_lock, hold
+from edgeslm.runner.locks import break_lock, guard, hold
 from edgeslm.runner.profile import profile
 from edgeslm.runner.store import activate, commit, hash_files, rollback, stage, status, verify_dir
 
@@ -105,6 +107,8 @@ def main(argv=None) -> int:
             p.add_argument("version")
     for name in ("commit", "rollback"):
         model_cmds[name].add_argument("--manifest-sha256")
+    for name in ("stage", "commit", "activate", "rollback"):
+        model_cmds[name].add_argument("--lock", metavar="TOKEN", help="the deploy lock's token (from `hold`)")
     model_cmds["rollback"].add_argument("--expect", help="the version previous must point to")
     p = model_cmds["hold"]
     p.add_argument("--pin", help="pin this version (or 'current') instead of taking the deploy lock")
@@ -152,13 +156,13 @@ def main(argv=None) -> int:
         elif args.cmd == "status":
             result = status(args.workdir, args.recipe)
         elif args.cmd == "stage":
-            result = stage(args.workdir, args.recipe, args.version)
+            result = stage(args.workdir, args.recipe, args.version, guard(args.lock))
         elif args.cmd == "commit":
-            result = commit(args.workdir, args.recipe, args.version, args.manifest_sha256)
+            result = commit(args.workdir, args.recipe, args.version, args.manifest_sha256, guard(args.lock))
         elif args.cmd == "activate":
-            result = activate(args.workdir, args.recipe, args.version)
+            result = activate(args.workdir, args.recipe, args.version, guard(args.lock))
         elif args.cmd == "rollback":
-            result = rollback(args.workdir, args.recipe, args.expect, args.manifest_sha256)
+            result = rollback(args.workdir, args.recipe, args.expect, args.manifest_sha256, guard(args.lock))
         elif args.cmd == "hold":
             return hold(args.workdir, args.recipe, args.pin, args.owner, args.expire, args.wait)
         elif args.cmd == "break-lock":

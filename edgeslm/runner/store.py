@@ -15,6 +15,9 @@ from edgeslm.runner.errors import RunnerError
 # Every path it builds is a plain name or a plain relative path that resolves inside the model folder
 # <workdir>/<recipe>; it deletes only folders of the kinds it makes there (versions/<hex>,
 # .staging-<hex>, .trash-*), never anything outside its workdir.
+# The commands that change a model folder under the deploy lock (stage, commit, activate, rollback) take
+# `guard`, a check run with that folder before each change (runner.locks.guard: this deploy still holds
+# the lock); it raises RunnerError when the lock was lost, and then nothing is changed.
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 VERSION_RE = re.compile(r"^[0-9a-f]{16}$")
 OWN_FOLDER_RE = re.compile(r"^(\.staging-[0-9a-f]{16}|\.trash-[0-9a-f]{16}-[0-9]+|[0-9a-f]{16})$")
@@ -155,12 +158,13 @@ def _drop_symlinks(folder: str) -> None:
                 os.unlink(p)
 
 
-def stage(workdir: str, recipe: str, version: str) -> dict:
+def stage(workdir: str, recipe: str, version: str, guard) -> dict:
     """Prepare .staging-VERSION (which already holds the host's manifest.json): reuse files the device
     has with the same sha256 (copied from current or previous) and list what must be sent. Staging
     folders of other versions are left-overs of failed deploys (we hold the deploy lock): removed."""
     mdir = model_dir(workdir, recipe)
     staging = os.path.join(mdir, ".staging-" + _version(version))
+    guard(mdir)
     _prune_staging(mdir, keep=staging)
     _drop_symlinks(staging)
     try:
@@ -197,13 +201,15 @@ def stage(workdir: str, recipe: str, version: str) -> dict:
             "free_bytes": st.f_bavail * st.f_frsize}
 
 
-def commit(workdir: str, recipe: str, version: str, manifest_sha256: str | None) -> dict:
+def commit(workdir: str, recipe: str, version: str, manifest_sha256: str | None, guard) -> dict:
     """Verify every file of the staged version (against the host's build), then move it into
     versions/ (an atomic rename). A staging folder that fails verification is removed."""
     mdir = model_dir(workdir, recipe)
     staging = os.path.join(mdir, ".staging-" + _version(version))
+    guard(mdir)
     _drop_symlinks(staging)
     check = verify_dir(staging, manifest_sha256)
+    guard(mdir)  # hashing takes a while: still ours?
     if not check["ok"]:
         _safe_rmtree(mdir, staging)
         bad = ", ".join(f"{b['path']} ({b['problem']})" for b in check["bad"][:3])
@@ -256,12 +262,13 @@ def status(workdir: str, recipe: str) -> dict:
             if os.path.isdir(mdir) else []}
 
 
-def activate(workdir: str, recipe: str, version: str) -> dict:
+def activate(workdir: str, recipe: str, version: str, guard) -> dict:
     """current -> versions/VERSION; the old current becomes previous; older versions are pruned."""
     mdir = model_dir(workdir, recipe)
     target = "versions/" + _version(version)
     if not os.path.isfile(os.path.join(mdir, "versions", version, "manifest.json")):
         raise RunnerError(f"no complete version {version} in {mdir}")
+    guard(mdir)
     old = _link_version(mdir, "current")
     if old and old != version:
         _switch(os.path.join(mdir, "previous"), "versions/" + old)
@@ -320,10 +327,11 @@ def _prune_staging(mdir: str, keep: str | None = None) -> None:
                 pass  # not ours: left alone
 
 
-def rollback(workdir: str, recipe: str, expect: str | None, manifest_sha256: str | None) -> dict:
+def rollback(workdir: str, recipe: str, expect: str | None, manifest_sha256: str | None, guard) -> dict:
     """Switch current back to previous after verifying previous (against the host's build when given,
     else against its own manifest); refuse if it fails."""
     mdir = model_dir(workdir, recipe)
+    guard(mdir)
     previous = _link_version(mdir, "previous")
     if not previous or not os.path.isdir(os.path.join(mdir, "versions", previous)):
         raise RunnerError(f"nothing to roll back to in {mdir}: no previous version")
@@ -334,6 +342,7 @@ def rollback(workdir: str, recipe: str, expect: str | None, manifest_sha256: str
         bad = ", ".join(f"{b['path']} ({b['problem']})" for b in check["bad"][:3])
         raise RunnerError(f"previous version {previous} failed verification against the "
                           f"{check.get('against', 'device manifest')}: {bad}; not switching to it")
+    guard(mdir)  # verifying takes a while: still ours?
     current = _link_version(mdir, "current")
     _switch(os.path.join(mdir, "current"), "versions/" + previous)
     if current:

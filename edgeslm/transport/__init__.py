@@ -37,11 +37,18 @@ class Connector(Protocol):
         `timeout` bounds each wait for a line from it."""
         ...
 
+    def spawn_holder(self, argv: list[str], timeout: float | None = None) -> "Spawned":
+        """`spawn` for a lock or pin holder: what it is sent (heartbeats) never waits behind this
+        connector's file transfers (SSH: a second connection)."""
+        ...
+
     def close(self) -> None: ...
 
 
 class Spawned(Protocol):
-    def readline(self) -> str: ...
+    def readline(self, limit: int | None = None) -> str:
+        """The next line, at most `limit` characters of it; "" at the end."""
+        ...
 
     def write(self, data: str) -> None:
         """Send to the command's stdin (heartbeats for lock and pin holders)."""

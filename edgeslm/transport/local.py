@@ -38,7 +38,9 @@ class LocalConnector:
     def spawn(self, argv: list[str], timeout: float | None = None):
         # the runner answers in JSON on stdout; native runtimes log on stderr (kept off the terminal)
         return _Process(subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=subprocess.DEVNULL, text=True))
+                                         stderr=subprocess.DEVNULL, text=True, errors="replace"))
+
+    spawn_holder = spawn  # a pipe of its own already: nothing queues before a heartbeat
 
     def close(self) -> None:
         pass
@@ -48,8 +50,8 @@ class _Process:
     def __init__(self, proc: subprocess.Popen):
         self.proc = proc
 
-    def readline(self) -> str:
-        return self.proc.stdout.readline()
+    def readline(self, limit: int | None = None) -> str:
+        return self.proc.stdout.readline(-1 if limit is None else limit)
 
     def write(self, data: str) -> None:
         try:

@@ -70,6 +70,8 @@ class _Retry(Exception):
 class SSHConnector:
     def __init__(self, name: str, device, accept_new_host_key: bool = False, retries: int = 3):
         self.device = name
+        self._entry, self._retries = device, retries
+        self._holders = None  # the second connection, for lock and pin holders (spawn_holder)
         self.settings = resolve_settings(device)
         self.io_timeout = float(self.settings["io_timeout"])
         self.accept_new = accept_new_host_key
@@ -254,6 +256,22 @@ class SSHConnector:
             raise self._lost(exc, _what(argv)) from None
         return _Channel(chan)
 
+    def spawn_holder(self, argv: list[str], timeout: float | None = None):
+        """`spawn` for a lock or pin holder, on a second connection to the device (opened once, closed with
+        this one). Its heartbeats then travel in a TCP stream of their own: on this connection they would
+        queue behind the file data an upload keeps in flight (the socket buffer and the server's SFTP window,
+        up to ~2 MB: 20 s on a 100 KB/s link), and the device would let the lock go. Same settings; the
+        device must show the host key this connection verified, and nothing is asked or recorded again."""
+        if self._holders is None:
+            other = SSHConnector(self.device, self._entry, accept_new_host_key=False, retries=self._retries)
+            key = self.client.get_transport().get_remote_server_key()
+            if other.client.get_transport().get_remote_server_key().asbytes() != key.asbytes():
+                other.close()
+                raise DeviceError(f"device {self.device}: a second connection to the device showed another host "
+                                  f"key than the first ({_fingerprint(key)}); refusing to go on")
+            self._holders = other
+        return self._holders.spawn(argv, timeout)
+
     def sftp(self):
         if self._sftp is None:
             self._sftp = self.client.open_sftp()
@@ -296,6 +314,8 @@ class SSHConnector:
 
     def close(self) -> None:
         self._closing.set()
+        if self._holders is not None:
+            self._holders.close()
         for c in (self._sftp, self.client, self._jump):
             try:
                 if c is not None:
@@ -344,11 +364,12 @@ def _what(argv: list[str]) -> str:
 
 class _Channel:
     def __init__(self, chan):
-        self.chan, self.file = chan, chan.makefile("r")
+        self.chan, self.file = chan, chan.makefile("rb")
 
-    def readline(self) -> str:
+    def readline(self, limit: int | None = None) -> str:
+        """The next line (at most `limit` bytes of it); "" at the end or on a timeout."""
         try:
-            return self.file.readline()
+            return self.file.readline(limit).decode(errors="replace")
         except (socket.timeout, OSError, EOFError):
             return ""
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from deployhelp import run_runner, variant
+from deployhelp import hold_lock, release, run_runner, variant
 from edgeslm.config.devices import load_inventory
 from edgeslm.errors import UserError
 from edgeslm.profiling.deploy import deploy
@@ -131,11 +131,13 @@ def test_runner_refuses_hostile_arguments_and_its_own_manifest(tmp_path, tiny_bu
     # a staging manifest (planted on the device) that points outside the version folder
     staging = wd / "tinydeploy" / f".staging-{version}"
     staging.mkdir(parents=True)
+    holder, held = hold_lock(py, wd)  # the commands that change the model folder need the deploy lock
+    lock = ["--lock", held["token"]]
     onnx = tiny_builds["v1"] / "model.onnx"
     entry = {"path": "../../../planted.onnx", "sha256": hashlib.sha256(onnx.read_bytes()).hexdigest(),
              "size": onnx.stat().st_size, "role": "model"}
     (staging / "manifest.json").write_text(json.dumps({"files": [entry]}))
-    rc, answer = run_runner(py, "stage", "--workdir", wd, "tinydeploy", version)
+    rc, answer = run_runner(py, "stage", "--workdir", wd, "tinydeploy", version, *lock)
     assert rc == 1 and "not a plain relative path" in answer["error"]
     assert not (tmp_path / "planted.onnx").exists() and not staging.exists()
 
@@ -144,7 +146,7 @@ def test_runner_refuses_hostile_arguments_and_its_own_manifest(tmp_path, tiny_bu
     (outside / "versions" / version).mkdir(parents=True)
     (outside / "versions" / version / "manifest.json").write_text('{"files": []}')
     (wd / "evil").symlink_to(outside)
-    rc, answer = run_runner(py, "activate", "--workdir", wd, "evil", version)
+    rc, answer = run_runner(py, "activate", "--workdir", wd, "evil", version, *lock)
     assert rc == 1 and "symlink" in answer["error"] and not (outside / "current").exists()
 
     # prune never follows a version folder that is a symlink out of the model folder
@@ -154,7 +156,8 @@ def test_runner_refuses_hostile_arguments_and_its_own_manifest(tmp_path, tiny_bu
         (model / "versions" / v / "manifest.json").write_text('{"files": []}')
     (outside / "keep.txt").write_text("not the runner's")
     (model / "versions" / ("ef" * 8)).symlink_to(outside)
-    rc, answer = run_runner(py, "activate", "--workdir", wd, "tinydeploy", version)
+    rc, answer = run_runner(py, "activate", "--workdir", wd, "tinydeploy", version, *lock)
+    release(holder)
     assert rc == 0 and answer["pruned"] == ["cd" * 8], answer
     assert (outside / "keep.txt").exists() and (model / "versions" / ("ef" * 8)).is_symlink()
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from deployhelp import cli, device, run_runner, variant
+from deployhelp import cli, device, hold_lock, release, run_runner, variant
 from edgeslm.errors import EXIT_USER, UserError
 from edgeslm.profiling.deploy import deploy, rollback
 from edgeslm.profiling.profile import profile
@@ -73,7 +73,10 @@ def test_a_staged_version_failing_verification_is_removed(tmp_path, tiny_builds)
     staging = tmp_path / "wd" / "tinydeploy" / f".staging-{version}"
     shutil.copytree(tiny_builds["v1"], staging)
     _flip(staging / "model.onnx")
-    rc, answer = run_runner(sys.executable, "commit", "--workdir", tmp_path / "wd", "tinydeploy", version)
+    holder, held = hold_lock(sys.executable, tmp_path / "wd")
+    rc, answer = run_runner(sys.executable, "commit", "--workdir", tmp_path / "wd", "tinydeploy", version,
+                            "--lock", held["token"])
+    release(holder)
     assert rc == 1 and "model.onnx (checksum mismatch); the staging folder was removed" in answer["error"]
     assert not staging.exists()
 
