@@ -247,10 +247,15 @@ LIST_RECIPES = ("import os,sys,json; w=sys.argv[1]; print(json.dumps(sorted(d fo
 
 def deployed_recipes(dev: RemoteRunner) -> list[str]:
     """Recipes deployed on the device (names that are not plain names are not ours: ignored)."""
+    return recipes_answer(dev.name, dev.python_output(LIST_RECIPES, dev.workdir))
+
+
+def recipes_answer(name: str, text: str) -> list[str]:
+    """LIST_RECIPES' answer: a JSON list of names (those that are not plain names are not ours: ignored)."""
     try:
-        found = check("recipes", loads(dev.python_output(LIST_RECIPES, dev.workdir).strip(), "the answer", MAX_ANSWER))
+        found = check("recipes", loads(text.strip(), "the answer", MAX_ANSWER))
     except (DocumentError, AnswerError) as exc:
-        raise malformed(dev.name, "the list of deployed recipes", exc, "is the device's Python (python in "
+        raise malformed(name, "the list of deployed recipes", exc, "is the device's Python (python in "
                         "devices.toml) a working python3?") from None
     return [n for n in found if NAME_RE.fullmatch(n)]
 

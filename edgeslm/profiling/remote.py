@@ -149,30 +149,9 @@ class RemoteRunner:
                               "or set 'python' for this device in devices.toml)")
 
     def _resolve(self, workdir: str) -> str:
-        """The first command of a session: the device's `python` must be a working Python >= 3.9 (checked
-        by its answer, not assumed), and the workdir must be a folder it can create and write."""
         r = self.conn.run([self.python, "-c", RESOLVE, workdir], timeout=self.device.command_timeout)
         self._found(r)
-        data = None
-        lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
-        if r.rc == 0 and lines:
-            try:
-                data = check("resolve", loads(lines[-1], "answer", MAX_ANSWER))
-            except (DocumentError, AnswerError):
-                data = None
-        if data is None or len(data["python"]) < 2:
-            said = r.stdout.strip() or (r.stderr.strip().splitlines() or [_silent_exit(r.rc)])[-1]
-            raise DeviceError(f"device {self.name}: python = {self.python!r} (devices.toml) is not a working Python: "
-                              f"asked for its version, it answered {printable(said, 60)!r}; set 'python' for this "
-                              "device to a python3 >= 3.9")
-        version = ".".join(str(v) for v in data["python"])
-        if tuple(data["python"][:2]) < (3, 9):
-            raise DeviceError(f"device {self.name}: python = {self.python!r} (devices.toml) is Python {version}; "
-                              "the runner needs Python >= 3.9 (install it, or set 'python' for this device)")
-        if data["problem"]:
-            raise DeviceError(f"device {self.name}: cannot use workdir {workdir} ({printable(data['problem'])}); "
-                              "set a writable 'workdir' for this device in devices.toml")
-        return data["workdir"]
+        return resolved(self.name, self.python, workdir, r.rc, r.stdout, r.stderr)
 
     def call(self, *args: str, timeout: float | None = None) -> dict:
         """Runner command `args[0]`: its answer, checked against the command's shape."""
@@ -230,8 +209,33 @@ class RemoteRunner:
     def put(self, local: Path, remote: str) -> None:
         self.conn.put(local, remote)
 
-    def get(self, remote: str, local: Path) -> None:
-        self.conn.get(remote, local)
+    def get(self, remote: str, local: Path, limit: int | None = None) -> None:
+        self.conn.get(remote, local, limit=limit)
+
+
+def resolved(name: str, python: str, workdir: str, rc: int, stdout: str, stderr: str) -> str:
+    """The workdir from RESOLVE's answer, the first command of a session: the device's `python` must be a
+    working Python >= 3.9 (told by its answer, not assumed) and the workdir a folder it can create and write."""
+    data = None
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("{")]
+    if rc == 0 and lines:
+        try:
+            data = check("resolve", loads(lines[-1], "answer", MAX_ANSWER))
+        except (DocumentError, AnswerError):
+            data = None
+    if data is None or len(data["python"]) < 2:
+        said = stdout.strip() or (stderr.strip().splitlines() or [_silent_exit(rc)])[-1]
+        raise DeviceError(f"device {name}: python = {python!r} (devices.toml) is not a working Python: asked for "
+                          f"its version, it answered {printable(said, 60)!r}; set 'python' for this device to a "
+                          "python3 >= 3.9")
+    version = ".".join(str(v) for v in data["python"][:3])
+    if tuple(data["python"][:2]) < (3, 9):
+        raise DeviceError(f"device {name}: python = {python!r} (devices.toml) is Python {printable(version, 40)}; "
+                          "the runner needs Python >= 3.9 (install it, or set 'python' for this device)")
+    if data["problem"]:
+        raise DeviceError(f"device {name}: cannot use workdir {workdir} ({printable(data['problem'])}); "
+                          "set a writable 'workdir' for this device in devices.toml")
+    return data["workdir"]
 
 
 LINE_NAMES = {"digest": "the runner's sha256 check", "install": "the runner's install", "place": "the runtime's install",
@@ -247,7 +251,7 @@ def answer_of(name: str, command: str, rc: int, stdout: str, stderr: str) -> dic
     checked against the command's shape; the runner's own refusal ({"error": ...}, exit 1) or a failure
     without one (a crash: the last line of stderr) is DeviceError "<command> failed: ...", anything
     malformed DeviceError "<command> answered something malformed (<part>)"."""
-    lines = [ln for ln in stdout.splitlines() if ln.startswith("{")]
+    lines = [ln for ln in stdout.splitlines() if ln.startswith(("{", "["))]
     data, problem = None, "no JSON answer"
     if lines:
         try:

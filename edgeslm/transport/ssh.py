@@ -420,21 +420,21 @@ def _drain(chan, limit: int, timeout: float | None) -> tuple[bytes, bytes, int]:
     deadline = None if timeout is None else time.monotonic() + timeout
     out, err = bytearray(), bytearray()
     while True:
-        while chan.recv_ready():
+        if deadline is not None and time.monotonic() > deadline:  # also while a flood keeps coming
+            raise socket.timeout()
+        if chan.recv_ready():
             out += chan.recv(1 << 16)
             if len(out) > limit:
                 raise _Overflow()
-        while chan.recv_stderr_ready():
+        if chan.recv_stderr_ready():
             err += chan.recv_stderr(1 << 16)
             if len(err) > 2 * STDERR_TAIL:
                 del err[:-STDERR_TAIL]
-        if chan.closed or (chan.eof_received and chan.exit_status_ready()):
-            if not (chan.recv_ready() or chan.recv_stderr_ready()):
-                break
+        if chan.recv_ready() or chan.recv_stderr_ready():
             continue
-        wait = 0.25 if deadline is None else min(0.25, deadline - time.monotonic())
-        if wait <= 0:
-            raise socket.timeout()
+        if chan.closed or (chan.eof_received and chan.exit_status_ready()):
+            break
+        wait = 0.25 if deadline is None else min(0.25, max(0.0, deadline - time.monotonic()))
         select.select([chan], [], [], wait)
     return bytes(out), bytes(err[-STDERR_TAIL:]), chan.recv_exit_status()
 
