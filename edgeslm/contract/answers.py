@@ -35,9 +35,9 @@ class Text:
 
     def check(self, value, where: str):
         if not isinstance(value, str):
-            raise AnswerError(f"{where} is not a string")
+            raise AnswerError(f"{_name(where)} is not a string")
         if len(value) > self.max_len or not self.rx.fullmatch(value):
-            raise AnswerError(f"{where} is not {self.what}")
+            raise AnswerError(f"{_name(where)} is not {self.what}")
 
 
 class Maybe:
@@ -55,7 +55,7 @@ class ListOf:
 
     def check(self, value, where: str):
         if not isinstance(value, list):
-            raise AnswerError(f"{where} is not a list")
+            raise AnswerError(f"{_name(where)} is not a list")
         for i, v in enumerate(value):
             _check(self.shape, v, f"{where}[{i}]")
 
@@ -68,7 +68,7 @@ class MapOf:
 
     def check(self, value, where: str):
         if not isinstance(value, dict):
-            raise AnswerError(f"{where} is not an object")
+            raise AnswerError(f"{_name(where)} is not an object")
         for k, v in value.items():
             _check(self.shape, v, f"{where}[{_short(k)}]")
 
@@ -79,7 +79,7 @@ class OneOf:
 
     def check(self, value, where: str):
         if isinstance(value, bool) or value not in self.values:
-            raise AnswerError(f"{where} is not one of {', '.join(map(repr, self.values))}")
+            raise AnswerError(f"{_name(where)} is not one of {', '.join(map(repr, self.values))}")
 
 
 class Obj:
@@ -108,9 +108,13 @@ def _check(shape, value, where: str) -> None:
     if isinstance(shape, (type, tuple)):
         wrong = not isinstance(value, shape) or (isinstance(value, bool) and shape is not bool)
         if wrong:
-            raise AnswerError(f"{where or 'the answer'} is not {_NAMES.get(shape, shape)}")
+            raise AnswerError(f"{_name(where)} is not {_NAMES.get(shape, shape)}")
         return
     shape.check(value, where)
+
+
+def _name(where: str) -> str:
+    return where or "the answer"
 
 
 def _join(where: str, key: str) -> str:
@@ -155,6 +159,11 @@ ANSWERS = {
     "resolve": Obj({"python": ListOf(int), "workdir": PATH, "problem": Maybe(str)}),
     "recipes": ListOf(str),
 }
+# what the host reads of a probe beyond the record's own checks (contract.results.ProbeResult)
+PROBE = Obj({"thermal": Obj({"temperatures_c": MapOf(NUMBER), "governor": Maybe(str)}),
+             "runtimes": MapOf(Maybe(str)), "features": ListOf(str)},
+            {"cores": Maybe(int), "disk": Maybe(Obj({"free_bytes": int}, {"path": str, "total_bytes": int})),
+             "mem_total_kb": Maybe(int), "mem_available_kb": Maybe(int)})
 SAMPLED = Obj({"temperature": NUMBER, "top_k": int, "top_p": NUMBER, "seed": int})
 
 # the host's one-line Python commands (profiling.remote): what each prints, whole
@@ -175,6 +184,7 @@ def check(command: str, value):
             ProbeResult.from_dict(value)
         except ResultError as exc:
             raise AnswerError(str(exc)) from None
+        _check(PROBE, value, "")
         return value
     _check(ANSWERS[command], value, "")
     if command == "generate" and value["decoding"]["sampling"] == "sample":
@@ -187,7 +197,7 @@ def line_answer(kind: str, text: str) -> str:
     value = text.strip() if isinstance(text, str) else text
     if isinstance(value, str) and "\n" in value:
         raise AnswerError("more than one line")
-    _check(LINES[kind], value, "the line")
+    _check(LINES[kind], value, "")
     return value
 
 
@@ -196,5 +206,6 @@ def token_id(value, vocab: int, where: str = "token") -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise AnswerError(f"{where} is not an integer")
     if not 0 <= value < vocab:
-        raise AnswerError(f"{where} {_short(value)} is outside the vocabulary [0, {vocab})")
+        raise AnswerError(f"{where} {value if abs(value) < 10 ** 30 else '(a very long number)'} is outside the "
+                          f"vocabulary [0, {vocab})")
     return value

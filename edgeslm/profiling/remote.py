@@ -28,7 +28,7 @@ from edgeslm.contract.documents import MAX_ANSWER, DocumentError, loads
 from edgeslm.errors import UserError
 from edgeslm.hashing import sha256_file
 from edgeslm.runner.bundle import runner_path
-from edgeslm.transport import Connector, DeviceError, printable
+from edgeslm.transport import MAX_OUTPUT, Connector, DeviceError, printable, size_text
 
 # the first command of a session: which Python answers (its version), and whether the workdir can be made
 # and written (a folder in it is created, and a file there created and removed): one JSON line
@@ -251,6 +251,8 @@ def answer_of(name: str, command: str, rc: int, stdout: str, stderr: str) -> dic
     checked against the command's shape; the runner's own refusal ({"error": ...}, exit 1) or a failure
     without one (a crash: the last line of stderr) is DeviceError "<command> failed: ...", anything
     malformed DeviceError "<command> answered something malformed (<part>)"."""
+    if len(stdout) > MAX_OUTPUT:  # the connectors stop reading there; a caller's text is held to it too
+        raise malformed(name, command, f"the answer is larger than {size_text(MAX_OUTPUT)}")
     lines = [ln for ln in stdout.splitlines() if ln.startswith(("{", "["))]
     data, problem = None, "no JSON answer"
     if lines:

@@ -35,6 +35,15 @@ def size_text(n: int) -> str:
     return f"{n} bytes"
 
 
+def command_name(argv: list[str]) -> str:
+    """A command for a message: `runner probe` for the runner's commands, else `command python3`."""
+    import posixpath
+
+    if len(argv) > 2 and argv[1].endswith((".py", ".pyz")):
+        return f"runner {argv[2]}"
+    return f"command {posixpath.basename(argv[0]) if argv else '?'}"
+
+
 def check_download(device: str, remote: str, mode: int | None, size: int, limit: int | None) -> None:
     """A file about to come home from a device (checked before and while downloading): a regular file, no
     larger than `limit` bytes."""

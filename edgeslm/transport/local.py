@@ -9,7 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from edgeslm.transport import MAX_OUTPUT, STDERR_TAIL, Completed, DeviceError, check_download, size_text
+from edgeslm.transport import MAX_OUTPUT, STDERR_TAIL, Completed, DeviceError, check_download, command_name, size_text
 
 
 class LocalConnector:
@@ -34,8 +34,9 @@ class LocalConnector:
                 proc.kill()  # ours: started above
                 proc.wait()
                 if isinstance(exc, _Overflow):
-                    raise DeviceError(f"device {self.device}: {argv[0]} printed more than {size_text(limit)} on "
-                                      "stdout (refused without reading the rest); is the runner intact?") from None
+                    raise DeviceError(f"device {self.device}: {command_name(argv)} printed more than "
+                                      f"{size_text(limit)} on stdout (refused without reading the rest); is the "
+                                      "device's runner intact?") from None
                 raise DeviceError(f"device {self.device}: command timed out after {timeout:g}s") from None
             finally:
                 for f in (proc.stdout, proc.stderr):

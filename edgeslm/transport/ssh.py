@@ -26,7 +26,8 @@ import threading
 import time
 from pathlib import Path
 
-from edgeslm.transport import MAX_OUTPUT, STDERR_TAIL, Completed, DeviceError, check_download, printable, size_text
+from edgeslm.transport import (MAX_OUTPUT, STDERR_TAIL, Completed, DeviceError, check_download, command_name,
+                               printable, size_text)
 from edgeslm.transport import known_hosts as kh
 
 __all__ = ["DeviceError", "SSHConnector", "resolve_settings"]
@@ -260,7 +261,7 @@ class SSHConnector:
         import paramiko
 
         cmd = " ".join(shlex.quote(a) for a in argv)
-        what = _what(argv)
+        what = command_name(argv)
         chan = None
         try:
             chan = self.client.get_transport().open_session(timeout=self.io_timeout)
@@ -291,7 +292,7 @@ class SSHConnector:
             chan.settimeout(timeout or self.io_timeout)
             chan.exec_command(" ".join(shlex.quote(a) for a in argv))
         except (paramiko.SSHException, OSError, EOFError, AttributeError) as exc:
-            raise self._lost(exc, _what(argv)) from None
+            raise self._lost(exc, command_name(argv)) from None
         return _Channel(chan)
 
     def sftp(self):
@@ -397,14 +398,6 @@ def _keepalive(transport) -> None:
         transport._send_user_message(m)
     except Exception:  # noqa: BLE001 - a dead link: the watchdog reports it
         pass
-
-
-def _what(argv: list[str]) -> str:
-    if len(argv) > 2 and argv[1].endswith((".py", ".pyz")):
-        return f"runner {argv[2]}"
-    if len(argv) > 1 and argv[1] == "-c":
-        return "Python command"
-    return "command"
 
 
 class _Overflow(Exception):

@@ -144,3 +144,21 @@ def test_every_command_has_a_shape():
 
     documented = {line.split()[2] for line in main.__doc__.splitlines() if line.strip().startswith("python3 runner")}
     assert documented - {"hold"} <= set(ANSWERS) | {"probe"}, documented - set(ANSWERS)
+
+
+@pytest.mark.parametrize("edit, part", [
+    (lambda p: p["thermal"].update(temperatures_c={"cpu": "hot"}), r"thermal\.temperatures_c\['cpu'\] is not a number"),
+    (lambda p: p["thermal"].pop("governor"), r"thermal\.governor is missing"),
+    (lambda p: p.update(features="avx2"), "features is not a list"),
+    (lambda p: p.update(runtimes={"numpy": 2}), r"runtimes\['numpy'\] is not a string"),
+    (lambda p: p.update(disk={"free_bytes": "1e9"}), r"disk\.free_bytes is not a int"),
+    (lambda p: p.update(cores="4"), "cores is not a int"),
+])
+def test_probe_parts_the_host_reads_are_typed(edit, part):
+    """What `devices check` prints and `deploy` compares (temperatures formatted as numbers, free disk)."""
+    from edgeslm.runner.facts import probe
+
+    answer = probe(None)
+    edit(answer)
+    with pytest.raises(DeviceError, match=rf"^device pi: probe answered something malformed \({part}"):
+        _answer("probe", answer)
