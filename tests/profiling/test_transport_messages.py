@@ -40,10 +40,12 @@ def _one_line(r, pattern: str) -> str:
 
 class AuthBlackhole:
     """Forwards the client's SSH banner and key exchange up to its NEWKEYS, then swallows everything it
-    sends (the connection stays open): the device stops answering during authentication."""
+    sends (the connection stays open): the device stops answering during authentication. With `cut_first`,
+    the first connection is closed there instead (the link drops during authentication) and later ones are
+    forwarded whole."""
 
-    def __init__(self, target_port: int):
-        self.target = target_port
+    def __init__(self, target_port: int, cut_first: bool = False):
+        self.target, self.cut_first, self.connections = target_port, cut_first, 0
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(8)
@@ -60,8 +62,12 @@ class AuthBlackhole:
                 return
             upstream = socket.create_connection(("127.0.0.1", self.target))
             self.open += [client, upstream]
+            self.connections += 1
             threading.Thread(target=self._down, args=(upstream, client), daemon=True).start()
-            threading.Thread(target=self._up, args=(client, upstream), daemon=True).start()
+            if self.cut_first and self.connections > 1:
+                threading.Thread(target=self._down, args=(client, upstream), daemon=True).start()
+            else:
+                threading.Thread(target=self._up, args=(client, upstream), daemon=True).start()
 
     @staticmethod
     def _down(src, dst):
@@ -96,6 +102,10 @@ class AuthBlackhole:
                         through = False
                         self.swallowed += len(buf)
                 upstream.sendall(out)
+                if not through and self.cut_first:
+                    for sock in (client, upstream):
+                        sock.shutdown(socket.SHUT_RDWR)
+                    return
         except OSError:
             pass
 
@@ -180,10 +190,23 @@ def test_python_that_is_not_python_is_named(tmp_path, inventory, tiny_builds, py
     assert not (tmp_path / "wd-pi").exists()
 
 
+def test_a_link_that_drops_during_authentication_is_retried(tmp_path, inventory, sshd):
+    """It once read "authentication refused ... check user and identity_file", and was not retried."""
+    flaky = AuthBlackhole(sshd.port, cut_first=True)
+    known = tmp_path / "proxy_known_hosts"
+    known.write_text(f"[127.0.0.1]:{flaky.port} {_key(sshd)}\n")
+    try:
+        r = cli("devices", "check", "pi", "--devices", inventory(pi={"port": flaky.port, "known_hosts": known}))
+    finally:
+        flaky.close()
+    assert r.exit_code == 0, r.output
+    assert flaky.connections == 2
+
+
 def test_a_handshake_cut_that_is_retried_prints_no_traceback(tmp_path, inventory, sshd):
     """paramiko logs the cut connection (traceback included) through its own logger; with no handler,
     Python's last-resort handler printed those lines on stderr beside a command that then succeeded."""
-    flaky = CuttingProxy(sshd.port, limit=300, cuts=1)
+    flaky = CuttingProxy(sshd.port, limit=0, cuts=1)  # the first connection is cut at the SSH banner
     known = tmp_path / "proxy_known_hosts"
     known.write_text(f"[127.0.0.1]:{flaky.port} {_key(sshd)}\n")
     inv = inventory(pi={"port": flaky.port, "known_hosts": known})
