@@ -5,14 +5,12 @@ except for the one command whose answer a stand-in replaces (tests/standin.py)."
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from pathlib import Path
 
 import pytest
 
-from deployhelp import cli, device, variant
+from deployhelp import cli, device
 from edgeslm.errors import EXIT_USER
 from edgeslm.profiling.deploy import deploy
 from edgeslm.transport import DeviceError
