@@ -67,8 +67,10 @@ class Record:
                 key, inner = key if isinstance(key, tuple) else (key, None)
                 if key not in v:
                     raise ResultError(f"{f.name}.{key} is missing")
-                if inner is not None and not isinstance(v[key], inner):
-                    raise ResultError(f"{f.name}.{key} is not a {inner.__name__}")
+                if inner is not None and (not isinstance(v[key], inner) or
+                                          isinstance(v[key], bool) and inner is not bool):
+                    name = inner.__name__ if isinstance(inner, type) else "number"
+                    raise ResultError(f"{f.name}.{key} is not a {name}")
             values[f.name] = v
         known = {f.name for f in fields(cls)} | {"schema"}
         return cls(**values, extra={k: v for k, v in data.items() if k not in known})
@@ -89,8 +91,8 @@ class ProfileResult(Record):
     thermal: dict = part(dict, "before", "after")
     flags: list = part(list)
     settings: dict = part(dict, "threads")
-    parity: dict = part(dict, "passed")
-    latency_ms: dict = part(dict, "p50", "cv")
+    parity: dict = part(dict, ("passed", bool))
+    latency_ms: dict = part(dict, ("p50", NUMBER), ("cv", NUMBER))
     memory_kb: dict = part(dict, "peak_rss")
     samples_ms: list = part(list, default=None)
     load_ms: float = part(NUMBER, default=None)
@@ -120,7 +122,7 @@ class ProbeResult(Record):
     python_executable: str | None = part(str, default=None)
     mem_total_kb: int | None = part(int, default=None)
     mem_available_kb: int | None = part(int, default=None)
-    disk: dict | None = part(dict, "free_bytes", default=None)
+    disk: dict | None = part(dict, ("free_bytes", int), default=None)
     emulated: str | None = part(str, default=None)
     runner_version: str = part(str, default=RUNNER_VERSION)
     extra: dict = field(default_factory=dict)

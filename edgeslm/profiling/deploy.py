@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import posixpath
 import re
 import time
@@ -26,8 +25,10 @@ from edgeslm.config.devices import LOCAL, Device
 from edgeslm.runtimes import NUMPY_INSTALL, runtime_unit
 from edgeslm.tasks import task_unit
 from edgeslm.errors import ConfigError, UserError
-from edgeslm.profiling.remote import RemoteRunner, check_name
-from edgeslm.transport import DeviceError, connect
+from edgeslm.contract.answers import AnswerError, check
+from edgeslm.contract.documents import MAX_ANSWER, DocumentError, loads
+from edgeslm.profiling.remote import RemoteRunner, check_name, malformed
+from edgeslm.transport import DeviceError, connect, printable
 
 VERSION_RE = re.compile(r"^[0-9a-f]{16}$")
 
@@ -78,15 +79,16 @@ def find_host_build(out: Path | None, recipe: str, version: str) -> HostBuild | 
     return None
 
 
-def differences(check: dict, build: HostBuild | None) -> str:
+def differences(verified: dict, build: HostBuild | None) -> str:
     """What a failed `verify` found, named against the host's build when there is one."""
-    bad = [b for b in check.get("bad") or [] if isinstance(b, dict)]
-    actual = check.get("actual")
+    bad = [b for b in verified.get("bad") or [] if isinstance(b, dict)]
+    actual = verified.get("actual")
     if build and isinstance(actual, dict):  # the device's manifest is not the build's: which files differ?
         bad = [{"path": "manifest.json", "problem": "differs"}] + [
             {"path": f.path, "problem": "missing" if actual.get(f.path) is None else "differs"}
             for f in build.manifest.files if actual.get(f.path) != f.sha256]
-    return ", ".join(f"{b.get('path')} ({b.get('problem')})" for b in bad[:4]) or "no details"
+    return ", ".join(f"{printable(b.get('path'), 80)} ({printable(b.get('problem'), 80)})" for b in bad[:4]) or \
+        "no details"
 
 
 def device_version(name: str, value) -> str:
@@ -111,15 +113,12 @@ def version_of(manifest: Manifest) -> str:
 
 
 def checked_probe(name: str, probe) -> dict:
-    """A device's probe answer, shaped as expected before anything reads it."""
-    from edgeslm.contract.results import ProbeResult, ResultError
-
+    """A device's probe answer, shaped as expected before anything reads it (RemoteRunner.call already checks
+    it; this is for answers that come another way)."""
     try:
-        ProbeResult.from_dict(probe)
-    except ResultError as exc:
-        raise DeviceError(f"device {name}: probe answered something malformed ({exc}); is the device's runner "
-                          "intact?") from None
-    return probe
+        return check("probe", probe)
+    except AnswerError as exc:
+        raise malformed(name, "probe", exc) from None
 
 
 def compatibility(name: str, device: Device, probe: dict, manifest: Manifest) -> list[str]:
@@ -175,11 +174,11 @@ def deploy(build_folder: Path, name: str, device: Device, accept_new_host_key: b
         result.model_dir = dev.model_dir(recipe)
         if break_lock:
             broke = dev.model("break-lock", recipe)
-            if broke.get("broken"):
+            if broke["broken"]:
                 h = broke.get("holder") or {}
-                log(f"broke the stale deploy lock of {h.get('owner', 'an unknown host')} on {name}")
+                log(f"broke the stale deploy lock of {printable(h.get('owner', 'an unknown host'), 120)} on {name}")
         if needs_et_runtime(manifest):  # the program runs in edgeslm's runtime: there before the model
-            dev.et_runtime(str(probe.get("arch", "")), log=log)
+            dev.et_runtime(probe["arch"], log=log)
         with dev.locked(recipe) as lock:
             _upload(dev, build, result, log, lock)
             switched = dev.model("activate", recipe, version, "--lock", lock)
@@ -193,24 +192,22 @@ def _upload(dev: RemoteRunner, build: HostBuild, result: DeployResult, log, lock
     token is `lock`: the device changes nothing if this deploy no longer holds it."""
     manifest, recipe, version = build.manifest, result.recipe, result.version
     final = posixpath.join(result.model_dir, "versions", version)
-    check = dev.call("verify", final, "--manifest-sha256", build.manifest_sha256)
-    if check.get("ok") is True:
+    verified = dev.call("verify", final, "--manifest-sha256", build.manifest_sha256)
+    if verified["ok"]:
         result.already_there = True
         result.reused_files = len(manifest.files)
         return
-    bad = [b for b in check.get("bad") or [] if isinstance(b, dict)]
-    if bad and bad[0].get("problem") != "missing":
-        log(f"version {version} on {result.device} does not match this build ({differences(check, build)}): "
+    bad = verified["bad"]
+    if bad and bad[0]["problem"] != "missing":
+        log(f"version {version} on {result.device} does not match this build ({differences(verified, build)}): "
             "replacing it")
     staging = posixpath.join(result.model_dir, f".staging-{version}")
     dev.put(build.folder / MANIFEST_NAME, posixpath.join(staging, MANIFEST_NAME))
     plan = dev.model("stage", recipe, version, "--lock", lock)
     sizes = {f.path: f.size for f in manifest.files}
-    need = plan.get("need")
-    if not isinstance(need, list) or any(p not in sizes for p in need):
+    need = plan["need"]
+    if any(p not in sizes for p in need):
         raise DeviceError(f"device {result.device}: stage asked for files this build does not list; refusing")
-    if not isinstance(plan.get("reused"), int) or not isinstance(plan.get("free_bytes"), int):
-        raise DeviceError(f"device {result.device}: stage answered something malformed")
     result.reused_files = plan["reused"]
     needed_bytes = sum(sizes[p] for p in need)
     if needed_bytes > plan["free_bytes"]:
@@ -233,7 +230,7 @@ def rollback(name: str, device: Device, recipe: str | None, accept_new_host_key:
     with open_device(name, device, accept_new_host_key) as dev:
         recipe = check_name(recipe) if recipe else only_recipe(dev, name)
         with dev.locked(recipe) as lock:
-            previous = dev.model("status", recipe).get("previous")
+            previous = dev.model("status", recipe)["previous"]
             if previous is None:
                 raise UserError(f"device {name}: nothing to roll back to for {recipe}: no previous version")
             previous = device_version(name, previous)
@@ -252,11 +249,17 @@ LIST_RECIPES = ("import os,sys,json; w=sys.argv[1]; print(json.dumps(sorted(d fo
 
 def deployed_recipes(dev: RemoteRunner) -> list[str]:
     """Recipes deployed on the device (names that are not plain names are not ours: ignored)."""
+    return recipes_answer(dev.name, dev.python_output(LIST_RECIPES, dev.workdir))
+
+
+def recipes_answer(name: str, text: str) -> list[str]:
+    """LIST_RECIPES' answer: a JSON list of names (those that are not plain names are not ours: ignored)."""
     try:
-        found = json.loads(dev.python_output(LIST_RECIPES, dev.workdir))
-    except ValueError:
-        raise DeviceError(f"device {dev.name}: answered an invalid list of deployed recipes") from None
-    return [n for n in found if isinstance(n, str) and NAME_RE.fullmatch(n)] if isinstance(found, list) else []
+        found = check("recipes", loads(text.strip(), "the answer", MAX_ANSWER))
+    except (DocumentError, AnswerError) as exc:
+        raise malformed(name, "the list of deployed recipes", exc, "is the device's Python (python in "
+                        "devices.toml) a working python3?") from None
+    return [n for n in found if NAME_RE.fullmatch(n)]
 
 
 def only_recipe(dev: RemoteRunner, name: str) -> str:

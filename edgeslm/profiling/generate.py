@@ -1,6 +1,10 @@
 """`edgeslm run`: a prompt through a deployed text-generation model, the text streamed as the device
 produces it. The host tokenizes (the build's tokenizer and chat template) and detokenizes; the device
-runs the program and sends token ids, so the device needs no tokenizer library."""
+runs the program and sends token ids, so the device needs no tokenizer library.
+
+The stream is a device answer like any other: each line at most `answers.MAX_LINE` bytes, the whole of it
+at most `answers.MAX_STREAM`, every token id an integer in [0, vocab), no more tokens than were asked for,
+and the summary line typed; anything else ends the run with one DeviceError line."""
 
 from __future__ import annotations
 
@@ -9,11 +13,13 @@ import posixpath
 from pathlib import Path
 
 from edgeslm.config.devices import Device
+from edgeslm.contract.answers import MAX_LINE, MAX_STREAM, AnswerError, check, token_id
+from edgeslm.contract.documents import DocumentError, loads
 from edgeslm.errors import UserError
 from edgeslm.profiling.deploy import HostBuild, device_version, needs_et_runtime, open_device
-from edgeslm.profiling.remote import ends_with_host
+from edgeslm.profiling.remote import ends_with_host, malformed
 from edgeslm.tasks import task_unit
-from edgeslm.transport import DeviceError
+from edgeslm.transport import DeviceError, printable, size_text
 
 
 def generation_build(folder: Path, artifact: str | None = None) -> tuple[HostBuild, str]:
@@ -64,15 +70,14 @@ def run_prompt(name: str, device: Device, folder: Path, prompt: str, new_tokens:
                                 f"deploy the build first (edgeslm deploy {folder} --device {name})")
             extra = []
             if needs_et_runtime(m, artifact):
-                arch = dev.python_output("import platform; print(platform.machine())").strip()
-                extra = ["--et-runtime", dev.et_runtime(arch, log=lambda msg: None)]
+                extra = ["--et-runtime", dev.et_runtime(dev.arch(), log=lambda msg: None)]
             vdir = posixpath.join(dev.model_dir(recipe), "versions", version)
             chan = dev.conn.spawn([dev.python, dev.path, "generate", vdir, "--artifact", artifact, "--prompt-ids",
                                    json.dumps(ids), "--new-tokens", str(n), "--threads", str(threads), *extra,
                                    *sample, *ends_with_host(device.profile_timeout)],
                                   timeout=device.profile_timeout)
             try:  # a stop string ends the reading early: closing the channel ends the runner too
-                out, shown, summary = _stream(chan, tok, stops, emit, name)
+                out, shown, summary = _stream(chan, tok, stops, emit, name, n, _vocab(m, tok))
             finally:
                 chan.close()
     if summary is None and not out:
@@ -81,37 +86,63 @@ def run_prompt(name: str, device: Device, folder: Path, prompt: str, new_tokens:
             "version": version, "artifact": artifact}
 
 
-def _stream(chan, tok, stops: list[str], emit, name: str) -> tuple[list[int], str, dict | None]:
+def _vocab(manifest, tok) -> int:
+    """How many token ids the program can produce (its logits' width); the tokenizer's size when the
+    manifest does not say."""
+    v = (manifest.model or {}).get("vocab_size")
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else len(tok)
+
+
+def _stream(chan, tok, stops: list[str], emit, name: str, limit: int,
+            vocab: int) -> tuple[list[int], str, dict | None]:
     """Read the runner's token lines as they come, show the text (up to a stop string), return the tokens,
-    the text shown and the runner's summary line."""
-    out, shown, summary = [], "", None
+    the text shown and the runner's summary line. `limit`: the tokens asked for (--max-new-tokens, within
+    the context): a device that sends more is refused, as is a token id outside [0, vocab), a line longer
+    than MAX_LINE, a stream longer than MAX_STREAM or a summary that is not typed as the runner writes it."""
+    out, shown, summary, total = [], "", None, 0
     while True:
-        line = chan.readline()
+        line = chan.readline(MAX_LINE + 1)
         if not line:
             break
+        total += len(line)
+        if len(line) > MAX_LINE:
+            raise malformed(name, "generate", f"a line longer than {size_text(MAX_LINE)}")
+        if total > MAX_STREAM:
+            raise malformed(name, "generate", f"more than {size_text(MAX_STREAM)} in all")
         if not line.startswith("{"):
-            continue
+            continue  # not an answer line (a runtime's chatter)
         try:
-            d = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(d, dict):
-            continue
-        if "error" in d:
-            raise DeviceError(f"device {name}: generate failed: {' '.join(str(d['error']).split())[:300]}")
-        if isinstance(d.get("token"), int):
-            out.append(d["token"])
-            text = tok.decode(out, skip_special_tokens=True)
-            cut = min((text.find(s) for s in stops if s in text), default=-1)
-            if cut >= 0:
-                text = text[:cut]
-            if text.endswith("\ufffd") and cut < 0:  # a character cut between tokens: wait for the rest
+            d = loads(line, "a line", MAX_LINE)
+        except DocumentError as exc:
+            raise malformed(name, "generate", exc) from None
+        if isinstance(d, dict) and "error" in d:
+            raise DeviceError(f"device {name}: generate failed: {printable(d['error'])}")
+        if summary is not None:
+            raise malformed(name, "generate", "a line after its summary")
+        try:
+            if isinstance(d, dict) and "token" in d:
+                tid = token_id(check("token", d)["token"], vocab)
+            else:
+                summary = check("generate", d)
+                for i, t in enumerate(summary["tokens"]):
+                    token_id(t, vocab, f"tokens[{i}]")
+                if len(summary["tokens"]) > limit:
+                    raise AnswerError(f"tokens holds {len(summary['tokens'])} ids; {limit} were asked for")
                 continue
-            if text.startswith(shown) and len(text) > len(shown):
-                emit(text[len(shown):])
-            shown = text
-            if cut >= 0:
-                break
-        else:
-            summary = d
+        except AnswerError as exc:
+            raise malformed(name, "generate", exc) from None
+        if len(out) >= limit:
+            raise malformed(name, "generate", f"more tokens than the {limit} asked for")
+        out.append(tid)
+        text = tok.decode(out, skip_special_tokens=True)
+        cut = min((text.find(s) for s in stops if s in text), default=-1)
+        if cut >= 0:
+            text = text[:cut]
+        if text.endswith("\ufffd") and cut < 0:  # a character cut between tokens: wait for the rest
+            continue
+        if text.startswith(shown) and len(text) > len(shown):
+            emit(text[len(shown):])
+        shown = text
+        if cut >= 0:
+            break
     return out, shown, summary

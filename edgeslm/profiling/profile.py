@@ -4,13 +4,19 @@ The version profiled is pinned on the device for the whole run (a deploy meanwhi
 and labels the results. Before measuring, the device's files are hashed there and judged against the
 host's build of that version when this machine has it, else against the device's own manifest.
 Where results land here is decided only by host-side names (recipe, target, device), each checked.
+A result comes home under a temporary name that reports never read (it does not end in .json), no larger
+than `inputs.LIMITS["result"]` (its size is checked on the device before it is downloaded); only once it
+parses (size and depth caps) and is a ProfileResult is the checked result written into place. A result
+that cannot be read is never stored.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import posixpath
+import uuid
 from pathlib import Path
 
 from edgeslm.artifacts.manifest import Manifest, parse_manifest
@@ -18,8 +24,10 @@ from edgeslm.config.devices import Device
 from edgeslm.errors import ConfigError, UserError
 from edgeslm.profiling.deploy import (HostBuild, device_version, differences, find_host_build,
                                       needs_et_runtime, only_recipe, open_device)
-from edgeslm.profiling.remote import check_name, ends_with_host
-from edgeslm.contract.results import ProfileResult
+from edgeslm.profiling.remote import check_name, ends_with_host, malformed
+from edgeslm.contract.documents import DocumentError, loads
+from edgeslm.contract.results import ProfileResult, ResultError
+from edgeslm.inputs import LIMITS
 from edgeslm.tasks import task_unit
 from edgeslm.transport import DeviceError
 
@@ -84,7 +92,7 @@ def profile(name: str, device: Device, out: Path, recipe: str | None = None, art
             vdir = posixpath.join(dev.model_dir(recipe), "versions", version)
             ok = dev.call("verify", vdir, *(["--manifest-sha256", host.manifest_sha256] if host else []))
             against = "host build" if host else "device manifest"
-            if ok.get("ok") is not True:
+            if not ok["ok"]:
                 bad = differences(ok, host)
                 judged = f"the host's build {host.folder}" if host else "its own manifest"
                 raise DeviceError(f"device {name}: deployed {recipe} version {version} does not match {judged} "
@@ -106,8 +114,7 @@ def profile(name: str, device: Device, out: Path, recipe: str | None = None, art
                 extra = unit.profile_args(new_tokens)
                 n, w = (x if x is not None else d for x, d in zip((iters, warmup), unit.repeats))
                 if needs_et_runtime(manifest, art):
-                    arch = dev.python_output("import platform; print(platform.machine())").strip()
-                    extra += ["--et-runtime", dev.et_runtime(arch, log=log)]
+                    extra += ["--et-runtime", dev.et_runtime(dev.arch(), log=log)]
                 results.append(_run(dev, name, device, vdir, art, stamp, store, label,
                                     threads, n, w, min_seconds, seq_len, eval_rows, extra))
     return results
@@ -115,10 +122,10 @@ def profile(name: str, device: Device, out: Path, recipe: str | None = None, art
 
 def _device_manifest(dev, name: str, recipe: str, version: str, vdir: str, out: Path) -> Manifest:
     """The device's own manifest of the pinned version, checked like a build folder's."""
-    local = out / f".{name}-manifest.json"
+    local = out / f".{name}-manifest.part-{uuid.uuid4().hex[:12]}"  # not *.json: reports never read it
     try:
-        dev.get(posixpath.join(vdir, "manifest.json"), local)
-        text = local.read_text(errors="replace")
+        dev.get(posixpath.join(vdir, "manifest.json"), local, limit=LIMITS["manifest"])
+        text = local.read_bytes().decode("utf-8", errors="replace")
     finally:
         local.unlink(missing_ok=True)
     try:
@@ -141,17 +148,46 @@ def _run(dev, name, device, vdir, art, stamp, store, label, threads, iters, warm
     if eval_rows is not None:
         args += ["--eval", str(int(eval_rows))]
     args += [*extra, *ends_with_host(device.profile_timeout)]
-    dev.call(*args, timeout=device.profile_timeout)
+    answer = dev.call(*args, timeout=device.profile_timeout)
+    if answer["written"] != remote:
+        raise malformed(name, "profile", f"written names {answer['written'][:120]!r}, not {remote}")
     local = store / name / f"{stamp}-{art}.json"
-    dev.get(remote, local)
-    try:
-        result = ProfileResult.from_dict(json.loads(local.read_text())).to_dict()
-    except ValueError as exc:  # not JSON, or not the record (ResultError names the part)
-        local.unlink(missing_ok=True)
-        raise DeviceError(f"device {name}: the runner's profile result is malformed ({str(exc)[:120]}); "
-                          "is the device's runner intact?") from None
+    result = fetch_result(dev, name, remote, local)
     result["device"].update({"name": name, "target": device.target})
     result["build"].update(label)  # what was pinned and verified, not what the device says
-    local.write_text(json.dumps(result, indent=1))
+    _write(local, json.dumps(result, indent=1))
     result["_path"] = str(local)
     return result
+
+
+def fetch_result(dev, name: str, remote: str, local: Path) -> dict:
+    """The profile result at `remote` on the device, checked: downloaded beside `local` under a temporary name
+    that reports never read (refused before downloading when larger than the limit), parsed with the size
+    and depth caps and read as a ProfileResult. Whatever fails, the temporary file is removed and nothing
+    is stored; the caller writes the checked result into place."""
+    tmp = local.with_name(f".{local.name}.part-{uuid.uuid4().hex[:12]}")
+    try:
+        dev.get(remote, tmp, limit=LIMITS["result"])
+        return read_result(name, tmp.read_bytes())
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_result(name: str, data: bytes) -> dict:
+    """A profile result's bytes as the record (a dict), or one DeviceError naming what is wrong."""
+    try:
+        return ProfileResult.from_dict(loads(data, "the result", LIMITS["result"])).to_dict()
+    except (DocumentError, ResultError) as exc:
+        raise DeviceError(f"device {name}: the runner's profile result is malformed ({str(exc)[:160]}); "
+                          "is the device's runner intact? (nothing was stored)") from None
+
+
+def _write(path: Path, text: str) -> None:
+    """Write a file whole or not at all (a temporary name reports never read, then a rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -3,6 +3,10 @@
 Names that become paths on the device (recipe, version) are checked here before they are sent, and the
 runner checks them again on its side. Locks and pins are held by a runner process on the device that
 this side keeps alive with heartbeats; it gives up by itself when they stop.
+
+What the device answers is input: every answer is read with a size cap (the connector's) and parsed with
+a depth cap (contract.documents), then checked against its command's shape (contract.answers); anything
+else is one DeviceError line naming the device, the command and the part that is wrong.
 """
 
 from __future__ import annotations
@@ -20,13 +24,22 @@ import uuid
 from pathlib import Path
 
 from edgeslm.artifacts.manifest import plain_name
-from edgeslm.contract.documents import DocumentError, loads
+from edgeslm.contract.answers import AnswerError, check, line_answer
+from edgeslm.contract.documents import MAX_ANSWER, DocumentError, loads
 from edgeslm.errors import UserError
 from edgeslm.hashing import sha256_file
 from edgeslm.runner.bundle import runner_path
-from edgeslm.transport import Connector, DeviceError
+from edgeslm.transport import MAX_OUTPUT, Connector, DeviceError, printable, size_text
 
-RESOLVE = "import os,sys; p=os.path.expanduser(sys.argv[1]); os.makedirs(p, exist_ok=True); print(p)"
+# the first command of a session: which Python answers (its version), and whether the workdir can be made
+# and written (a folder in it is created, and a file there created and removed): one JSON line
+RESOLVE = ("import json,os,sys,tempfile\n"
+           "p=os.path.abspath(os.path.expanduser(sys.argv[1])); r=os.path.join(p,'runner'); e=None\n"
+           "try:\n"
+           "    os.makedirs(r, exist_ok=True); fd,t=tempfile.mkstemp(dir=r,prefix='.probe-'); os.close(fd); os.remove(t)\n"
+           "except OSError as x:\n"
+           "    e='%s: %s' % (type(x).__name__, x)\n"
+           "print(json.dumps({'python': list(sys.version_info[:3]), 'workdir': p, 'problem': e}))")
 DIGEST = ("import hashlib,os,sys; p=sys.argv[1]; print(hashlib.sha256(open(p,'rb').read()).hexdigest() "
           "if os.path.isfile(p) else 'missing')")
 INSTALL = ("import hashlib,os,sys; t,p,d=sys.argv[1:4]; ok=hashlib.sha256(open(t,'rb').read()).hexdigest()==d; "
@@ -73,11 +86,11 @@ class RemoteRunner:
         local = runner_path()
         digest = sha256_file(local)
         path = posixpath.join(self.workdir, "runner", local.name)
-        if self.python_output(DIGEST, path).strip() == digest:
+        if self.line("digest", DIGEST, path) == digest:
             return path
         tmp = f"{path}.part-{uuid.uuid4().hex[:12]}"
         self.conn.put(local, tmp)
-        if self.python_output(INSTALL, tmp, path, digest).strip() != "1":
+        if self.line("install", INSTALL, tmp, path, digest) != "1":
             raise DeviceError(f"device {self.name}: the uploaded runner arrived damaged (sha256 differs); "
                               "check the device's disk and try again")
         return path
@@ -106,42 +119,45 @@ class RemoteRunner:
             raise DeviceError(f"device {self.name}: the uploaded ExecuTorch runtime arrived damaged (sha256 "
                               "differs); check the device's disk and try again")
         damaged = any(there.get(posixpath.join(path, n)) for n in sums)  # present but not what was built
-        if self.python_output(PLACE_TREE, tmp, path, "1" if damaged else "0").strip() != "1":
+        if self.line("place", PLACE_TREE, tmp, path, "1" if damaged else "0") != "1":
             raise DeviceError(f"device {self.name}: {path} (or its folder) is a symbolic link; edgeslm does not "
                               "replace files through links: remove it and deploy again")
         return path
 
     def python_output(self, code: str, *args: str) -> str:
         r = self.conn.run([self.python, "-c", code, *args], timeout=self.device.command_timeout)
+        self._found(r)
+        if r.rc != 0:
+            last = (r.stderr.strip().splitlines() or [_silent_exit(r.rc)])[-1]
+            raise DeviceError(f"device {self.name}: {printable(last)}")
+        return r.stdout
+
+    def line(self, kind: str, code: str, *args: str) -> str:
+        """The one line a host-side Python command prints, checked (contract.answers.LINES[kind])."""
+        try:
+            return line_answer(kind, self.python_output(code, *args))
+        except AnswerError as exc:
+            raise malformed(self.name, LINE_NAMES[kind], exc, "is the device's Python (python in devices.toml) "
+                            "a working python3?") from None
+
+    def arch(self) -> str:
+        """The device's machine name (platform.machine())."""
+        return self.line("arch", "import platform; print(platform.machine())")
+
+    def _found(self, r) -> None:
         if r.rc == 127 or "not found" in r.stderr and r.rc != 0:
             raise DeviceError(f"device {self.name}: Python {self.python!r} not found there (install python3 >= 3.9 "
                               "or set 'python' for this device in devices.toml)")
-        if r.rc != 0:
-            last = (r.stderr.strip().splitlines() or ["no output"])[-1]
-            raise DeviceError(f"device {self.name}: {last}")
-        return r.stdout
 
     def _resolve(self, workdir: str) -> str:
-        try:
-            return self.python_output(RESOLVE, workdir).strip()
-        except DeviceError as exc:
-            if "Permission" in str(exc) or "Read-only" in str(exc):
-                raise DeviceError(f"device {self.name}: cannot create workdir {workdir} ({exc}); "
-                                  "set a writable 'workdir' in devices.toml") from None
-            raise
+        r = self.conn.run([self.python, "-c", RESOLVE, workdir], timeout=self.device.command_timeout)
+        self._found(r)
+        return resolved(self.name, self.python, workdir, r.rc, r.stdout, r.stderr)
 
     def call(self, *args: str, timeout: float | None = None) -> dict:
+        """Runner command `args[0]`: its answer, checked against the command's shape."""
         r = self.conn.run([self.python, self.path, *args], timeout=timeout or self.device.command_timeout)
-        lines = [ln for ln in r.stdout.strip().splitlines() if ln.startswith("{")]
-        try:
-            data = json.loads(lines[-1]) if lines else None
-        except ValueError:
-            data = None
-        if r.rc != 0 or not isinstance(data, dict) or "error" in data:
-            why = (data or {}).get("error") if isinstance(data, dict) else None
-            why = why or (r.stderr.strip().splitlines() or [_silent_exit(r.rc)])[-1]
-            raise DeviceError(f"device {self.name}: {args[0]} failed: {' '.join(str(why).split())[:300]}")
-        return data
+        return answer_of(self.name, args[0], r.rc, r.stdout, r.stderr)
 
     def model(self, verb: str, recipe: str, *args: str, timeout: float | None = None) -> dict:
         """A runner command on <workdir>/<recipe>."""
@@ -192,8 +208,68 @@ class RemoteRunner:
     def put(self, local: Path, remote: str) -> None:
         self.conn.put(local, remote)
 
-    def get(self, remote: str, local: Path) -> None:
-        self.conn.get(remote, local)
+    def get(self, remote: str, local: Path, limit: int | None = None) -> None:
+        self.conn.get(remote, local, limit=limit)
+
+
+def resolved(name: str, python: str, workdir: str, rc: int, stdout: str, stderr: str) -> str:
+    """The workdir from RESOLVE's answer, the first command of a session: the device's `python` must be a
+    working Python >= 3.9 (told by its answer, not assumed) and the workdir a folder it can create and write."""
+    data = None
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("{")]
+    if rc == 0 and lines:
+        try:
+            data = check("resolve", loads(lines[-1], "answer", MAX_ANSWER))
+        except (DocumentError, AnswerError):
+            data = None
+    if data is None or len(data["python"]) < 2:
+        said = stdout.strip() or (stderr.strip().splitlines() or [_silent_exit(rc)])[-1]
+        raise DeviceError(f"device {name}: python = {python!r} (devices.toml) is not a working Python: asked for "
+                          f"its version, it answered {printable(said, 60)!r}; set 'python' for this device to a "
+                          "python3 >= 3.9")
+    version = ".".join(str(v) for v in data["python"][:3])
+    if tuple(data["python"][:2]) < (3, 9):
+        raise DeviceError(f"device {name}: python = {python!r} (devices.toml) is Python {printable(version, 40)}; "
+                          "the runner needs Python >= 3.9 (install it, or set 'python' for this device)")
+    if data["problem"]:
+        raise DeviceError(f"device {name}: cannot use workdir {workdir} ({printable(data['problem'])}); "
+                          "set a writable 'workdir' for this device in devices.toml")
+    return data["workdir"]
+
+
+LINE_NAMES = {"digest": "the runner's sha256 check", "install": "the runner's install", "place": "the runtime's install",
+              "arch": "platform.machine()"}
+
+
+def malformed(name: str, command: str, why, hint: str = "is the device's runner intact?") -> DeviceError:
+    return DeviceError(f"device {name}: {command} answered something malformed ({printable(why, 200)}); {hint}")
+
+
+def answer_of(name: str, command: str, rc: int, stdout: str, stderr: str) -> dict:
+    """The answer of runner `command` (its last JSON line on stdout), parsed with the size and depth caps and
+    checked against the command's shape; the runner's own refusal ({"error": ...}, exit 1) or a failure
+    without one (a crash: the last line of stderr) is DeviceError "<command> failed: ...", anything
+    malformed DeviceError "<command> answered something malformed (<part>)"."""
+    if len(stdout) > MAX_OUTPUT:  # the connectors stop reading there; a caller's text is held to it too
+        raise malformed(name, command, f"the answer is larger than {size_text(MAX_OUTPUT)}")
+    lines = [ln for ln in stdout.splitlines() if ln.startswith(("{", "["))]
+    data, problem = None, "no JSON answer"
+    if lines:
+        try:
+            data = loads(lines[-1], "the answer", MAX_ANSWER)
+        except DocumentError as exc:
+            problem = str(exc)
+    if isinstance(data, dict) and "error" in data:
+        raise DeviceError(f"device {name}: {command} failed: {printable(data['error'])}")
+    if rc != 0:
+        why = (stderr.strip().splitlines() or [_silent_exit(rc)])[-1]
+        raise DeviceError(f"device {name}: {command} failed: {printable(why)}")
+    if data is None:
+        raise malformed(name, command, problem)
+    try:
+        return check(command, data)
+    except AnswerError as exc:
+        raise malformed(name, command, exc) from None
 
 
 MAX_HOLD_ANSWER = 64 << 10  # a hold answers in ~300 bytes (a busy lock's record in ~1 KB)

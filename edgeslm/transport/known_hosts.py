@@ -42,19 +42,25 @@ def lookup_name(hostname: str, port: int) -> str:
     return hostname if port == 22 else f"[{hostname}]:{port}"
 
 
+class KnownHostsError(Exception):
+    """The known_hosts file is there but cannot be read as one: a folder, a FIFO, unreadable, too large."""
+
+
 def load(path: Path, warn=None) -> KnownHosts:
     """Parse `path` (absent = empty). Each skipped line is reported once through `warn` (default: the
-    `edgeslm.transport` logger, which the CLI prints to stderr)."""
+    `edgeslm.transport` logger, which the CLI prints to stderr). A path that is there but not a readable
+    regular file (a folder, a FIFO that would hang the read) is a KnownHostsError naming it: connecting
+    without its keys would only end in a misleading "unknown host key"."""
+    from edgeslm.inputs import InputError, read_file
+
     warn = warn or log.warning
     kh = KnownHosts(path)
+    if not path.exists() and not path.is_symlink():
+        return kh
     try:
-        lines = path.read_text(errors="replace").splitlines()
-    except FileNotFoundError:
-        return kh
-    except OSError as exc:
-        kh.warnings.append(f"{path}: cannot read ({exc.strerror}); no host keys loaded")
-        warn(kh.warnings[-1])
-        return kh
+        lines = read_file(path, "known_hosts").decode("utf-8", errors="replace").splitlines()
+    except InputError as exc:
+        raise KnownHostsError(f"{exc.path}: {exc.problem}") from None
     for n, raw in enumerate(lines, 1):
         line = raw.strip()
         if not line or line.startswith("#"):

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
+import logging
 import os
 import posixpath
 import random
@@ -24,7 +26,8 @@ import threading
 import time
 from pathlib import Path
 
-from edgeslm.transport import Completed, DeviceError
+from edgeslm.transport import (MAX_OUTPUT, STDERR_TAIL, Completed, DeviceError, check_download, command_name,
+                               printable, size_text)
 from edgeslm.transport import known_hosts as kh
 
 __all__ = ["DeviceError", "SSHConnector", "resolve_settings"]
@@ -67,15 +70,34 @@ class _Retry(Exception):
         super().__init__(f"{where}: {self.why}")
 
 
+def quiet_paramiko() -> None:
+    """paramiko's transport thread logs what ends a connection (a handshake cut that edgeslm retries, a
+    link the watchdog closed) at ERROR level, traceback included, to its logger `paramiko.transport`. With no
+    handler configured, Python's last-resort handler prints that on stderr: 25 lines beside edgeslm's
+    one-line message, for a failure that was retried and did not matter. edgeslm reports every failure
+    itself, so paramiko's records go nowhere (EDGESLM_DEBUG=1 lets them through)."""
+    logger = logging.getLogger("paramiko")
+    if os.environ.get("EDGESLM_DEBUG"):
+        return
+    if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+        logger.addHandler(logging.NullHandler())
+    logger.propagate = False
+
+
 class SSHConnector:
     def __init__(self, name: str, device, accept_new_host_key: bool = False, retries: int = 3):
+        quiet_paramiko()
         self.device = name
         self._entry, self._retries = device, retries
         self._holders = None  # the second connection, for lock and pin holders (spawn_holder)
         self.settings = resolve_settings(device)
         self.io_timeout = float(self.settings["io_timeout"])
         self.accept_new = accept_new_host_key
-        self.known = kh.load(Path(self.settings["known_hosts"]))
+        try:
+            self.known = kh.load(Path(self.settings["known_hosts"]))
+        except kh.KnownHostsError as exc:
+            raise DeviceError(f"device {name}: known_hosts {exc} (set known_hosts for this device in "
+                              "devices.toml to a known_hosts file)") from None
         self._jump = None
         self._sock = None
         self._dead: str | None = None  # why the watchdog closed the link
@@ -88,9 +110,8 @@ class SSHConnector:
     def _connect(self, retries: int):
         s = self.settings
         where = f"{s['user']}@{s['hostname']}:{s['port']}"
-        if s["identity_file"] and not Path(s["identity_file"]).is_file():
-            raise DeviceError(f"device {self.device}: identity_file {s['identity_file']} does not exist "
-                              "(fix identity_file in devices.toml or ~/.ssh/config)")
+        if s["identity_file"]:
+            _check_identity(self.device, s["identity_file"])
         delay = 0.5
         for attempt in range(1, retries + 1):
             try:
@@ -140,8 +161,16 @@ class SSHConnector:
             client.close()
             raise DeviceError(f"{who}: identity file {s['identity_file']} is encrypted; load "
                               "it into ssh-agent (edgeslm never asks for or stores passphrases)") from None
-        except paramiko.AuthenticationException:
+        except paramiko.AuthenticationException as exc:
             client.close()
+            # paramiko raises the same exception when the device stops answering mid-authentication
+            # (no answer within auth_timeout) or the link drops then: those are not refusals
+            text = str(exc).lower()
+            if "timeout" in text:
+                raise _Retry(where, TimeoutError(f"the device stopped answering during authentication (no answer "
+                                                 f"within {s['timeout']:g}s, connect_timeout in devices.toml)")) from None
+            if "transport shut down" in text or "eof" in text:
+                raise _Retry(where, ConnectionError("the connection dropped during authentication")) from None
             raise DeviceError(f"{who}: authentication refused by {where} (check user and "
                               "identity_file, or load the key into ssh-agent)") from None
         except (socket.timeout, TimeoutError, ConnectionError, OSError, EOFError, paramiko.SSHException) as exc:
@@ -221,29 +250,41 @@ class SSHConnector:
     def _lost(self, exc: BaseException, doing: str) -> DeviceError:
         if self._dead:
             return DeviceError(f"device {self.device}: {doing} failed: {self._dead}")
+        transport = self.client.get_transport() if getattr(self, "client", None) else None
+        if (isinstance(exc, OSError) and not isinstance(exc, (socket.timeout, TimeoutError, ConnectionError))
+                and transport is not None and transport.is_active()):
+            # the link is fine: the device (SFTP) or this machine refused (permission, no such folder, full disk)
+            where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+            return DeviceError(f"device {self.device}: {doing} failed: {printable(exc.strerror or _why(exc))}{where}")
         return DeviceError(f"device {self.device}: {doing} failed: connection lost ({_why(exc)})")
 
     # ----------------------------------------------------------------------------------- verbs
-    def run(self, argv: list[str], timeout: float | None = None) -> Completed:
+    def run(self, argv: list[str], timeout: float | None = None, limit: int = MAX_OUTPUT) -> Completed:
         import paramiko
 
         cmd = " ".join(shlex.quote(a) for a in argv)
-        what = _what(argv)
+        what = command_name(argv)
+        chan = None
         try:
-            _, out, err = self.client.exec_command(cmd, timeout=timeout)
-            stdout = out.read().decode(errors="replace")
-            stderr = err.read().decode(errors="replace")
-            rc = out.channel.recv_exit_status()
+            chan = self.client.get_transport().open_session(timeout=self.io_timeout)
+            chan.exec_command(cmd)
+            out, err, rc = _drain(chan, limit, timeout)
             if self._dead:  # the watchdog closed the link: the command's end is unknown
                 raise self._lost(EOFError(), what)
-            return Completed(rc, stdout, stderr)
+            return Completed(rc, out.decode(errors="replace"), err.decode(errors="replace"))
+        except _Overflow:
+            raise DeviceError(f"device {self.device}: {what} printed more than {size_text(limit)} on stdout "
+                              "(refused without reading the rest); is the device's runner intact?") from None
         except (socket.timeout, TimeoutError):
             if self._dead:
                 raise self._lost(TimeoutError(), what) from None
             raise DeviceError(f"device {self.device}: {what} timed out after {timeout:g}s "
                               "(command_timeout in devices.toml)") from None
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise self._lost(exc, what) from None
+        except (paramiko.SSHException, OSError, EOFError, AttributeError) as exc:  # AttributeError: no transport
+            raise self._lost(ConnectionError(_why(exc)) if isinstance(exc, OSError) else exc, what) from None
+        finally:
+            if chan is not None:
+                chan.close()  # ends a command that is still writing (an answer refused, a timeout)
 
     def spawn(self, argv: list[str], timeout: float | None = None):
         import paramiko
@@ -253,7 +294,7 @@ class SSHConnector:
             chan.settimeout(timeout or self.io_timeout)
             chan.exec_command(" ".join(shlex.quote(a) for a in argv))
         except (paramiko.SSHException, OSError, EOFError, AttributeError) as exc:
-            raise self._lost(exc, _what(argv)) from None
+            raise self._lost(exc, command_name(argv)) from None
         return _Channel(chan)
 
     def spawn_holder(self, argv: list[str], timeout: float | None = None):
@@ -300,16 +341,39 @@ class SSHConnector:
         for f in reversed(missing):
             try:
                 sftp.mkdir(f)
-            except OSError:
-                sftp.stat(f)  # made meanwhile by another session: fine; else this raises
+            except OSError as exc:
+                try:
+                    sftp.stat(f)  # made meanwhile by another session: fine
+                except OSError:
+                    raise DeviceError(f"device {self.device}: cannot create folder {f} there "
+                                      f"({printable(exc.strerror or _why(exc))})") from None
 
-    def get(self, remote: str, local: Path) -> None:
+    def get(self, remote: str, local: Path, limit: int | None = None) -> None:
         import paramiko
 
         local.parent.mkdir(parents=True, exist_ok=True)
+        made = not local.exists()
         try:
-            self.sftp().get(remote, str(local))
+            sftp = self.sftp()
+            info = sftp.stat(remote)
+            check_download(self.device, remote, info.st_mode, info.st_size, limit)
+            got = 0
+            with sftp.open(remote, "rb") as src, open(local, "wb") as dst:
+                src.prefetch(info.st_size)
+                while True:
+                    block = src.read(1 << 16)
+                    if not block:
+                        break
+                    got += len(block)
+                    check_download(self.device, remote, info.st_mode, got, limit)  # it grew meanwhile
+                    dst.write(block)
+        except DeviceError:
+            if made:
+                local.unlink(missing_ok=True)
+            raise
         except (paramiko.SSHException, OSError, EOFError) as exc:
+            if made:
+                local.unlink(missing_ok=True)
             raise self._lost(exc, f"download of {remote}") from None
 
     def close(self) -> None:
@@ -356,22 +420,78 @@ def _keepalive(transport) -> None:
         pass
 
 
-def _what(argv: list[str]) -> str:
-    if len(argv) > 2 and argv[1].endswith(".py"):
-        return f"runner {argv[2]}"
-    return "command"
+class _Overflow(Exception):
+    """A command printed more than its limit on stdout."""
+
+
+def _drain(chan, limit: int, timeout: float | None) -> tuple[bytes, bytes, int]:
+    """(stdout, the tail of stderr, exit status) of a command on `chan`, read in bounded chunks as they come
+    (stdout and stderr together: a command flooding one cannot stall the other); _Overflow past `limit`
+    bytes of stdout, socket.timeout after `timeout` seconds in all."""
+    import select
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    out, err = bytearray(), bytearray()
+    while True:
+        if deadline is not None and time.monotonic() > deadline:  # also while a flood keeps coming
+            raise socket.timeout()
+        if chan.recv_ready():
+            out += chan.recv(1 << 16)
+            if len(out) > limit:
+                raise _Overflow()
+        if chan.recv_stderr_ready():
+            err += chan.recv_stderr(1 << 16)
+            if len(err) > 2 * STDERR_TAIL:
+                del err[:-STDERR_TAIL]
+        if chan.recv_ready() or chan.recv_stderr_ready():
+            continue
+        if chan.closed or (chan.eof_received and chan.exit_status_ready()):
+            break
+        wait = 0.25 if deadline is None else min(0.25, max(0.0, deadline - time.monotonic()))
+        select.select([chan], [], [], wait)
+    return bytes(out), bytes(err[-STDERR_TAIL:]), chan.recv_exit_status()
+
+
+def _check_identity(device: str, path: str) -> None:
+    """The identity file must be a private key paramiko reads (an encrypted one is left to ssh-agent): told
+    before connecting, once, instead of failing three connection attempts with paramiko's words."""
+    import paramiko
+
+    from edgeslm.inputs import InputError, read_file
+
+    fix = "fix identity_file in devices.toml or ~/.ssh/config"
+    if not Path(path).exists():
+        raise DeviceError(f"device {device}: identity_file {path} does not exist ({fix})")
+    try:
+        text = read_file(Path(path), "identity_file", limit=1 << 20, what="private key file").decode(
+            "utf-8", errors="replace")
+    except InputError as exc:
+        raise DeviceError(f"device {device}: identity_file {exc.path} {exc.problem} ({fix})") from None
+    why = "no key found"
+    for cls in (paramiko.RSAKey, paramiko.ECDSAKey, paramiko.Ed25519Key):  # what SSHClient.connect tries
+        try:
+            cls.from_private_key(io.StringIO(text))
+            return
+        except paramiko.PasswordRequiredException:
+            return  # encrypted: ssh-agent may hold it (connect says so when it does not)
+        except Exception as exc:  # noqa: BLE001 - any failure to read it means: not a private key paramiko reads
+            why = _why(exc)
+    hint = "; it is a public key: give the private one" if text.lstrip().startswith(("ssh-", "ecdsa-")) else ""
+    raise DeviceError(f"device {device}: identity_file {path} is not a private key ({printable(why, 80)}){hint} "
+                      f"({fix})")
 
 
 class _Channel:
     def __init__(self, chan):
         self.chan, self.file = chan, chan.makefile("rb")
 
-    def readline(self, limit: int | None = None) -> str:
-        """The next line (at most `limit` bytes of it); "" at the end or on a timeout."""
+    def readline(self, size: int | None = -1) -> str:
+        """The next line (at most `size` bytes of it); "" at the end or on a timeout."""
         try:
-            return self.file.readline(limit).decode(errors="replace")
+            line = self.file.readline(size) if size is not None and size >= 0 else self.file.readline()
         except (socket.timeout, OSError, EOFError):
             return ""
+        return line.decode("utf-8", errors="replace")
 
     def write(self, data: str) -> None:
         try:
@@ -427,7 +547,11 @@ class _AcceptAndRecord:
     def missing_host_key(self, client, hostname, key):
         if self.known.is_revoked(key):
             raise _HostKeyRefused(_revoked(self.who, hostname, key, str(self.known_hosts)))
-        self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.known_hosts, "a") as f:
-            f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+        try:
+            self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.known_hosts, "a") as f:
+                f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+        except OSError as exc:
+            raise _HostKeyRefused(f"{self.who}: cannot record the host key of {hostname} in {self.known_hosts} "
+                                  f"({exc.strerror or exc}); fix known_hosts in devices.toml") from None
         client.get_host_keys().add(hostname, key.get_name(), key)
