@@ -169,7 +169,7 @@ def rows(c: Collected) -> list[dict]:
             "runs": len(runs), "samples_ms": samples,
             "run_p50s": [r["latency_ms"]["p50"] for r in runs],
             "peak_rss_kb": max(r["memory_kb"]["peak_rss"] for r in runs),
-            "load_ms": latest["load_ms"],
+            "load_ms": latest.get("load_ms"),
             "parity": {"passed": all(r["parity"]["passed"] for r in runs), "cosine_min": parity_cos},
             "accuracy": {"cosine_min": _metric(artifact.get("verification"), "cosine_min"),
                          "top1_agreement": _metric(artifact.get("verification"), "top1_agreement")},
