@@ -190,3 +190,17 @@ def test_save_baseline_resolves_dots_slashes_and_links(profiled, tmp_path, monke
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary siblings left
     r = cli("report", build, "--baseline", link)
     assert r.exit_code == 0 and "Gate: passed" in r.stdout, r.output
+
+
+def test_a_recipe_threshold_that_cannot_be_read_names_its_build(profiled, tmp_path):
+    """gate.fail_on stored in a manifest (e.g. by an older edgeslm that read '-10%' as '+10%'): refused in
+    one line naming the recipe and the key, with the fix."""
+    build = copy_build(profiled, tmp_path)
+    base = tmp_path / "baseline"
+    assert cli("report", build, "--save-baseline", base).exit_code == 0
+    m = json.loads((build / "manifest.json").read_text())
+    m["recipe"]["content"]["gate"] = {"fail_on": "latency=-10%"}
+    (build / "manifest.json").write_text(json.dumps(m))
+    one_line_error(cli("report", build, "--baseline", base), "recipe tinydeploy", "gate.fail_on latency=-10%",
+                   "limits an increase", "give --fail-on")
+    assert cli("report", build, "--baseline", base, "--fail-on", "size=+1%").exit_code == 0
