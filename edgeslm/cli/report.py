@@ -20,10 +20,14 @@ from edgeslm.errors import EXIT_FAILED, UserError
               help="Baseline results (a folder made with --save-baseline, or builds/results) to gate against.")
 @click.option("--fail-on", default=None, metavar="SPEC",
               help="Gate thresholds, e.g. 'latency=+10%,rss=+5%,size=+1%,accuracy=-0.5' (the default with "
-                   "--baseline). Latency regressions must exceed the limit beyond the measured spread.")
+                   "--baseline). latency/rss/size limit an increase ('+' or no sign), accuracy a drop in points "
+                   "('-' or no sign); each metric once. Latency regressions must exceed the limit beyond the "
+                   "measured spread.")
 @click.option("--save-baseline", type=click.Path(path_type=Path),
               help="Store these results as the new baseline in this folder: a new folder, or one edgeslm "
-                   "saved as a baseline before (which is replaced); anything else is refused.")
+                   "saved as a baseline before and holding only its files (it is replaced; through a link, the "
+                   "folder the link points to). Refused: any other folder, the current folder or one holding it, "
+                   "and a folder holding --out or an input of this command.")
 def report(paths, fmt, out, baseline, fail_on, save_baseline) -> None:
     """Turn build folders, profile results or folders of them into a report; with --baseline, compare
     and exit 1 when a threshold is crossed (noise within the measured spread does not fail).
@@ -47,6 +51,8 @@ def report(paths, fmt, out, baseline, fail_on, save_baseline) -> None:
         baseline_folder(save_baseline, reads, [out])
     current = collect(list(paths))
     _warn_skipped(current.skipped)
+    if out is not None and os.path.realpath(out) in {os.path.realpath(f) for f in current.sources}:
+        raise UserError(f"--out {out}: is one of the results this report reads; write the report elsewhere")
     comparison = None
     if baseline is not None:
         if limits is None:

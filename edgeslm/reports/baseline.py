@@ -20,6 +20,7 @@ from pathlib import Path
 
 from edgeslm.contract import BASELINE_SCHEMA, MANIFEST_SCHEMA
 from edgeslm.errors import UserError
+from edgeslm.reports.checks import problem_with
 from edgeslm.reports.collect import BASELINE_MARKER, check_marker
 
 OPTION = "--save-baseline"
@@ -108,6 +109,8 @@ def save_baseline(sources: list[str], folder: Path, reads=(), writes=()) -> Path
             except InputError as exc:
                 raise UserError(f"{exc} (it changed while the report ran; run the report again)") from None
             data = loads(raw, max_bytes=None)
+            if problem_with(data):
+                raise UserError(f"{src}: changed while the report ran ({problem_with(data)}); run the report again")
             if data.get("schema") == MANIFEST_SCHEMA:
                 name = f"manifest-{data['cache_key'][:16]}.json"
             else:

@@ -204,3 +204,11 @@ def test_a_recipe_threshold_that_cannot_be_read_names_its_build(profiled, tmp_pa
     one_line_error(cli("report", build, "--baseline", base), "recipe tinydeploy", "gate.fail_on latency=-10%",
                    "limits an increase", "give --fail-on")
     assert cli("report", build, "--baseline", base, "--fail-on", "size=+1%").exit_code == 0
+
+
+def test_the_report_never_overwrites_a_result_it_reads(profiled, tmp_path):
+    build = copy_build(profiled, tmp_path)
+    manifest = (build / "manifest.json").read_bytes()
+    one_line_error(cli("report", build, "--format", "json", "--out", build / "manifest.json"), "--out",
+                   "is one of the results this report reads")
+    assert (build / "manifest.json").read_bytes() == manifest
