@@ -33,7 +33,8 @@ def report(paths, fmt, out, baseline, fail_on, save_baseline) -> None:
     and exit 1 when a threshold is crossed (noise within the measured spread does not fail).
 
     A result file found in a folder that cannot be read is skipped, named on stderr and listed in the
-    report; a file named here that cannot be read is an error."""
+    report; a file named here that cannot be read is an error. Skipped files do not fail the gate: it
+    decides on the results it could read, names each skipped file and says it stands on partial data."""
     from edgeslm.reports import gate
     from edgeslm.reports.collect import collect, rows
     from edgeslm.reports.model import build_report

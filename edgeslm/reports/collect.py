@@ -12,7 +12,6 @@ from edgeslm.contract.stats import stats
 from edgeslm.reports.checks import kind_of, problem_with, schema_problem  # noqa: F401 (problem_with re-exported)
 from edgeslm.tasks import task_unit
 
-PROFILE_KIND = PROFILE_SCHEMA.rsplit("/", 1)[0] + "/"
 RESULT_KINDS = (MANIFEST_SCHEMA.rsplit("/", 1)[0], PROFILE_SCHEMA.rsplit("/", 1)[0])
 BASELINE_MARKER = ".edgeslm-baseline.json"  # marks a folder `report --save-baseline` made
 
