@@ -141,6 +141,14 @@ class Manifest(_Model):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
+    @field_validator("schema_")
+    @classmethod
+    def _schema(cls, v: str) -> str:
+        if v != MANIFEST_SCHEMA:  # another version's fields mean other things: never read as this one's
+            raise ValueError(f"{v[:60]!r} is not a manifest version this edgeslm reads ({MANIFEST_SCHEMA}); "
+                             "rebuild the folder with this edgeslm")
+        return v
+
     @field_validator("cache_key")
     @classmethod
     def _cache_key(cls, v: str) -> str:
@@ -202,11 +210,15 @@ def parse_manifest(text: str, where: str) -> Manifest:
 def load_manifest(folder: Path) -> Manifest:
     """The manifest of a build folder that is about to be used (deployed, profiled): every name and
     path in it checked, or a UserError naming the file and key."""
+    from edgeslm.inputs import InputError, read_text
+
     path = folder / MANIFEST_NAME
+    if not os.path.lexists(path):
+        raise UserError(f"{folder}: not a build folder (no {MANIFEST_NAME}); run `edgeslm build` first")
     try:
-        text = path.read_text()
-    except OSError:
-        raise UserError(f"{folder}: not a build folder (no {MANIFEST_NAME}); run `edgeslm build` first") from None
+        text = read_text(path, "manifest")  # a FIFO or /dev/zero in its place is refused, not read forever
+    except InputError as exc:
+        raise UserError(f"{exc}; refusing this build folder (rebuild it)") from None
     try:
         return parse_manifest(text, str(path))
     except ConfigError as exc:

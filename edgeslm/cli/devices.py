@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from edgeslm.cli import main
+from edgeslm.cli.options import MAX_ITERS, MAX_SECONDS, MAX_TOKENS, FiniteFloatRange, threads_option
 from edgeslm.config.devices import LOCAL, load_inventory
 from edgeslm.config.recipe import Format
 from edgeslm.emulate import EMULATED_TARGET
@@ -238,13 +239,13 @@ def rollback(name, recipe, out, devices_file, accept_new_host_key) -> None:
 @click.option("--recipe", help="Deployed recipe to profile when no build is given (default: the only one).")
 @click.option("--artifact", "artifacts", multiple=True, type=click.Choice(ARTIFACTS),
               help="Which artifact (repeatable; default: all).")
-@click.option("--threads", type=click.IntRange(min=0), default=None,
-              help="Inference threads (default: the device target's threads; 0 = all cores).")
-@click.option("--iters", type=click.IntRange(min=1), default=None,
+@threads_option("Inference threads (default: the device target's threads; 0 = all cores)")
+@click.option("--iters", type=click.IntRange(1, MAX_ITERS), default=None,
               help="Measured iterations, at least (default: 100; decoders: 5 prompts per length).")
-@click.option("--warmup", type=click.IntRange(min=0), default=None,
+@click.option("--warmup", type=click.IntRange(0, MAX_ITERS), default=None,
               help="Warm-up runs, not measured (default: 10; decoders: 1).")
-@click.option("--min-seconds", type=click.FloatRange(min=0), default=0.0, help="Keep measuring at least this long.")
+@click.option("--min-seconds", type=FiniteFloatRange(0, MAX_SECONDS), default=0.0,
+              help="Keep measuring at least this long (seconds).")
 @click.option("--seq-len", type=click.IntRange(min=1),
               help="Input length in tokens (default: the recipe's max_seq_len).")
 @click.option("--eval", "with_eval", is_flag=True,
@@ -252,7 +253,7 @@ def rollback(name, recipe, out, devices_file, accept_new_host_key) -> None:
                    "at the texts' real lengths); needs [eval] in the recipe.")
 @click.option("--eval-limit", type=click.IntRange(min=1), default=None,
               help="Score only the first N eval texts (e.g. on a slow or emulated device).")
-@click.option("--new-tokens", type=click.IntRange(min=2), default=64, show_default=True,
+@click.option("--new-tokens", type=click.IntRange(2, MAX_TOKENS), default=64, show_default=True,
               help="text-generation: decode steps timed.")
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("build"), show_default=True)
 @devices_option
@@ -270,6 +271,8 @@ def profile(build_or_recipe, name, recipe, artifacts, threads, iters, warmup, mi
     from edgeslm.profiling.profile import profile as run_profile
     from edgeslm.profiling.remote import check_name
 
+    if eval_limit and not with_eval:  # before the build and the upload
+        raise UserError("--eval-limit needs --eval")
     inv, file = _inventory(devices_file)
     device = inv.get(name, file)
     if recipe:
@@ -292,8 +295,6 @@ def profile(build_or_recipe, name, recipe, artifacts, threads, iters, warmup, mi
                             f"({built.manifest.recipe['name']}); drop --recipe")
         recipe = run_deploy(folder, name, device, accept_new_host_key, log=log).recipe
         out = folder.parent.parent
-    if eval_limit and not with_eval:
-        raise UserError("--eval-limit needs --eval")
     results = run_profile(name, device, out, recipe, artifacts, threads, iters, warmup, min_seconds, seq_len,
                           accept_new_host_key, log=log, build=folder,
                           eval_rows=(eval_limit or 0) if with_eval else None, new_tokens=new_tokens)

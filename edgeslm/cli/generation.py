@@ -8,6 +8,7 @@ import click
 
 from edgeslm.cli import main
 from edgeslm.cli.devices import _build_for, _inventory, accept_option, devices_option
+from edgeslm.cli.options import MAX_SEED, MAX_TOKENS, FiniteFloatRange, check_prompt, threads_option
 from edgeslm.config.devices import LOCAL
 
 
@@ -15,20 +16,20 @@ from edgeslm.config.devices import LOCAL
 @click.argument("build_or_recipe")
 @click.argument("prompt")
 @click.option("--device", "-d", "name", default=LOCAL, show_default=True, help="Device name.")
-@click.option("--max-new-tokens", type=click.IntRange(min=1), default=None,
+@click.option("--max-new-tokens", type=click.IntRange(1, MAX_TOKENS), default=None,
               help="Tokens to generate at most (default: the recipe's generation.max_new_tokens).")
 @click.option("--chat/--no-chat", default=None, help="Wrap the prompt in the model's chat template "
               "(default: the recipe's generation.chat_template).")
-@click.option("--threads", type=click.IntRange(min=0), default=None,
-              help="Threads (default: the device target's threads; 0 = all cores).")
+@threads_option("Threads (default: the device target's threads; 0 = all cores)")
 @click.option("--sample/--greedy", "sample", default=None, help="Sample (temperature / top-k / top-p) or take "
               "the most likely token (default: the recipe's generation.sampling).")
-@click.option("--temperature", type=click.FloatRange(min=0, min_open=True, max=10), default=None,
+@click.option("--temperature", type=FiniteFloatRange(min=0, min_open=True, max=10), default=None,
               help="Sampling temperature (default: the recipe's).")
 @click.option("--top-k", type=click.IntRange(min=0), default=None, help="Sample among the k most likely (0 = all).")
-@click.option("--top-p", type=click.FloatRange(min=0, min_open=True, max=1), default=None,
+@click.option("--top-p", type=FiniteFloatRange(min=0, min_open=True, max=1), default=None,
               help="Sample within the smallest set reaching this probability.")
-@click.option("--seed", type=int, default=None, help="Sampling seed (the same seed gives the same text).")
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=None,
+              help="Sampling seed (the same seed gives the same text).")
 @click.option("--artifact", default=None, help="Which of the build's artifacts runs (executorch or onnx; "
               "default: the first of the recipe's formats).")
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("build"), show_default=True)
@@ -38,10 +39,11 @@ def run(build_or_recipe, prompt, name, max_new_tokens, chat, threads, sample, te
         artifact, out, devices_file, accept_new_host_key) -> None:
     """Generate text from PROMPT with a text-generation build on a device, streamed as it comes (greedy or
     sampled, as the recipe's [generation] says unless overridden here). The build is deployed first when the
-    device does not run it yet."""
+    device does not run it yet. Every argument is checked before anything touches the device."""
     from edgeslm.profiling.deploy import deploy as run_deploy
     from edgeslm.profiling.generate import generation_build, run_prompt
 
+    check_prompt(prompt)
     inv, file = _inventory(devices_file)
     device = inv.get(name, file)
     folder = _build_for(build_or_recipe, device.target, out)

@@ -166,10 +166,16 @@ def build_generation_into(work: Path, loaded: LoadedRecipe, target: Target, sour
             warnings.append(f"GPTQ calibrated on {n_cal} tokens only (SmolLM2-135M: +72% perplexity on 819 tokens, "
                             f"+43% on 32k); give [passes.calibration] source = a folder of text like the task's")
     elif q is not None and q.method == "8da4w" and source.gguf and q.gguf_grid == "keep":
-        from edgeslm.generation.gguf_grid import module_grids
+        from edgeslm.generation.gguf_grid import BLOCK, module_grids, not_carried_warning
 
         with log.step("read the GGUF's integer grid"):
             carried = module_grids(source.folder / source.gguf, model)
+        group = BLOCK if carried[0] else q.group_size  # the .pte's int4 groups follow a carried grid's blocks
+        scheme = (f"8da4w (int4 weights in groups of {group}, int8 activations"
+                  + ("; the embedding table int8 per row" if q.embeddings else "") + ")")
+        warning = not_carried_warning(carried[1], scheme)
+        if warning:
+            warnings.append(warning)
     built, qfacts = {}, None
     log_file = work.parent / f"{target.name}.onnx-builder.log"
     # a runtime whose export rewires the model (ExecuTorch's attention, weights quantized in place) goes last

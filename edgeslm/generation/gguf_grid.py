@@ -37,6 +37,7 @@ import numpy as np
 
 BLOCK = 32
 CARRIED = ("Q4_0", "Q4_1", "Q8_0")
+UNCARRIED = "(not a grid edgeslm carries exactly)"  # module_grids' reason for a block type outside CARRIED
 # GGUF tensor name (in block i) -> the transformers module of layer i, and whether llama.cpp permuted its rows
 # for RoPE ("heads" / "kv_heads": by that many heads)
 HF = {"attn_q": ("self_attn.q_proj", "heads"), "attn_k": ("self_attn.k_proj", "kv_heads"),
@@ -105,7 +106,7 @@ def module_grids(path, model) -> tuple[dict, dict]:
             return None
         g = _grid(t)
         if g is None:
-            skipped[gname] = f"{t.tensor_type.name} (not a grid edgeslm carries exactly)"
+            skipped[gname] = f"{t.tensor_type.name} {UNCARRIED}"
             return None
         if g["q"].shape != hf.shape:
             skipped[gname] = f"shape {g['q'].shape} vs the model's {hf.shape}"
@@ -167,6 +168,40 @@ def builder_grids(per: dict, skipped: dict, model) -> tuple[dict, dict]:
     elif head is not None:
         skipped[head["gguf"]] = "Q4_1 head: the tied embedding lookup cannot add the block minimums"
     return carried, skipped
+
+
+def not_carried_warning(skipped: dict, scheme: str) -> str | None:
+    """One line for the build's warnings (the console summary and the manifest's build.warnings) when GGUF
+    tensors were requantized instead of carried: per block type edgeslm cannot carry (Q5_0, Q5_1, the
+    K-quants...) how many tensors in how many layers, any others and why, and what they run as instead.
+    `skipped`: module_grids' {gguf tensor: why}; `scheme`: what the recipe rounds them to, in words."""
+    if not skipped:
+        return None
+    kinds: dict[str, list[str]] = {}
+    others = []
+    for name, why in sorted(skipped.items()):
+        if why.endswith(UNCARRIED):
+            kinds.setdefault(why[: -len(UNCARRIED)].strip(), []).append(name)
+        else:
+            others.append(name)
+
+    def where(names: list[str]) -> str:
+        layers = {n.split(".")[1] for n in names if n.startswith("blk.") and n.count(".") >= 2}
+        extra = [{"output.weight": "the output layer", "token_embd.weight": "the embedding table"}.get(n, n)
+                 for n in names if not n.startswith("blk.")]
+        parts = [f"{len(layers)} layer{'s' if len(layers) != 1 else ''}"] if layers else []
+        return ", ".join(parts + extra)
+
+    said = [f"{kind}: {len(names)} tensor{'s' if len(names) != 1 else ''} ({where(names)})"
+            for kind, names in sorted(kinds.items())]
+    if others:
+        said.append(f"{len(others)} more whose grid does not fit ({', '.join(others[:3])}"
+                    + (", ..." if len(others) > 3 else "") + ")")
+    lead = ("GGUF tensors in block types edgeslm cannot carry were requantized from the dequantized floats"
+            if kinds else "GGUF tensors were requantized from the dequantized floats instead of carried")
+    return (f"{lead}: {'; '.join(said)}. They run as {scheme} instead of the file's own grid: expect a "
+            "perplexity increase against the file (the build's perplexity figures measure it); the manifest's "
+            "gguf_grid.not_carried lists each tensor")
 
 
 def grid_origin(grids: dict) -> str:

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeslm.errors import UserError
-from edgeslm.contract import MANIFEST_SCHEMA, PROFILE_SCHEMA, REPORT_SCHEMA, artifact_size  # noqa: F401
-from edgeslm.contract.results import ProfileResult, ResultError
+from edgeslm.contract import BASELINE_SCHEMA, MANIFEST_SCHEMA, PROFILE_SCHEMA, REPORT_SCHEMA, artifact_size  # noqa: F401
 from edgeslm.contract.stats import stats
+from edgeslm.reports.checks import kind_of, problem_with, schema_problem  # noqa: F401 (problem_with re-exported)
 from edgeslm.tasks import task_unit
 
-PROFILE_KIND = PROFILE_SCHEMA.rsplit("/", 1)[0] + "/"
+RESULT_KINDS = (MANIFEST_SCHEMA.rsplit("/", 1)[0], PROFILE_SCHEMA.rsplit("/", 1)[0])
 BASELINE_MARKER = ".edgeslm-baseline.json"  # marks a folder `report --save-baseline` made
 
 
@@ -21,72 +21,112 @@ class Collected:
     manifests: dict[str, dict] = field(default_factory=dict)  # cache_key -> manifest
     profiles: list[dict] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)  # [{file, why}]: results found in a folder, unreadable
 
 
-def _is_result_file(f: Path) -> bool:
+def _is_result_file(rel: Path) -> bool:
     """Files that must be edgeslm's own when found in a folder: build manifests and profile results."""
-    return f.name == "manifest.json" or "profiles" in f.parts
+    return rel.name == "manifest.json" or "profiles" in rel.parts[:-1]
 
 
-def problem_with(data: dict) -> str | None:
-    """Why a manifest or profile result cannot be reported (missing or mistyped parts), or None."""
-    if data.get("schema") == MANIFEST_SCHEMA:
-        from edgeslm.artifacts.manifest import Manifest
+def read_result(f: Path, root: Path | None = None):
+    """A result file's JSON value through inputs.read_json (regular file, size and depth caps; with `root`,
+    links must stay inside it), or InputError naming the file."""
+    from edgeslm.inputs import read_json
 
-        try:
-            Manifest.model_validate(data)
-        except ValueError as exc:
-            first = exc.errors()[0] if hasattr(exc, "errors") else {}
-            where = ".".join(str(x) for x in first.get("loc", ())) or "?"
-            return f"not a valid build manifest ({where}: {first.get('msg', exc)})"
-        return None
+    return read_json(f, "result", root=root)
+
+
+def check_marker(folder: Path) -> bool:
+    """Whether `folder` is a baseline edgeslm saved (it holds the marker): a marker that cannot be read or was
+    written by another edgeslm version is a UserError naming it (the folder's kind is then unknown)."""
+    from edgeslm.inputs import InputError
+
+    marker = folder / BASELINE_MARKER
+    if not os.path.lexists(marker):
+        return False
     try:
-        ProfileResult.from_dict(data)
-    except ResultError as exc:
-        return f"not a valid profile result ({exc})"
-    return None
+        data = read_result(marker, root=folder)
+    except InputError as exc:
+        raise UserError(f"{marker}: the baseline marker {exc.problem}; save the baseline again "
+                        "(report --save-baseline) or remove the marker") from None
+    problem = schema_problem(data, BASELINE_SCHEMA)
+    if problem:
+        raise UserError(f"{marker}: the baseline marker's {problem}")
+    return True
+
+
+def _json_files(folder: Path, skipped: list) -> list[Path]:
+    """The *.json files under `folder` (links to folders not followed, .logs left out), in order; a folder
+    that cannot be listed goes to `skipped`."""
+    def unreadable(exc: OSError) -> None:
+        skipped.append({"file": str(exc.filename), "why": f"folder cannot be read ({exc.strerror or exc})"})
+
+    found = []
+    for top, dirs, files in os.walk(folder, onerror=unreadable):
+        dirs[:] = sorted(d for d in dirs if d != ".logs")
+        found += [Path(top) / f for f in sorted(files) if f.endswith(".json")]
+    return found
 
 
 def collect(paths: list[Path]) -> Collected:
-    """Manifests and profile results from files and folders. A file that should be one (a manifest.json,
-    anything under profiles/, or a file named on the command line) but cannot be read is an error naming
-    it, never silently left out of a report or a gate."""
+    """Manifests and profile results from files and folders.
+
+    A file named on the command line that cannot be reported is an error naming it. A file found in a
+    folder that should be a result (a manifest.json, anything under profiles/, anything in a baseline
+    folder, or any file that says it is an edgeslm result) but cannot be read or reported is skipped and
+    listed in `skipped` with why: one damaged file does not block every later report of a build. Other
+    JSON files (tokenizer.json, config.json) are not results and are passed over."""
+    from edgeslm.inputs import InputError
+
     out = Collected()
-    for path in paths:
-        if not path.exists():
+    for path in map(Path, paths):
+        if not os.path.lexists(path):
             raise UserError(f"{path}: no such file or folder (give build folders, profile results or a baseline)")
-        files = [path] if path.is_file() else sorted(p for p in path.rglob("*.json") if ".logs" not in p.parts)
-        baseline = path.is_dir() and (path / BASELINE_MARKER).is_file()
-        for f in files:
+        if not path.is_dir():
+            try:
+                data = read_result(path)
+            except InputError as exc:
+                raise UserError(f"{exc} (give a build folder, a profile result or a baseline)") from None
+            problem = problem_with(data)
+            if problem:
+                raise UserError(f"{path}: {problem}")
+            _add(out, data, path)
+            continue
+        baseline = check_marker(path)
+        for f in _json_files(path, out.skipped):
+            rel = f.relative_to(path)
             if f.name == BASELINE_MARKER:
                 continue
-            must = path.is_file() or baseline or _is_result_file(f.relative_to(path) if f != path else Path(f.name))
+            must = baseline or _is_result_file(rel)
             try:
-                data = json.loads(f.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
+                data = read_result(f, root=path)
+            except InputError as exc:
                 if must:
-                    raise UserError(f"{f}: not readable JSON ({str(exc).splitlines()[0][:80]}); rebuild or re-profile, "
-                                    "or remove the file") from None
+                    out.skipped.append({"file": str(f), "why": exc.problem})
                 continue
-            schema = data.get("schema") if isinstance(data, dict) else None
-            if schema == MANIFEST_SCHEMA or str(schema).startswith(PROFILE_KIND):
-                problem = problem_with(data)
-                if problem:
-                    raise UserError(f"{f}: {problem}; rebuild or re-profile, or remove the file")
-                if schema == MANIFEST_SCHEMA:
-                    out.manifests[data["cache_key"]] = data
-                else:
-                    data["_file"] = str(f)
-                    out.profiles.append(data)
-            elif must:
-                raise UserError(f"{f}: not an edgeslm manifest or profile result (schema {schema!r})")
-            else:
+            if not must and kind_of(data) not in RESULT_KINDS:
+                continue  # not a result: a tokenizer.json, a config.json, a report kept beside the builds
+            problem = problem_with(data)
+            if problem:
+                out.skipped.append({"file": str(f), "why": problem})
                 continue
-            out.sources.append(str(f))
+            _add(out, data, f)
     if not out.manifests and not out.profiles:
-        raise UserError(f"no manifests or profile results found in {', '.join(map(str, paths))}; "
+        found = "" if not out.skipped else (
+            f"; {len(out.skipped)} result file(s) skipped, e.g. {out.skipped[0]['file']}: {out.skipped[0]['why']}")
+        raise UserError(f"no manifests or profile results found in {', '.join(map(str, paths))}{found}; "
                         "run `edgeslm build` / `edgeslm profile` first")
     return out
+
+
+def _add(out: Collected, data: dict, f: Path) -> None:
+    if data.get("schema") == MANIFEST_SCHEMA:
+        out.manifests[data["cache_key"]] = data
+    else:
+        data["_file"] = str(f)
+        out.profiles.append(data)
+    out.sources.append(str(f))
 
 
 def _metric(verification: dict | None, name: str):
@@ -128,7 +168,7 @@ def rows(c: Collected) -> list[dict]:
             "runs": len(runs), "samples_ms": samples,
             "run_p50s": [r["latency_ms"]["p50"] for r in runs],
             "peak_rss_kb": max(r["memory_kb"]["peak_rss"] for r in runs),
-            "load_ms": latest["load_ms"],
+            "load_ms": latest.get("load_ms"),
             "parity": {"passed": all(r["parity"]["passed"] for r in runs), "cosine_min": parity_cos},
             "accuracy": {"cosine_min": _metric(artifact.get("verification"), "cosine_min"),
                          "top1_agreement": _metric(artifact.get("verification"), "top1_agreement")},

@@ -11,12 +11,7 @@ always fails.
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import shutil
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -39,14 +34,20 @@ class Check:
 @dataclass
 class Comparison:
     rows: list[dict] = field(default_factory=list)  # per key: {key, checks: [Check], status}
-    notes: list[str] = field(default_factory=list)  # fingerprint/tool changes, missing entries
+    notes: list[str] = field(default_factory=list)  # fingerprint/tool changes, missing entries, skipped files
+    skipped: dict = field(default_factory=dict)  # {"current" | "baseline": [{file, why}]}: results not compared
 
     @property
     def failed(self) -> bool:
         return any(r["status"] == "regressed" for r in self.rows)
 
+    @property
+    def partial(self) -> bool:
+        """Some result files of either side could not be read: the verdict stands on less data."""
+        return any(self.skipped.values())
+
     def to_json(self) -> dict:
-        return {"failed": self.failed, "notes": self.notes,
+        return {"failed": self.failed, "partial": self.partial, "skipped": self.skipped, "notes": self.notes,
                 "rows": [{**r, "checks": [c.__dict__ for c in r["checks"]]} for r in self.rows]}
 
 
@@ -121,7 +122,11 @@ def _accuracy(cur: dict, base: dict, limit: float) -> Check:
     return Check("accuracy", b, c, points, limit, status, name)
 
 
-def compare(current: list[dict], baseline: list[dict], limits: dict[str, float]) -> Comparison:
+def compare(current: list[dict], baseline: list[dict], limits: dict[str, float], skipped: dict | None = None) -> Comparison:
+    """Each current result against the baseline's of the same key. `skipped` ({"current" | "baseline": [{file,
+    why}]}, collect's): result files that could not be read; they do not fail the gate (one damaged file
+    would block every later run), but the comparison says it stands on partial data and names each one (a
+    key whose every result was skipped shows as new or missing)."""
     base = {r["key"]: r for r in baseline}
     cur = {r["key"]: r for r in current}
     if not set(base) & set(cur):
@@ -156,57 +161,8 @@ def compare(current: list[dict], baseline: list[dict], limits: dict[str, float])
             out.notes.append(f"{key}: recipe changed since the baseline")
     for key in sorted(set(base) - set(cur)):
         out.notes.append(f"{key}: in the baseline but not in this run")
+    out.skipped = {side: list(files) for side, files in (skipped or {}).items() if files}
+    for side, files in out.skipped.items():
+        for s in files:
+            out.notes.append(f"{side} result skipped (unreadable, not compared): {s['file']}: {s['why']}")
     return out
-
-
-from edgeslm.contract import BASELINE_SCHEMA, MANIFEST_SCHEMA  # noqa: E402
-from edgeslm.reports.collect import BASELINE_MARKER  # noqa: E402
-
-
-
-def is_baseline(folder: Path) -> bool:
-    try:
-        return json.loads((folder / BASELINE_MARKER).read_text()).get("schema") == BASELINE_SCHEMA
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def save_baseline(sources: list[str], folder: Path) -> Path:
-    """Store the given result and manifest files as the new baseline in `folder`.
-
-    Only a folder edgeslm made as a baseline (it holds the marker file) is ever replaced; a plain file,
-    a build folder or any other folder is refused and left as it is. The new baseline is written to a
-    temporary sibling and swapped in, so an interrupted save leaves the old one intact."""
-    import datetime as dt
-
-    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
-        raise UserError(f"--save-baseline {folder}: is a file, not a baseline folder; give a new folder "
-                        "name (nothing was written)")
-    if folder.exists() and not is_baseline(folder):
-        if any(folder.iterdir()):
-            raise UserError(f"--save-baseline {folder}: exists and is not an edgeslm baseline (no {BASELINE_MARKER}); "
-                            "edgeslm only replaces baselines it made: give a new folder name (nothing was written)")
-    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        for i, src in enumerate(sources):
-            data = json.loads(Path(src).read_text())
-            if data.get("schema") == MANIFEST_SCHEMA:
-                name = f"manifest-{data['cache_key'][:16]}.json"
-            else:
-                b, d, a = data["build"], data["device"], data["artifact"]
-                name = f"profile-{d.get('name')}-{b['recipe']}-{b['target']}-{a['name']}-{i}.json"
-            name = re.sub(r"[^A-Za-z0-9._-]", "_", name)  # names in results are input: a plain file name
-            shutil.copyfile(src, tmp / name)
-        (tmp / BASELINE_MARKER).write_text(json.dumps({
-            "schema": BASELINE_SCHEMA, "files": len(sources),
-            "saved_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}))
-        old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-        if folder.exists():
-            os.replace(folder, old)  # only an edgeslm baseline or an empty folder gets here
-        os.replace(tmp, folder)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder

@@ -132,8 +132,8 @@ def render(report: dict) -> str:
              f"<style>{CSS}</style></head><body><h1>edgeslm profiling report</h1>"]
     comp = report.get("comparison")
     if comp:
-        parts.append('<p>Gate: <span class="fail">FAILED</span></p>' if comp["failed"]
-                     else '<p>Gate: <span class="pass">passed</span></p>')
+        parts.append(('<p>Gate: <span class="fail">FAILED</span>' if comp["failed"]
+                      else '<p>Gate: <span class="pass">passed</span>') + e(markdown.partial(comp)) + "</p>")
     by_device: dict[str, list[dict]] = {}
     for r in report["results"]:
         by_device.setdefault(r["device"], []).append(r)
@@ -191,6 +191,12 @@ def render(report: dict) -> str:
             ["result", "metric", "baseline", "current", "change", "verdict"], rows))
         if comp["notes"]:
             parts.append("<ul>" + "".join(f"<li>{e(n)}</li>" for n in comp["notes"]) + "</ul>")
+    skipped = markdown.skipped_files(report)
+    if skipped:
+        parts.append("<h2>Result files skipped</h2><p>Found in the given folders but not readable as results, so "
+                     "left out of this report" + (" and the comparison" if comp else "") + ":</p><ul>" + "".join(
+                         f"<li>{e(side)}<code>{e(s['file'])}</code>: {e(s['why'])}</li>" for side, s in skipped)
+                     + "</ul>")
     rows = [[e(b["recipe"]), e(b["target"]), f"<code>{e(b['recipe_sha256'][:12])}</code>",
              e(", ".join(f"{k} {v}" for k, v in b["tools"].items()))] for b in report["builds"].values()]
     parts.append("<h2>Builds</h2>" + _table(["recipe", "target", "recipe sha256", "tools"], rows))

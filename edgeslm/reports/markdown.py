@@ -30,12 +30,27 @@ def task_cell(r: dict) -> str:
     return f"{_num(t.get('device'), '.4f')} / {_num(t.get('host'), '.4f')} {name}{star}"
 
 
+def partial(comp: dict) -> str:
+    """' (on partial data: ...)' when result files of either side were skipped, else ''."""
+    n = {side: len(files) for side, files in (comp.get("skipped") or {}).items() if files}
+    if not n:
+        return ""
+    return " (on partial data: " + ", ".join(f"{k} {side} result file(s) skipped" for side, k in n.items()) + ")"
+
+
+def skipped_files(report: dict) -> list[tuple[str, dict]]:
+    """(side label, {file, why}) for every skipped result file: the report's own, and the baseline's."""
+    comp = report.get("comparison") or {}
+    base = (comp.get("skipped") or {}).get("baseline") or []
+    return [("", s) for s in report.get("skipped") or []] + [("baseline: ", s) for s in base]
+
+
 def render(report: dict) -> str:
     out = ["# edgeslm profiling report", ""]
     comp = report.get("comparison")
     if comp:
         verdict = "**FAILED**: regression beyond the thresholds" if comp["failed"] else "passed"
-        out += [f"Gate: {verdict}", ""]
+        out += [f"Gate: {verdict}{partial(comp)}", ""]
     by_device: dict[str, list[dict]] = {}
     for r in report["results"]:
         by_device.setdefault(r["device"], []).append(r)
@@ -101,6 +116,11 @@ def render(report: dict) -> str:
                        f"{_num(b['cosine_min'], '.4f')} | {_num((b.get('task') or {}).get('host'), '.4f')} | "
                        f"{'yes' if b['verified'] else 'no'} |")
         out.append("")
+    skipped = skipped_files(report)
+    if skipped:
+        out += ["## Result files skipped", "", "Found in the given folders but not readable as results, so left out of "
+                "this report" + (" and the comparison" if comp else "") + ":", "",
+                *[f"- {side}`{s['file']}`: {s['why']}" for side, s in skipped], ""]
     out += ["## Builds", "", "| recipe | target | recipe sha256 | tools |", "|---|---|---|---|"]
     for key, b in report["builds"].items():
         tools = ", ".join(f"{k} {v}" for k, v in b["tools"].items() if k in ("torch", "executorch", "onnxruntime",

@@ -8,8 +8,9 @@
                 cosine_min}, accuracy {cosine_min, top1_agreement}, task {metric, host, device,
                 device_p50_ms_real_lengths}, pareto {latency, size}, flags, cache_key, settings}]
     unprofiled_builds: [{recipe, target, artifact, precision, size, cosine_min, task {metric, host}, verified}]
-    comparison: null | {failed, notes, rows: [{key, status, checks: [{metric, baseline, current,
-                change, limit, status, detail}]}]}
+    skipped:  [{file, why}]: result files found in the given folders that could not be read or reported
+    comparison: null | {failed, partial, skipped {current, baseline: [{file, why}]}, notes, rows: [{key,
+                status, checks: [{metric, baseline, current, change, limit, status, detail}]}]}
 """
 
 from __future__ import annotations
@@ -34,5 +35,5 @@ def build_report(c: Collected, comparison=None, keep_samples: bool = True) -> di
     return {"schema": REPORT_SCHEMA, "edgeslm_version": __version__,
             "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "devices": devices, "builds": builds, "results": results,
-            "unprofiled_builds": builds_without_profiles(c),
+            "unprofiled_builds": builds_without_profiles(c), "skipped": list(c.skipped),
             "comparison": comparison.to_json() if comparison is not None else None}

@@ -72,7 +72,7 @@ def test_report_out_on_a_folder_and_a_corrupt_manifest(tmp_path, tiny_builds):
     copy = tmp_path / "copy"
     shutil.copytree(tiny_builds["v1"], copy)
     (copy / "manifest.json").write_text('{"schema": "edgeslm.manifest/1", "cache_key": ')
-    one_line_error(invoke("report", copy), "copy/manifest.json", "not readable JSON")
+    one_line_error(invoke("report", copy), "copy/manifest.json", "is not valid JSON", "skipped")
     (copy / "manifest.json").write_text('{"schema": "edgeslm.manifest/1", "cache_key": "x"}')
     one_line_error(invoke("report", copy), "not a valid build manifest")
 
@@ -84,8 +84,10 @@ def test_save_baseline_never_deletes_what_it_did_not_make(tmp_path, tiny_builds)
 
     shutil.copytree(tiny_builds["v1"], build)
     before = sorted(p.name for p in build.iterdir())
-    one_line_error(invoke("report", build, "--save-baseline", build), "is not an edgeslm baseline")
+    one_line_error(invoke("report", build, "--save-baseline", build), "which this command reads")
     assert sorted(p.name for p in build.iterdir()) == before  # model.onnx, model.pte, reference.npz intact
+    one_line_error(invoke("report", tiny_builds["v1"], "--save-baseline", build), "is not an edgeslm baseline")
+    assert sorted(p.name for p in build.iterdir()) == before
 
     notes = tmp_path / "notes"
     notes.mkdir()
