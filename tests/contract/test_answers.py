@@ -35,18 +35,19 @@ def test_the_runners_own_answers_pass_their_shapes(tmp_path):
 
     wd, recipe = tmp_path / "wd", "tiny"
     mdir = wd / recipe
+    unlocked = lambda folder: None  # noqa: E731 - the lock's own checks are tests/profiling/test_lock.py's
     v1, v2 = "a" * 16, "b" * 16
     answers = [("probe", probe(str(wd))), ("hash", hash_files([str(tmp_path / "absent")])),
                ("verify", verify_dir(str(tmp_path / "absent")))]
     for version, content in ((v1, b"one"), (v2, b"two")):
         _version_folder(mdir / f".staging-{version}", content)
         (mdir / f".staging-{version}" / "model.onnx").unlink()  # must be sent
-        answers.append(("stage", stage(str(wd), recipe, version)))
+        answers.append(("stage", stage(str(wd), recipe, version, unlocked)))
         (mdir / f".staging-{version}" / "model.onnx").write_bytes(content)
-        answers.append(("commit", commit(str(wd), recipe, version, None)))
-        answers.append(("activate", activate(str(wd), recipe, version)))
+        answers.append(("commit", commit(str(wd), recipe, version, None, unlocked)))
+        answers.append(("activate", activate(str(wd), recipe, version, unlocked)))
     answers += [("verify", verify_dir(str(mdir / "versions" / v2))), ("status", status(str(wd), recipe)),
-                ("rollback", rollback(str(wd), recipe, v1, None)), ("break-lock", break_lock(str(wd), recipe)),
+                ("rollback", rollback(str(wd), recipe, v1, None, unlocked)), ("break-lock", break_lock(str(wd), recipe)),
                 ("hash", hash_files([str(mdir / "versions" / v1 / "model.onnx")]))]
     result = {"flags": [], "parity": {"passed": True}}
     answers.append(("profile", _write_result(result, str(mdir / "results" / "r.json"), str(wd))))
