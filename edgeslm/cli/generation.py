@@ -8,7 +8,7 @@ import click
 
 from edgeslm.cli import main
 from edgeslm.cli.devices import _build_for, _inventory, accept_option, devices_option
-from edgeslm.cli.options import MAX_SEED, MAX_TOKENS, FiniteFloatRange, check_prompt, threads_option
+from edgeslm.cli.options import MAX_SEED, MAX_TOKENS, MAX_TOP_K, FiniteFloatRange, check_prompt, threads_option
 from edgeslm.config.devices import LOCAL
 
 
@@ -25,7 +25,7 @@ from edgeslm.config.devices import LOCAL
               "the most likely token (default: the recipe's generation.sampling).")
 @click.option("--temperature", type=FiniteFloatRange(min=0, min_open=True, max=10), default=None,
               help="Sampling temperature (default: the recipe's).")
-@click.option("--top-k", type=click.IntRange(min=0), default=None, help="Sample among the k most likely (0 = all).")
+@click.option("--top-k", type=click.IntRange(0, MAX_TOP_K), default=None, help="Sample among the k most likely (0 = all).")
 @click.option("--top-p", type=FiniteFloatRange(min=0, min_open=True, max=1), default=None,
               help="Sample within the smallest set reaching this probability.")
 @click.option("--seed", type=click.IntRange(0, MAX_SEED), default=None,

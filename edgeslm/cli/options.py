@@ -12,12 +12,9 @@ import click
 
 from edgeslm.errors import UserError
 
-MAX_THREADS = 1024  # more than any CPU edgeslm targets has cores (a 128-core server runs 256 threads); each
-# thread costs the runtime a stack and a work buffer (100000 threads: 2.5 GB before the first inference)
-MAX_TOKENS = 32768  # the largest KV cache a recipe may ask for (generation.max_context); more cannot be generated
-MAX_ITERS = 1_000_000  # measured runs: their samples travel back in the result, which reports read up to 64 MiB
+from edgeslm.contract import MAX_ITERS, MAX_SEED, MAX_THREADS, MAX_TOKENS, MAX_TOP_K  # noqa: F401 (the bounds)
+
 MAX_SECONDS = 86_400.0  # --min-seconds: a day; a device's profile_timeout (default 3600) ends a run sooner
-MAX_SEED = 2**64 - 1  # numpy's generator takes any seed from 0; a bound keeps it a plain number everywhere
 
 
 class FiniteFloatRange(click.FloatRange):

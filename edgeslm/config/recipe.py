@@ -14,6 +14,7 @@ from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
 from edgeslm.config.base import NAME_PATTERN, SCHEMA_VERSION, StrictModel, parse, read_toml
 from edgeslm.config.data import DatasetSpec, EvalSpec
+from edgeslm.contract import MAX_SEED, MAX_TOP_K
 from edgeslm.config.passes import PASS_TYPES, PassConfig, QuantizeConfig
 from edgeslm.config.tasks import TASKS
 from edgeslm.errors import ConfigError
@@ -58,10 +59,11 @@ class GenerationSpec(StrictModel):
                                                   "top_k / top_p sampling with `seed`. Verification and "
                                                   "profiling always decode greedily.")
     temperature: float = Field(0.7, gt=0, le=10, description="sample: softmax temperature.")
-    top_k: int = Field(40, ge=0, description="sample: keep the k most likely tokens (0 = all).")
+    top_k: int = Field(40, ge=0, le=MAX_TOP_K, description="sample: keep the k most likely tokens (0 = all).")
     top_p: float = Field(0.95, gt=0, le=1, description="sample: keep the smallest set of tokens whose "
                          "probability reaches top_p.")
-    seed: int = Field(0, description="sample: random seed (the same seed gives the same text).")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="sample: random seed (the same seed gives the same "
+                      "text).")
     stop: tuple[Text, ...] = Field((), description="Strings that end generation, besides the model's "
                                    "end-of-sequence tokens.")
     prompts: tuple[Text, ...] = Field(

@@ -42,7 +42,7 @@ def sampler(temperature: float, top_k: int, top_p: float, seed: int):
             order = order[:top_k]
         p = np.exp(z[order] - z[order[0]])
         p /= p.sum()
-        keep = int(np.searchsorted(np.cumsum(p), top_p) + 1)
+        keep = min(int(np.searchsorted(np.cumsum(p), top_p) + 1), len(p))  # sums rounded below 1.0
         p = p[:keep] / p[:keep].sum()
         return int(order[rng.choice(keep, p=p)])
 

@@ -35,6 +35,7 @@ import json
 import os
 import sys
 
+from edgeslm.contract import MAX_ITERS, MAX_SEED, MAX_THREADS, MAX_TOKENS, MAX_TOP_K
 from edgeslm.runner.errors import RunnerError
 from edgeslm.runner.facts import probe
 from edgeslm.runner.locks import break_lock, guard, hold
@@ -88,6 +89,21 @@ def _watchdog(deadline: float | None, stop_on_eof: bool) -> None:
         threading.Thread(target=watch, name="stdin-watch", daemon=True).start()
 
 
+def _bounded(lo: int, hi: int):
+    """An argparse type: a whole number in [lo, hi] (the host checks these too; the runner's arguments are
+    input all the same: 100000 threads would take gigabytes before the first inference)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a whole number") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{value} is outside [{lo}, {hi}]")
+        return value
+
+    return parse
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="runner.pyz", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -118,24 +134,24 @@ def main(argv=None) -> int:
     p = sub.add_parser("profile")
     p.add_argument("build_dir")
     p.add_argument("--artifact", required=True)
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--iters", type=int, default=100)
+    p.add_argument("--threads", type=_bounded(0, MAX_THREADS), default=0)
+    p.add_argument("--warmup", type=_bounded(0, MAX_ITERS), default=10)
+    p.add_argument("--iters", type=_bounded(1, MAX_ITERS), default=100)
     p.add_argument("--min-seconds", type=float, default=0.0)
     p.add_argument("--seq-len", type=int)
     p.add_argument("--out")
     p.add_argument("--workdir", help="with --out: the result must land inside this workdir")
     p.add_argument("--eval", type=int, default=None, metavar="ROWS",
                    help="also score the build's eval split here (0 = all of it, N = its first N texts)")
-    p.add_argument("--new-tokens", type=int, default=64, help="text-generation: decode steps timed")
+    p.add_argument("--new-tokens", type=_bounded(1, MAX_TOKENS), default=64, help="text-generation: decode steps timed")
     p.add_argument("--et-runtime", metavar="DIR",
                    help="run .pte files with libedgeslm_et.so from DIR (torch-free; default: $EDGESLM_ET_RUNTIME)")
     p = sub.add_parser("generate", help="greedy tokens for a prompt, one JSON line per token as it comes")
     p.add_argument("build_dir")
     p.add_argument("--artifact", default="executorch")
     p.add_argument("--prompt-ids", required=True, help="JSON list of token ids (the host tokenizes)")
-    p.add_argument("--new-tokens", type=int, default=64)
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--new-tokens", type=_bounded(1, MAX_TOKENS), default=64)
+    p.add_argument("--threads", type=_bounded(0, MAX_THREADS), default=0)
     p.add_argument("--et-runtime", metavar="DIR")
     p.add_argument("--sample", metavar="JSON", help='sampling instead of greedy: {"temperature": t, "top_k": k, '
                    '"top_p": p, "seed": s}')
@@ -184,8 +200,10 @@ def main(argv=None) -> int:
                                 "top_p": float(sampling["top_p"]), "seed": int(sampling["seed"])}
                 except (ValueError, KeyError, TypeError):
                     raise RunnerError("--sample must be JSON with temperature, top_k, top_p and seed") from None
-                if not (sampling["temperature"] > 0 and 0 < sampling["top_p"] <= 1 and sampling["top_k"] >= 0):
-                    raise RunnerError("--sample: temperature > 0, 0 < top_p <= 1, top_k >= 0")
+                if not (0 < sampling["temperature"] < float("inf") and 0 < sampling["top_p"] <= 1
+                        and 0 <= sampling["top_k"] <= MAX_TOP_K and 0 <= sampling["seed"] <= MAX_SEED):
+                    raise RunnerError(f"--sample: 0 < temperature (finite), 0 < top_p <= 1, 0 <= top_k <= {MAX_TOP_K}, "
+                                      f"0 <= seed <= {MAX_SEED}")
             result = generate(args.build_dir, args.artifact, ids, args.new_tokens,
                               args.threads or os.cpu_count() or 1, args.et_runtime, sampling=sampling)
         else:

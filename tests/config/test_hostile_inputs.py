@@ -144,3 +144,15 @@ def test_a_device_key_that_is_a_fifo_says_so(tmp_path):
     path.write_text(f'[devices.pi]\nhost = "pi.local"\ntarget = "rpi4"\nidentity_file = "{tmp_path / "key"}"\n')
     assert f"devices.pi.identity_file: {tmp_path / 'key'} is a FIFO (named pipe), not a regular file" in \
         error_of(catalog.validate_file, path)
+
+
+@pytest.mark.parametrize("line, words", [
+    ("seed = -1", "generation.seed: must be at least 0, got -1"),
+    ("top_k = 100000000000", "generation.top_k: must be at most 16777216"),
+])
+def test_sampling_keys_the_device_would_refuse_are_refused_in_the_recipe(tmp_path, line, words):
+    """A negative seed used to pass validate and the build, then fail on the device at `run` time."""
+    shipped = catalog.shipped("recipes")["smollm2-135m-instruct"].read_text()
+    path = tmp_path / "r.toml"
+    path.write_text(shipped.replace("[generation]\n", f"[generation]\n{line}\n", 1))
+    assert words in error_of(load_recipe, path)

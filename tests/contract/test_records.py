@@ -100,3 +100,16 @@ def test_hosts_units_refuse_what_they_do_not_know():
     assert task_unit("text-generation").generates and not task_unit("embedding").generates
     assert runtime_unit("executorch").device_package("text-generation") is None  # deploy uploads edgeslm's runtime
     assert runtime_unit("executorch").device_package("embedding") == "executorch"
+
+
+def test_top_p_1_keeps_every_token_even_when_the_probabilities_sum_below_one():
+    """A vocabulary of near-equal logits: the cumulative sum ends a few 1e-15 below 1.0, and top-p 1.0 asked
+    for one token more than there are (numpy: 'a and p must have same size' on the device)."""
+    import numpy as np
+
+    from edgeslm.contract.decoding import sampler
+
+    for seed in range(5):
+        logits = np.random.default_rng(seed).normal(size=50_000) * 1e-3
+        picks = [sampler(1.0, 0, 1.0, s)(logits) for s in range(3)]
+        assert all(0 <= t < 50_000 for t in picks)

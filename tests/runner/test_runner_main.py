@@ -16,16 +16,38 @@ from edgeslm.runner.main import main
     (["--prompt-ids", "[1]", "--sample", "{}"], "--sample must be JSON with temperature"),
     (["--prompt-ids", "[1]", "--sample", "not json"], "--sample must be JSON with temperature"),
     (["--prompt-ids", "[1]", "--sample", '{"temperature": 0, "top_k": 0, "top_p": 1, "seed": 1}'],
-     "temperature > 0"),
+     "0 < temperature (finite)"),
     (["--prompt-ids", "[1]", "--sample", '{"temperature": 1, "top_k": 0, "top_p": 1.5, "seed": 1}'],
      "0 < top_p <= 1"),
     (["--prompt-ids", "[1]", "--sample", '{"temperature": 1, "top_k": -1, "top_p": 1, "seed": 1}'],
-     "top_k >= 0"),
+     "0 <= top_k"),
+    (["--prompt-ids", "[1]", "--sample", '{"temperature": 1e999, "top_k": 0, "top_p": 1, "seed": 1}'],
+     "0 < temperature (finite)"),
+    (["--prompt-ids", "[1]", "--sample", '{"temperature": 1, "top_k": 0, "top_p": 1, "seed": -1}'],
+     "0 <= seed"),
+    (["--prompt-ids", "[1]", "--sample", '{"temperature": 1, "top_k": 1e30, "top_p": 1, "seed": 1}'],
+     "0 <= top_k"),
 ])
 def test_generate_refuses_malformed_requests(tmp_path, capsys, args, why):
     assert main(["generate", str(tmp_path / "absent")] + args) == 1
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and why in json.loads(out[0])["error"]
+
+
+@pytest.mark.parametrize("command, args", [
+    ("profile", ["--artifact", "onnx", "--threads", "100000"]),
+    ("profile", ["--artifact", "onnx", "--iters", "0"]),
+    ("profile", ["--artifact", "onnx", "--new-tokens", "99999999"]),
+    ("generate", ["--prompt-ids", "[1]", "--threads", "-1"]),
+    ("generate", ["--prompt-ids", "[1]", "--threads", "1e5"]),
+])
+def test_counts_out_of_bounds_are_refused_before_anything_runs(tmp_path, capsys, command, args):
+    """The host bounds these before it asks; the runner refuses them again (exit 2, argparse's one line)."""
+    with pytest.raises(SystemExit) as info:
+        main([command, str(tmp_path / "absent"), *args])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "is outside" in err or "is not a whole number" in err, err
 
 
 def test_profile_refuses_a_build_of_a_task_it_does_not_know(tmp_path, capsys):
