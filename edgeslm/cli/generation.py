@@ -41,13 +41,16 @@ def run(build_or_recipe, prompt, name, max_new_tokens, chat, threads, sample, te
     sampled, as the recipe's [generation] says unless overridden here). The build is deployed first when the
     device does not run it yet. Every argument is checked before anything touches the device."""
     from edgeslm.profiling.deploy import deploy as run_deploy
-    from edgeslm.profiling.generate import generation_build, run_prompt
+    from edgeslm.profiling.generate import generation_build, prepare_run, run_prompt
 
     check_prompt(prompt)
     inv, file = _inventory(devices_file)
     device = inv.get(name, file)
     folder = _build_for(build_or_recipe, device.target, out)
     generation_build(folder, artifact)  # refused before anything is deployed
+    sampling = {"sampling": None if sample is None else ("sample" if sample else "greedy"),
+                "temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}
+    request = prepare_run(folder, prompt, max_new_tokens, chat, artifact, sampling)  # a prompt too long: here
     if threads is None:
         from edgeslm.config.catalog import load_target
 
@@ -57,10 +60,7 @@ def run(build_or_recipe, prompt, name, max_new_tokens, chat, threads, sample, te
     def emit(text: str) -> None:
         click.echo(text, nl=False)
 
-    sampling = {"sampling": None if sample is None else ("sample" if sample else "greedy"),
-                "temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}
-    r = run_prompt(name, device, folder, prompt, max_new_tokens, chat, threads, accept_new_host_key, emit=emit,
-                   artifact=artifact, sampling=sampling)
+    r = run_prompt(name, device, request, threads, accept_new_host_key, emit=emit)
     click.echo()
     rate = f", {r['decode_tok_s']:.1f} tok/s" if r.get("decode_tok_s") else ""
     ttft = f"time to first token {r['ttft_ms']:.0f} ms" if r.get("ttft_ms") is not None else "no tokens"

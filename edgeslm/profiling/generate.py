@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+from dataclasses import dataclass
 from pathlib import Path
 
 from edgeslm.config.devices import Device
@@ -36,13 +37,26 @@ def generation_build(folder: Path, artifact: str | None = None) -> tuple[HostBui
     return build, artifact
 
 
-def run_prompt(name: str, device: Device, folder: Path, prompt: str, new_tokens: int | None = None,
-               chat: bool | None = None, threads: int = 0, accept_new_host_key: bool = False,
-               emit=print, artifact: str | None = None, sampling: dict | None = None) -> dict:
-    """Generate on the device from the deployed version of the build in `folder` (deploy it first).
-    `emit(text)` receives each new piece of text. `sampling`: overrides of the recipe's [generation]
-    sampling keys (sampling = "greedy" | "sample", temperature, top_k, top_p, seed). Returns the runner's
-    summary plus the text."""
+@dataclass
+class RunRequest:
+    """What `run` asks the device for, prepared on the host before anything touches the device: the prompt
+    tokenized (a prompt the model cannot hold is refused before a deploy), the tokens to generate, how."""
+
+    folder: Path
+    build: HostBuild
+    artifact: str
+    tokenizer: object
+    ids: list
+    new_tokens: int
+    sample: list  # runner arguments: [] (greedy) or ["--sample", JSON]
+    stops: list
+
+
+def prepare_run(folder: Path, prompt: str, new_tokens: int | None = None, chat: bool | None = None,
+                artifact: str | None = None, sampling: dict | None = None) -> RunRequest:
+    """Tokenize `prompt` with the build's tokenizer (and chat template) and settle the request. `sampling`:
+    overrides of the recipe's [generation] sampling keys (sampling = "greedy" | "sample", temperature, top_k,
+    top_p, seed)."""
     from transformers import AutoTokenizer
 
     from edgeslm.generation.build import prompt_ids
@@ -53,14 +67,26 @@ def run_prompt(name: str, device: Device, folder: Path, prompt: str, new_tokens:
     tok = AutoTokenizer.from_pretrained(str(folder / "tokenizer"))
     ids = prompt_ids(tok, prompt, gen.get("chat_template", True) if chat is None else chat)
     context = int(m.shapes["max_context"])
+    if not ids:
+        raise UserError("the prompt is no tokens at all; give some text")
     if len(ids) >= context:
-        raise UserError(f"the prompt is {len(ids)} tokens; {m.recipe['name']} holds {context} in its KV cache")
+        raise UserError(f"the prompt is {len(ids)} tokens; {m.recipe['name']} holds {context} in its KV cache "
+                        "(shorten the prompt, or build with a larger generation.max_context)")
     n = min(new_tokens or int(gen.get("max_new_tokens", 64)), context - len(ids))
     decoding = {k: gen.get(k, d) for k, d in (("sampling", "greedy"), ("temperature", 0.7), ("top_k", 40),
                                                 ("top_p", 0.95), ("seed", 0))}
     decoding.update({k: v for k, v in (sampling or {}).items() if v is not None})
     sample = [] if decoding.pop("sampling") == "greedy" else ["--sample", json.dumps(decoding)]
     stops = [s for s in gen.get("stop", []) if s]
+    return RunRequest(folder, build, artifact, tok, ids, n, sample, stops)
+
+
+def run_prompt(name: str, device: Device, request: RunRequest, threads: int = 0,
+               accept_new_host_key: bool = False, emit=print) -> dict:
+    """Generate on the device from the deployed version of the request's build (deploy it first).
+    `emit(text)` receives each new piece of text. Returns the runner's summary plus the text."""
+    m, artifact, folder, tok = request.build.manifest, request.artifact, request.folder, request.tokenizer
+    ids, n = request.ids, request.new_tokens
     recipe = m.recipe["name"]
     with open_device(name, device, accept_new_host_key) as dev:
         with dev.pinned(recipe) as pinned:
@@ -74,10 +100,10 @@ def run_prompt(name: str, device: Device, folder: Path, prompt: str, new_tokens:
             vdir = posixpath.join(dev.model_dir(recipe), "versions", version)
             chan = dev.conn.spawn([dev.python, dev.path, "generate", vdir, "--artifact", artifact, "--prompt-ids",
                                    json.dumps(ids), "--new-tokens", str(n), "--threads", str(threads), *extra,
-                                   *sample, *ends_with_host(device.profile_timeout)],
+                                   *request.sample, *ends_with_host(device.profile_timeout)],
                                   timeout=device.profile_timeout)
             try:  # a stop string ends the reading early: closing the channel ends the runner too
-                out, shown, summary = _stream(chan, tok, stops, emit, name, n, _vocab(m, tok))
+                out, shown, summary = _stream(chan, tok, request.stops, emit, name, n, _vocab(m, tok))
             finally:
                 chan.close()
     if summary is None and not out:

@@ -9,6 +9,7 @@ import json
 import pytest
 
 from deployhelp import cli, device
+from edgeslm.errors import EXIT_USER
 from edgeslm.profiling.deploy import deploy
 from edgeslm.profiling.profile import profile
 
@@ -119,6 +120,15 @@ def test_run_streams_the_same_text_as_transformers_generate(tmp_path, inventory,
     assert r.exit_code == EXIT_USER and "has executorch, onnx" in r.output
     r = cli("run", tiny_builds["v1"], prompt, "--device", "pi", "--devices", inv)  # an encoder build
     assert r.exit_code == EXIT_USER and "needs a text-generation build" in r.output
+
+
+def test_run_refuses_a_prompt_the_cache_cannot_hold_before_deploying(tmp_path, inventory, decoder_build):
+    """The prompt is tokenized before the deploy: a prompt longer than the KV cache (160 positions here) is
+    one line and the device is not touched (it used to be refused only after the upload)."""
+    inv = inventory(pi={})
+    r = cli("run", decoder_build, "word " * 400, "--device", "pi", "--devices", inv, "--no-chat")
+    assert r.exit_code == EXIT_USER and "holds 160 in its KV cache" in r.output, r.output
+    assert not (tmp_path / "wd-pi").exists()
 
 
 def test_a_decoder_that_does_not_fit_the_device_is_refused_with_the_figures(decoder_build):
