@@ -16,6 +16,7 @@ from edgeslm.config.devices import LOCAL, load_inventory
 from edgeslm.config.recipe import Format
 from edgeslm.emulate import EMULATED_TARGET
 from edgeslm.errors import EXIT_FAILED, EdgeSLMError, UserError
+from edgeslm.transport import printable
 
 ARTIFACTS = typing.get_args(Format)  # an artifact is named after its export format
 
@@ -82,15 +83,18 @@ def devices_check(names, group, all_, devices_file, accept_new_host_key, as_json
             p = r["probe"]
             mem = (p.get("mem_total_kb") or 0) / 1024 / 1024
             free = ((p.get("disk") or {}).get("free_bytes") or 0) / 1e9
-            temps = ", ".join(f"{k} {v:.0f}C" for k, v in p["thermal"]["temperatures_c"].items()) or "no sensors"
-            rts = ", ".join(f"{k} {v}" for k, v in p["runtimes"].items() if v) or "none"
-            click.echo(f"{r['device']}: {p['arch']} {p['cpu_model']} x{p['cores']}, {mem:.1f} GiB RAM, "
-                       f"{free:.1f} GB free, {p['os']}, Python {p['python']}"
-                       + (f", EMULATED ({p['emulated']})" if p.get("emulated") else ""))
+            # what the device says is shown, never interpreted: terminal escapes become '?'
+            temps = ", ".join(f"{printable(k, 40)} {v:.0f}C" for k, v in p["thermal"]["temperatures_c"].items()
+                              ) or "no sensors"
+            rts = ", ".join(f"{printable(k, 40)} {printable(v, 40)}" for k, v in p["runtimes"].items() if v) or "none"
+            emulated = f", EMULATED ({printable(p['emulated'], 80)})" if p.get("emulated") else ""
+            click.echo(f"{r['device']}: {printable(p['arch'], 40)} {printable(p['cpu_model'], 120)} x{p['cores']}, "
+                       f"{mem:.1f} GiB RAM, {free:.1f} GB free, {printable(p['os'], 120)}, Python "
+                       f"{printable(p['python'], 40)}" + emulated)
             click.echo(f"  runtimes: {rts}")
-            click.echo(f"  thermal: {temps}; governor {p['thermal']['governor']}")
+            click.echo(f"  thermal: {temps}; governor {printable(p['thermal']['governor'], 40)}")
             verdict = "matches" if r["matches_target"] else "DOES NOT match"
-            click.echo(f"  target {r['target']}: {verdict}" + "".join(f"; {x}" for x in r["problems"]))
+            click.echo(f"  target {r['target']}: {verdict}" + "".join(f"; {printable(x)}" for x in r["problems"]))
             for m in r["missing_runtimes"]:
                 click.echo(f"  missing {m['runtime']}: {m['install']}")
     if any("error" in r or not r["matches_target"] or r["missing_runtimes"] for r in results):

@@ -150,3 +150,21 @@ def test_run_stream_lines_and_the_whole_stream_are_capped(inventory, tokenizer):
     with pytest.raises(DeviceError, match=r"more than 16 MiB in all"):
         _stream(inventory, tokenizer, "line = 'log ' * 1000 + '\\n'\nwhile True:\n    out.write(line)\n")
     assert time.monotonic() - t0 < 60
+
+
+def test_devices_check_shows_what_the_device_says_without_its_terminal_escapes(tmp_path, inventory):
+    """A probe answer is shown, never interpreted: an escape sequence in the CPU name or OS (which would
+    rewrite the user's terminal) comes out as '?'."""
+    code = ("import json, runpy, io, contextlib\n"
+            "buf = io.StringIO()\n"
+            "with contextlib.redirect_stdout(buf):\n"
+            "    from edgeslm.runner.facts import probe\n"
+            "p = probe(args[args.index('--workdir') + 1] if '--workdir' in args else None)\n"
+            "p['cpu_model'] = 'Cortex\\x1b]0;owned\\x07-A72\\x1b[2J'\n"
+            "p['os'] = 'Linux\\x1b[31m red'\n"
+            "p['runtimes']['onnxruntime\\x1b[1m'] = '1.0\\x1b[0m'\n"
+            "out.write(json.dumps(p) + '\\n')\n")
+    python = hostile_python(tmp_path, {"probe": "import sys; sys.path.insert(0, sys.argv[1])\n" + code})
+    r = cli("devices", "check", "pi", "--devices", inventory(pi={"python": python}))
+    assert "\x1b" not in r.output and "\x07" not in r.output, r.output
+    assert "Cortex?]0;owned?-A72?[2J" in r.output and "Linux?[31m red" in r.output, r.output
