@@ -118,8 +118,8 @@ def test_profile_arguments_are_checked_before_the_device_is_touched(tmp_path, in
     assert cli("deploy", tiny_builds["v1"], "-d", "pi", "--devices", inv).exit_code == 0
     active = os.readlink(wd / "tinydeploy" / "current")
     for args, says in ((["--artifact", "tflite"], "'tflite' is not one of 'onnx', 'executorch'"),
-                       (["--iters", "0"], "0 is not in the range x>=1"),
-                       (["--warmup", "-1"], "-1 is not in the range x>=0"),
+                       (["--iters", "0"], "0 is not in the range 1<=x<=1000000"),
+                       (["--warmup", "-1"], "-1 is not in the range 0<=x<=1000000"),
                        (["--seq-len", "100000"], "--seq-len 100000 is outside"),
                        (["--recipe", "../x"], "recipe '../x' is not a plain name")):
         r = CliRunner().invoke(main, ["profile", str(tiny_builds["v2"]), "-d", "pi", "--devices", str(inv),
