@@ -73,3 +73,16 @@ def hold_lock(python: str, workdir: Path, recipe: str = "tinydeploy", expire: fl
 def release(holder) -> None:
     holder.stdin.close()
     holder.wait(timeout=10)
+
+
+def model_folder(wd: Path, recipe: str = "tinydeploy") -> Path:
+    """The deployed recipe's folder in a device's workdir."""
+    return wd / recipe
+
+
+def current_version(wd: Path, recipe: str = "tinydeploy") -> str:
+    """Where the device's `current` link points (versions/<version>)."""
+    import os
+
+    return os.readlink(model_folder(wd, recipe) / "current")
+

@@ -101,6 +101,15 @@ class _Proxy:
     def _pace(self, from_client: bool, n: int) -> None:
         """Called before `n` bytes are passed on (a slow link waits here)."""
 
+    def close(self):
+        """Stop listening and close every connection it made (a silent link's too)."""
+        self.sock.close()
+        for s in self.open:
+            try:
+                s.close()
+            except OSError:
+                pass
+
     def _serve(self):
         import threading
 
@@ -176,14 +185,6 @@ class SilentProxy(_Proxy):
             return "silence"
         return "send"
 
-    def close(self):
-        self.sock.close()
-        for s in self.open:
-            try:
-                s.close()
-            except OSError:
-                pass
-
 
 class SlowProxy(_Proxy):
     """A slow link: every connection through it shares `rate` bytes per second in each direction, passed
@@ -210,10 +211,3 @@ class SlowProxy(_Proxy):
             self._free[from_client] = done = start + n / self.rate
         time.sleep(max(0.0, done - time.monotonic()))
 
-    def close(self):
-        self.sock.close()
-        for s in self.open:
-            try:
-                s.close()
-            except OSError:
-                pass

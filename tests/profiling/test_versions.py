@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from deployhelp import cli, device, hold_lock, release, run_runner, variant
+from deployhelp import cli, device, hold_lock, release, run_runner, variant, current_version, model_folder
 from edgeslm.errors import EXIT_USER, UserError
 from edgeslm.profiling.deploy import deploy, rollback
 from edgeslm.profiling.profile import profile
@@ -25,14 +25,8 @@ pytestmark = pytest.mark.slow
 QUIET = {"log": lambda m: None}
 
 _dev = device
-
-
-def _model(wd: Path) -> Path:
-    return wd / "tinydeploy"
-
-
-def _current(wd: Path) -> str:
-    return os.readlink(_model(wd) / "current")
+_model = model_folder
+_current = current_version
 
 
 def _flip(path: Path) -> None:
