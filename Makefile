@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgeslm-installed
 
-.PHONY: demo test bench bench-generation bench-llamacpp clean system-deps
+.PHONY: demo test test-fast bench bench-generation bench-llamacpp clean system-deps
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ system-deps:
 # deadline.
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -n 2 --dist loadfile --max-worker-restart=0
+
+# the contributor's loop (under 3 minutes): config, planning, manifests, reports, runner logic, contract maths;
+# no model builds, no C++ compile, no qemu (tests that need them are marked slow, or use a fixture that builds)
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" -n 2 --max-worker-restart=0 -q
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/build_bench.py

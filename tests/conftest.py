@@ -12,6 +12,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 
+# Fixtures that build or profile models (minutes on 2 cores): a test that uses one belongs to the slow tier even
+# when its file does not say so. `make test-fast` runs the rest (`-m "not slow"`); `make test` runs everything.
+HEAVY_FIXTURES = {"tiny_builds", "trainable_model", "decoder_8da4w", "decoder_models", "fp32_builds", "profiled"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 def _run_root(tmp_path_factory) -> Path:
     """This run's own temporary root, one for all xdist workers (each worker's base temp is a child)."""

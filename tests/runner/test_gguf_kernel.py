@@ -19,6 +19,8 @@ import pytest
 
 from edgeslm.runner.bundle import build_bytes
 
+pytestmark = pytest.mark.slow  # compiles the kernels (g++, the aarch64 cross g++) and runs them under qemu
+
 N, K = 40, 96
 SCRIPT = r"""
 import json, sys

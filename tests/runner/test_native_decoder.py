@@ -10,9 +10,12 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from edgeslm.runner.bundle import build_bytes
 from edgeslm.runner.native.build import build
+
+pytestmark = pytest.mark.slow  # exports a decoder with ExecuTorch's own export_llm
 
 PROMPT = [5, 17, 42, 99, 3, 7, 250, 11]
 STEPS = 8

@@ -13,6 +13,8 @@ import pytest
 from edgeslm.runner.bundle import build_bytes
 from edgeslm.runner.native.build import build
 
+pytestmark = pytest.mark.slow  # compiles the ExecuTorch runtime folder and lowers programs
+
 SCRIPT = r"""
 import json, os, sys
 import numpy as np

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # compiles the onnxruntime op library and runs it under qemu
+
 N, K = 40, 96
 SCRIPT = r"""
 import json, sys
