@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeslm.config.data import DatasetSpec
+from edgeslm.config.data import DatasetSpec, source_path
 from edgeslm.contract.documents import DocumentError, loads
 from edgeslm.errors import ConfigError, MissingDependency
 from edgeslm.inputs import InputError, check_regular, decode_text, read_file
@@ -43,18 +43,6 @@ class Dataset:
     train: Split
     eval: Split
     facts: dict = field(default_factory=dict)  # counts, duplicates, source, sha256 -> manifest
-
-
-def source_path(source: str, base_dir: Path) -> Path | None:
-    """The local file or folder a dataset source names (None for a hub id)."""
-    if source.startswith("hf:"):
-        return None
-    if source.startswith("pkg:"):
-        from edgeslm.models.sources import _package_folder
-
-        return _package_folder(source[4:])
-    p = Path(source).expanduser()
-    return p if p.is_absolute() else base_dir / p
 
 
 def detect_format(spec: DatasetSpec, path: Path | None) -> str:

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from edgeslm.config import catalog
+from edgeslm.pipeline import planning
 from edgeslm.config.data import DatasetSpec
 from edgeslm.datasets import load_dataset
 from edgeslm.errors import UserError
@@ -35,7 +35,7 @@ def recipe(tmp_path, source, extra=""):
 
 def error_of(path) -> str:
     with pytest.raises(UserError) as info:
-        catalog.validate_file(path)
+        planning.validate_file(path)
     msg = str(info.value)
     assert "\n" not in msg and "r.toml" in msg
     return msg
@@ -50,7 +50,7 @@ def test_every_format_reads_the_same_data(tmp_path, fmt):
     assert abs(len(d.eval) - 0.2 * (len(d.train) + len(d.eval))) <= 3
     assert not set(d.train.texts) & set(d.eval.texts)
     assert set(d.eval.labels) == {0, 1, 2}  # stratified: every label in the eval split
-    assert "topics" in catalog.validate_file(recipe(tmp_path, src))
+    assert "topics" in planning.validate_file(recipe(tmp_path, src))
 
 
 def test_split_by_file_and_seed(tmp_path):

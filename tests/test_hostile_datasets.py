@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgeslm.cli import main
-from edgeslm.config import catalog
+from edgeslm.pipeline import planning
 from edgeslm.config.data import DatasetSpec
 from edgeslm.config.recipe import load_recipe
 from edgeslm.datasets import load_dataset
@@ -45,7 +45,7 @@ def recipe(tmp_path, source, extra="", template=RECIPE):
 
 def error_of(path) -> str:
     with pytest.raises(UserError) as info:
-        catalog.validate_file(path)
+        planning.validate_file(path)
     msg = str(info.value)
     assert "\n" not in msg and "r.toml" in msg, msg
     r = CliRunner().invoke(main, ["validate", str(path)])

@@ -1,73 +1,16 @@
-"""Command line: thin click commands. The one place that turns errors into messages and exit codes."""
+"""Command line: thin click commands (one module per command group), registered on the group in app.py.
+
+    edgeslm.cli.main   # the click group (console script `edgeslm`)
+"""
 
 from __future__ import annotations
 
-import logging
-import os
 import sys
 
-import click
+from edgeslm.cli.app import main
+from edgeslm.cli import build, devices, generation, inspect, report  # noqa: E402,F401  (registers the commands)
 
-from edgeslm import __version__
-from edgeslm.errors import EXIT_INTERNAL, EdgeSLMError
-
-
-class _Warnings(logging.Handler):
-    """Warnings from library code (e.g. a known_hosts line that was skipped) as one stderr line each."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        click.echo(f"warning: {record.getMessage()}", err=True)
-
-
-def _route_warnings() -> None:
-    logger = logging.getLogger("edgeslm")
-    if not any(isinstance(h, _Warnings) for h in logger.handlers):
-        logger.addHandler(_Warnings(logging.WARNING))
-        logger.propagate = False
-
-
-class EdgeGroup(click.Group):
-    def invoke(self, ctx):
-        _route_warnings()
-        try:
-            return super().invoke(ctx)
-        except EdgeSLMError as exc:
-            if os.environ.get("EDGESLM_DEBUG"):
-                raise
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(exc.exit_code)
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
-            raise
-        except BrokenPipeError:  # output piped into `head` and friends
-            sys.stderr.close()
-            ctx.exit(0)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            ctx.exit(130)
-        except Exception as exc:  # noqa: BLE001 - last line of defence: a bug, reported as one line
-            if os.environ.get("EDGESLM_DEBUG"):
-                raise
-            click.echo(f"internal error: {type(exc).__name__}: {exc} (this is a bug in edgeslm; "
-                       "rerun with EDGESLM_DEBUG=1 for the traceback and report it)", err=True)
-            ctx.exit(EXIT_INTERNAL)
-
-
-@click.group(cls=EdgeGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="edgeslm")
-def main() -> None:
-    """edgeslm: compress small language models, export them to ExecuTorch and ONNX for a CPU target,
-    and deploy and measure them on devices you own.
-
-    \b
-    Exit codes: 0 ok, 1 a check failed (e.g. verification), 2 bad input, 70 internal error.
-    """
-
-
-from edgeslm.cli import build as _build  # noqa: E402,F401  (registers commands)
-from edgeslm.cli import devices as _devices  # noqa: E402,F401
-from edgeslm.cli import generation as _generation  # noqa: E402,F401
-from edgeslm.cli import inspect as _inspect  # noqa: E402,F401
-from edgeslm.cli import report as _report  # noqa: E402,F401
+__all__ = ["main"]
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from edgeslm.cli import main
+from edgeslm.cli.app import main
 from edgeslm.cli.console import quiet_native_output, stderr_console
 from edgeslm.config.catalog import find_recipe, select_targets
 from edgeslm.contract import artifact_size

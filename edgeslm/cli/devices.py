@@ -4,38 +4,21 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import json
-import os
 import typing
 from pathlib import Path
 
 import click
 
-from edgeslm.cli import main
+from edgeslm.cli.app import main
+from edgeslm.cli.options import accept_option, build_for, devices_option, inventory, json_option
 from edgeslm.cli.options import MAX_ITERS, MAX_SECONDS, MAX_TOKENS, FiniteFloatRange, threads_option
-from edgeslm.config.devices import LOCAL, load_inventory
+from edgeslm.config.devices import LOCAL
 from edgeslm.config.recipe import Format
 from edgeslm.emulate import EMULATED_TARGET
 from edgeslm.errors import EXIT_FAILED, EdgeSLMError, UserError
 from edgeslm.transport import printable
 
 ARTIFACTS = typing.get_args(Format)  # an artifact is named after its export format
-
-devices_option = click.option(
-    "--devices", "devices_file", type=click.Path(path_type=Path), default=None,
-    help="Inventory file (default: $EDGESLM_DEVICES or ./devices.toml).")
-accept_option = click.option(
-    "--accept-new-host-key", is_flag=True,
-    help="Trust on first use: record an unknown host key in known_hosts. A changed key is always refused.")
-json_option = click.option("--json", "as_json", is_flag=True, help="Print results as JSON on stdout.")
-
-
-def _inventory(path: Path | None):
-    """--devices FILE, else $EDGESLM_DEVICES, else ./devices.toml. A file the user named must exist;
-    the default may be absent (then only `local` is there)."""
-    named = path or (Path(os.environ["EDGESLM_DEVICES"]) if os.environ.get("EDGESLM_DEVICES") else None)
-    path = named or Path("devices.toml")
-    return load_inventory(path, required=named is not None), str(path)
-
 
 @main.group()
 def devices() -> None:
@@ -47,7 +30,7 @@ def devices() -> None:
 @json_option
 def devices_list(devices_file, as_json) -> None:
     """List devices with host, target and groups."""
-    inv, _ = _inventory(devices_file)
+    inv, _ = inventory(devices_file)
     rows = [{"name": LOCAL, "host": "(this machine)", "target": "host", "groups": []}] + [
         {"name": n, "host": d.host, "target": d.target, "groups": list(d.groups)} for n, d in inv.devices.items()]
     if as_json:
@@ -69,7 +52,7 @@ def devices_check(names, group, all_, devices_file, accept_new_host_key, as_json
     whether each device matches the target its entry names. Default: local."""
     from edgeslm.profiling.check import check
 
-    inv, file = _inventory(devices_file)
+    inv, file = inventory(devices_file)
     chosen = inv.select(names, group, all_, file) or [LOCAL]
     single = len(chosen) == 1 and not group and not all_
     results = _parallel(chosen, lambda n: check(n, inv.get(n, file), accept_new_host_key), single=single)
@@ -108,7 +91,7 @@ def devices_trust(name, devices_file) -> None:
     """Connect once and record the device's host key in its known_hosts file (explicit trust on first use)."""
     from edgeslm.profiling.deploy import open_device
 
-    inv, file = _inventory(devices_file)
+    inv, file = inventory(devices_file)
     device = inv.get(name, file)
     with open_device(name, device, accept_new_host_key=True):
         pass
@@ -132,23 +115,6 @@ def _parallel(names: list[str], fn, workers: int = 4, single: bool = False) -> l
         return list(pool.map(one, names))
 
 
-def _build_for(arg: str, target_name: str, out: Path) -> Path:
-    """A build folder: ARG itself, or the recipe ARG built (or taken from the cache) for the target."""
-    p = Path(arg)
-    if (p / "manifest.json").is_file():
-        return p
-    from edgeslm.cli.console import quiet_native_output
-    from edgeslm.config.catalog import find_recipe, load_target
-    from edgeslm.pipeline import build, plan
-
-    loaded = find_recipe(arg)
-    if target_name not in loaded.recipe.targets:
-        raise UserError(f"recipe {loaded.recipe.name} does not list target {target_name!r}; add it to its targets")
-    target = plan(loaded, [load_target(target_name)])[0]
-    with quiet_native_output(out / ".logs" / f"{loaded.recipe.name}-{target.name}.log"):
-        return build(loaded, target, out).folder
-
-
 @main.command()
 @click.argument("build_or_recipe")
 @click.option("--device", "-d", "names", multiple=True, help="Device name (repeatable).")
@@ -170,7 +136,7 @@ def deploy(build_or_recipe, names, group, and_profile, out, break_lock, devices_
     from edgeslm.profiling.deploy import deploy as run_deploy
     from edgeslm.profiling.profile import profile as run_profile
 
-    inv, file = _inventory(devices_file)
+    inv, file = inventory(devices_file)
     chosen = inv.select(names, group, False, file)
     if not chosen:
         raise UserError("name a device with --device NAME or a group with --group G (see `edgeslm devices list`)")
@@ -178,7 +144,7 @@ def deploy(build_or_recipe, names, group, and_profile, out, break_lock, devices_
     for n in chosen:  # builds first, sequentially (they share the CPU); deploys then run in parallel
         target = inv.get(n, file).target
         if target not in folders:
-            folders[target] = _build_for(build_or_recipe, target, out)
+            folders[target] = build_for(build_or_recipe, target, out)
     from edgeslm.profiling.deploy import checked_build
 
     for folder in set(folders.values()):  # a hostile or modified build folder: one error, before any device
@@ -231,7 +197,7 @@ def rollback(name, recipe, out, devices_file, accept_new_host_key) -> None:
     """Switch a device back to the previously active version (verified first, then atomic)."""
     from edgeslm.profiling.deploy import rollback as run_rollback
 
-    inv, file = _inventory(devices_file)
+    inv, file = inventory(devices_file)
     r = run_rollback(name, inv.get(name, file), recipe, accept_new_host_key, out=out)
     click.echo(f"ok {name}: {r['recipe']} now {r['current']} (was {r['previous']}); "
                f"verified against {r['verified_against']}")
@@ -277,7 +243,7 @@ def profile(build_or_recipe, name, recipe, artifacts, threads, iters, warmup, mi
 
     if eval_limit and not with_eval:  # before the build and the upload
         raise UserError("--eval-limit needs --eval")
-    inv, file = _inventory(devices_file)
+    inv, file = inventory(devices_file)
     device = inv.get(name, file)
     if recipe:
         check_name(recipe)
@@ -288,7 +254,7 @@ def profile(build_or_recipe, name, recipe, artifacts, threads, iters, warmup, mi
         threads = load_target(device.target).threads
     folder = None
     if build_or_recipe:
-        folder = _build_for(build_or_recipe, device.target, out)
+        folder = build_for(build_or_recipe, device.target, out)
         built = HostBuild.load(folder)
         check_request(built.manifest, artifacts, seq_len, str(folder))  # before the device is touched
         if with_eval and not (built.manifest.reference or {}).get("eval"):

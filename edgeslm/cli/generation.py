@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from edgeslm.cli import main
-from edgeslm.cli.devices import _build_for, _inventory, accept_option, devices_option
+from edgeslm.cli.app import main
+from edgeslm.cli.options import accept_option, build_for, devices_option, inventory
 from edgeslm.cli.options import MAX_SEED, MAX_TOKENS, MAX_TOP_K, FiniteFloatRange, check_prompt, threads_option
 from edgeslm.config.devices import LOCAL
 
@@ -44,9 +44,9 @@ def run(build_or_recipe, prompt, name, max_new_tokens, chat, threads, sample, te
     from edgeslm.profiling.generate import generation_build, prepare_run, run_prompt
 
     check_prompt(prompt)
-    inv, file = _inventory(devices_file)
+    inv, file = inventory(devices_file)
     device = inv.get(name, file)
-    folder = _build_for(build_or_recipe, device.target, out)
+    folder = build_for(build_or_recipe, device.target, out)
     generation_build(folder, artifact)  # refused before anything is deployed
     sampling = {"sampling": None if sample is None else ("sample" if sample else "greedy"),
                 "temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}

@@ -11,14 +11,15 @@ import click
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from edgeslm.cli import main
+from edgeslm.cli.app import main
 from edgeslm.config import catalog
-from edgeslm.config.base import _unwrap, read_toml
+from edgeslm.config.base import unwrap, read_toml
 from edgeslm.config.devices import Inventory
 from edgeslm.config.passes import PASS_TYPES
 from edgeslm.config.recipe import Recipe
 from edgeslm.config.target import Target, load_target_file
 from edgeslm.errors import EXIT_INTERNAL, EdgeSLMError
+from edgeslm.pipeline import planning
 
 
 @main.command()
@@ -30,7 +31,7 @@ def validate(files: tuple[Path, ...], as_json: bool) -> None:
     results, codes = [], set()
     for f in files:
         try:
-            results.append({"file": str(f), "ok": True, "summary": catalog.validate_file(f)})
+            results.append({"file": str(f), "ok": True, "summary": planning.validate_file(f)})
         except EdgeSLMError as exc:
             codes.add(exc.exit_code)
             results.append({"file": str(f), "ok": False, "error": str(exc)})
@@ -111,9 +112,9 @@ def explain_lines(model: type[BaseModel], kind: str) -> list[str]:
     def walk(m: type[BaseModel], prefix: str) -> None:
         for name, field in m.model_fields.items():
             key = f"{prefix}{field.alias or name}"
-            inner = _unwrap(field.annotation)
+            inner = unwrap(field.annotation)
             if typing.get_origin(inner) is dict:
-                inner = _unwrap(typing.get_args(inner)[1])
+                inner = unwrap(typing.get_args(inner)[1])
                 key = f"{key}.NAME"
             if field.default is not PydanticUndefined:
                 default = json.dumps(field.default if not isinstance(field.default, BaseModel)

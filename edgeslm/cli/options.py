@@ -1,4 +1,5 @@
-"""Option types and bounds shared by the commands that talk to a device (pip's cmdoptions.py, small).
+"""Options, option types and helpers shared by the commands (pip's cmdoptions.py, small): the inventory a
+command reads, the build folder a recipe argument stands for, and the bounds of what a device is asked.
 
 Every argument of `run` and `profile` is checked by click or here before anything touches a device: a
 bound that only the device would enforce costs an upload first and then answers with the device's text.
@@ -7,12 +8,14 @@ bound that only the device would enforce costs an upload first and then answers 
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
 import click
 
-from edgeslm.errors import UserError
-
+from edgeslm.config.devices import load_inventory
 from edgeslm.contract import MAX_ITERS, MAX_SEED, MAX_THREADS, MAX_TOKENS, MAX_TOP_K  # noqa: F401 (the bounds)
+from edgeslm.errors import UserError
 
 MAX_SECONDS = 86_400.0  # --min-seconds: a day; a device's profile_timeout (default 3600) ends a run sooner
 
@@ -47,3 +50,37 @@ def check_prompt(prompt: str) -> str:
         raise UserError(f"PROMPT is not UTF-8 text ({what} at position {exc.start}); give the prompt as UTF-8 "
                         "(check the terminal's encoding, e.g. LANG=C.UTF-8)") from None
     return prompt
+
+
+devices_option = click.option(
+    "--devices", "devices_file", type=click.Path(path_type=Path), default=None,
+    help="Inventory file (default: $EDGESLM_DEVICES or ./devices.toml).")
+accept_option = click.option(
+    "--accept-new-host-key", is_flag=True,
+    help="Trust on first use: record an unknown host key in known_hosts. A changed key is always refused.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print results as JSON on stdout.")
+
+
+def inventory(path: Path | None):
+    """--devices FILE, else $EDGESLM_DEVICES, else ./devices.toml. A file the user named must exist;
+    the default may be absent (then only `local` is there)."""
+    named = path or (Path(os.environ["EDGESLM_DEVICES"]) if os.environ.get("EDGESLM_DEVICES") else None)
+    path = named or Path("devices.toml")
+    return load_inventory(path, required=named is not None), str(path)
+
+
+def build_for(arg: str, target_name: str, out: Path) -> Path:
+    """A build folder: ARG itself, or the recipe ARG built (or taken from the cache) for the target."""
+    p = Path(arg)
+    if (p / "manifest.json").is_file():
+        return p
+    from edgeslm.cli.console import quiet_native_output
+    from edgeslm.config.catalog import find_recipe, load_target
+    from edgeslm.pipeline import build, plan
+
+    loaded = find_recipe(arg)
+    if target_name not in loaded.recipe.targets:
+        raise UserError(f"recipe {loaded.recipe.name} does not list target {target_name!r}; add it to its targets")
+    target = plan(loaded, [load_target(target_name)])[0]
+    with quiet_native_output(out / ".logs" / f"{loaded.recipe.name}-{target.name}.log"):
+        return build(loaded, target, out).folder

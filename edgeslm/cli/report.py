@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from edgeslm.cli import main
+from edgeslm.cli.app import main
 from edgeslm.errors import EXIT_FAILED, UserError
 
 

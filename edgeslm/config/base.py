@@ -110,18 +110,18 @@ def _loc_to_key(loc: tuple) -> str:
     return key
 
 
-def _unwrap(annotation: Any) -> Any:
+def unwrap(annotation: Any) -> Any:
     """Strip Optional/list/Annotated down to a model class (or a list of union members)."""
     origin = typing.get_origin(annotation)
     if origin is typing.Annotated:
-        return _unwrap(typing.get_args(annotation)[0])
+        return unwrap(typing.get_args(annotation)[0])
     if origin in (list, tuple, set, frozenset):
-        return _unwrap(typing.get_args(annotation)[0])
+        return unwrap(typing.get_args(annotation)[0])
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
         members = [a for a in typing.get_args(annotation) if a is not type(None)]
         if len(members) == 1:
-            return _unwrap(members[0])
-        return [_unwrap(m) for m in members]
+            return unwrap(members[0])
+        return [unwrap(m) for m in members]
     return annotation
 
 
@@ -160,9 +160,9 @@ def resolve_owner(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
         if field is None:
             # dict[str, Model] values: the loc part is the dict key
             return None
-        current = _unwrap(field.annotation)
+        current = unwrap(field.annotation)
         if typing.get_origin(current) is dict:
-            current = _unwrap(typing.get_args(current)[1])
+            current = unwrap(typing.get_args(current)[1])
             skip_key = True
     if isinstance(current, list):
         return None

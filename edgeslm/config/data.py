@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from edgeslm.config.base import NAME_PATTERN, StrictModel
+from edgeslm.config.packages import package_folder
 
 
 class DatasetSpec(StrictModel):
@@ -77,3 +79,13 @@ class EvalSpec(StrictModel):
     @model_validator(mode="after")
     def _ok(self):
         return self
+
+
+def source_path(source: str, base_dir: Path) -> Path | None:
+    """The local file or folder a dataset source names (None for a hub id)."""
+    if source.startswith("hf:"):
+        return None
+    if source.startswith("pkg:"):
+        return package_folder(source[4:])
+    p = Path(source).expanduser()
+    return p if p.is_absolute() else base_dir / p

@@ -13,7 +13,7 @@ from typing import Annotated
 from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
 from edgeslm.config.base import NAME_PATTERN, SCHEMA_VERSION, StrictModel, parse, read_toml
-from edgeslm.config.data import DatasetSpec, EvalSpec
+from edgeslm.config.data import DatasetSpec, EvalSpec, source_path
 from edgeslm.contract import MAX_SEED, MAX_TOP_K
 from edgeslm.config.passes import PASS_TYPES, PassConfig, QuantizeConfig
 from edgeslm.config.tasks import TASKS
@@ -288,9 +288,7 @@ class LoadedRecipe:
 
     def referenced_files(self, keyed: bool = False) -> list:
         """The files and folders the recipe names (with `keyed`: (recipe key, path) pairs)."""
-        from edgeslm.datasets import source_path
-
-        out = [(key, self.resolve_path(value)) for key, value in _file_keys(self.recipe)]
+        out = [(key, self.resolve_path(value)) for key, value in file_keys(self.recipe)]
         for name, spec in self.recipe.datasets.items():
             for key, src in (("source", spec.source), ("eval_source", spec.eval_source)):
                 p = source_path(src, self.base_dir) if src is not None else None
@@ -333,21 +331,6 @@ def load_recipe(path: str | Path) -> LoadedRecipe:
     loaded = LoadedRecipe(recipe, path)
     for key, problem, fix in cross_checks(recipe):
         raise ConfigError(str(path_for_display(path)), key, problem, fix)
-    from edgeslm.texts import read_texts
-
-    for key, value in _file_keys(recipe):  # read now: binary, empty or missing files fail here
-        read_texts(loaded.resolve_path(value), file=str(path_for_display(path)), key=key)
-    from edgeslm.datasets import source_path
-
-    for name, spec in recipe.datasets.items():
-        for key, src in (("source", spec.source), ("eval_source", spec.eval_source)):
-            if src is None or src.startswith("hf:"):
-                continue
-            p = source_path(src, loaded.base_dir)
-            if p is None or not p.exists():
-                raise ConfigError(str(path_for_display(path)), f"datasets.{name}.{key}",
-                                  f"{p or src} does not exist" if p is not None else f"package of {src!r} is not installed",
-                                  "fix the path; relative paths start at the recipe's folder")
     return loaded
 
 
@@ -425,7 +408,7 @@ def cross_checks(recipe: Recipe):
                    task.quantize_refusal or f"use one of {', '.join(sorted(task.quantize_methods))}")
 
 
-def _file_keys(recipe: Recipe):
+def file_keys(recipe: Recipe):
     if recipe.verify.texts_file:
         yield "verify.texts_file", recipe.verify.texts_file
     for i, p in enumerate(recipe.passes):

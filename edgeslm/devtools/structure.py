@@ -69,12 +69,14 @@ def imports(mods: dict[str, Path]) -> tuple[dict[str, set[str]], list[tuple[str,
     private = []
     for name, path in mods.items():
         tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
-        found = set()
+        found, aliases = set(), {}  # aliases: a local name bound to an edgeslm module -> that module
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 for alias in node.names:
                     if alias.name.split(".")[0] == "edgeslm":
                         found.add(_known(alias.name, mods))
+                        if alias.asname:
+                            aliases[alias.asname] = _known(alias.name, mods)
             elif isinstance(node, ast.ImportFrom):
                 target = _resolve(name, path.name == "__init__.py", node)
                 if target.split(".")[0] != "edgeslm":
@@ -83,10 +85,15 @@ def imports(mods: dict[str, Path]) -> tuple[dict[str, set[str]], list[tuple[str,
                     sub = f"{target}.{alias.name}"
                     if sub in mods:  # `from edgeslm.x import module`
                         found.add(sub)
+                        aliases[alias.asname or alias.name] = sub
                         continue
                     found.add(_known(target, mods))
                     if alias.name.startswith("_") and not alias.name.startswith("__") and _known(target, mods) != name:
                         private.append((name, target, alias.name))
+        for node in ast.walk(tree):  # `module._name` on a module imported by name
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
+                    and node.attr.startswith("_") and not node.attr.startswith("__") and aliases[node.value.id] != name):
+                private.append((name, aliases[node.value.id], node.attr))
         found.discard(name)
         found.discard("")
         edges[name] = found

@@ -32,6 +32,7 @@ from edgeslm.generation.judge import CONTINUATION_TOKENS, Facts, hf_step
 from edgeslm.errors import ConfigError, ModelSourceError
 from edgeslm.models.sources import ResolvedSource
 from edgeslm.runtimes import runtime_unit
+from edgeslm.tasks.generation import prompt_ids
 from edgeslm.texts import calibration_texts
 
 REFERENCE_FILE = "reference.npz"
@@ -98,15 +99,6 @@ def held_text_ids(tokenizer, n: int) -> list[int]:
     while len(ids) < n:
         ids = ids + ids
     return [int(i) for i in ids[:n]]
-
-
-def prompt_ids(tokenizer, prompt: str, chat: bool) -> list[int]:
-    if chat and getattr(tokenizer, "chat_template", None):
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                            tokenize=True)
-        ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
-        return [int(i) for i in ids]
-    return [int(i) for i in tokenizer(prompt)["input_ids"]]
 
 
 def stop_ids(tokenizer, model) -> list[int]:

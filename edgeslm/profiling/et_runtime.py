@@ -39,7 +39,7 @@ def runtime_folder(arch: str, timeout: float = 900) -> Path:
 
     arch = _arch(arch)
     et = native.installed_executorch() if arch == platform.machine() else executorch_package(arch, timeout)
-    version = native._version(et)
+    version = native.installed_version(et)
     headers = ort_headers()  # the op library's header: the folder changes with it
     h = hashlib.sha256(f"{arch}\n{version}\n{sha256_file(headers / HEADER)}\n".encode())
     for src in sorted(native.HERE.rglob("*")):

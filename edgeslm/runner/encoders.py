@@ -10,9 +10,9 @@ import time
 from edgeslm.contract.parity import compare_outputs, nearest_centroid, task_metric
 from edgeslm.contract.stats import stats
 from edgeslm.runner.errors import RunnerError
-from edgeslm.runner.facts import _reset_hwm, _status_kb
+from edgeslm.runner.facts import reset_hwm, status_kb
 from edgeslm.runner.runtimes import open_runtime
-from edgeslm.runner.store import _inside
+from edgeslm.runner.store import inside
 
 
 class Session:
@@ -37,31 +37,31 @@ def profile(job) -> dict:
     seq = job.seq_len or shapes["max_seq_len"]
     if not shapes["min_seq_len"] <= seq <= shapes["max_seq_len"]:
         raise RunnerError(f"--seq-len {seq} is outside the model's [{shapes['min_seq_len']}, {shapes['max_seq_len']}]")
-    rss_start = _status_kb("VmRSS")
+    rss_start = status_kb("VmRSS")
     t0 = time.perf_counter()
     runtime = open_runtime(artifact["format"], job.et_runtime)
     import_ms = (time.perf_counter() - t0) * 1e3
     gc.collect()
-    rss_before = _status_kb("VmRSS")
+    rss_before = status_kb("VmRSS")
     t0 = time.perf_counter()
-    session = Session(runtime.encoder(_inside(build_dir, artifact["file"]), job.threads,
+    session = Session(runtime.encoder(inside(build_dir, artifact["file"]), job.threads,
                                       artifact.get("export", {}).get("input_order")
                                       or [i["name"] for i in manifest["inputs"]]))
     load_ms = (time.perf_counter() - t0) * 1e3
-    rss_loaded = _status_kb("VmRSS")
-    hwm_after_load = _status_kb("VmHWM")
+    rss_loaded = status_kb("VmRSS")
+    hwm_after_load = status_kb("VmHWM")
     check = parity(session, build_dir, manifest, artifact)
     task = evaluate(session, build_dir, manifest, artifact, job.eval_rows or None) if job.eval_rows is not None else None
 
     # benchmark input: reference sample 0's tokens repeated to `seq` tokens, batch from the manifest
-    ref = np.load(_inside(build_dir, manifest["reference"]["file"]), allow_pickle=False)
+    ref = np.load(inside(build_dir, manifest["reference"]["file"]), allow_pickle=False)
     batch = shapes.get("batch_size", 1)
     feeds = {}
     for spec in manifest["inputs"]:
         base = ref[f"input/0/{spec['name']}"][0]
         feeds[spec["name"]] = np.ascontiguousarray(np.tile(np.resize(base, seq)[None, :], (batch, 1)).astype(np.int64))
     feeds["attention_mask"][:] = 1
-    reset = _reset_hwm()
+    reset = reset_hwm()
     first = time.perf_counter()
     session(feeds)
     first_ms = (time.perf_counter() - first) * 1e3
@@ -75,8 +75,8 @@ def profile(job) -> dict:
         samples.append((time.perf_counter() - t) * 1e3)
         if len(samples) >= 100000:
             break
-    hwm_run = _status_kb("VmHWM")
-    rss_after = _status_kb("VmRSS")
+    hwm_run = status_kb("VmHWM")
+    rss_after = status_kb("VmRSS")
     return {
         "runtime": runtime.name,
         "settings": {"threads": job.threads, "warmup": job.warmup, "iters": job.iters,
@@ -100,7 +100,7 @@ def parity(session: Session, build_dir: str, manifest: dict, artifact: dict) -> 
     thresholds as the build host) and with the build host's own run of this artifact."""
     import numpy as np
 
-    ref = np.load(_inside(build_dir, manifest["reference"]["file"]), allow_pickle=False)
+    ref = np.load(inside(build_dir, manifest["reference"]["file"]), allow_pickle=False)
     out_name = manifest["outputs"][0]["name"]
     limits = manifest["reference"].get("thresholds", {})
     refs, outs, masks, host_err = [], [], [], 0.0
@@ -128,7 +128,7 @@ def evaluate(session: Session, build_dir: str, manifest: dict, artifact: dict, l
     spec = manifest["reference"].get("eval")
     if not spec:
         raise RunnerError("this build carries no eval set: add [eval] (with on_device = true) to the recipe")
-    ref = np.load(_inside(build_dir, manifest["reference"]["file"]), allow_pickle=False)
+    ref = np.load(inside(build_dir, manifest["reference"]["file"]), allow_pickle=False)
     rows = int(spec["rows"]) if not limit else min(int(limit), int(spec["rows"]))
     outs, times, lengths, done = [], [], [], 0
     for i in range(int(spec["batches"])):

@@ -11,7 +11,7 @@ from edgeslm.contract import RUNNER_VERSION
 from edgeslm.contract.results import ProbeResult
 
 
-def _read(path: str, default: str = "") -> str:
+def read_small(path: str, default: str = "") -> str:
     try:
         with open(path) as f:
             return f.read().strip()
@@ -21,7 +21,7 @@ def _read(path: str, default: str = "") -> str:
 
 def _meminfo() -> dict:
     out = {}
-    for line in _read("/proc/meminfo").splitlines():
+    for line in read_small("/proc/meminfo").splitlines():
         key, _, rest = line.partition(":")
         parts = rest.split()
         if parts and parts[0].isdigit():
@@ -30,7 +30,7 @@ def _meminfo() -> dict:
 
 
 def cpu_model() -> str:
-    text = _read("/proc/cpuinfo")
+    text = read_small("/proc/cpuinfo")
     for key in ("model name", "Model", "Hardware", "CPU part"):
         for line in text.splitlines():
             if line.startswith(key):
@@ -39,7 +39,7 @@ def cpu_model() -> str:
 
 
 def cpu_features() -> list:
-    for line in _read("/proc/cpuinfo").splitlines():
+    for line in read_small("/proc/cpuinfo").splitlines():
         key = line.split(":", 1)[0].strip()
         if key in ("flags", "Features"):
             return sorted(set(line.split(":", 1)[1].split()))
@@ -52,13 +52,13 @@ def thermal() -> dict:
     base = "/sys/class/thermal"
     if os.path.isdir(base):
         for zone in sorted(os.listdir(base)):
-            t = _read(os.path.join(base, zone, "temp"))
+            t = read_small(os.path.join(base, zone, "temp"))
             if t.lstrip("-").isdigit():
-                temps[_read(os.path.join(base, zone, "type"), zone)] = int(t) / 1000.0
+                temps[read_small(os.path.join(base, zone, "type"), zone)] = int(t) / 1000.0
     cpufreq = "/sys/devices/system/cpu/cpu0/cpufreq"
-    freq = _read(os.path.join(cpufreq, "scaling_cur_freq"))
+    freq = read_small(os.path.join(cpufreq, "scaling_cur_freq"))
     out = {"temperatures_c": temps, "freq_khz": int(freq) if freq.isdigit() else None,
-           "governor": _read(os.path.join(cpufreq, "scaling_governor")) or None, "throttled": None}
+           "governor": read_small(os.path.join(cpufreq, "scaling_governor")) or None, "throttled": None}
     vcgencmd = shutil.which("vcgencmd")
     if vcgencmd:
         import subprocess
@@ -81,15 +81,15 @@ def runtimes() -> dict:
     out = {"numpy": None, "onnxruntime": None, "executorch": None, "psutil": None}
     for name in ("numpy", "onnxruntime", "psutil"):
         if importlib.util.find_spec(name) is not None:
-            out[name] = _dist_version(name) or "installed"
-    if _has_module("executorch.runtime"):
-        out["executorch"] = "executorch.runtime " + (_dist_version("executorch") or "?")
+            out[name] = dist_version(name) or "installed"
+    if has_module("executorch.runtime"):
+        out["executorch"] = "executorch.runtime " + (dist_version("executorch") or "?")
     elif importlib.util.find_spec("executorch_numpy_runtime") is not None:
-        out["executorch"] = "executorch-numpy-runtime " + (_dist_version("executorch-numpy-runtime") or "?")
+        out["executorch"] = "executorch-numpy-runtime " + (dist_version("executorch-numpy-runtime") or "?")
     return out
 
 
-def _has_module(name: str) -> bool:
+def has_module(name: str) -> bool:
     import importlib.util
 
     try:
@@ -98,7 +98,7 @@ def _has_module(name: str) -> bool:
         return False
 
 
-def _dist_version(name: str):
+def dist_version(name: str):
     try:
         from importlib import metadata
     except ImportError:  # pragma: no cover - Python < 3.8
@@ -123,7 +123,7 @@ def probe(workdir: str | None) -> dict:
             probe_dir = os.path.dirname(probe_dir)
         st = os.statvfs(probe_dir)
         disk = {"path": path, "free_bytes": st.f_bavail * st.f_frsize, "total_bytes": st.f_blocks * st.f_frsize}
-    osr = dict(line.split("=", 1) for line in _read("/etc/os-release").splitlines() if "=" in line)
+    osr = dict(line.split("=", 1) for line in read_small("/etc/os-release").splitlines() if "=" in line)
     return ProbeResult(
         runner_version=RUNNER_VERSION,
         arch=platform.machine(), cpu_model=cpu_model(), cores=os.cpu_count(),
@@ -135,14 +135,14 @@ def probe(workdir: str | None) -> dict:
     ).to_dict()
 
 
-def _status_kb(key: str) -> int | None:
-    for line in _read("/proc/self/status").splitlines():
+def status_kb(key: str) -> int | None:
+    for line in read_small("/proc/self/status").splitlines():
         if line.startswith(key + ":"):
             return int(line.split()[1])
     return None
 
 
-def _reset_hwm() -> bool:
+def reset_hwm() -> bool:
     """Reset VmHWM to the current RSS (Linux >= 4.0) so the peak covers only what follows."""
     try:
         with open("/proc/self/clear_refs", "w") as f:

@@ -18,8 +18,8 @@ from edgeslm.contract.decoding import greedy, prefill, teacher_forced, timed_dec
 from edgeslm.contract.parity import TOP1_MARGIN, log_softmax
 from edgeslm.contract.stats import stats
 from edgeslm.runner.errors import RunnerError
-from edgeslm.runner.facts import _status_kb
-from edgeslm.runner.store import _inside
+from edgeslm.runner.facts import status_kb
+from edgeslm.runner.store import inside
 
 PROMPT_LENGTHS = (32, 128, 512)
 
@@ -32,7 +32,7 @@ def open_decoder(build_dir: str, manifest: dict, artifact: dict, threads: int, e
 
     runtime = open_runtime(artifact.get("format"), et_runtime)
     t0 = time.perf_counter()
-    step = runtime.decoder(_inside(build_dir, artifact["file"]), threads, artifact.get("export") or {},
+    step = runtime.decoder(inside(build_dir, artifact["file"]), threads, artifact.get("export") or {},
                            int(manifest["shapes"]["max_context"]))
     return step, (time.perf_counter() - t0) * 1e3, runtime.name
 
@@ -41,7 +41,7 @@ def check(step, build_dir: str, manifest: dict, artifact: str) -> dict:
     """Teacher-forced on the stored held text; compared with PyTorch's stored top tokens and log-probs."""
     import numpy as np
 
-    ref = np.load(_inside(build_dir, manifest["reference"]["file"]), allow_pickle=False)
+    ref = np.load(inside(build_dir, manifest["reference"]["file"]), allow_pickle=False)
     ids = [int(i) for i in ref["text/ids"]]
     first, chunk = int(ref["text/first"]), int(manifest["shapes"]["max_prompt"])
     logits = teacher_forced(step, ids, first, chunk).astype(np.float64)
@@ -95,10 +95,10 @@ def profile_generation(build_dir: str, manifest: dict, artifact: dict, threads: 
     import numpy as np
 
     ctx, chunk = int(manifest["shapes"]["max_context"]), int(manifest["shapes"]["max_prompt"])
-    rss_start = _status_kb("VmRSS")
+    rss_start = status_kb("VmRSS")
     step, load_ms, runtime = open_decoder(build_dir, manifest, artifact, threads, et_runtime)
-    rss_loaded, hwm_loaded = _status_kb("VmRSS"), _status_kb("VmHWM")
-    ref = np.load(_inside(build_dir, manifest["reference"]["file"]), allow_pickle=False)
+    rss_loaded, hwm_loaded = status_kb("VmRSS"), status_kb("VmHWM")
+    ref = np.load(inside(build_dir, manifest["reference"]["file"]), allow_pickle=False)
     text = [int(i) for i in ref["text/ids"]]
     lengths = [n for n in PROMPT_LENGTHS if n + new_tokens <= ctx] or [max(1, ctx - new_tokens - 1)]
     ttft = []
@@ -114,13 +114,13 @@ def profile_generation(build_dir: str, manifest: dict, artifact: dict, threads: 
             times.append((time.perf_counter() - t0) * 1e3)
         s = stats(times)
         ttft.append({"prompt_tokens": n, "ttft_ms": s, "prefill_tok_s": n / (s["p50"] / 1e3),
-                     "rss_kb": _status_kb("VmRSS")})
+                     "rss_kb": status_kb("VmRSS")})
     # decode: after a 32-token prompt, greedy steps whatever the tokens (no stop), each timed
     prompt = text[:min(32, len(text))]
     logits = prefill(step, prompt, 0, chunk)
     steps = timed_decode(step, int(np.asarray(logits).argmax()), len(prompt), min(new_tokens, ctx - len(prompt)))
     d = stats(steps[min(warmup, len(steps) - 1):] if len(steps) > 1 else steps)
-    peak, rss_decoded = _status_kb("VmHWM"), _status_kb("VmRSS")
+    peak, rss_decoded = status_kb("VmHWM"), status_kb("VmRSS")
     # the check last: its logit arrays would otherwise count in the peak memory of generation
     verdict = check(step, build_dir, manifest, artifact["name"])
     return {
@@ -132,7 +132,7 @@ def profile_generation(build_dir: str, manifest: dict, artifact: dict, threads: 
         "memory_kb": {"rss_at_start": rss_start, "rss_after_load": rss_loaded, "peak_after_load": hwm_loaded,
                       "load_increase": (rss_loaded or 0) - (rss_start or 0),
                       "peak_rss": peak, "rss_after_decode": rss_decoded,
-                      "peak_with_check": _status_kb("VmHWM")},
+                      "peak_with_check": status_kb("VmHWM")},
         "settings": {"threads": threads, "warmup": warmup, "iters": iters, "new_tokens": new_tokens,
                      "prompt_lengths": lengths, "max_context": ctx, "prompt_chunk": chunk},
     }

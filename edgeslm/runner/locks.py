@@ -10,8 +10,8 @@ import secrets
 import time
 
 from edgeslm.runner.errors import RunnerError
-from edgeslm.runner.facts import _read
-from edgeslm.runner.store import _link_version, _pin_path, _version, model_dir
+from edgeslm.runner.facts import read_small
+from edgeslm.runner.store import link_version, pin_path, checked_version, model_dir
 
 
 # A deploy holds an exclusive flock on <model>/.deploy.lock; a profile holds a shared flock on
@@ -34,7 +34,7 @@ def _iso(t: float) -> str:
 
 
 def _lock_info(path: str) -> dict:
-    return _parse_info(_read(path))
+    return _parse_info(read_small(path))
 
 
 def _parse_info(text: str) -> dict:
@@ -125,11 +125,11 @@ def hold(workdir: str, recipe: str, pin: str | None, owner: str, expire: float, 
     else:
         deadline = _now() + max(wait, 30.0)
         while True:
-            version = _link_version(mdir, "current") if pin == "current" else _version(pin)
+            version = link_version(mdir, "current") if pin == "current" else checked_version(pin)
             if not version:
                 print(json.dumps({"error": f"nothing deployed in {mdir}"}), flush=True)
                 return 1
-            fd = acquire(_pin_path(mdir, version), fcntl.LOCK_SH, max(0.0, deadline - _now()))
+            fd = acquire(pin_path(mdir, version), fcntl.LOCK_SH, max(0.0, deadline - _now()))
             if fd is None:
                 print(json.dumps({"error": f"cannot pin version {version} in {mdir}"}), flush=True)
                 return 1

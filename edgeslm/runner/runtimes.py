@@ -19,7 +19,7 @@ import json
 import os
 
 from edgeslm.runner.errors import RunnerError
-from edgeslm.runner.facts import _dist_version, _has_module
+from edgeslm.runner.facts import dist_version, has_module
 
 
 ORT_OPS = "libedgeslm_ort.so"  # edgeslm's onnxruntime op library, in the runtime folder
@@ -43,7 +43,7 @@ class OnnxRuntime:
     def __init__(self, et_runtime: str | None = None):
         import onnxruntime  # noqa: F401 - imported here, so the caller times it
 
-        self.name = "onnxruntime " + (_dist_version("onnxruntime") or "?")
+        self.name = "onnxruntime " + (dist_version("onnxruntime") or "?")
         folder = et_runtime or os.environ.get("EDGESLM_ET_RUNTIME")
         self.ops = os.path.join(folder, ORT_OPS) if folder and os.path.isfile(os.path.join(folder, ORT_OPS)) else None
 
@@ -96,7 +96,7 @@ class ExecuTorchRuntime:
             except (OSError, ValueError, AttributeError):
                 version = "?"
             self.engine, self.name = "native", f"edgeslm-et (executorch {version} libraries)"
-        elif _has_module("executorch.runtime"):
+        elif has_module("executorch.runtime"):
             import torch  # noqa: F401 - the official runtime speaks torch tensors
             from executorch.runtime import Runtime  # noqa: F401
 
@@ -104,12 +104,12 @@ class ExecuTorchRuntime:
                 import executorch.kernels.quantized  # noqa: F401
             except (ImportError, OSError):
                 pass
-            self.engine, self.name = "official", "executorch.runtime " + (_dist_version("executorch") or "?")
-        elif _has_module("executorch_numpy_runtime"):
+            self.engine, self.name = "official", "executorch.runtime " + (dist_version("executorch") or "?")
+        elif has_module("executorch_numpy_runtime"):
             import executorch_numpy_runtime  # noqa: F401
 
             self.engine = "numpy"
-            self.name = "executorch-numpy-runtime " + (_dist_version("executorch-numpy-runtime") or "?")
+            self.name = "executorch-numpy-runtime " + (dist_version("executorch-numpy-runtime") or "?")
         else:
             raise RunnerError("no ExecuTorch runtime on the device: pip install executorch-numpy-runtime "
                               "(Python >= 3.12, numpy only) or executorch")

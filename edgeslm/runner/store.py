@@ -41,7 +41,7 @@ def _plain_name(value: str, what: str) -> str:
     return value
 
 
-def _version(value: str) -> str:
+def checked_version(value: str) -> str:
     if not isinstance(value, str) or not VERSION_RE.fullmatch(value):
         raise RunnerError(f"refusing version {value!r}: not 16 hex digits")
     return value
@@ -55,7 +55,7 @@ def _rel_path(value) -> str:
     return value
 
 
-def _inside(base: str, rel: str) -> str:
+def inside(base: str, rel: str) -> str:
     """BASE/REL, refused unless REL is a plain relative path that resolves inside BASE."""
     path = os.path.join(base, *_rel_path(rel).split("/"))
     root = os.path.realpath(base)
@@ -106,7 +106,7 @@ def verify_dir(folder: str, manifest_sha256: str | None = None) -> dict:
         try:
             for e in _manifest_files(folder):
                 try:
-                    p = _inside(folder, e["path"])
+                    p = inside(folder, e["path"])
                     actual[e["path"]] = sha256(p) if os.path.isfile(p) and not os.path.islink(p) else None
                 except RunnerError:
                     actual[e["path"]] = None
@@ -118,7 +118,7 @@ def verify_dir(folder: str, manifest_sha256: str | None = None) -> dict:
     bad = []
     for entry in entries:
         try:
-            p = _inside(folder, entry["path"])
+            p = inside(folder, entry["path"])
         except RunnerError:
             bad.append({"path": entry["path"], "problem": "resolves outside the version folder"})
             continue
@@ -163,7 +163,7 @@ def stage(workdir: str, recipe: str, version: str, guard) -> dict:
     has with the same sha256 (copied from current or previous) and list what must be sent. Staging
     folders of other versions are left-overs of failed deploys (we hold the deploy lock): removed."""
     mdir = model_dir(workdir, recipe)
-    staging = os.path.join(mdir, ".staging-" + _version(version))
+    staging = os.path.join(mdir, ".staging-" + checked_version(version))
     guard(mdir)
     _prune_staging(mdir, keep=staging)
     _drop_symlinks(staging)
@@ -174,18 +174,18 @@ def stage(workdir: str, recipe: str, version: str, guard) -> dict:
         raise
     known = {}
     for link in ("current", "previous"):
-        v = _link_version(mdir, link)
+        v = link_version(mdir, link)
         if not v:
             continue
         folder = os.path.join(mdir, "versions", v)
         try:
             for e in _manifest_files(folder):
-                known.setdefault(e["sha256"], _inside(folder, e["path"]))
+                known.setdefault(e["sha256"], inside(folder, e["path"]))
         except RunnerError:
             continue
     need, reused, reused_bytes = [], 0, 0
     for e in entries:
-        dst = _inside(staging, e["path"])
+        dst = inside(staging, e["path"])
         if os.path.isfile(dst) and os.path.getsize(dst) == e["size"] and sha256(dst) == e["sha256"]:
             reused += 1
             continue
@@ -205,7 +205,7 @@ def commit(workdir: str, recipe: str, version: str, manifest_sha256: str | None,
     """Verify every file of the staged version (against the host's build), then move it into
     versions/ (an atomic rename). A staging folder that fails verification is removed."""
     mdir = model_dir(workdir, recipe)
-    staging = os.path.join(mdir, ".staging-" + _version(version))
+    staging = os.path.join(mdir, ".staging-" + checked_version(version))
     guard(mdir)
     _drop_symlinks(staging)
     check = verify_dir(staging, manifest_sha256)
@@ -242,7 +242,7 @@ def _switch(link: str, target: str) -> None:
     os.replace(tmp, link)  # atomic on POSIX: readers see the old or the new version, never neither
 
 
-def _link_version(mdir: str, name: str):
+def link_version(mdir: str, name: str):
     """The version `current` or `previous` points to, if it points to versions/<16 hex> (else None)."""
     p = os.path.join(mdir, name)
     if not os.path.islink(p):
@@ -255,7 +255,7 @@ def _link_version(mdir: str, name: str):
 def status(workdir: str, recipe: str) -> dict:
     mdir = model_dir(workdir, recipe)
     versions = os.path.join(mdir, "versions")
-    return {"current": _link_version(mdir, "current"), "previous": _link_version(mdir, "previous"),
+    return {"current": link_version(mdir, "current"), "previous": link_version(mdir, "previous"),
             "versions": sorted(v for v in (os.listdir(versions) if os.path.isdir(versions) else [])
                                if VERSION_RE.fullmatch(v)),
             "staging": sorted(n for n in os.listdir(mdir) if n.startswith(".staging-"))
@@ -265,20 +265,20 @@ def status(workdir: str, recipe: str) -> dict:
 def activate(workdir: str, recipe: str, version: str, guard) -> dict:
     """current -> versions/VERSION; the old current becomes previous; older versions are pruned."""
     mdir = model_dir(workdir, recipe)
-    target = "versions/" + _version(version)
+    target = "versions/" + checked_version(version)
     if not os.path.isfile(os.path.join(mdir, "versions", version, "manifest.json")):
         raise RunnerError(f"no complete version {version} in {mdir}")
     guard(mdir)
-    old = _link_version(mdir, "current")
+    old = link_version(mdir, "current")
     if old and old != version:
         _switch(os.path.join(mdir, "previous"), "versions/" + old)
     _switch(os.path.join(mdir, "current"), target)
-    prev = _link_version(mdir, "previous")
+    prev = link_version(mdir, "previous")
     pruned = _prune(mdir)
     return {"current": target, "previous": ("versions/" + prev) if prev else None, "pruned": pruned}
 
 
-def _pin_path(mdir: str, version: str) -> str:
+def pin_path(mdir: str, version: str) -> str:
     return os.path.join(mdir, ".pins", version)
 
 
@@ -287,13 +287,13 @@ def _prune(mdir: str) -> list:
     folders of failed deploys and left-over temporary links."""
     import fcntl
 
-    keep = {_link_version(mdir, "current"), _link_version(mdir, "previous")}
+    keep = {link_version(mdir, "current"), link_version(mdir, "previous")}
     versions = os.path.join(mdir, "versions")
     pruned = []
     for name in sorted(os.listdir(versions)) if os.path.isdir(versions) else []:
         if name in keep or not VERSION_RE.fullmatch(name):
             continue
-        pin = _pin_path(mdir, name)
+        pin = pin_path(mdir, name)
         os.makedirs(os.path.dirname(pin), exist_ok=True)
         fd = os.open(pin, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -332,7 +332,7 @@ def rollback(workdir: str, recipe: str, expect: str | None, manifest_sha256: str
     else against its own manifest); refuse if it fails."""
     mdir = model_dir(workdir, recipe)
     guard(mdir)
-    previous = _link_version(mdir, "previous")
+    previous = link_version(mdir, "previous")
     if not previous or not os.path.isdir(os.path.join(mdir, "versions", previous)):
         raise RunnerError(f"nothing to roll back to in {mdir}: no previous version")
     if expect and previous != expect:
@@ -343,7 +343,7 @@ def rollback(workdir: str, recipe: str, expect: str | None, manifest_sha256: str
         raise RunnerError(f"previous version {previous} failed verification against the "
                           f"{check.get('against', 'device manifest')}: {bad}; not switching to it")
     guard(mdir)  # verifying takes a while: still ours?
-    current = _link_version(mdir, "current")
+    current = link_version(mdir, "current")
     _switch(os.path.join(mdir, "current"), "versions/" + previous)
     if current:
         _switch(os.path.join(mdir, "previous"), "versions/" + current)

@@ -4,7 +4,7 @@ by profiling, not predicted, and its report row has no fields of its own: the de
 
 from __future__ import annotations
 
-from edgeslm.tasks import TaskUnit
+from edgeslm.tasks.base import TaskUnit
 
 
 class EncoderTask(TaskUnit):

@@ -4,7 +4,7 @@ edgeslm.generation.build, its device loop edgeslm.runner.generation."""
 from __future__ import annotations
 
 from edgeslm.contract import artifact_size
-from edgeslm.tasks import TaskUnit
+from edgeslm.tasks.base import TaskUnit
 
 RUNTIME_RAM = 48 << 20  # the runner, numpy and the ExecuTorch libraries, measured ~40 MiB on x86_64 and aarch64
 RUNTIME_DISK = 20 << 20  # the runtime folder (~14-18 MB)
@@ -59,3 +59,13 @@ class GenerationTask(TaskUnit):
                     "top5_agreement": result["parity"].get("top5_agreement")}
         except (KeyError, TypeError):
             return None
+
+
+def prompt_ids(tokenizer, prompt: str, chat: bool) -> list[int]:
+    """A prompt's token ids (in the tokenizer's chat template for a user turn, when `chat` and it has one)."""
+    if chat and getattr(tokenizer, "chat_template", None):
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                            tokenize=True)
+        ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+        return [int(i) for i in ids]
+    return [int(i) for i in tokenizer(prompt)["input_ids"]]

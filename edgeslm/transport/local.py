@@ -9,7 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from edgeslm.transport import MAX_OUTPUT, STDERR_TAIL, Completed, DeviceError, check_download, command_name, size_text
+from edgeslm.transport.base import MAX_OUTPUT, STDERR_TAIL, Completed, DeviceError, check_download, command_name, size_text
 
 
 class LocalConnector:

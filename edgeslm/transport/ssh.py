@@ -26,9 +26,9 @@ import threading
 import time
 from pathlib import Path
 
-from edgeslm.transport import (MAX_OUTPUT, STDERR_TAIL, Completed, DeviceError, check_download, command_name,
-                               printable, size_text)
 from edgeslm.transport import known_hosts as kh
+from edgeslm.transport.base import (MAX_OUTPUT, STDERR_TAIL, Completed, DeviceError, check_download, command_name,
+                                    printable, size_text)
 
 __all__ = ["DeviceError", "SSHConnector", "resolve_settings"]
 

@@ -42,4 +42,4 @@ def test_other_paths_are_refused_on_both_sides(path):
 @pytest.mark.parametrize("version", ["0123456789abcdef\n", "..", "0123456789ABCDEF", "0123456789abcde", None])
 def test_runner_versions_are_16_hex_digits(version):
     with pytest.raises(runner.RunnerError):
-        runner._version(version)
+        runner.checked_version(version)

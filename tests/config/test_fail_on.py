@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgeslm.cli import main
-from edgeslm.config import catalog
+from edgeslm.pipeline import planning
 from edgeslm.config.thresholds import parse_fail_on
 from edgeslm.errors import EXIT_USER, UserError
 
@@ -61,6 +61,6 @@ def test_the_recipe_key_is_named(tmp_path, spec, words):
     path = tmp_path / "r.toml"
     path.write_text(RECIPE.format(spec=spec))
     with pytest.raises(UserError) as info:
-        catalog.validate_file(path)
+        planning.validate_file(path)
     msg = str(info.value)
     assert "r.toml" in msg and "gate.fail_on: " in msg and words in msg and "--fail-on" not in msg, msg

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from edgeslm.cli import main
 from edgeslm.config import catalog
+from edgeslm.pipeline import planning
 from edgeslm.config.devices import load_inventory
 from edgeslm.config.recipe import load_recipe
 from edgeslm.errors import EXIT_INTERNAL, EXIT_USER, UserError
@@ -71,7 +72,7 @@ def test_deeply_nested_toml_is_one_line(tmp_path, body):
     for name in ("r.toml", "devices.toml"):
         path = tmp_path / name
         path.write_text(body + "\n")
-        msg = error_of(catalog.validate_file, path)
+        msg = error_of(planning.validate_file, path)
         assert msg.startswith(f"{path}: is nested deeper than 64 levels"), msg
         r = validate(path)
         assert r.exit_code == EXIT_USER and "internal error" not in r.output, r.output
@@ -80,16 +81,16 @@ def test_deeply_nested_toml_is_one_line(tmp_path, body):
 def test_an_integer_of_thousands_of_digits_is_not_valid_toml(tmp_path):
     path = tmp_path / "r.toml"
     path.write_text(RECIPE + "[inputs]\nmax_seq_len = " + "9" * 5000 + "\n")
-    msg = error_of(catalog.validate_file, path)
+    msg = error_of(planning.validate_file, path)
     assert msg.startswith(f"{path}: not valid TOML: Exceeds the limit (4300 digits)"), msg
     path.write_text(RECIPE + "[inputs]\nmax_seq_len = " + "9" * 40 + "\n")
-    assert "inputs.max_seq_len: must be at most 8192" in error_of(catalog.validate_file, path)
+    assert "inputs.max_seq_len: must be at most 8192" in error_of(planning.validate_file, path)
 
 
 def test_a_utf8_bom_is_not_part_of_the_toml(tmp_path):
     path = tmp_path / "r.toml"
     path.write_bytes(b"\xef\xbb\xbf" + RECIPE.encode())
-    assert "recipe x" in catalog.validate_file(path)
+    assert "recipe x" in planning.validate_file(path)
 
 
 def test_duplicate_targets_are_refused(tmp_path):
@@ -121,14 +122,14 @@ def test_validate_exits_70_when_validating_hits_a_bug(tmp_path, monkeypatch):
     good.write_text(RECIPE)
     bad = tmp_path / "bad.toml"
     bad.write_text("name = 1\n")
-    real = catalog.validate_file
+    real = planning.validate_file
 
     def buggy(path):
         if path.name == "bug.toml":
             raise KeyError("a bug")
         return real(path)
 
-    monkeypatch.setattr(catalog, "validate_file", buggy)
+    monkeypatch.setattr(planning, "validate_file", buggy)
     r = CliRunner().invoke(main, ["validate", "--json", str(good), str(tmp_path / "bug.toml"), str(bad)])
     assert r.exit_code == EXIT_INTERNAL, r.output
     results = json.loads(r.stdout)
@@ -143,7 +144,7 @@ def test_a_device_key_that_is_a_fifo_says_so(tmp_path):
     path = tmp_path / "devices.toml"
     path.write_text(f'[devices.pi]\nhost = "pi.local"\ntarget = "rpi4"\nidentity_file = "{tmp_path / "key"}"\n')
     assert f"devices.pi.identity_file: {tmp_path / 'key'} is a FIFO (named pipe), not a regular file" in \
-        error_of(catalog.validate_file, path)
+        error_of(planning.validate_file, path)
 
 
 @pytest.mark.parametrize("line, words", [

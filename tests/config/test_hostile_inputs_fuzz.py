@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgeslm.cli import main
-from edgeslm.config import catalog
+from edgeslm.pipeline import planning
 from edgeslm.config.data import DatasetSpec
 from edgeslm.config.devices import load_inventory
 from edgeslm.config.target import load_target_file
@@ -124,7 +124,7 @@ def box(tmp_path_factory):
 def test_recipes(box, data):
     path = box / "r.toml"
     path.write_bytes(data)
-    only_user_errors(catalog.validate_file, path)
+    only_user_errors(planning.validate_file, path)
 
 
 @pytest.mark.timeout(300)
@@ -134,7 +134,7 @@ def test_devices_toml(box, data):
     path = box / "devices.toml"
     path.write_bytes(data)
     only_user_errors(load_inventory, path, True)
-    only_user_errors(catalog.validate_file, path)
+    only_user_errors(planning.validate_file, path)
 
 
 @pytest.mark.timeout(300)

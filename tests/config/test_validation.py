@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from edgeslm.config import catalog
+from edgeslm.pipeline import planning
 from edgeslm.config.devices import load_inventory
 from edgeslm.config.recipe import load_recipe
 from edgeslm.errors import ConfigError, UserError
@@ -29,7 +30,7 @@ def write(tmp_path: Path, text: str, name: str = "r.toml") -> Path:
 
 def error_of(path: Path) -> str:
     with pytest.raises(UserError) as info:
-        catalog.validate_file(path)
+        planning.validate_file(path)
     msg = str(info.value)
     assert "\n" not in msg
     assert str(path.name) in msg  # names the file
@@ -39,7 +40,7 @@ def error_of(path: Path) -> str:
 @pytest.mark.parametrize("path", sorted((ROOT / "recipes").glob("*.toml")) + sorted(
     (ROOT / "targets").glob("*.toml")) + [ROOT / "devices.toml"], ids=lambda p: p.name)
 def test_shipped_files_validate(path):
-    assert catalog.validate_file(path)
+    assert planning.validate_file(path)
 
 
 def test_unknown_key_suggests_the_close_one(tmp_path):

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from pydantic import Field
 
-from edgeslm.config.catalog import check_plan, load_target
+from edgeslm.config.catalog import load_target
+from edgeslm.pipeline.planning import check_plan
 from edgeslm.config.passes import PassConfig, register_config
 from edgeslm.config.recipe import load_recipe
 from edgeslm.errors import UserError

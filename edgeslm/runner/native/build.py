@@ -60,7 +60,7 @@ def build(out: Path, arch: str | None = None, executorch: Path | None = None, ti
     _compile(cmd, target, timeout)
     if ort_include is not None:
         build_ort(out / ORT_OPS, arch, ort_include, timeout)
-    (out / "runtime.json").write_text(json.dumps({"executorch": _version(et), "arch": arch, "abi": 1,
+    (out / "runtime.json").write_text(json.dumps({"executorch": installed_version(et), "arch": arch, "abi": 1,
                                                   "onnxruntime_ops": ort_include is not None}) + "\n")
     return target
 
@@ -92,7 +92,7 @@ def _compile(cmd: list[str], target: Path, timeout: float) -> None:
         raise RuntimeError(f"building {target.name} failed: {first[:300]}\n{r.stderr[-3000:]}")
 
 
-def _version(et: Path) -> str:
+def installed_version(et: Path) -> str:
     """__version__ of the executorch package folder (its version.py), e.g. 1.5.1+cpu."""
     match = re.search(r'__version__\s*=\s*"([^"]+)"', (et / "version.py").read_text())
     return match.group(1) if match else "?"

@@ -14,13 +14,13 @@ from typing import Callable
 from edgeslm import __version__
 from edgeslm.artifacts import cache
 from edgeslm.artifacts.manifest import Manifest, read_manifest
-from edgeslm.config.catalog import check_plan
 from edgeslm.config.recipe import LoadedRecipe
 from edgeslm.config.target import Target
 from edgeslm.errors import CheckFailed
 from edgeslm.hashing import HashMemo
 from edgeslm.models.checks import check_model_folder
 from edgeslm.models.sources import resolve_source
+from edgeslm.pipeline.planning import check_files, check_plan
 from edgeslm.tasks import task_unit
 
 
@@ -57,6 +57,7 @@ def build_dir(out: Path, recipe_name: str, target_name: str) -> Path:
 def plan(loaded: LoadedRecipe, targets: list[Target]) -> list[Target]:
     """Check every (recipe, target) pair before any work; returns resolved targets."""
     resolved = [t.resolved() for t in targets]
+    check_files(loaded)
     for t in resolved:
         check_plan(loaded, t)
     return resolved
