@@ -21,7 +21,8 @@ import numpy as np
 from edgeslm import __version__
 from edgeslm.artifacts.manifest import (Artifact, Manifest, Metric, TensorSpec, file_entries, write_manifest)
 from edgeslm.config.passes import FinetuneConfig, PruneConfig
-from edgeslm.config.recipe import LoadedRecipe, dataset_for, path_for_display
+from edgeslm.config.data import dataset_for
+from edgeslm.config.recipe import LoadedRecipe, path_for_display
 from edgeslm.config.target import Target
 from edgeslm.config.tasks import TASKS
 from edgeslm.errors import ConfigError

@@ -120,7 +120,7 @@ def test_eval_needs_a_build_with_an_eval_set(tiny_builds, tmp_path):
 
 def test_task_accuracy_on_the_emulated_pi(compressed, tmp_path):
     from edgeslm.config.devices import load_inventory
-    from edgeslm.emulate import ensure_image, start_device
+    from edgeslm.devtools.emulate import ensure_image, start_device
     from edgeslm.profiling.deploy import deploy
     from edgeslm.profiling.profile import profile
     from sshd import free_port

@@ -17,7 +17,7 @@ import onnx
 import paramiko
 import pytest
 
-from edgeslm.emulate import ensure_image, start_device
+from edgeslm.devtools.emulate import ensure_image, start_device
 
 pytestmark = pytest.mark.slow
 
@@ -143,7 +143,7 @@ def test_cli_starts_and_stops_a_named_device_and_leaves_a_stranger_alone(tmp_pat
     from click.testing import CliRunner
 
     from edgeslm.cli import main
-    from edgeslm.emulate import stop_named
+    from edgeslm.devtools.emulate import stop_named
 
     monkeypatch.setenv("EDGESLM_EMULATE_CACHE", str(_cache_dir()))  # the image the other tests built
     name, inventory = f"pytest-{os.getpid()}", tmp_path / "devices.toml"
@@ -171,7 +171,7 @@ def test_cli_starts_and_stops_a_named_device_and_leaves_a_stranger_alone(tmp_pat
 
 
 def test_a_device_name_cannot_lead_out_of_the_emulator_folder(tmp_path):
-    from edgeslm.emulate import EmulatorError, start_named, stop_named
+    from edgeslm.devtools.emulate import EmulatorError, start_named, stop_named
 
     for bad in ("../outside", "a/b", ".hidden", ""):
         with pytest.raises(EmulatorError, match="emulated device name"):

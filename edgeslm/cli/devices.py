@@ -14,7 +14,7 @@ from edgeslm.cli.options import accept_option, build_for, devices_option, invent
 from edgeslm.cli.options import MAX_ITERS, MAX_SECONDS, MAX_TOKENS, FiniteFloatRange, threads_option
 from edgeslm.config.devices import LOCAL
 from edgeslm.config.recipe import Format
-from edgeslm.emulate import EMULATED_TARGET
+from edgeslm.devtools.emulate import EMULATED_TARGET
 from edgeslm.errors import EXIT_FAILED, EdgeSLMError, UserError
 from edgeslm.transport import printable
 
@@ -323,7 +323,7 @@ def emulate() -> None:
 @click.option("--add-to", type=click.Path(path_type=Path), help="Append the device entry to this devices.toml.")
 def emulate_start(name, cpu, port, add_to) -> None:
     """Build (first time: ~20 s, ~230 MB) and start an emulated device; print its devices.toml entry."""
-    from edgeslm.emulate import start_named
+    from edgeslm.devtools.emulate import start_named
 
     pid, port, entry = start_named(name, cpu, port)
     if add_to:
@@ -337,6 +337,6 @@ def emulate_start(name, cpu, port, add_to) -> None:
 @click.argument("name", default="pi4-emulated")
 def emulate_stop(name) -> None:
     """Stop an emulated device."""
-    from edgeslm.emulate import stop_named
+    from edgeslm.devtools.emulate import stop_named
 
     click.echo(f"{name}: {'stopped' if stop_named(name) else 'was not running'}")

@@ -89,3 +89,10 @@ def source_path(source: str, base_dir: Path) -> Path | None:
         return package_folder(source[4:])
     p = Path(source).expanduser()
     return p if p.is_absolute() else base_dir / p
+
+
+def dataset_for(recipe, name: str | None) -> str | None:
+    """The dataset a pass or [eval] means: the named one, or the only one."""
+    if name is not None:
+        return name if name in recipe.datasets else None
+    return next(iter(recipe.datasets)) if len(recipe.datasets) == 1 else None

@@ -111,7 +111,7 @@ def check_datasets(loaded: LoadedRecipe) -> str:
     from edgeslm.datasets import load_dataset
 
     from edgeslm.config.passes import FinetuneConfig
-    from edgeslm.config.recipe import dataset_for
+    from edgeslm.config.data import dataset_for
 
     recipe, file = loaded.recipe, str(path_for_display(loaded.path))
     notes, found = [], {}

@@ -13,9 +13,6 @@ keepalives that the server must answer, and a watchdog closes it when nothing at
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import io
 import logging
 import os
 import posixpath
@@ -27,17 +24,12 @@ import time
 from pathlib import Path
 
 from edgeslm.transport import known_hosts as kh
-from edgeslm.transport.base import (MAX_OUTPUT, STDERR_TAIL, Completed, DeviceError, check_download, command_name,
-                                    printable, size_text)
+from edgeslm.transport.base import (MAX_OUTPUT, Completed, DeviceError, check_download, command_name, printable,
+                                    size_text)
+from edgeslm.transport.ssh_keys import AcceptAndRecord, HostKeyRefused, Refuse, check_identity, fingerprint, revoked
+from edgeslm.transport.ssh_link import Channel, Overflow, Watched, drain, keepalive, why
 
 __all__ = ["DeviceError", "SSHConnector", "resolve_settings"]
-
-
-def _fingerprint(key) -> str:
-    if key is None:
-        return "no key of that type"
-    digest = hashlib.sha256(key.asbytes()).digest()
-    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
 def resolve_settings(device) -> dict:
@@ -66,7 +58,7 @@ class _Retry(Exception):
 
     def __init__(self, where: str, exc: BaseException):
         self.where = where
-        self.why = exc.why if isinstance(exc, _Retry) else _why(exc)
+        self.why = exc.why if isinstance(exc, _Retry) else why(exc)
         super().__init__(f"{where}: {self.why}")
 
 
@@ -111,7 +103,7 @@ class SSHConnector:
         s = self.settings
         where = f"{s['user']}@{s['hostname']}:{s['port']}"
         if s["identity_file"]:
-            _check_identity(self.device, s["identity_file"])
+            check_identity(self.device, s["identity_file"])
         delay = 0.5
         for attempt in range(1, retries + 1):
             try:
@@ -139,23 +131,23 @@ class SSHConnector:
             client.get_host_keys().add(name, key.get_name(), key)
         kh_path = Path(self.settings["known_hosts"])
         client.set_missing_host_key_policy(
-            _AcceptAndRecord(kh_path, self.known, who) if self.accept_new else _Refuse(who, str(kh_path), self.known))
+            AcceptAndRecord(kh_path, self.known, who) if self.accept_new else Refuse(who, str(kh_path), self.known))
         s = self.settings
         try:
             client.connect(host, port=port, username=user, key_filename=s["identity_file"], timeout=s["timeout"],
                            banner_timeout=s["timeout"], auth_timeout=s["timeout"], channel_timeout=s["timeout"],
                            sock=sock, allow_agent=True, look_for_keys=s["identity_file"] is None)
             return client
-        except _HostKeyRefused as exc:
+        except HostKeyRefused as exc:
             client.close()
             raise DeviceError(str(exc)) from None
         except paramiko.BadHostKeyException as exc:
             client.close()
             if self.known.is_revoked(exc.key):
-                raise DeviceError(_revoked(who, where, exc.key, str(kh_path))) from None
+                raise DeviceError(revoked(who, where, exc.key, str(kh_path))) from None
             raise DeviceError(
-                f"{who}: host key for {where} CHANGED (now {_fingerprint(exc.key)}, "
-                f"{kh_path} has {_fingerprint(exc.expected_key)}); refusing to connect. "
+                f"{who}: host key for {where} CHANGED (now {fingerprint(exc.key)}, "
+                f"{kh_path} has {fingerprint(exc.expected_key)}); refusing to connect. "
                 "If the device was reinstalled, remove its old line from known_hosts") from None
         except paramiko.PasswordRequiredException:
             client.close()
@@ -188,7 +180,7 @@ class SSHConnector:
             except OSError as exc:
                 raise _Retry(f"{s['user']}@{s['hostname']}:{s['port']}", exc) from None
             raw.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            self._sock = _Watched(raw)
+            self._sock = Watched(raw)
             return self._sock
         user, _, hostport = jump.rpartition("@")
         host, _, port = hostport.partition(":")
@@ -200,7 +192,7 @@ class SSHConnector:
         except OSError as exc:
             raise _Retry(f"ProxyJump host {where}", exc) from None
         try:
-            self._jump = self._client(host, port, user, _Watched(raw), who, where)
+            self._jump = self._client(host, port, user, Watched(raw), who, where)
         except _Retry as exc:
             raise _Retry(f"ProxyJump host {where}", exc) from None
         try:
@@ -208,7 +200,7 @@ class SSHConnector:
                 "direct-tcpip", (s["hostname"], s["port"]), ("127.0.0.1", 0), timeout=s["timeout"])
         except (OSError, EOFError, Exception) as exc:  # noqa: BLE001 - paramiko's ChannelException et al.
             raise _Retry(f"ProxyJump host {where} (forwarding to {s['hostname']}:{s['port']})", exc) from None
-        self._sock = _Watched(chan)
+        self._sock = Watched(chan)
         return self._sock
 
     def _close_jump(self) -> None:
@@ -242,7 +234,7 @@ class SSHConnector:
                     transport.close()  # every waiting channel, SFTP request and lock then fails
                     return
                 if silent >= interval and now - pinged >= interval:
-                    _keepalive(transport)
+                    keepalive(transport)
                     pinged = now
 
         threading.Thread(target=watchdog, name=f"ssh-watchdog-{self.device}", daemon=True).start()
@@ -255,8 +247,8 @@ class SSHConnector:
                 and transport is not None and transport.is_active()):
             # the link is fine: the device (SFTP) or this machine refused (permission, no such folder, full disk)
             where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-            return DeviceError(f"device {self.device}: {doing} failed: {printable(exc.strerror or _why(exc))}{where}")
-        return DeviceError(f"device {self.device}: {doing} failed: connection lost ({_why(exc)})")
+            return DeviceError(f"device {self.device}: {doing} failed: {printable(exc.strerror or why(exc))}{where}")
+        return DeviceError(f"device {self.device}: {doing} failed: connection lost ({why(exc)})")
 
     # ----------------------------------------------------------------------------------- verbs
     def run(self, argv: list[str], timeout: float | None = None, limit: int = MAX_OUTPUT) -> Completed:
@@ -268,11 +260,11 @@ class SSHConnector:
         try:
             chan = self.client.get_transport().open_session(timeout=self.io_timeout)
             chan.exec_command(cmd)
-            out, err, rc = _drain(chan, limit, timeout)
+            out, err, rc = drain(chan, limit, timeout)
             if self._dead:  # the watchdog closed the link: the command's end is unknown
                 raise self._lost(EOFError(), what)
             return Completed(rc, out.decode(errors="replace"), err.decode(errors="replace"))
-        except _Overflow:
+        except Overflow:
             raise DeviceError(f"device {self.device}: {what} printed more than {size_text(limit)} on stdout "
                               "(refused without reading the rest); is the device's runner intact?") from None
         except (socket.timeout, TimeoutError):
@@ -281,7 +273,7 @@ class SSHConnector:
             raise DeviceError(f"device {self.device}: {what} timed out after {timeout:g}s "
                               "(command_timeout in devices.toml)") from None
         except (paramiko.SSHException, OSError, EOFError, AttributeError) as exc:  # AttributeError: no transport
-            raise self._lost(ConnectionError(_why(exc)) if isinstance(exc, OSError) else exc, what) from None
+            raise self._lost(ConnectionError(why(exc)) if isinstance(exc, OSError) else exc, what) from None
         finally:
             if chan is not None:
                 chan.close()  # ends a command that is still writing (an answer refused, a timeout)
@@ -295,7 +287,7 @@ class SSHConnector:
             chan.exec_command(" ".join(shlex.quote(a) for a in argv))
         except (paramiko.SSHException, OSError, EOFError, AttributeError) as exc:
             raise self._lost(exc, command_name(argv)) from None
-        return _Channel(chan)
+        return Channel(chan)
 
     def spawn_holder(self, argv: list[str], timeout: float | None = None):
         """`spawn` for a lock or pin holder, on a second connection to the device (opened once, closed with
@@ -309,7 +301,7 @@ class SSHConnector:
             if other.client.get_transport().get_remote_server_key().asbytes() != key.asbytes():
                 other.close()
                 raise DeviceError(f"device {self.device}: a second connection to the device showed another host "
-                                  f"key than the first ({_fingerprint(key)}); refusing to go on")
+                                  f"key than the first ({fingerprint(key)}); refusing to go on")
             self._holders = other
         return self._holders.spawn(argv, timeout)
 
@@ -346,7 +338,7 @@ class SSHConnector:
                     sftp.stat(f)  # made meanwhile by another session: fine
                 except OSError:
                     raise DeviceError(f"device {self.device}: cannot create folder {f} there "
-                                      f"({printable(exc.strerror or _why(exc))})") from None
+                                      f"({printable(exc.strerror or why(exc))})") from None
 
     def get(self, remote: str, local: Path, limit: int | None = None) -> None:
         import paramiko
@@ -388,170 +380,3 @@ class SSHConnector:
                 pass
 
 
-class _Watched:
-    """A socket (or a ProxyJump channel) that records when bytes last arrived."""
-
-    def __init__(self, sock):
-        self._s = sock
-        self.last = time.monotonic()
-
-    def recv(self, n: int) -> bytes:
-        data = self._s.recv(n)
-        if data:
-            self.last = time.monotonic()
-        return data
-
-    def __getattr__(self, name):
-        return getattr(self._s, name)
-
-
-def _keepalive(transport) -> None:
-    """A global request the server must answer (OpenSSH replies "failure"): an answer proves the link."""
-    import paramiko
-    from paramiko.common import cMSG_GLOBAL_REQUEST
-
-    m = paramiko.Message()
-    m.add_byte(cMSG_GLOBAL_REQUEST)
-    m.add_string("keepalive@openssh.com")
-    m.add_boolean(True)
-    try:
-        transport._send_user_message(m)
-    except Exception:  # noqa: BLE001 - a dead link: the watchdog reports it
-        pass
-
-
-class _Overflow(Exception):
-    """A command printed more than its limit on stdout."""
-
-
-def _drain(chan, limit: int, timeout: float | None) -> tuple[bytes, bytes, int]:
-    """(stdout, the tail of stderr, exit status) of a command on `chan`, read in bounded chunks as they come
-    (stdout and stderr together: a command flooding one cannot stall the other); _Overflow past `limit`
-    bytes of stdout, socket.timeout after `timeout` seconds in all."""
-    import select
-
-    deadline = None if timeout is None else time.monotonic() + timeout
-    out, err = bytearray(), bytearray()
-    while True:
-        if deadline is not None and time.monotonic() > deadline:  # also while a flood keeps coming
-            raise socket.timeout()
-        if chan.recv_ready():
-            out += chan.recv(1 << 16)
-            if len(out) > limit:
-                raise _Overflow()
-        if chan.recv_stderr_ready():
-            err += chan.recv_stderr(1 << 16)
-            if len(err) > 2 * STDERR_TAIL:
-                del err[:-STDERR_TAIL]
-        if chan.recv_ready() or chan.recv_stderr_ready():
-            continue
-        if chan.closed or (chan.eof_received and chan.exit_status_ready()):
-            break
-        wait = 0.25 if deadline is None else min(0.25, max(0.0, deadline - time.monotonic()))
-        select.select([chan], [], [], wait)
-    return bytes(out), bytes(err[-STDERR_TAIL:]), chan.recv_exit_status()
-
-
-def _check_identity(device: str, path: str) -> None:
-    """The identity file must be a private key paramiko reads (an encrypted one is left to ssh-agent): told
-    before connecting, once, instead of failing three connection attempts with paramiko's words."""
-    import paramiko
-
-    from edgeslm.inputs import InputError, read_file
-
-    fix = "fix identity_file in devices.toml or ~/.ssh/config"
-    if not Path(path).exists():
-        raise DeviceError(f"device {device}: identity_file {path} does not exist ({fix})")
-    try:
-        text = read_file(Path(path), "identity_file", limit=1 << 20, what="private key file").decode(
-            "utf-8", errors="replace")
-    except InputError as exc:
-        raise DeviceError(f"device {device}: identity_file {exc.path} {exc.problem} ({fix})") from None
-    why = "no key found"
-    for cls in (paramiko.RSAKey, paramiko.ECDSAKey, paramiko.Ed25519Key):  # what SSHClient.connect tries
-        try:
-            cls.from_private_key(io.StringIO(text))
-            return
-        except paramiko.PasswordRequiredException:
-            return  # encrypted: ssh-agent may hold it (connect says so when it does not)
-        except Exception as exc:  # noqa: BLE001 - any failure to read it means: not a private key paramiko reads
-            why = _why(exc)
-    hint = "; it is a public key: give the private one" if text.lstrip().startswith(("ssh-", "ecdsa-")) else ""
-    raise DeviceError(f"device {device}: identity_file {path} is not a private key ({printable(why, 80)}){hint} "
-                      f"({fix})")
-
-
-class _Channel:
-    def __init__(self, chan):
-        self.chan, self.file = chan, chan.makefile("rb")
-
-    def readline(self, size: int | None = -1) -> str:
-        """The next line (at most `size` bytes of it); "" at the end or on a timeout."""
-        try:
-            line = self.file.readline(size) if size is not None and size >= 0 else self.file.readline()
-        except (socket.timeout, OSError, EOFError):
-            return ""
-        return line.decode("utf-8", errors="replace")
-
-    def write(self, data: str) -> None:
-        try:
-            self.chan.sendall(data.encode())
-        except (socket.timeout, OSError, EOFError):
-            pass
-
-    def close(self) -> None:
-        try:
-            self.chan.shutdown_write()
-            self.chan.close()
-        except Exception:  # noqa: BLE001 - the link may already be gone; the device drops the lock then
-            pass
-
-
-def _why(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text.splitlines()[0][:200]
-
-
-def _revoked(who: str, hostname: str, key, known_hosts: str) -> str:
-    return (f"{who}: host key for {hostname} ({key.get_name()} {_fingerprint(key)}) is REVOKED in "
-            f"{known_hosts}; refusing to connect")
-
-
-class _HostKeyRefused(Exception):
-    pass
-
-
-class _Refuse:
-    """Unknown host key: refuse, showing the fingerprint and how to accept it explicitly."""
-
-    def __init__(self, who: str, known_hosts: str, known: kh.KnownHosts):
-        self.who, self.known_hosts, self.known = who, known_hosts, known
-
-    def missing_host_key(self, client, hostname, key):
-        if self.known.is_revoked(key):
-            raise _HostKeyRefused(_revoked(self.who, hostname, key, self.known_hosts))
-        device = self.who.split(":")[0].removeprefix("device ")
-        raise _HostKeyRefused(
-            f"{self.who}: unknown host key for {hostname} ({key.get_name()} {_fingerprint(key)}), "
-            f"not in {self.known_hosts}; if that fingerprint is right, accept it with "
-            f"`edgeslm devices trust {device}` (or ssh-keyscan it into known_hosts)")
-
-
-class _AcceptAndRecord:
-    """Trust on first use, only when asked for explicitly: record the new key in known_hosts.
-    A revoked key is refused even then."""
-
-    def __init__(self, known_hosts: Path, known: kh.KnownHosts, who: str):
-        self.known_hosts, self.known, self.who = known_hosts, known, who
-
-    def missing_host_key(self, client, hostname, key):
-        if self.known.is_revoked(key):
-            raise _HostKeyRefused(_revoked(self.who, hostname, key, str(self.known_hosts)))
-        try:
-            self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.known_hosts, "a") as f:
-                f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
-        except OSError as exc:
-            raise _HostKeyRefused(f"{self.who}: cannot record the host key of {hostname} in {self.known_hosts} "
-                                  f"({exc.strerror or exc}); fix known_hosts in devices.toml") from None
-        client.get_host_keys().add(hostname, key.get_name(), key)

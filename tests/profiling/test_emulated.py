@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from edgeslm.config.devices import load_inventory
-from edgeslm.emulate import ensure_image, start_device
+from edgeslm.devtools.emulate import ensure_image, start_device
 from edgeslm.profiling.check import check
 from edgeslm.profiling.deploy import deploy
 from edgeslm.profiling.profile import profile

@@ -146,7 +146,7 @@ def test_each_x86_kernel_gives_the_reference(program):
 def test_the_neon_kernels_give_the_reference_on_the_emulated_pi(program):
     """qemu-aarch64 as a Cortex-A72 (Pi 4: NEON without dotprod) and a Cortex-A76 (Pi 5: dotprod), and
     the scalar kernel, with the runtime folder cross-built for aarch64."""
-    from edgeslm.emulate import ensure_image
+    from edgeslm.devtools.emulate import ensure_image
     from edgeslm.profiling.et_runtime import runtime_folder
 
     folder, refs, wrong = program

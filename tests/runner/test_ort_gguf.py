@@ -105,7 +105,7 @@ def test_each_x86_kernel_gives_the_reference(case):
 
 def test_the_neon_kernels_give_the_reference_on_the_emulated_pi(case):
     """qemu-aarch64 as a Cortex-A72 (NEON) and a Cortex-A76 (dotprod), with the Pi's own onnxruntime wheel."""
-    from edgeslm.emulate import ensure_image
+    from edgeslm.devtools.emulate import ensure_image
     from edgeslm.profiling.et_runtime import runtime_folder
 
     folder, refs = case

@@ -1,34 +1,5 @@
-"""An emulated aarch64 "device" reachable over SSH on loopback, for users without a Pi and for CI.
-
-Two steps:
-
-    image = ensure_image(cache_dir)                     # builds once (~1 min), then < 1 s
-    with start_device(image, workdir, port, authorized_keys) as dev:
-        ...  # ssh -p dev.port USER@127.0.0.1 'uname -m'  ->  aarch64
-
-How it works. `ensure_image` assembles under `cache_dir` an aarch64 root filesystem from Debian
-trixie arm64 packages (python3.13, libstdc++, coreutils; fetched with a *private* APT configuration,
-the system's APT setup is never touched), aarch64 wheels of numpy / onnxruntime /
-executorch-numpy-runtime / psutil installed with `pip --target --platform manylinux..._aarch64`, and
-the statically linked `qemu-aarch64` taken out of Debian bookworm-backports' `qemu-user` .deb.
-
-`start_device` runs the host's own `/usr/sbin/sshd` on 127.0.0.1 with a config of its own. Every
-SSH session goes through a ForceCommand script that puts wrappers named python3 / uname / nproc /
-arch first in PATH; each wrapper runs the aarch64 program under `qemu-aarch64 -L ROOTFS`. The
-emulated processes see the host's file system (qemu only redirects paths that exist inside ROOTFS),
-so a file pushed over SFTP to /tmp/x is /tmp/x for the emulated python too. SFTP is served by the
-host's sftp-server.
-
-Sessions carry `EDGESLM_EMULATED=qemu-aarch64:<cpu>` and the emulated python can also read
-`/etc/edgeslm-emulated` (it exists only inside ROOTFS), so the on-device runner labels its timings
-as emulated. Emulation is 20-170x slower than the real thing: use it to prove that ARM artifacts
-load and give the right answers, never for latency.
-
-Limits: the emulated python's `sys.executable` is the wrapper (a host shell script), so
-`subprocess.run([sys.executable, ...])` works, but aarch64 binaries other than the wrapped ones
-cannot be exec'd directly (no binfmt_misc is registered; host x86 programs run natively).
-Only stdlib is imported here; the build shells out to apt-get, dpkg-deb, pip and ssh-keygen.
-"""
+"""The emulated device's image: an aarch64 root filesystem, qemu-aarch64, the device's Python packages, and
+the wrappers that run them (see edgeslm.devtools.emulate)."""
 
 from __future__ import annotations
 
@@ -37,10 +8,8 @@ import fcntl
 import getpass
 import json
 import os
-import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -163,7 +132,7 @@ def _load(root: Path, recipe: dict) -> Image | None:
     return image
 
 
-def _run(cmd: list[str], what: str, **kw) -> subprocess.CompletedProcess:
+def run_step(cmd: list[str], what: str, **kw) -> subprocess.CompletedProcess:
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, **kw)
     except FileNotFoundError as e:
@@ -182,7 +151,7 @@ def _ensure_sshd() -> None:
         raise EmulatorError(f"emulated device: {SSHD} is missing; install it with "
                             "`sudo apt-get install -y --no-install-recommends openssh-server`")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    _run(["apt-get", "install", "-y", "--no-install-recommends", "openssh-server"],
+    run_step(["apt-get", "install", "-y", "--no-install-recommends", "openssh-server"],
          "installing openssh-server on the host", env=env)
 
 
@@ -228,23 +197,23 @@ Debug::NoLocking "true";
 
 def _fetch_rootfs_debs(work: Path) -> list[Path]:
     apt, env = _apt(work, "arm64", ROOTFS_SUITE)
-    _run(apt + ["update"], f"apt-get update ({ROOTFS_SUITE} arm64)", env=env)
-    _run(apt + ["install", "--download-only", *ROOTFS_PACKAGES],
+    run_step(apt + ["update"], f"apt-get update ({ROOTFS_SUITE} arm64)", env=env)
+    run_step(apt + ["install", "--download-only", *ROOTFS_PACKAGES],
          f"downloading {ROOTFS_SUITE} arm64 packages", env=env)
     return sorted((work / "cache" / "archives").glob("*.deb"))
 
 
 def _fetch_qemu(work: Path, dest: Path) -> str:
     apt, env = _apt(work, "amd64", QEMU_SUITE)
-    _run(apt + ["update"], f"apt-get update ({QEMU_SUITE})", env=env)
+    run_step(apt + ["update"], f"apt-get update ({QEMU_SUITE})", env=env)
     (work / "dl").mkdir()
-    _run(apt + ["download", f"{QEMU_PACKAGE}/{QEMU_SUITE}"], f"downloading {QEMU_PACKAGE}",
+    run_step(apt + ["download", f"{QEMU_PACKAGE}/{QEMU_SUITE}"], f"downloading {QEMU_PACKAGE}",
          env=env, cwd=work / "dl")
     deb = next((work / "dl").glob("*.deb"))
     out = work / "x"
     out.mkdir()
     tar = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
-    _run(["tar", "-x", "-C", str(out), "./usr/bin/qemu-aarch64"], "extracting qemu-aarch64",
+    run_step(["tar", "-x", "-C", str(out), "./usr/bin/qemu-aarch64"], "extracting qemu-aarch64",
          stdin=tar.stdout)
     tar.wait()
     shutil.move(str(out / "usr" / "bin" / "qemu-aarch64"), dest)
@@ -260,14 +229,14 @@ def _pip_wheels(site: Path) -> None:
         cmd += ["--platform", p]
     if sys.version_info[:2] != tuple(map(int, PYTHON_VERSION.split("."))):
         cmd.append("--ignore-requires-python")
-    _run(cmd + list(WHEELS), "pip install of aarch64 wheels")
+    run_step(cmd + list(WHEELS), "pip install of aarch64 wheels")
     shutil.rmtree(site / "bin", ignore_errors=True)  # host-python console scripts: useless here
 
 
 def _extract(debs: list[Path], rootfs: Path) -> None:
     rootfs.mkdir()
     for deb in debs:
-        _run(["dpkg-deb", "-x", str(deb), str(rootfs)], f"extracting {deb.name}")
+        run_step(["dpkg-deb", "-x", str(deb), str(rootfs)], f"extracting {deb.name}")
     # trixie is merged-/usr: the loader is looked up as /lib/ld-linux-aarch64.so.1
     for top in ("bin", "sbin", "lib"):
         link, target = rootfs / top, rootfs / "usr" / top
@@ -310,7 +279,7 @@ def _build(build: Path, cpu: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "QEMU_"))}
     env.update(image.env(cpu))
     t1 = time.monotonic()
-    res = _run([str(image.qemu), "-L", str(image.rootfs), str(image.python), "-c", SMOKE],
+    res = run_step([str(image.qemu), "-L", str(image.rootfs), str(image.python), "-c", SMOKE],
                "smoke test of the emulated python", env=env)
     numpy_v, ort_v = res.stdout.split()[-2:]
     return {"built": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "build_seconds": round(time.monotonic() - t0, 1),
@@ -323,12 +292,12 @@ def _build(build: Path, cpu: str) -> dict:
 # running a device
 
 
-def _write_script(path: Path, text: str) -> None:
+def write_script(path: Path, text: str) -> None:
     path.write_text(text)
     path.chmod(0o755)
 
 
-def _wrappers(image: Image, bindir: Path, cpu: str) -> Path:
+def wrappers(image: Image, bindir: Path, cpu: str) -> Path:
     bindir.mkdir(parents=True, exist_ok=True)
     q = shlex.quote
     env = image.env(cpu)
@@ -336,7 +305,7 @@ def _wrappers(image: Image, bindir: Path, cpu: str) -> Path:
             f"export QEMU_CPU={q(cpu)} EDGESLM_EMULATED={q(env['EDGESLM_EMULATED'])}\n")
     python = bindir / "python3"
     # -0 makes argv[0] (hence sys.executable) this wrapper, so the emulated python can start itself.
-    _write_script(python, head + (
+    write_script(python, head + (
         f"export PYTHONHOME={q(env['PYTHONHOME'])} PYTHONNOUSERSITE=1\n"
         "unset PYTHONDONTWRITEBYTECODE PYTHONSTARTUP\n"
         f'case ":${{PYTHONPATH:-}}:" in *:{q(str(image.site))}:*) ;; '
@@ -350,205 +319,6 @@ def _wrappers(image: Image, bindir: Path, cpu: str) -> Path:
         if not link.is_symlink():
             link.symlink_to("python3")
     for name, rel in WRAPPED.items():
-        _write_script(bindir / name, head + f'exec {q(str(image.qemu))} -L {q(str(image.rootfs))} '
+        write_script(bindir / name, head + f'exec {q(str(image.qemu))} -L {q(str(image.rootfs))} '
                       f'{q(str(image.rootfs / rel))} "$@"\n')
     return python
-
-
-class EmulatedDevice:
-    """A running emulated device: an sshd on 127.0.0.1:`port` whose sessions run as aarch64."""
-
-    def __init__(self, proc: subprocess.Popen, port: int, user: str, host_public_key_line: str,
-                 python_path: Path, workdir: Path, cpu: str, log: Path):
-        self.proc, self.port, self.user = proc, port, user
-        self.host = "127.0.0.1"
-        self.host_public_key_line = host_public_key_line
-        self.python_path, self.workdir, self.cpu, self.log = python_path, workdir, cpu, log
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def write_known_hosts(self, path: Path) -> Path:
-        path = Path(path)
-        path.write_text(self.host_public_key_line + "\n")
-        return path
-
-    def stop(self, timeout: float = 5.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def __enter__(self) -> EmulatedDevice:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        state = "running" if self.proc.poll() is None else f"stopped ({self.proc.returncode})"
-        return f"<EmulatedDevice aarch64/{self.cpu} {self.user}@{self.host}:{self.port} {state}>"
-
-
-def start_device(image: Image, workdir: Path, port: int, authorized_keys: Path,
-                 host_key: Path | None = None, cpu: str = "cortex-a72",
-                 user: str | None = None, timeout: float = 10.0) -> EmulatedDevice:
-    """Start a host sshd on 127.0.0.1:`port` whose sessions run as an aarch64 `cpu` machine.
-
-    `workdir` receives the sshd config, its host key (generated unless `host_key` is given), log,
-    pid file, the session script and the wrappers (bin/python3, uname, nproc, arch). Only `user`
-    (default: the current user) may log in, with a key from `authorized_keys`.
-    """
-    workdir = Path(workdir).absolute()
-    workdir.mkdir(parents=True, exist_ok=True)
-    authorized_keys = Path(authorized_keys).absolute()
-    user = user or getpass.getuser()
-    if not authorized_keys.is_file():
-        raise EmulatorError(f"emulated device: authorized keys file {authorized_keys} does not exist")
-    if not Path(SSHD).exists():
-        raise EmulatorError(f"emulated device: {SSHD} is missing (ensure_image installs it as root, or "
-                            "`apt-get install -y --no-install-recommends openssh-server`)")
-    sftp = next((p for p in SFTP_SERVERS if Path(p).exists()), None)
-    if sftp is None:
-        raise EmulatorError("emulated device: no sftp-server found (tried " + ", ".join(SFTP_SERVERS)
-                            + "); install openssh-sftp-server")
-    if host_key is None:
-        host_key = workdir / "ssh_host_ed25519_key"
-        if not host_key.exists():
-            _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "edgeslm-emulated",
-                  "-f", str(host_key)], "generating the host key")
-    host_key = Path(host_key).absolute()
-    pub = _run(["ssh-keygen", "-y", "-f", str(host_key)], "reading the host public key").stdout.split()
-    host_line = f"[127.0.0.1]:{port} {pub[0]} {pub[1]}"
-
-    python = _wrappers(image, workdir / "bin", cpu)
-    q = shlex.quote
-    session = workdir / "session"
-    _write_script(session, f"""#!/bin/sh
-# ForceCommand of the emulated device: wrappers first in PATH, sftp to the host's sftp-server.
-PATH={q(str(workdir / 'bin'))}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-export PATH QEMU_CPU={q(cpu)} EDGESLM_EMULATED={q('qemu-aarch64:' + cpu)}
-unset PYTHONDONTWRITEBYTECODE
-case "${{SSH_ORIGINAL_COMMAND:-}}" in
-  "") exec /bin/bash --noprofile --norc -i ;;
-  internal-sftp|*/sftp-server|sftp-server) exec {q(sftp)} ;;
-  *) exec /bin/bash --noprofile --norc -c "$SSH_ORIGINAL_COMMAND" ;;
-esac
-""")
-    pidfile, log, conf = workdir / "sshd.pid", workdir / "sshd.log", workdir / "sshd_config"
-    # SHLVL=1 stops the login shell that runs ForceCommand from sourcing ~/.bashrc (bash does that
-    # for ssh commands at shell level 1): a bashrc may print (breaking sftp) or rewrite PATH.
-    conf.write_text(f"""\
-# edgeslm emulated aarch64 device ({cpu}); generated by edgeslm.emulate
-Port {port}
-ListenAddress 127.0.0.1
-AddressFamily inet
-HostKey {host_key}
-PidFile {pidfile}
-AuthorizedKeysFile {authorized_keys}
-AllowUsers {user}
-AuthenticationMethods publickey
-PubkeyAuthentication yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-StrictModes no
-PermitRootLogin prohibit-password
-UseDNS no
-PrintMotd no
-PrintLastLog no
-X11Forwarding no
-AllowAgentForwarding no
-AllowTcpForwarding no
-PermitTunnel no
-MaxStartups 64:30:128
-MaxSessions 64
-SetEnv SHLVL=1 QEMU_CPU={cpu} EDGESLM_EMULATED=qemu-aarch64:{cpu}
-Subsystem sftp {sftp}
-ForceCommand {session}
-""")
-    if os.geteuid() == 0:
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation directory
-    _run([SSHD, "-t", "-f", str(conf)], "checking the sshd config")
-    with open(log, "wb") as logf:
-        proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(conf)], stdin=subprocess.DEVNULL,
-                                stdout=logf, stderr=logf, start_new_session=True)
-    device = EmulatedDevice(proc, port, user, host_line, python, workdir, cpu, log)
-    deadline = time.monotonic() + timeout
-    while b"Server listening" not in log.read_bytes():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            device.stop()
-            raise EmulatorError(f"emulated device: sshd on 127.0.0.1:{port} did not start "
-                                f"(exit {proc.returncode}); log {log}:\n"
-                                + log.read_text(errors="replace")[-2000:])
-        time.sleep(0.02)
-    return device
-
-
-# Named devices for `edgeslm devices emulate start|stop`: each keeps its key pair, host key, known_hosts,
-# sshd state and pid under <home>/devices/<name>.
-EMULATED_TARGET = {"cortex-a72": "rpi4", "cortex-a76": "rpi5"}
-
-
-def _state(name: str, home: Path | None) -> Path:
-    """A named device's folder under <home>/devices: the name cannot lead out of it."""
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name) or ".." in name:
-        raise EmulatorError(f"emulated device name {name!r}: use letters, digits, '-', '_' and '.' (e.g. pi4-emulated)")
-    return (home or emulate_home()) / "devices" / name
-
-
-def emulate_home() -> Path:
-    from edgeslm.hashing import cache_home
-
-    return Path(os.environ.get("EDGESLM_EMULATE_CACHE", cache_home() / "emulate"))
-
-
-def start_named(name: str, cpu: str = "cortex-a72", port: int = 0, home: Path | None = None) -> tuple[int, int, str]:
-    """Build the image if needed (first time ~20 s, ~230 MB), (re)start device `name`; returns (its sshd's
-    pid, its port, its devices.toml entry)."""
-    import socket
-
-    home = home or emulate_home()
-    state = _state(name, home)
-    state.mkdir(parents=True, exist_ok=True)
-    stop_named(name, home)
-    if not (state / "id_ed25519").exists():
-        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"edgeslm-{name}", "-f", str(state / "id_ed25519")],
-             "generating the device's login key")
-    if not port:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-    image = ensure_image(home, cpu=cpu)
-    dev = start_device(image, state / "sshd", port, state / "id_ed25519.pub", cpu=cpu)
-    dev.write_known_hosts(state / "known_hosts")
-    (state / "pid").write_text(str(dev.pid))
-    entry = (f'\n[devices.{name}]  # emulated {cpu}: functional checks only, timings are not device latency\n'
-             f'host = "127.0.0.1"\nport = {port}\nuser = "{dev.user}"\nidentity_file = "{state / "id_ed25519"}"\n'
-             f'known_hosts = "{state / "known_hosts"}"\ntarget = "{EMULATED_TARGET[cpu]}"\n'
-             f'workdir = "{state / "device-home"}"\npython = "python3"\nconnect_timeout = 20\n')
-    return dev.pid, port, entry
-
-
-def stop_named(name: str, home: Path | None = None) -> bool:
-    """Stop device `name` if its recorded process is still the sshd started for it (a pid reused by another
-    process since is left alone). True if one was stopped."""
-    state = _state(name, home)
-    try:
-        pid = int((state / "pid").read_text())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except (OSError, ValueError):
-        (state / "pid").unlink(missing_ok=True)
-        return False
-    (state / "pid").unlink(missing_ok=True)
-    if not any(str((state / "sshd").absolute()).encode() in part for part in cmdline):
-        return False
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except OSError:
-        return False
-    return True
