@@ -24,11 +24,11 @@ from edgeslm.config.passes import FinetuneConfig, PruneConfig
 from edgeslm.config.data import dataset_for
 from edgeslm.config.recipe import LoadedRecipe, path_for_display
 from edgeslm.config.target import Target
+from edgeslm.contract import reference as ref
 from edgeslm.config.tasks import TASKS
 from edgeslm.errors import ConfigError
 from edgeslm.models.sources import ResolvedSource
 
-REFERENCE_FILE = "reference.npz"
 EAGER_BATCH = 16  # eager PyTorch scores the eval split in batches of this size (exact up to float)
 # the code a cached fine-tuning result depends on (a change elsewhere does not redo it)
 CACHED_PASS_CODE = ("passes/__init__.py", "passes/cache.py", "passes/finetune.py", "models/loader.py",
@@ -147,9 +147,9 @@ def build_into(work: Path, loaded: LoadedRecipe, target: Target, source: Resolve
         ref_file = {}
         for i, (s, r, o) in enumerate(zip(samples, reference, before["outputs"])):
             for name, arr in s.items():
-                ref_file[f"input/{i}/{name}"] = arr
-            ref_file[f"output/{i}/{model.output_name}"] = r
-            ref_file[f"original/{i}/{model.output_name}"] = o
+                ref_file[ref.sample_input(i, name)] = arr
+            ref_file[ref.eager_output(i, model.output_name)] = r
+            ref_file[ref.original_output(i, model.output_name)] = o
     evaluation = None
     if evalset is not None:
         changed = any(p.compresses for p in recipe.passes)
@@ -161,8 +161,8 @@ def build_into(work: Path, loaded: LoadedRecipe, target: Target, source: Resolve
         if recipe.eval.on_device:
             for i, b in enumerate(evalset.batches(recipe.inputs.batch_size)):
                 for name, arr in b.items():
-                    ref_file[f"eval/{i}/{name}"] = arr
-            ref_file["eval/targets"] = evalset.targets
+                    ref_file[ref.eval_input(i, name)] = arr
+            ref_file[ref.EVAL_TARGETS] = evalset.targets
 
     limits = thresholds(recipe.verify, recipe.quantize is not None, recipe.model.task)
     masks = [s["attention_mask"] for s in samples]
@@ -198,7 +198,7 @@ def build_into(work: Path, loaded: LoadedRecipe, target: Target, source: Resolve
                 cents = evalset.centroids(run, recipe.inputs.batch_size)
                 metric = evalset.score(run, recipe.inputs.batch_size, cents)
                 if cents is not None:
-                    ref_file[f"eval/centroids/{fmt}"] = cents
+                    ref_file[ref.eval_centroids(fmt)] = cents
             metric["drop_points"] = round((before["metric"]["value"] - metric["value"]) * 100, 3)
             if recipe.eval.max_drop is not None:
                 ok = metric["drop_points"] <= recipe.eval.max_drop
@@ -207,13 +207,13 @@ def build_into(work: Path, loaded: LoadedRecipe, target: Target, source: Resolve
                 fidelity.passed = fidelity.passed and ok
             evaluation["artifacts"][fmt] = metric
         for i, a in enumerate(actual):
-            ref_file[f"host/{fmt}/{i}/{model.output_name}"] = a
+            ref_file[ref.host_output(fmt, i, model.output_name)] = a
         artifacts.append(Artifact(name=fmt, format=fmt, file=result.file, runtime=result.runtime,
                                   precision=result.precision, quantization=result.quantization,
                                   export=result.export, verification=fidelity, compression=loss,
                                   task_metric=metric))
 
-    np.savez_compressed(work / REFERENCE_FILE, **ref_file)
+    np.savez_compressed(work / ref.FILE, **ref_file)
     task = TASKS[recipe.model.task]
     status = "ok" if all(a.verification.passed for a in artifacts) else "verification-failed"
     inputs = [TensorSpec(name=n, dtype="int64", axes=["batch", "sequence"]) for n in model.input_names]
@@ -228,10 +228,7 @@ def build_into(work: Path, loaded: LoadedRecipe, target: Target, source: Resolve
         shapes={"min_seq_len": recipe.inputs.min_seq_len, "max_seq_len": recipe.inputs.max_seq_len,
                 "batch_size": recipe.inputs.batch_size},
         artifacts=artifacts, files=[],
-        reference={"file": REFERENCE_FILE, "samples": len(samples), "texts": texts,
-                   "keys": "input/<i>/<name>, output/<i>/<output> (eager PyTorch after the passes), "
-                           "original/<i>/<output> (before compression), host/<format>/<i>/<output>; "
-                           "eval/<i>/<name>, eval/targets, eval/centroids/<format> (tokenized eval split)",
+        reference={"file": ref.FILE, "samples": len(samples), "texts": texts, "keys": ref.ENCODER_KEYS,
                    "thresholds": limits,
                    "eval": {"batches": len(evalset.batches(recipe.inputs.batch_size)), "rows": len(evalset.texts),
                             "metric": recipe.eval.metric, "classes": len(evalset.labels),
@@ -244,7 +241,7 @@ def build_into(work: Path, loaded: LoadedRecipe, target: Target, source: Resolve
                         "python": platform.python_version(), "cpus": os.cpu_count()}},
         passes=ctx.facts, evaluation=evaluation,
     )
-    manifest.files = file_entries(work, {"tokenizer/": "tokenizer", REFERENCE_FILE: "reference", "model.": "model"})
+    manifest.files = file_entries(work, {"tokenizer/": "tokenizer", ref.FILE: "reference", "model.": "model"})
     write_manifest(work, manifest)
     return manifest
 
@@ -263,8 +260,8 @@ def batch_consistency(model, run, texts: list[str], single: list, max_len: int, 
         alone, length = single[i][0], int(batch["attention_mask"][i].sum())
         mask = batch["attention_mask"][i:i + 1]
         row = output_rows(model.task, out[i:i + 1, :length] if out.ndim == 3 else out[i:i + 1], mask[:, :length])
-        ref = output_rows(model.task, alone[None, :length] if alone.ndim == 2 else alone[None], mask[:, :length])
-        cos.append(float(row_cosines(ref, row).min()))
+        alone_rows = output_rows(model.task, alone[None, :length] if alone.ndim == 2 else alone[None], mask[:, :length])
+        cos.append(float(row_cosines(alone_rows, row).min()))
     return Metric(name=f"batch{n}_vs_alone_cosine_min", value=min(cos), kind="info")
 
 

@@ -26,6 +26,7 @@ from edgeslm import __version__
 from edgeslm.artifacts.manifest import Manifest, TensorSpec, file_entries, write_manifest
 from edgeslm.config.recipe import LoadedRecipe, path_for_display
 from edgeslm.config.target import Target
+from edgeslm.contract import reference as ref
 from edgeslm.contract.decoding import teacher_forced
 from edgeslm.contract.parity import log_softmax
 from edgeslm.generation.judge import CONTINUATION_TOKENS, Facts, hf_step
@@ -35,9 +36,7 @@ from edgeslm.runtimes import runtime_unit
 from edgeslm.tasks.generation import prompt_ids
 from edgeslm.texts import calibration_texts
 
-REFERENCE_FILE = "reference.npz"
 TEXT_TOKENS = 160  # tokens of held text for teacher forcing (first half as the prompt)
-TOP_K_STORED = 16  # per position in the reference file: the device checks itself against these
 
 FLOAT_LIMITS = {"max_kl": 1e-4, "min_top1_agreement": 0.99, "min_top5_agreement": 1.0,
                 "max_perplexity_increase": 0.001}
@@ -179,19 +178,19 @@ def build_generation_into(work: Path, loaded: LoadedRecipe, target: Target, sour
     artifacts = [built[f][0] for f in recipe.export.formats]
     passed = all(a.verification.passed for a in artifacts)
 
-    order = np.argsort(-original, axis=1)[:, :TOP_K_STORED]
+    order = np.argsort(-original, axis=1)[:, :ref.TOP_K_STORED]
     lsm = log_softmax(original)
-    ref_file = {"text/ids": np.asarray(ids, dtype=np.int64), "text/first": np.asarray(first),
-                "original/top_ids": order.astype(np.int32),
-                "original/top_logits": np.take_along_axis(original, order, axis=1).astype(np.float32),
-                "original/logsumexp": (original[:, 0] - lsm[:, 0]).astype(np.float32),
-                "original/target_logprob": lsm[np.arange(len(targets)), targets].astype(np.float32),
-                **{f"artifact/{a.name}/top_ids": np.argsort(-built[a.format][1], axis=1)[:, :TOP_K_STORED]
+    ref_file = {ref.TEXT_IDS: np.asarray(ids, dtype=np.int64), ref.TEXT_FIRST: np.asarray(first),
+                ref.ORIGINAL_TOP_IDS: order.astype(np.int32),
+                ref.ORIGINAL_TOP_LOGITS: np.take_along_axis(original, order, axis=1).astype(np.float32),
+                ref.ORIGINAL_LOGSUMEXP: (original[:, 0] - lsm[:, 0]).astype(np.float32),
+                ref.ORIGINAL_TARGET_LOGPROB: lsm[np.arange(len(targets)), targets].astype(np.float32),
+                **{ref.artifact_top_ids(a.name): np.argsort(-built[a.format][1], axis=1)[:, :ref.TOP_K_STORED]
                    .astype(np.int32) for a in artifacts}}
     for i, p in enumerate(prompts):
-        ref_file[f"prompt/{i}"] = np.asarray(p, dtype=np.int64)
-        ref_file[f"prompt/{i}/reference"] = np.asarray(reference_tokens[i], dtype=np.int64)
-    np.savez_compressed(work / REFERENCE_FILE, **ref_file)
+        ref_file[ref.prompt(i)] = np.asarray(p, dtype=np.int64)
+        ref_file[ref.prompt_reference(i)] = np.asarray(reference_tokens[i], dtype=np.int64)
+    np.savez_compressed(work / ref.FILE, **ref_file)
 
     status = "ok" if passed else "verification-failed"
     manifest = Manifest(
@@ -206,11 +205,8 @@ def build_generation_into(work: Path, loaded: LoadedRecipe, target: Target, sour
         outputs=[TensorSpec(name="logits", dtype="float32", axes=["batch", "vocab"])],
         shapes={"max_context": g.max_context, "max_prompt": g.max_prompt, "batch_size": 1},
         artifacts=artifacts, files=[],
-        reference={"file": REFERENCE_FILE, "samples": 1, "text_tokens": len(ids), "prompt_tokens": first,
-                   "keys": "text/ids (held text), text/first (prompt length), original/top_ids|top_logits|"
-                           "logsumexp (PyTorch before compression, rows predicting text/ids[first:]), "
-                           "artifact/<name>/top_ids (each artifact on the build host), prompt/<i> and "
-                           "prompt/<i>/reference (greedy continuation by PyTorch)",
+        reference={"file": ref.FILE, "samples": 1, "text_tokens": len(ids), "prompt_tokens": first,
+                   "keys": ref.DECODER_KEYS,
                    "thresholds": {"fidelity": fid_limits, "compression": comp_limits}},
         tools=tools,
         build={"started_at": started, "seconds": round(time.perf_counter() - t0, 3), "steps": log.steps,
@@ -221,7 +217,7 @@ def build_generation_into(work: Path, loaded: LoadedRecipe, target: Target, sour
                  **(qfacts or {})}]
         if q is not None else [],
     )
-    manifest.files = file_entries(work, {"tokenizer/": "tokenizer", REFERENCE_FILE: "reference", "model.": "model"})
+    manifest.files = file_entries(work, {"tokenizer/": "tokenizer", ref.FILE: "reference", "model.": "model"})
     write_manifest(work, manifest)
     return manifest
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import time
 
+from edgeslm.contract import reference
 from edgeslm.contract.parity import compare_outputs, nearest_centroid, task_metric
 from edgeslm.contract.stats import stats
 from edgeslm.runner.errors import RunnerError
@@ -54,11 +55,11 @@ def profile(job) -> dict:
     task = evaluate(session, build_dir, manifest, artifact, job.eval_rows or None) if job.eval_rows is not None else None
 
     # benchmark input: reference sample 0's tokens repeated to `seq` tokens, batch from the manifest
-    ref = np.load(inside(build_dir, manifest["reference"]["file"]), allow_pickle=False)
+    arrays = reference.load(inside(build_dir, manifest["reference"]["file"]))
     batch = shapes.get("batch_size", 1)
     feeds = {}
     for spec in manifest["inputs"]:
-        base = ref[f"input/0/{spec['name']}"][0]
+        base = arrays[reference.sample_input(0, spec["name"])][0]
         feeds[spec["name"]] = np.ascontiguousarray(np.tile(np.resize(base, seq)[None, :], (batch, 1)).astype(np.int64))
     feeds["attention_mask"][:] = 1
     reset = reset_hwm()
@@ -100,17 +101,17 @@ def parity(session: Session, build_dir: str, manifest: dict, artifact: dict) -> 
     thresholds as the build host) and with the build host's own run of this artifact."""
     import numpy as np
 
-    ref = np.load(inside(build_dir, manifest["reference"]["file"]), allow_pickle=False)
+    arrays = reference.load(inside(build_dir, manifest["reference"]["file"]))
     out_name = manifest["outputs"][0]["name"]
     limits = manifest["reference"].get("thresholds", {})
     refs, outs, masks, host_err = [], [], [], 0.0
     for i in range(manifest["reference"]["samples"]):
-        feeds = {spec["name"]: ref[f"input/{i}/{spec['name']}"] for spec in manifest["inputs"]}
+        feeds = {spec["name"]: arrays[reference.sample_input(i, spec["name"])] for spec in manifest["inputs"]}
         out = session(feeds)
-        host = ref[f"host/{artifact['name']}/{i}/{out_name}"]
+        host = arrays[reference.host_output(artifact["name"], i, out_name)]
         if out.shape == host.shape:
             host_err = max(host_err, float(np.max(np.abs(out.astype(np.float64) - host))))
-        refs.append(ref[f"output/{i}/{out_name}"])
+        refs.append(arrays[reference.eager_output(i, out_name)])
         outs.append(out)
         masks.append(feeds["attention_mask"])
     result = compare_outputs(manifest["task"], refs, outs, masks, limits)
@@ -128,11 +129,11 @@ def evaluate(session: Session, build_dir: str, manifest: dict, artifact: dict, l
     spec = manifest["reference"].get("eval")
     if not spec:
         raise RunnerError("this build carries no eval set: add [eval] (with on_device = true) to the recipe")
-    ref = np.load(inside(build_dir, manifest["reference"]["file"]), allow_pickle=False)
+    arrays = reference.load(inside(build_dir, manifest["reference"]["file"]))
     rows = int(spec["rows"]) if not limit else min(int(limit), int(spec["rows"]))
     outs, times, lengths, done = [], [], [], 0
     for i in range(int(spec["batches"])):
-        feeds = {s["name"]: ref[f"eval/{i}/{s['name']}"] for s in manifest["inputs"]}
+        feeds = {s["name"]: arrays[reference.eval_input(i, s["name"])] for s in manifest["inputs"]}
         t = time.perf_counter()
         out = session(feeds)
         times.append((time.perf_counter() - t) * 1e3)
@@ -143,10 +144,10 @@ def evaluate(session: Session, build_dir: str, manifest: dict, artifact: dict, l
             break
     out = np.concatenate(outs)[:rows]
     if manifest["task"] == "embedding":
-        pred = nearest_centroid(out, ref[f"eval/centroids/{artifact['name']}"])
+        pred = nearest_centroid(out, arrays[reference.eval_centroids(artifact["name"])])
     else:
         pred = out.argmax(-1)
-    result = task_metric(spec["metric"], pred, ref["eval/targets"][:rows], int(spec["classes"]))
+    result = task_metric(spec["metric"], pred, arrays[reference.EVAL_TARGETS][:rows], int(spec["classes"]))
     host = (artifact.get("task_metric") or {}).get("value")
     result.update({"rows": rows, "of": int(spec["rows"]), "host_value": host if rows == int(spec["rows"]) else None,
                    "latency_ms": stats(times), "batch": int(manifest["shapes"].get("batch_size", 1)),

@@ -14,6 +14,7 @@ import json
 import os
 import time
 
+from edgeslm.contract import reference
 from edgeslm.contract.decoding import greedy, prefill, teacher_forced, timed_decode
 from edgeslm.contract.parity import TOP1_MARGIN, log_softmax
 from edgeslm.contract.stats import stats
@@ -41,18 +42,18 @@ def check(step, build_dir: str, manifest: dict, artifact: str) -> dict:
     """Teacher-forced on the stored held text; compared with PyTorch's stored top tokens and log-probs."""
     import numpy as np
 
-    ref = np.load(inside(build_dir, manifest["reference"]["file"]), allow_pickle=False)
-    ids = [int(i) for i in ref["text/ids"]]
-    first, chunk = int(ref["text/first"]), int(manifest["shapes"]["max_prompt"])
+    arrays = reference.load(inside(build_dir, manifest["reference"]["file"]))
+    ids = [int(i) for i in arrays[reference.TEXT_IDS]]
+    first, chunk = int(arrays[reference.TEXT_FIRST]), int(manifest["shapes"]["max_prompt"])
     logits = teacher_forced(step, ids, first, chunk).astype(np.float64)
     lp = log_softmax(logits)
     targets = np.asarray(ids[first:])
-    top_ids, top_logits = ref["original/top_ids"], ref["original/top_logits"]
+    top_ids, top_logits = arrays[reference.ORIGINAL_TOP_IDS], arrays[reference.ORIGINAL_TOP_LOGITS]
     clear = (top_logits[:, 0] - top_logits[:, 1]) >= TOP1_MARGIN
     mine = logits.argmax(axis=1)
     top5 = np.argsort(-logits, axis=1)[:, :5]
-    host = ref[f"artifact/{artifact}/top_ids"][:, 0]
-    ppl_ref = float(np.exp(-ref["original/target_logprob"].astype(np.float64).mean()))
+    host = arrays[reference.artifact_top_ids(artifact)][:, 0]
+    ppl_ref = float(np.exp(-arrays[reference.ORIGINAL_TARGET_LOGPROB].astype(np.float64).mean()))
     ppl = float(np.exp(-lp[np.arange(len(targets)), targets].mean()))
     limits = manifest["reference"].get("thresholds", {}).get("compression", {})
     out = {"positions": int(len(targets)), "prompt_tokens": first,
@@ -98,8 +99,8 @@ def profile_generation(build_dir: str, manifest: dict, artifact: dict, threads: 
     rss_start = status_kb("VmRSS")
     step, load_ms, runtime = open_decoder(build_dir, manifest, artifact, threads, et_runtime)
     rss_loaded, hwm_loaded = status_kb("VmRSS"), status_kb("VmHWM")
-    ref = np.load(inside(build_dir, manifest["reference"]["file"]), allow_pickle=False)
-    text = [int(i) for i in ref["text/ids"]]
+    arrays = reference.load(inside(build_dir, manifest["reference"]["file"]))
+    text = [int(i) for i in arrays[reference.TEXT_IDS]]
     lengths = [n for n in PROMPT_LENGTHS if n + new_tokens <= ctx] or [max(1, ctx - new_tokens - 1)]
     ttft = []
     for n in lengths:
