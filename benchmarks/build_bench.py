@@ -52,8 +52,8 @@ def main() -> None:
 
     from edgeslm.cli.console import quiet_native_output
     from edgeslm.config.catalog import find_recipe, load_target
-    from edgeslm.exporters import get_exporter
-    from edgeslm.exporters.onnx import optimize
+    from edgeslm.formats import format_unit
+    from edgeslm.formats.onnx.encoder import optimize
     from edgeslm.models.loader import builtin_texts, load_model
     from edgeslm.models.sources import resolve_source
     from edgeslm.pipeline import build, plan
@@ -88,7 +88,7 @@ def main() -> None:
             rows.append(("eager PyTorch", "fp32", size, lat, 1.0, 1.0))
             eager = (ref, size, lat)
         for a in m.artifacts:
-            exporter = get_exporter(a.format)
+            exporter = format_unit(a.format).exporter()
             with quiet_native_output(log):
                 run = exporter.runner(result.folder / a.file, threads=args.threads)
                 out = run(sample)

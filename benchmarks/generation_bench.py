@@ -119,7 +119,7 @@ def child(kind: str, folder: Path, gguf: Path, threads: int, new_tokens: int, pr
 
         size = gguf.stat().st_size
     elif kind == "executorch":
-        from edgeslm.profiling.et_runtime import runtime_folder
+        from edgeslm.native.runtime_folder import runtime_folder
         from edgeslm.runner.generation import open_decoder
 
         rt = runtime_folder("x86_64")
@@ -130,7 +130,7 @@ def child(kind: str, folder: Path, gguf: Path, threads: int, new_tokens: int, pr
         from edgeslm.contract import artifact_size
         from edgeslm.runner.generation import open_decoder
 
-        from edgeslm.profiling.et_runtime import runtime_folder
+        from edgeslm.native.runtime_folder import runtime_folder
 
         # a file with edgeslm's GgufLinear needs the op library, from the runtime folder the device gets
         rt = str(runtime_folder("x86_64")) if (art["onnx"].get("export") or {}).get("custom_ops") else None

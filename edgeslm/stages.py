@@ -76,7 +76,8 @@ def eager(model, sample: dict) -> np.ndarray:
 
 def build_into(work: Path, loaded: LoadedRecipe, target: Target, source: ResolvedSource, model_files: dict,
                tools: dict, key: str, log, started: str, t0: float, force: bool = False) -> Manifest:
-    from edgeslm.exporters import ExportContext, get_exporter
+    from edgeslm.formats import format_unit
+    from edgeslm.formats.base import ExportContext
     from edgeslm.models.loader import load_model
     from edgeslm.passes import PassContext, run_passes
     from edgeslm.texts import calibration_texts
@@ -168,7 +169,7 @@ def build_into(work: Path, loaded: LoadedRecipe, target: Target, source: Resolve
     masks = [s["attention_mask"] for s in samples]
     artifacts = []
     for fmt in recipe.export.formats:
-        exporter = get_exporter(fmt)
+        exporter = format_unit(fmt).exporter()
         ectx = ExportContext(loaded=model, recipe=recipe, target=target, workdir=work, calibration=calibration,
                              step=log.step, plan=ctx.plan)
         prepared = ectx.prepared_quant()

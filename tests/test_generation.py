@@ -85,7 +85,7 @@ def test_onnx_weights_read_back_are_the_grid_the_file_runs():
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from edgeslm.generation.onnx_export import _dequantized
+    from edgeslm.formats.onnx.decoder import _dequantized
 
     rng = np.random.RandomState(0)
     q = rng.randint(0, 16, size=(3, 64)).astype(np.uint8)  # N=3 rows of K=64, blocks of 32

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import json
-import typing
 from pathlib import Path
 
 import click
@@ -13,12 +12,12 @@ from edgeslm.cli.app import main
 from edgeslm.cli.options import accept_option, build_for, devices_option, inventory, json_option
 from edgeslm.cli.options import MAX_ITERS, MAX_SECONDS, MAX_TOKENS, FiniteFloatRange, threads_option
 from edgeslm.config.devices import LOCAL
-from edgeslm.config.recipe import Format
+from edgeslm.contract.formats import FORMATS
 from edgeslm.devtools.emulate import EMULATED_TARGET
 from edgeslm.errors import EXIT_FAILED, EdgeSLMError, UserError
 from edgeslm.transport import printable
 
-ARTIFACTS = typing.get_args(Format)  # an artifact is named after its export format
+ARTIFACTS = tuple(FORMATS)  # an artifact is named after its export format
 
 @main.group()
 def devices() -> None:

@@ -21,6 +21,17 @@ from edgeslm.errors import ConfigError
 SCHEMA_VERSION = 1
 
 
+def _format_name(value: str) -> str:
+    from edgeslm.contract.formats import known
+
+    return known(value)
+
+
+# an artifact format's name, checked against the table of formats when a file is read (so a format registered
+# at run time is accepted, and an unknown one names the near miss and the choices)
+FormatName = typing.Annotated[str, pydantic.AfterValidator(_format_name)]
+
+
 class StrictModel(BaseModel):
     """Frozen, no unknown keys, documented fields."""
 
@@ -226,6 +237,12 @@ def describe(annotation: Any) -> str:
     if origin in (list, tuple, set, frozenset):
         args = [a for a in typing.get_args(annotation) if a is not Ellipsis]
         item = _strip_optional(args[0]) if args else Any
+        if item is FormatName:  # choices from the live table of formats
+            from edgeslm.contract.formats import FORMATS
+
+            names = list(FORMATS)
+            example = "[" + ", ".join(f'"{n}"' for n in names[:2]) + "]"
+            return f"a list of one of {', '.join(repr(n) for n in names)}, e.g. {example}"
         examples = {str: '["a", "b"]', int: "[1, 2]", float: "[0.5, 1.0]", bool: "[true, false]"}
         if typing.get_origin(item) is typing.Literal:
             example = "[" + ", ".join(f'"{a}"' for a in typing.get_args(item)[:2]) + "]"

@@ -15,12 +15,13 @@ from pydantic import Field, SerializeAsAny, field_validator, model_validator
 from edgeslm.config.base import NAME_PATTERN, SCHEMA_VERSION, StrictModel, parse, read_toml
 from edgeslm.config.data import DatasetSpec, EvalSpec, source_path
 from edgeslm.config.rules import cross_checks
+from edgeslm.config.base import FormatName
 from edgeslm.contract import MAX_SEED, MAX_TOP_K
 from edgeslm.config.passes import PASS_TYPES, PassConfig, QuantizeConfig
 from edgeslm.config.tasks import TASKS
 from edgeslm.errors import ConfigError
 
-Format = Literal["onnx", "executorch"]
+Format = FormatName  # a name in edgeslm.contract.formats (checked against the live table)
 Text = Annotated[str, Field(min_length=1)]
 
 
@@ -113,7 +114,8 @@ class ExecuTorchOptions(StrictModel):
 
 class ExportSpec(StrictModel):
     formats: tuple[Format, ...] = Field(("onnx", "executorch"), min_length=1,
-                                        description="Runtimes to export for.")
+                                        description="Formats to export (a name in edgeslm.contract.formats: "
+                                        "onnx, executorch).")
     onnx: OnnxOptions = Field(default_factory=OnnxOptions, description="ONNX export options.")
     executorch: ExecuTorchOptions = Field(default_factory=ExecuTorchOptions,
                                           description="ExecuTorch export options.")

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from edgeslm.config.base import NAME_PATTERN, SCHEMA_VERSION, StrictModel, parse, read_toml
+from edgeslm.config.base import FormatName, NAME_PATTERN, SCHEMA_VERSION, StrictModel, parse, read_toml
 
 Arch = Literal["aarch64", "x86_64"]
 
@@ -41,8 +41,8 @@ class Target(StrictModel):
                             "pick the emulated CPU).")
     features: tuple[str, ...] = Field((), description="ISA features that matter for kernels, as "
                                       "/proc/cpuinfo names them (asimd, asimddp, avx2, avx512_vnni...).")
-    formats: tuple[Literal["onnx", "executorch"], ...] = Field(
-        ("onnx", "executorch"), min_length=1, description="Formats this target can run.")
+    formats: tuple[FormatName, ...] = Field(
+        ("onnx", "executorch"), min_length=1, description="Formats this target can run (onnx, executorch).")
     onnx_runtime: Literal["onnxruntime"] = Field("onnxruntime", description="Runtime for .onnx files.")
     executorch_backend: Literal["xnnpack"] = Field("xnnpack", description="Delegate for .pte files.")
     threads: int = Field(0, ge=0, le=256, description="Default inference threads (0 = all cores).")

@@ -23,19 +23,20 @@ MAX_LINES = 400
 # The intended layering, top to bottom: a room may import rooms of its own layer or below, never above.
 LAYERS = [
     ["cli"],
-    ["pipeline", "stages", "generation", "verify", "evaluate"],
+    ["pipeline", "stages", "generation", "evaluate"],
     ["reports"],
-    ["profiling", "emulate", "devtools"],
+    ["profiling", "devtools"],
     ["transport"],
-    ["artifacts"],
-    ["exporters", "runtimes", "tasks"],
+    ["formats", "tasks"],
+    ["verify"],
     ["passes"],
+    ["native"],
     ["models", "datasets", "texts"],
+    ["artifacts"],
     ["config"],
     ["runner"],
     ["contract", "errors", "hashing", "inputs", "data"],
 ]
-
 
 def modules(root: Path = PACKAGE) -> dict[str, Path]:
     """Dotted module name -> file, for every .py under the package."""

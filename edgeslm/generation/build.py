@@ -29,10 +29,10 @@ from edgeslm.config.target import Target
 from edgeslm.contract import reference as ref
 from edgeslm.contract.decoding import teacher_forced
 from edgeslm.contract.parity import log_softmax
-from edgeslm.generation.judge import CONTINUATION_TOKENS, Facts, hf_step
+from edgeslm.verify.decoders import CONTINUATION_TOKENS, Facts, hf_step
 from edgeslm.errors import ConfigError, ModelSourceError
 from edgeslm.models.sources import ResolvedSource
-from edgeslm.runtimes import runtime_unit
+from edgeslm.formats import format_unit
 from edgeslm.tasks.generation import prompt_ids
 from edgeslm.texts import calibration_texts
 
@@ -114,7 +114,7 @@ def build_generation_into(work: Path, loaded: LoadedRecipe, target: Target, sour
                           model_files: dict, tools: dict, key: str, log, started: str, t0: float,
                           force: bool = False) -> Manifest:
     from edgeslm.stages import recipe_facts, source_facts
-    from edgeslm.generation.executorch_export import sliding_window_problem
+    from edgeslm.formats.executorch.decoder import sliding_window_problem
 
     recipe = loaded.recipe
     file = str(path_for_display(loaded.path))
@@ -157,7 +157,7 @@ def build_generation_into(work: Path, loaded: LoadedRecipe, target: Target, sour
             warnings.append(f"GPTQ calibrated on {n_cal} tokens only (SmolLM2-135M: +72% perplexity on 819 tokens, "
                             f"+43% on 32k); give [passes.calibration] source = a folder of text like the task's")
     elif q is not None and q.method == "8da4w" and source.gguf and q.gguf_grid == "keep":
-        from edgeslm.generation.gguf_grid import BLOCK, module_grids, not_carried_warning
+        from edgeslm.formats.gguf_grid import BLOCK, module_grids, not_carried_warning
 
         with log.step("read the GGUF's integer grid"):
             carried = module_grids(source.folder / source.gguf, model)
@@ -170,8 +170,8 @@ def build_generation_into(work: Path, loaded: LoadedRecipe, target: Target, sour
     built, qfacts = {}, None
     log_file = work.parent / f"{target.name}.onnx-builder.log"
     # a runtime whose export rewires the model (ExecuTorch's attention, weights quantized in place) goes last
-    for fmt in sorted(recipe.export.formats, key=lambda f: runtime_unit(f).rewires_model):
-        artifact, actual, pass_facts = runtime_unit(fmt).build_decoder(work, model, tokenizer, g, q, facts, log,
+    for fmt in sorted(recipe.export.formats, key=lambda f: format_unit(f).rewires_model):
+        artifact, actual, pass_facts = format_unit(fmt).build_decoder(work, model, tokenizer, g, q, facts, log,
                                                                         carried, log_file)
         built[fmt] = (artifact, actual)
         qfacts = pass_facts or qfacts

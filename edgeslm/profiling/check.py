@@ -5,7 +5,7 @@ from __future__ import annotations
 from edgeslm.config.catalog import load_target
 from edgeslm.config.devices import Device
 from edgeslm.profiling.deploy import checked_probe, open_device
-from edgeslm.runtimes import NUMPY_INSTALL, RUNTIMES
+from edgeslm.formats import FORMATS, NUMPY_INSTALL
 
 
 def check(name: str, device: Device, accept_new_host_key: bool = False) -> dict:
@@ -19,7 +19,7 @@ def check(name: str, device: Device, accept_new_host_key: bool = False) -> dict:
     if absent:
         problems.append(f"CPU lacks {', '.join(absent)} that target {target.name} assumes")
     runtimes = probe["runtimes"]
-    for package, install in [("numpy", NUMPY_INSTALL)] + [(r.package, r.install) for r in RUNTIMES.values()]:
+    for package, install in [("numpy", NUMPY_INSTALL)] + [(r.package, r.install) for r in FORMATS.values()]:
         if not runtimes.get(package):
             missing.append({"runtime": package, "install": install})
     return {"device": name, "target": target.name, "matches_target": not problems, "problems": problems,

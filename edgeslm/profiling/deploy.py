@@ -22,7 +22,7 @@ from pathlib import Path
 
 from edgeslm.artifacts.manifest import MANIFEST_NAME, NAME_RE, Manifest, check_files, load_manifest, parse_manifest
 from edgeslm.config.devices import LOCAL, Device
-from edgeslm.runtimes import NUMPY_INSTALL, runtime_unit
+from edgeslm.formats import NUMPY_INSTALL, format_unit
 from edgeslm.tasks import task_unit
 from edgeslm.errors import ConfigError, UserError
 from edgeslm.contract.answers import AnswerError, check
@@ -131,7 +131,7 @@ def compatibility(name: str, device: Device, probe: dict, manifest: Manifest) ->
                           f"({device.target}) instead")
     missing = {} if probe["runtimes"].get("numpy") else {"numpy": NUMPY_INSTALL}
     for a in manifest.artifacts:
-        rt = runtime_unit(a.format)
+        rt = format_unit(a.format)
         package = rt.device_package(manifest.task)  # None: runs in edgeslm's own runtime folder (deploy uploads it)
         if package and not probe["runtimes"].get(package):
             missing.setdefault(package, rt.install)
@@ -149,7 +149,7 @@ def compatibility(name: str, device: Device, probe: dict, manifest: Manifest) ->
 def needs_et_runtime(manifest: Manifest, artifact: str | None = None) -> bool:
     """A decoder .pte runs in edgeslm's ExecuTorch runtime folder, and an ONNX file with edgeslm's ops needs
     the op library in it (deploy uploads the folder)."""
-    return any((runtime_unit(a.format).uploads_runtime(manifest.task) or bool((a.export or {}).get("custom_ops")))
+    return any((format_unit(a.format).uploads_runtime(manifest.task) or bool((a.export or {}).get("custom_ops")))
                and artifact in (None, a.name) for a in manifest.artifacts)
 
 

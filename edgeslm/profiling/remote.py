@@ -97,9 +97,9 @@ class RemoteRunner:
 
     def et_runtime(self, arch: str, log=print) -> str:
         """edgeslm's ExecuTorch runtime folder for the device's architecture, under
-        <workdir>/runtimes/et-<digest>: built here once (edgeslm.profiling.et_runtime), uploaded when the
+        <workdir>/runtimes/et-<digest>: built here once (edgeslm.native.runtime_folder), uploaded when the
         device lacks it or any file differs, each file checked by sha256 before the folder is put in place."""
-        from edgeslm.profiling.et_runtime import runtime_folder
+        from edgeslm.native.runtime_folder import runtime_folder
 
         local = runtime_folder(arch)
         files = sorted(p for p in local.iterdir() if p.is_file())

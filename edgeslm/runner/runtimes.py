@@ -5,7 +5,7 @@ timed apart from loading a model) and then opens artifacts in the two shapes the
     run = rt.encoder(path, threads, input_order)    # run(feeds: dict of numpy arrays) -> first output
     step = rt.decoder(path, threads, export, max_context)  # step(tokens, start) -> logits of the last token
 
-The build host verifies its artifacts through these same units (edgeslm.exporters and edgeslm.generation
+The build host verifies its artifacts through these same units (edgeslm.formats.base and edgeslm.generation
 call them), so the host and the device run a file the same way.
 
 ExecuTorch runs in one of three engines, picked in this order: edgeslm's torch-free shim over the executorch
@@ -181,6 +181,12 @@ class ExecuTorchRuntime:
 
 
 RUNTIMES = {r.format: r for r in (OnnxRuntime, ExecuTorchRuntime)}
+
+
+def register_runtime(cls) -> type:
+    """Add (or replace) the device session class of a format (keyed by its `format`, a contract.formats name)."""
+    RUNTIMES[cls.format] = cls
+    return cls
 
 
 def open_runtime(fmt: str, et_runtime: str | None = None):

@@ -90,16 +90,16 @@ def test_a_malformed_probe_answer_is_refused_naming_the_device_and_the_part():
 
 def test_hosts_units_refuse_what_they_do_not_know():
     from edgeslm.errors import UserError
-    from edgeslm.runtimes import runtime_unit
+    from edgeslm.formats import format_unit
     from edgeslm.tasks import task_unit
 
     with pytest.raises(UserError, match="unknown task 'translation'"):
         task_unit("translation")
     with pytest.raises(UserError, match="unknown artifact format 'tflite'"):
-        runtime_unit("tflite")
+        format_unit("tflite")
     assert task_unit("text-generation").generates and not task_unit("embedding").generates
-    assert runtime_unit("executorch").device_package("text-generation") is None  # deploy uploads edgeslm's runtime
-    assert runtime_unit("executorch").device_package("embedding") == "executorch"
+    assert format_unit("executorch").device_package("text-generation") is None  # deploy uploads edgeslm's runtime
+    assert format_unit("executorch").device_package("embedding") == "executorch"
 
 
 def test_top_p_1_keeps_every_token_even_when_the_probabilities_sum_below_one():

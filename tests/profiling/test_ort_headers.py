@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from edgeslm.errors import UserError
-from edgeslm.profiling import ort_ops
-from edgeslm.profiling.ort_ops import API_VERSION, HEADER, HEADERS_ENV, ort_headers
+from edgeslm.native import ort_headers as ort_ops
+from edgeslm.native.ort_headers import API_VERSION, HEADER, HEADERS_ENV, ort_headers
 
 GOOD = "#ifndef ORT\n#define ORT_API_VERSION 21\nstruct OrtApi;\n#endif\n"
 

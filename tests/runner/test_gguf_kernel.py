@@ -66,7 +66,7 @@ def program(tmp_path_factory):
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
 
-    from edgeslm.generation.gguf_op import gguf_linear_module, pack, unpack
+    from edgeslm.formats.executorch.gguf_op import gguf_linear_module, pack, unpack
 
     folder = tmp_path_factory.mktemp("q41")
     grids = [_grid(0), _grid8(3)]
@@ -123,7 +123,7 @@ def _check(got: dict, refs: list, wrong: np.ndarray) -> None:
 def test_each_x86_kernel_gives_the_reference(program):
     import platform
 
-    from edgeslm.profiling.et_runtime import runtime_folder
+    from edgeslm.native.runtime_folder import runtime_folder
 
     if platform.machine() != "x86_64":
         pytest.fail("this test runs on an x86_64 build host")
@@ -147,7 +147,7 @@ def test_the_neon_kernels_give_the_reference_on_the_emulated_pi(program):
     """qemu-aarch64 as a Cortex-A72 (Pi 4: NEON without dotprod) and a Cortex-A76 (Pi 5: dotprod), and
     the scalar kernel, with the runtime folder cross-built for aarch64."""
     from edgeslm.devtools.emulate import ensure_image
-    from edgeslm.profiling.et_runtime import runtime_folder
+    from edgeslm.native.runtime_folder import runtime_folder
 
     folder, refs, wrong = program
     image = ensure_image(Path(os.environ.get("EDGESLM_EMULATE_CACHE", Path.home() / ".cache/edgeslm/emulate")))
@@ -176,8 +176,8 @@ def test_tiles_that_do_not_match_the_input_are_refused(tmp_path):
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
 
-    from edgeslm.generation.gguf_op import Q4_1, pack_q4_1, pack_q8_0, register
-    from edgeslm.profiling.et_runtime import runtime_folder
+    from edgeslm.formats.executorch.gguf_op import Q4_1, pack_q4_1, pack_q8_0, register
+    from edgeslm.native.runtime_folder import runtime_folder
     from edgeslm.runner.errors import RunnerError
     from edgeslm.runner.native_et import NativeRuntime
 

@@ -44,7 +44,7 @@ print(json.dumps({"logits": np.stack(rows).tolist(), "error": error, "torch": "t
 
 def _official(pte) -> np.ndarray:
     """The same calls in ExecuTorch's own Python runtime, with its llama and quantized kernels."""
-    from edgeslm.generation.executorch_export import pte_step
+    from edgeslm.formats.executorch.decoder import pte_step
 
     call = pte_step(pte)
     rows, pos = [call(PROMPT, 0)], len(PROMPT)

@@ -1,7 +1,7 @@
 """GgufLinear, edgeslm's onnxruntime custom op (libedgeslm_ort.so in the runtime folder, the .pte's Q4_1 tile
 kernels): an ONNX graph with one node (40 outputs: two tiles and a padded one; 96 inputs) runs in plain
 onnxruntime with the library registered, with every kernel this machine and the emulated Pi have, torch-free,
-and gives the Python reference's outputs (edgeslm.generation.gguf_op); a grid with two rows swapped gives other
+and gives the Python reference's outputs (edgeslm.formats.executorch.gguf_op); a grid with two rows swapped gives other
 outputs; tiles that do not match the input's width are refused with an error naming the op."""
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def case(tmp_path_factory):
     """(folder with q41.onnx, swapped.onnx and x.npy; the reference outputs for 5 and 1 tokens)."""
     import torch
 
-    from edgeslm.generation.gguf_op import gguf_linear_module, pack_q4_1
+    from edgeslm.formats.executorch.gguf_op import gguf_linear_module, pack_q4_1
 
     folder = tmp_path_factory.mktemp("ortq41")
     g = _grid(0)
@@ -89,7 +89,7 @@ def _check(got: dict, refs: list, swapped: dict) -> None:
 
 
 def test_each_x86_kernel_gives_the_reference(case):
-    from edgeslm.profiling.et_runtime import runtime_folder
+    from edgeslm.native.runtime_folder import runtime_folder
 
     folder, refs = case
     lib = str(runtime_folder("x86_64") / "libedgeslm_ort.so")
@@ -106,7 +106,7 @@ def test_each_x86_kernel_gives_the_reference(case):
 def test_the_neon_kernels_give_the_reference_on_the_emulated_pi(case):
     """qemu-aarch64 as a Cortex-A72 (NEON) and a Cortex-A76 (dotprod), with the Pi's own onnxruntime wheel."""
     from edgeslm.devtools.emulate import ensure_image
-    from edgeslm.profiling.et_runtime import runtime_folder
+    from edgeslm.native.runtime_folder import runtime_folder
 
     folder, refs = case
     image = ensure_image(Path(os.environ.get("EDGESLM_EMULATE_CACHE", Path.home() / ".cache/edgeslm/emulate")))
@@ -125,8 +125,8 @@ def test_the_neon_kernels_give_the_reference_on_the_emulated_pi(case):
 def test_tiles_that_do_not_match_the_input_are_refused(tmp_path):
     import onnxruntime as ort
 
-    from edgeslm.generation.gguf_op import pack_q4_1
-    from edgeslm.profiling.et_runtime import runtime_folder
+    from edgeslm.formats.executorch.gguf_op import pack_q4_1
+    from edgeslm.native.runtime_folder import runtime_folder
 
     g = _grid(2, k=64)  # tiles for 64 inputs, fed 96
     so = ort.SessionOptions()
@@ -142,8 +142,8 @@ def test_the_op_header_can_come_from_a_folder_the_user_gives(tmp_path, monkeypat
     the runtime folder's op library is built against that header (another header, another folder); a folder
     without the header is refused in one line naming the variable."""
     from edgeslm.errors import UserError
-    from edgeslm.profiling.et_runtime import runtime_folder
-    from edgeslm.profiling.ort_ops import HEADER, HEADERS_ENV, ort_headers
+    from edgeslm.native.runtime_folder import runtime_folder
+    from edgeslm.native.ort_headers import HEADER, HEADERS_ENV, ort_headers
     from edgeslm.runner.runtimes import ORT_OPS
 
     fetched, default = ort_headers(), runtime_folder("x86_64")
@@ -165,7 +165,7 @@ def test_a_header_that_cannot_be_fetched_names_the_way_around(tmp_path, monkeypa
     """The Debian archive out of reach (here a URL that answers nothing) and no EDGESLM_ORT_HEADERS: one line
     naming the URL and the variable to set, nothing left in the cache."""
     from edgeslm.errors import UserError
-    from edgeslm.profiling import ort_ops
+    from edgeslm.native import ort_headers as ort_ops
 
     monkeypatch.setenv("EDGESLM_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv(ort_ops.HEADERS_ENV, raising=False)

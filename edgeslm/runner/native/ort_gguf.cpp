@@ -7,7 +7,7 @@
 //
 // Loaded with SessionOptions.register_custom_ops_library; it needs onnxruntime >= 1.17 (C API 17:
 // KernelContext_ParallelFor runs the tiles on the session's intra-op threads). Built against the C API
-// header only (edgeslm.profiling.et_runtime.ort_headers): nothing of onnxruntime is linked.
+// header only (edgeslm.native.ort_headers): nothing of onnxruntime is linked.
 #include <onnxruntime_c_api.h>
 
 #include <cstdint>

@@ -230,7 +230,7 @@ def swap_gguf_linears(decoder, grids: dict, prefix: str = "model.") -> list[str]
     one scale per output channel, not per block. Runs before torchao, which then leaves them alone.
 
     `decoder` module names are the transformers names behind `prefix`. Returns the names swapped."""
-    from edgeslm.generation.gguf_op import gguf_linear_module, pack
+    from edgeslm.formats.executorch.gguf_op import gguf_linear_module, pack
 
     done = []
     for fqn, mod in list(decoder.named_modules()):

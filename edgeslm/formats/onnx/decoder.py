@@ -22,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 
 from edgeslm.errors import ExportError
-from edgeslm.generation.gguf_onnx import GRID_SUMS, GRID_TILES, OWN_DOMAIN, OWN_OP
+from edgeslm.formats.onnx.gguf import GRID_SUMS, GRID_TILES, OWN_DOMAIN, OWN_OP
 
 FILE = "model.onnx"
 DATA = "model.onnx.data"  # its weights (onnxruntime refuses external data outside the model's folder)
@@ -78,7 +78,7 @@ def export_onnx_decoder(model, tokenizer, work: Path, method: str | None, group_
         graph = onnx.load(str(out / "model.onnx"), load_external_data=True)
         carried = []
         if grids:
-            from edgeslm.generation.gguf_onnx import apply_grids
+            from edgeslm.formats.onnx.gguf import apply_grids
 
             carried = apply_grids(graph, grids, own_ops)
         nodes = graph.graph.node
@@ -125,7 +125,7 @@ def _dequantized(graph) -> dict:
         if n.domain == OWN_DOMAIN and n.op_type == OWN_OP:  # the file's Q4_1 blocks: w = q d + m exactly
             from onnx import numpy_helper
 
-            from edgeslm.generation.gguf_op import dequantize_tiles
+            from edgeslm.formats.executorch.gguf_op import dequantize_tiles
 
             out[n.input[1][: -len(GRID_TILES)]] = dequantize_tiles(numpy_helper.to_array(inits[n.input[1]]))
             continue
@@ -215,11 +215,11 @@ def build_decoder(work: Path, model, tokenizer, g, q, facts, log, carried: tuple
     (artifact, its teacher-forced logits, facts for the quantize pass or None)."""
     from edgeslm.artifacts.manifest import Artifact
     from edgeslm.contract.decoding import teacher_forced
-    from edgeslm.generation.judge import hf_step, judge
+    from edgeslm.verify.decoders import hf_step, judge
     from edgeslm.runner.runtimes import OnnxRuntime
 
     method = q.method if q is not None else None
-    from edgeslm.generation.gguf_grid import BLOCK, builder_grids, grid_facts, grid_origin, grid_words
+    from edgeslm.formats.gguf_grid import BLOCK, builder_grids, grid_facts, grid_origin, grid_words
 
     grids, skipped = builder_grids(*carried, model) if carried else (None, {})
     block = BLOCK if grids else (q.group_size if q else 32)
@@ -238,7 +238,7 @@ def build_decoder(work: Path, model, tokenizer, g, q, facts, log, carried: tuple
         if export.get("custom_ops"):  # edgeslm's op library, from the runtime folder built for this machine
             import platform
 
-            from edgeslm.profiling.et_runtime import runtime_folder
+            from edgeslm.native.runtime_folder import runtime_folder
 
             folder = str(runtime_folder(platform.machine()))
         step = OnnxRuntime(folder).decoder(str(work / FILE), 0, export, g.max_context)  # the device's own session

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeslm.exporters import ExportContext, ExportResult, precision_of
+from edgeslm.formats.base import ExportContext, ExportResult, precision_of
 
 FILE = "model.pte"
 _BOOKKEEPING = ("getitem", "sym_size", "sym_numel", "sym_stride", "_assert", "sym_constrain",
@@ -61,7 +61,7 @@ class ExecuTorchExporter:
         module = ctx.module()
         with ctx.loaded.attention(attention), torch.no_grad(), _quiet():
             if ctx.quant is not None:
-                from edgeslm.exporters.executorch_quant import quantize_pt2e, quantize_word_embeddings
+                from edgeslm.formats.executorch.quant import quantize_pt2e, quantize_word_embeddings
 
                 with ctx.step(f"executorch: quantize ({ctx.quant.method})"):
                     emb_facts = {}

@@ -75,12 +75,5 @@ class Exporter(Protocol):
         ...
 
 
-def get_exporter(fmt: str) -> Exporter:
-    """The encoder exporter of a format (its runtime unit, edgeslm.runtimes, names it)."""
-    from edgeslm.runtimes import runtime_unit
-
-    return runtime_unit(fmt).exporter()
-
-
 def precision_of(quant: QuantizeConfig | None) -> str:
     return "fp32" if quant is None else {"dynamic-int8": "int8-dynamic", "static-int8": "int8-static"}[quant.method]

@@ -14,7 +14,7 @@ from typing import Callable
 
 from edgeslm.config.target import PRESETS
 from edgeslm.errors import InternalError, UserError
-from edgeslm.exporters import onnx_graph
+from edgeslm.formats.onnx import graph as onnx_graph
 
 HANDLERS: dict[str, Callable] = {}
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeslm.generation.gguf_grid import BLOCK
+from edgeslm.formats.gguf_grid import BLOCK
 
 GRID_SUMS = "/grid/BlockSumsMatMulNBits"  # name suffix of the node summing an input's blocks (Q4_1)
 OWN_DOMAIN, OWN_OP = "ai.edgeslm", "GgufLinear"  # edgeslm's onnxruntime op (runner/native/ort_gguf.cpp)
@@ -41,7 +41,7 @@ def apply_grids(graph, grids: dict, own_ops: bool = False) -> list[str]:
             continue
         n, k = g["q"].shape
         if own_ops and g["type"] == "Q4_1" and n % 16 == 0:
-            from edgeslm.generation.gguf_op import pack_q4_1
+            from edgeslm.formats.executorch.gguf_op import pack_q4_1
 
             tiles = f"{name}{GRID_TILES}"
             graph.graph.initializer.append(numpy_helper.from_array(pack_q4_1(g), tiles))

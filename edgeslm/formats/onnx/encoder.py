@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeslm.exporters import ExportContext, ExportResult, Inputs, precision_of
-from edgeslm.exporters.onnx_quant import quantize_onnx
+from edgeslm.formats.base import ExportContext, ExportResult, Inputs, precision_of
+from edgeslm.formats.onnx.quant import quantize_onnx
 
 FILE = "model.onnx"
 # onnxruntime.transformers fusions per architecture (model_type -> optimizer model_type)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from edgeslm.errors import UserError
 from edgeslm.hashing import cache_home, sha256_file
-from edgeslm.profiling.ort_ops import HEADER, ort_headers
+from edgeslm.native.ort_headers import HEADER, ort_headers
 
 WHEEL_PLATFORMS = {"aarch64": "manylinux_2_28_aarch64", "x86_64": "manylinux_2_28_x86_64"}
 ARCH_NAMES = {"arm64": "aarch64", "amd64": "x86_64"}

@@ -96,7 +96,7 @@ def make_decoder(model, context: int):
     from executorch.examples.models.llama.source_transformation.custom_kv_cache import CustomKVCache
     from transformers.cache_utils import Cache, StaticLayer
 
-    from edgeslm.generation.delegable import rotate_half_as_linear, rotation, swap_norms
+    from edgeslm.formats.executorch.delegable import rotate_half_as_linear, rotation, swap_norms
 
     _register()
     shape = decoder_shape(model.config, context)
@@ -166,7 +166,7 @@ def quantize_decoder(decoder, weights: str, group_size: int, embeddings: bool, g
     if weights in ("8da4w", "8da8w"):
         swapped = []
         if grids:  # a GGUF's Q4_1 / Q8_0 blocks (and its head) become gguf_linear first: torchao skips them
-            from edgeslm.generation.gguf_grid import swap_gguf_linears
+            from edgeslm.formats.gguf_grid import swap_gguf_linears
 
             swapped = swap_gguf_linears(decoder, grids)
             linears = [(n, m) for n, m in decoder.named_modules() if isinstance(m, torch.nn.Linear)]
@@ -187,7 +187,7 @@ def quantize_decoder(decoder, weights: str, group_size: int, embeddings: bool, g
         facts.update(group_size=group_size, kept_float=kept, output_layer_int8=head,
                      activations="int8 dynamic, per token, asymmetric")
         if grids:
-            from edgeslm.generation.gguf_grid import carry_into_torchao
+            from edgeslm.formats.gguf_grid import carry_into_torchao
 
             facts["gguf_grid_carried"] = swapped + carry_into_torchao(decoder, grids)
             facts["gguf_linear"] = swapped
@@ -210,7 +210,7 @@ def quantize_decoder(decoder, weights: str, group_size: int, embeddings: bool, g
         get_quant_embedding_transform(f"8,{group}", quantize_with_hqq=False)(decoder)
         facts["embeddings"] = {"int8_per_row": embeds, "kernel": "quantized_decomposed::embedding_byte"}
         if group:  # a GGUF's Q8_0 table as it is: int8 with a fp16 scale per block of 32
-            from edgeslm.generation.gguf_grid import carry_embedding
+            from edgeslm.formats.gguf_grid import carry_embedding
 
             facts["embeddings"] = {"int8_per_block": embeds, "block": group,
                                    "grid": "GGUF Q8_0" if carry_embedding(decoder, grid) else "rounded from the floats",
@@ -239,7 +239,7 @@ def export_program(decoder, shape: DecoderShape, max_prompt: int, xnnpack: bool 
         partitioners = [XnnpackPartitioner()]
     edge = to_edge_transform_and_lower(ep, partitioner=partitioners,
                                        compile_config=EdgeCompileConfig(_check_ir_validity=False))
-    from edgeslm.exporters.executorch import delegation_stats
+    from edgeslm.formats.executorch.encoder import delegation_stats
 
     delegation = delegation_stats(edge.exported_program().graph_module)
     program = edge.to_executorch()
@@ -267,7 +267,7 @@ def pte_step(path: Path, native: bool = False):
 
     folder = None
     if native:
-        from edgeslm.profiling.et_runtime import runtime_folder
+        from edgeslm.native.runtime_folder import runtime_folder
 
         folder = str(runtime_folder(platform.machine()))
     return ExecuTorchRuntime(folder, from_env=False).decoder(str(path), 0)
@@ -313,9 +313,9 @@ def build_decoder(work: Path, model, tokenizer, g, q, facts, log, carried: tuple
     Returns (artifact, its teacher-forced logits, facts for the quantize pass or None)."""
     from edgeslm.artifacts.manifest import Artifact
     from edgeslm.contract.decoding import teacher_forced
-    from edgeslm.generation.judge import judge
+    from edgeslm.verify.decoders import judge
 
-    from edgeslm.generation.gguf_grid import BLOCK, grid_facts, grid_origin, grid_words
+    from edgeslm.formats.gguf_grid import BLOCK, grid_facts, grid_origin, grid_words
 
     grids, skipped = carried or (None, {})
     group = BLOCK if grids else (q.group_size if q is not None else 0)
