@@ -114,7 +114,7 @@ def test_a_broken_decode_path_fails_verification(tmp_path, decoders, monkeypatch
     wrong: the teacher-forced check must catch it and the build fail."""
     import torch
 
-    from edgeslm.generation import executorch_export as ee
+    from edgeslm.formats.executorch import decoder as ee
 
     real = ee._attention
 
@@ -135,7 +135,7 @@ def test_an_onnx_decoder_that_forgets_the_cache_fails_verification(tmp_path, dec
     to 4) with the right weights: it runs, and teacher forcing against the eager model must fail it."""
     import onnx
 
-    from edgeslm.generation import onnx_export
+    from edgeslm.formats.onnx import decoder as onnx_export
 
     real = onnx_export.export_onnx_decoder
 

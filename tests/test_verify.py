@@ -150,7 +150,7 @@ def test_host_kernels_that_saturate_do_not_judge_an_arm_artifact(tmp_path, tiny_
     from onnx import numpy_helper
 
     from edgeslm.contract.parity import compare_outputs
-    from edgeslm.formats.base import onnx as onnx_exporter
+    from edgeslm.formats.onnx import encoder as onnx_exporter
     from edgeslm.runner import facts
 
     monkeypatch.setattr("platform.machine", lambda: "x86_64")
