@@ -135,7 +135,7 @@ def test_a_gguf_grid_that_does_not_reproduce_the_loaded_weights_is_not_carried(t
     import torch
     from transformers import AutoModelForCausalLM
 
-    from edgeslm.formats.gguf_grid import module_grids, read_grids
+    from edgeslm.models.gguf_grid import module_grids, read_grids
     from tiny import write_gguf
 
     path = write_gguf(decoders["llama"], tmp_path / "tiny.Q4_0.gguf", quant="Q4_0")
@@ -160,7 +160,8 @@ def test_an_embedding_table_that_does_not_match_its_grid_is_not_carried(tmp_path
     from executorch.examples.models.llama.source_transformation.quantize import get_quant_embedding_transform
     from transformers import AutoModelForCausalLM
 
-    from edgeslm.formats.gguf_grid import carry_embedding, module_grids
+    from edgeslm.formats.executorch.carry import carry_embedding
+    from edgeslm.models.gguf_grid import module_grids
     from tiny import write_gguf
 
     path = write_gguf(decoders["llama"], tmp_path / "tiny.Q8_0.gguf", quant="Q8_0")
@@ -193,8 +194,8 @@ def test_a_gptq_grid_is_carried_into_both_formats(tmp_path, decoders):
     from onnx import numpy_helper
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from edgeslm.formats.gguf_grid import _dequant, builder_grids
-    from edgeslm.generation.gptq import calibration_chunks, gptq_grids
+    from edgeslm.models.gguf_grid import _dequant, builder_grids
+    from edgeslm.passes.gptq import calibration_chunks, gptq_grids
     from edgeslm.texts import builtin_texts
 
     loose = "[verify]\nmax_perplexity_increase = 0.5\nmin_top5_agreement = 0.5\n"  # random weights lose more
@@ -232,7 +233,7 @@ def test_a_gptq_layout_edgeslm_cannot_carry_is_refused_in_one_line():
     from types import SimpleNamespace
 
     from edgeslm.errors import ExportError
-    from edgeslm.generation.gptq import read_grid
+    from edgeslm.passes.gptq import read_grid
 
     for mod, why in ((SimpleNamespace(out_features=8, in_features=64, bits=4, group_size=32, g_idx=[0]), "act-order"),
                      (SimpleNamespace(out_features=8, in_features=64, bits=4, group_size=64, g_idx=None), "groups of 64")):
@@ -256,7 +257,7 @@ def test_gguf_grids_are_read_exactly():
     gguf-py dequantizes."""
     import gguf
 
-    from edgeslm.formats.gguf_grid import _dequant, _grid
+    from edgeslm.models.gguf_grid import _dequant, _grid
 
     rng = np.random.RandomState(1)
     w = rng.randn(6, 96).astype(np.float32)
@@ -274,7 +275,7 @@ def test_a_q4_1_grid_runs_as_one_matmulnbits_over_the_widened_input():
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from edgeslm.formats.gguf_grid import _dequant
+    from edgeslm.models.gguf_grid import _dequant
     from edgeslm.formats.onnx.gguf import apply_grids
     from edgeslm.formats.onnx.decoder import _dequantized
 

@@ -9,7 +9,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from edgeslm.formats.gguf_grid import UNCARRIED, not_carried_warning
+from edgeslm.models.gguf_grid import UNCARRIED, not_carried_warning
 
 SCHEME = "8da4w (int4 weights in groups of 32, int8 activations)"
 

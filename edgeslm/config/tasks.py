@@ -16,6 +16,7 @@ class TaskInfo:
     quantize_refusal: str = ""  # why the others are refused
     # config.json model_type values built and verified by edgeslm's tests for this task
     model_types: frozenset[str] = frozenset({"bert", "mobilebert", "distilbert", "albert"})
+    labelled: bool = False  # its outputs are scores of named labels (config.json's id2label; the manifest keeps them)
 
 
 TASKS: dict[str, TaskInfo] = {
@@ -33,7 +34,7 @@ TASKS: dict[str, TaskInfo] = {
             "sequence-classification", "class logits from a sequence-classification head",
             "logits", ("batch", "labels"), ("cosine", "max_abs_error", "top1_agreement"),
             frozenset({"dynamic-int8", "static-int8"}),
-            "encoders take int8 quantization: method = \"dynamic-int8\" or \"static-int8\"",
+            "encoders take int8 quantization: method = \"dynamic-int8\" or \"static-int8\"", labelled=True,
         ),
         TaskInfo(
             "fill-mask", "masked-token logits over the vocabulary at every position",

@@ -23,11 +23,12 @@ MAX_LINES = 400
 # The intended layering, top to bottom: a room may import rooms of its own layer or below, never above.
 LAYERS = [
     ["cli"],
-    ["pipeline", "stages", "generation", "evaluate"],
+    ["pipeline"],
     ["reports"],
     ["profiling", "devtools"],
     ["transport"],
-    ["formats", "tasks"],
+    ["tasks"],
+    ["formats", "evaluate"],
     ["verify"],
     ["passes"],
     ["native"],

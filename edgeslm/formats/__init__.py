@@ -5,7 +5,7 @@ build, deploy and reports ask. The names and what a device needs are the contrac
 
     unit = format_unit("executorch")
     unit.exporter()                  # the encoder exporter: export + run on the host
-    unit.build_decoder(work, ...)    # a decoder artifact, judged: (Artifact, teacher-forced logits, pass facts)
+    unit.export_decoder(work, ...)   # a decoder file, its runtime session and eager model (tasks.base.Exported)
     unit.device_package(task)        # the device probe's runtime that must be installed (None: deploy uploads it)
     unit.uploads_runtime(task)       # deploy ships edgeslm's own runtime folder for it
 

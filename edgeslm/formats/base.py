@@ -7,6 +7,7 @@ runtime on the host for verification.
 
 from __future__ import annotations
 
+import contextlib
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,3 +78,21 @@ class Exporter(Protocol):
 
 def precision_of(quant: QuantizeConfig | None) -> str:
     return "fp32" if quant is None else {"dynamic-int8": "int8-dynamic", "static-int8": "int8-static"}[quant.method]
+
+
+@dataclass
+class Exported:
+    """A format adapter's answer to the build loop: the file's facts (`result`, an ExportResult); `session()`,
+    which opens the file in the device runner's own runtime session and returns the callable that runs it
+    (encoders: inputs -> output; decoders: step(tokens, start) -> logits); `eager`, what the eager model the file
+    was exported from gives on the task's probe (encoders: None, the task holds the reference outputs; decoders:
+    the probe's logits, None meaning the model before compression); `against`, that model in words; `quiet`, a
+    context the session's native code runs in; `facts`, what the adapter adds to the manifest entry of the
+    pass that planned it (quantize)."""
+
+    result: Any
+    session: Callable[[], Callable]
+    eager: Any = None
+    against: str = ""
+    quiet: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+    facts: dict | None = None

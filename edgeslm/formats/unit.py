@@ -11,6 +11,7 @@ class FormatUnit:
     """An artifact format: the encoder exporter, the decoder adapter, and what a device needs for it."""
 
     name = ""
+    any_batch = False  # its encoder files take any batch size (the build then checks batch consistency)
     rewires_model = False  # its decoder export changes the loaded model in place: built after the others
     own_runtime: frozenset = frozenset()  # tasks whose artifacts run in edgeslm's runtime folder (deploy uploads it)
 
@@ -38,8 +39,9 @@ class FormatUnit:
         """The encoder exporter (edgeslm.formats.base.Exporter): export, and run the file on the host."""
         raise NotImplementedError(f"format {self.name} exports no encoders")
 
-    def build_decoder(self, work, model, tokenizer, g, q, facts, log, carried, log_file):
-        """A decoder artifact, judged: (Artifact, teacher-forced logits, pass facts)."""
+    def export_decoder(self, work, model, tokenizer, g, quant, log, log_file, probe):
+        """A decoder file and how to run it (tasks.base.Exported); `quant` the quantize pass's plan or None,
+        `probe(step)` the task's probe of the eager model the file stands for."""
         raise NotImplementedError(f"format {self.name} exports no decoders")
 
     def uploads_runtime(self, task: str) -> bool:

@@ -65,15 +65,16 @@ class ExportPlan:
 
 @dataclass
 class PassContext:
-    model: Any  # edgeslm.models.loader.LoadedModel: the model the passes change
+    model: Any  # models.loader.LoadedModel (encoders) or models.causal_lm.LoadedDecoder: what the passes change
     recipe: Any  # edgeslm.config.recipe.Recipe
     datasets: Callable[[str | None], Any]  # name (None: the only one) -> edgeslm.datasets.Dataset
-    calibration: Callable[[], list]  # tokenized calibration samples
+    calibration: Callable[[], list]  # tokenized calibration samples (decoders: token chunks)
     step: Callable  # StepLog.step: a context manager per named step
     plan: ExportPlan = field(default_factory=ExportPlan)
     facts: list[dict] = field(default_factory=list)  # one entry per pass, into the manifest
     teacher: Any = None  # the model before compression (set by the pipeline's hook)
     progress: Callable[[str], None] = lambda message: None  # one-line progress (epochs, accuracy)
+    warnings: list[str] = field(default_factory=list)  # for the build's warnings (console and manifest)
 
     def max_len(self, override: int | None = None) -> int:
         return override or self.recipe.inputs.max_seq_len

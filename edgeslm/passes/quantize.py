@@ -1,4 +1,4 @@
-"""The quantize pass: its model-level half runs here, shared by every exporter (which Linear layers stay
+"""The quantize pass: its model-level half runs here (decoders: decoder_quant.py), shared by every exporter (which Linear layers stay
 in float, SmoothQuant scaling, exact in float); it leaves the plan in `ctx.plan.quantization` and each
 exporter then quantizes in its own runtime's terms (onnx_quant, executorch_quant)."""
 
@@ -22,7 +22,14 @@ class PreparedQuant:
 
 
 def run(ctx, cfg: QuantizeConfig) -> dict:
-    """Pass handler: plan the quantization; the model's module becomes the smoothed copy."""
+    """Pass handler: plan the quantization; the model's module becomes the smoothed copy. A decoder's plan is
+    passes.decoder_quant's."""
+    from edgeslm.models.causal_lm import LoadedDecoder
+
+    if isinstance(ctx.model, LoadedDecoder):
+        from edgeslm.passes.decoder_quant import plan
+
+        return plan(ctx, cfg)
     prepared = prepare(ctx.model.module, cfg, ctx.calibration, ctx.model.input_names)
     prepared.config, prepared.base_module = cfg, ctx.model.module
     ctx.model.module = prepared.module

@@ -1,4 +1,5 @@
-"""build(recipe, target): plan -> resolve -> (cache) -> load -> passes -> export -> verify -> manifest.
+"""build(recipe, target): plan -> resolve -> (cache) -> the loop (pipeline.loop: load -> passes -> export ->
+judge -> manifest, the same for every task).
 
     from edgeslm.pipeline import build, plan
     result = build(loaded, plan(loaded, [target])[0], out)   # -> BuildResult (folder, manifest, cached)

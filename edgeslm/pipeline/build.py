@@ -7,9 +7,8 @@ import datetime as dt
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from edgeslm import __version__
 from edgeslm.artifacts import cache
@@ -22,23 +21,7 @@ from edgeslm.models.checks import check_model_folder
 from edgeslm.models.sources import resolve_source
 from edgeslm.pipeline.planning import check_files, check_plan
 from edgeslm.tasks import task_unit
-
-
-@dataclass
-class StepLog:
-    """Timing of each step; `on_step` lets the CLI show progress."""
-
-    on_step: Callable[[str], contextlib.AbstractContextManager] | None = None
-    steps: list[dict] = field(default_factory=list)
-    progress: Callable[[str], None] = lambda message: None  # a line of progress inside a step
-
-    @contextlib.contextmanager
-    def step(self, name: str):
-        t0 = time.perf_counter()
-        ctx = self.on_step(name) if self.on_step else contextlib.nullcontext()
-        with ctx:
-            yield
-        self.steps.append({"name": name, "seconds": round(time.perf_counter() - t0, 3)})
+from edgeslm.tasks.base import BuildContext, StepLog
 
 
 @dataclass
@@ -95,20 +78,27 @@ def build(loaded: LoadedRecipe, target: Target, out: Path, force: bool = False,
                 note = cache.retarget(folder, target)
                 return BuildResult(folder, read_manifest(folder), True, time.perf_counter() - t0,
                                    "; ".join(filter(None, (hit.note, note))))
-        return _build_new(loaded, target, source, model_files, tools, key, folder, unit, force, log, t0)
+        work = folder.with_name(f".{folder.name}.build-{os.getpid()}")
+        b = BuildContext(loaded=loaded, target=target, source=source, model_files=model_files, tools=tools, key=key,
+                         work=work, log=log, started=now(), t0=t0, force=force)
+        return _build_new(b, folder)
 
 
-def _build_new(loaded, target, source, model_files, tools, key, folder, unit, force, log, t0) -> BuildResult:
-    recipe = loaded.recipe
-    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    work = folder.with_name(f".{folder.name}.build-{os.getpid()}")
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _build_new(b: BuildContext, folder: Path) -> BuildResult:
+    from edgeslm.pipeline import loop
+
+    recipe, target, work, t0 = b.recipe, b.target, b.work, b.t0
     shutil.rmtree(work, ignore_errors=True)
     made_parent = not folder.parent.exists()
     work.mkdir(parents=True)
     try:
-        manifest = unit.build_into(work, loaded, target, source, model_files, tools, key, log, started, t0, force)
+        manifest = loop.run(b)
         if manifest.status == "ok":
-            cache.store(work, key, replace=force)
+            cache.store(work, b.key, replace=b.force)
         cache.replace_dir(work, folder)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)

@@ -59,7 +59,7 @@ def prepare_run(folder: Path, prompt: str, new_tokens: int | None = None, chat: 
     top_p, seed)."""
     from transformers import AutoTokenizer
 
-    from edgeslm.tasks.generation import prompt_ids
+    from edgeslm.models.causal_lm import prompt_ids
 
     build, artifact = generation_build(folder, artifact)
     m = build.manifest

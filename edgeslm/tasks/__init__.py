@@ -3,7 +3,7 @@ device runner (whose own units are edgeslm.runner.tasks):
 
     unit = task_unit("text-generation")
     unit.info                      # config.tasks.TaskInfo: output, metrics, the quantization it takes
-    unit.build_into(work, ...)     # load -> passes/quantize -> reference -> export + verify -> manifest
+    unit.build(bctx)               # its part of one build (tasks.base.TaskBuild), driven by edgeslm.pipeline.loop
     unit.profile_args(new_tokens)  # what the device runner's `profile` needs besides the common options
     unit.repeats                   # (measured runs, warm-up runs) a profile makes unless told
     unit.fit_problem(probe, m)     # why a build would not fit a device (None: it fits, or not checked)
@@ -11,7 +11,7 @@ device runner (whose own units are edgeslm.runner.tasks):
     unit.generates                 # whether `edgeslm run` can generate text with its builds
     unit.target_independent        # whether its artifacts are the same for every CPU target
 
-Importing this package imports neither torch nor the exporters; `build_into` does.
+Importing this package imports neither torch nor the exporters; a build does.
 """
 
 from __future__ import annotations

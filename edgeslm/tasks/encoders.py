@@ -1,6 +1,6 @@
 """The encoder tasks (embedding, sequence-classification, fill-mask): one forward pass, one output;
-their build is edgeslm.stages, their device loop edgeslm.runner.encoders. An encoder's memory is measured
-by profiling, not predicted, and its report row has no fields of its own: the defaults."""
+their part of the build is tasks/encoder_build.py, their device loop edgeslm.runner.encoders. An encoder's memory
+is measured by profiling, not predicted, and its report row has no fields of its own: the defaults."""
 
 from __future__ import annotations
 
@@ -8,4 +8,7 @@ from edgeslm.tasks.base import TaskUnit
 
 
 class EncoderTask(TaskUnit):
-    builder = "edgeslm.stages:build_into"
+    def build(self, bctx):
+        from edgeslm.tasks.encoder_build import EncoderBuild
+
+        return EncoderBuild(bctx)

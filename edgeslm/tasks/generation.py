@@ -1,5 +1,5 @@
-"""text-generation: a decoder with a KV cache, prompt in one call then one token per call. Its build is
-edgeslm.generation.build, its device loop edgeslm.runner.generation."""
+"""text-generation: a decoder with a KV cache, prompt in one call then one token per call. Its part of the build
+is tasks/generation_build.py, its device loop edgeslm.runner.generation."""
 
 from __future__ import annotations
 
@@ -15,10 +15,14 @@ class GenerationTask(TaskUnit):
     # and decode speed comes from the steps of one generation anyway
     repeats = (5, 1)
     generates = True
-    builder = "edgeslm.generation.build:build_generation_into"
     # neither exporter consults the target: the .pte's XNNPACK and onnxruntime's MatMulNBits choose their
     # kernels on the device, so the shipped SmolLM2 recipe lowers its .pte once, not once per target
     target_independent = True
+
+    def build(self, bctx):
+        from edgeslm.tasks.generation_build import GenerationBuild
+
+        return GenerationBuild(bctx)
 
     def profile_args(self, new_tokens: int) -> list[str]:
         return ["--new-tokens", str(new_tokens)]
@@ -59,13 +63,3 @@ class GenerationTask(TaskUnit):
                     "top5_agreement": result["parity"].get("top5_agreement")}
         except (KeyError, TypeError):
             return None
-
-
-def prompt_ids(tokenizer, prompt: str, chat: bool) -> list[int]:
-    """A prompt's token ids (in the tokenizer's chat template for a user turn, when `chat` and it has one)."""
-    if chat and getattr(tokenizer, "chat_template", None):
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                            tokenize=True)
-        ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
-        return [int(i) for i in ids]
-    return [int(i) for i in tokenizer(prompt)["input_ids"]]

@@ -45,7 +45,7 @@ def test_search_picks_the_first_setting_that_holds(tmp_path, trainable_model, to
 def test_no_setting_within_the_limit_fails_listing_every_trial(tmp_path, trainable_model, topics_csv, monkeypatch):
     """A baseline no artifact can reach (101%: the eager model's score, raised) makes every candidate
     miss; each is exported and scored for real, in order, and the build fails naming them all."""
-    from edgeslm import stages
+    from edgeslm.tasks import encoder_build as stages
     from edgeslm.evaluate import EvalSet
 
     extra = (FINETUNE_TOPICS.format(data=topics_csv) + '[[passes]]\ntype = "quantize"\nmethod = "dynamic-int8"\n'

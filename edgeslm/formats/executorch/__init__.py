@@ -18,10 +18,10 @@ class ExecuTorchFormat(FormatUnit):
 
         return ExecuTorchExporter()
 
-    def build_decoder(self, *args, **kwargs):
-        from edgeslm.formats.executorch.decoder import build_decoder
+    def export_decoder(self, *args, **kwargs):
+        from edgeslm.formats.executorch.decoder import export_decoder
 
-        return build_decoder(*args, **kwargs)
+        return export_decoder(*args, **kwargs)
 
 
 UNIT = ExecuTorchFormat()

@@ -166,7 +166,7 @@ def quantize_decoder(decoder, weights: str, group_size: int, embeddings: bool, g
     if weights in ("8da4w", "8da8w"):
         swapped = []
         if grids:  # a GGUF's Q4_1 / Q8_0 blocks (and its head) become gguf_linear first: torchao skips them
-            from edgeslm.formats.gguf_grid import swap_gguf_linears
+            from edgeslm.formats.executorch.carry import swap_gguf_linears
 
             swapped = swap_gguf_linears(decoder, grids)
             linears = [(n, m) for n, m in decoder.named_modules() if isinstance(m, torch.nn.Linear)]
@@ -187,7 +187,7 @@ def quantize_decoder(decoder, weights: str, group_size: int, embeddings: bool, g
         facts.update(group_size=group_size, kept_float=kept, output_layer_int8=head,
                      activations="int8 dynamic, per token, asymmetric")
         if grids:
-            from edgeslm.formats.gguf_grid import carry_into_torchao
+            from edgeslm.formats.executorch.carry import carry_into_torchao
 
             facts["gguf_grid_carried"] = swapped + carry_into_torchao(decoder, grids)
             facts["gguf_linear"] = swapped
@@ -210,7 +210,7 @@ def quantize_decoder(decoder, weights: str, group_size: int, embeddings: bool, g
         get_quant_embedding_transform(f"8,{group}", quantize_with_hqq=False)(decoder)
         facts["embeddings"] = {"int8_per_row": embeds, "kernel": "quantized_decomposed::embedding_byte"}
         if group:  # a GGUF's Q8_0 table as it is: int8 with a fp16 scale per block of 32
-            from edgeslm.formats.gguf_grid import carry_embedding
+            from edgeslm.formats.executorch.carry import carry_embedding
 
             facts["embeddings"] = {"int8_per_block": embeds, "block": group,
                                    "grid": "GGUF Q8_0" if carry_embedding(decoder, grid) else "rounded from the floats",
@@ -306,18 +306,18 @@ def quiet_native():
             os.close(saved[1])
 
 
-def build_decoder(work: Path, model, tokenizer, g, q, facts, log, carried: tuple | None, log_file: Path):
+def export_decoder(work: Path, model, tokenizer, g, quant, log, log_file: Path, probe):
     """model.pte: transformers' model with the llama attention and cache ops, quantized by torchao (from a GGUF
-    source under 8da4w, with the file's own Q4_0 / Q4_1 / Q8_0 grid where it fits), lowered to XNNPACK; judged in ExecuTorch's own runtime against the eager decoder after quantization
-    (fidelity) and the original (compression). Rewires and quantizes `model` in place (build it last).
-    Returns (artifact, its teacher-forced logits, facts for the quantize pass or None)."""
-    from edgeslm.artifacts.manifest import Artifact
-    from edgeslm.contract.decoding import teacher_forced
-    from edgeslm.verify.decoders import judge
+    source under 8da4w, with the file's own Q4_0 / Q4_1 / Q8_0 grid where it fits), lowered to XNNPACK; its
+    session is ExecuTorch's own runtime (the device runner's). `quant`: the quantize pass's plan
+    (passes.decoder_quant.DecoderQuantPlan) or None; `probe(step)`: the task's probe of the eager decoder after
+    quantization (what the file was exported from). Rewires and quantizes `model` in place (build it last).
+    Returns tasks.base.Exported."""
+    from edgeslm.formats.base import Exported, ExportResult
+    from edgeslm.models.gguf_grid import BLOCK, grid_facts, grid_origin, grid_words
 
-    from edgeslm.formats.gguf_grid import BLOCK, grid_facts, grid_origin, grid_words
-
-    grids, skipped = carried or (None, {})
+    q = quant.config if quant is not None else None
+    grids, skipped = (quant.carried if quant is not None else None) or (None, {})
     group = BLOCK if grids else (q.group_size if q is not None else 0)
     with log.step("executorch: wrap with KV cache"):
         decoder, shape = make_decoder(model, g.max_context)
@@ -341,21 +341,17 @@ def build_decoder(work: Path, model, tokenizer, g, q, facts, log, carried: tuple
                                               else "not a linear of this model") for m in linears if m not in done}})
     with log.step("eager decoder (after the passes)"), quiet_native():
         decoder.reset()
-        eager = teacher_forced(eager_step(decoder), facts.ids, facts.first, g.max_prompt)
+        eager = probe(eager_step(decoder))
     with log.step("executorch: torch.export + lower to XNNPACK"), quiet_native():
         program, export_facts = export_program(decoder, shape, g.max_prompt)
         (work / FILE).write_bytes(program.buffer)
         del program
-    with log.step("executorch: verify"), quiet_native():
-        actual, fidelity, loss, continuations = judge(
-            facts, g, eager, pte_step(work / FILE, native=bool(own_ops)), "executorch/xnnpack",
-            "eager PyTorch after the passes (what was exported), same calls")
-    artifact = Artifact(
-        name="executorch", format="executorch", file=FILE, runtime="executorch/xnnpack",
-        precision="fp32" if q is None else q.method, quantization=qfacts,
+    result = ExportResult(
+        file=FILE, runtime="executorch/xnnpack", precision="fp32" if q is None else q.method, quantization=qfacts,
         export={"backend": "xnnpack", "program": "forward(tokens int64[1, n], start_pos int64[1]) -> logits "
                 "float32[1, vocab]", "kv_cache": {"layers": shape.layers, "kv_heads": shape.kv_heads,
                                                   "head_dim": shape.head_dim, "positions": shape.context,
-                                                  "bytes": shape.kv_cache_bytes}, **export_facts},
-        verification=fidelity, compression=loss, extras={"continuations": continuations})
-    return artifact, actual, qfacts
+                                                  "bytes": shape.kv_cache_bytes}, **export_facts})
+    return Exported(result=result, session=lambda: pte_step(work / FILE, native=bool(own_ops)), eager=eager,
+                    against="eager PyTorch after the passes (what was exported), same calls", quiet=quiet_native,
+                    facts=qfacts)

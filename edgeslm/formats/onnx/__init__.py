@@ -9,16 +9,17 @@ from edgeslm.formats.unit import FormatUnit
 
 class OnnxFormat(FormatUnit):
     name = "onnx"
+    any_batch = True
 
     def exporter(self):
         from edgeslm.formats.onnx.encoder import OnnxExporter
 
         return OnnxExporter()
 
-    def build_decoder(self, *args, **kwargs):
-        from edgeslm.formats.onnx.decoder import build_decoder
+    def export_decoder(self, *args, **kwargs):
+        from edgeslm.formats.onnx.decoder import export_decoder
 
-        return build_decoder(*args, **kwargs)
+        return export_decoder(*args, **kwargs)
 
 
 UNIT = OnnxFormat()

@@ -209,31 +209,50 @@ def dequantized_eager(model, path: Path):
     return eager.eval()
 
 
-def build_decoder(work: Path, model, tokenizer, g, q, facts, log, carried: tuple | None, log_file: Path):
-    """model.onnx by onnxruntime-genai's builder; judged in edgeslm's own onnxruntime loop against the
-    model with the file's dequantized weights (fidelity) and the original (compression). Returns
-    (artifact, its teacher-forced logits, facts for the quantize pass or None)."""
-    from edgeslm.artifacts.manifest import Artifact
-    from edgeslm.contract.decoding import teacher_forced
-    from edgeslm.verify.decoders import hf_step, judge
+def export_decoder(work: Path, model, tokenizer, g, quant, log, log_file: Path, probe):
+    """model.onnx by onnxruntime-genai's builder; its session is edgeslm's own onnxruntime loop (the device
+    runner's); the eager model it stands for is the model with the file's dequantized weights (float: the model
+    before compression, eager None). `quant`: the quantize pass's plan or None; `probe(step)`: the task's probe
+    of an eager model. Returns tasks.base.Exported."""
+    from edgeslm.formats.base import Exported, ExportResult
+    from edgeslm.models.gguf_grid import BLOCK, builder_grids, grid_facts, grid_origin, grid_words
     from edgeslm.runner.runtimes import OnnxRuntime
 
+    q = quant.config if quant is not None else None
+    carried = quant.carried if quant is not None else None
     method = q.method if q is not None else None
-    from edgeslm.formats.gguf_grid import BLOCK, builder_grids, grid_facts, grid_origin, grid_words
-
     grids, skipped = builder_grids(*carried, model) if carried else (None, {})
     block = BLOCK if grids else (q.group_size if q else 32)
     own_ops = q is not None and q.onnx_ops == "edgeslm"
     with log.step(f"onnx: model builder ({PRECISION[method][0]})"):
         export = export_onnx_decoder(model, tokenizer, work, method, block, g.max_context, log_file, grids=grids,
                                      own_ops=own_ops)
-    with log.step("onnx: eager model with the file's weights"):
-        eager = facts.original
-        if q is not None:
+    eager = None
+    if q is not None:
+        from edgeslm.verify.decoders import hf_step
+
+        with log.step("onnx: eager model with the file's weights"):
             eager_model = dequantized_eager(model, work / FILE)
-            eager = teacher_forced(hf_step(eager_model), facts.ids, facts.first, g.max_prompt)
+            eager = probe(hf_step(eager_model))
             del eager_model
-    with log.step("onnx: verify"):
+    w = export["weights"]
+    quantization = None if q is None else {"method": q.method, "bits": w["bits"], "block_size": w["block_size"],
+                                           "activations": "int8 dynamic" if w["accuracy_level"] == 4 else "float",
+                                           "layers": w["matmul_nbits"] + w.get("gguf_linear", 0),
+                                           "grid": "symmetric, round to nearest"}
+    if grids is not None:
+        own = w.get("gguf_linear", 0)
+        quantization["grid"] = (
+            f"{grid_words(grids)} in {len(w['carried'])} of {w['matmul_nbits'] + own} layers"
+            + (f" ({own} as edgeslm's GgufLinear over the file's Q4_1 blocks, edgeslm's op library on the device)"
+               if own else "")
+            + (" (Q4_1: the minimums as zero points, their rest through per-block input sums)"
+               if any(grids[m]["type"] == "Q4_1" for m in w["carried"]) and not own else "")
+            + "; the rest symmetric, round to nearest")
+        quantization["gguf_grid" if grid_origin(grids) == "GGUF" else "carried_grid"] = grid_facts(
+            grids, w["carried"], skipped)
+
+    def session():
         folder = None
         if export.get("custom_ops"):  # edgeslm's op library, from the runtime folder built for this machine
             import platform
@@ -241,26 +260,10 @@ def build_decoder(work: Path, model, tokenizer, g, q, facts, log, carried: tuple
             from edgeslm.native.runtime_folder import runtime_folder
 
             folder = str(runtime_folder(platform.machine()))
-        step = OnnxRuntime(folder).decoder(str(work / FILE), 0, export, g.max_context)  # the device's own session
-        actual, fidelity, loss, continuations = judge(
-            facts, g, eager, step, "onnxruntime", "eager PyTorch with the file's dequantized weights" if q is not None
-            else "eager PyTorch (transformers' KV cache, same calls)")
-        del step
-    w = export["weights"]
-    quant = None if q is None else {"method": q.method, "bits": w["bits"], "block_size": w["block_size"],
-                                    "activations": "int8 dynamic" if w["accuracy_level"] == 4 else "float",
-                                    "layers": w["matmul_nbits"] + w.get("gguf_linear", 0),
-                                    "grid": "symmetric, round to nearest"}
-    if grids is not None:
-        own = w.get("gguf_linear", 0)
-        quant["grid"] = (f"{grid_words(grids)} in {len(w['carried'])} of {w['matmul_nbits'] + own} layers"
-                         + (f" ({own} as edgeslm's GgufLinear over the file's Q4_1 blocks, edgeslm's op library "
-                            "on the device)" if own else "")
-                         + (" (Q4_1: the minimums as zero points, their rest through per-block input sums)"
-                            if any(grids[m]["type"] == "Q4_1" for m in w["carried"]) and not own else "")
-                         + "; the rest symmetric, round to nearest")
-        quant["gguf_grid" if grid_origin(grids) == "GGUF" else "carried_grid"] = grid_facts(grids, w["carried"], skipped)
-    artifact = Artifact(name="onnx", format="onnx", file=FILE, runtime="onnxruntime",
-                        precision="fp32" if q is None else q.method, quantization=quant, export=export,
-                        verification=fidelity, compression=loss, extras={"continuations": continuations})
-    return artifact, actual, None
+        return OnnxRuntime(folder).decoder(str(work / FILE), 0, export, g.max_context)  # the device's own session
+
+    result = ExportResult(file=FILE, runtime="onnxruntime", precision="fp32" if q is None else q.method,
+                          quantization=quantization, export=export)
+    return Exported(result=result, session=session, eager=eager,
+                    against="eager PyTorch with the file's dequantized weights" if q is not None
+                    else "eager PyTorch (transformers' KV cache, same calls)")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeslm.formats.gguf_grid import BLOCK
+from edgeslm.models.gguf_grid import BLOCK
 
 GRID_SUMS = "/grid/BlockSumsMatMulNBits"  # name suffix of the node summing an input's blocks (Q4_1)
 OWN_DOMAIN, OWN_OP = "ai.edgeslm", "GgufLinear"  # edgeslm's onnxruntime op (runner/native/ort_gguf.cpp)

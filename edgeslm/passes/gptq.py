@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeslm.errors import ExportError
-from edgeslm.formats.gguf_grid import BLOCK
+from edgeslm.models.gguf_grid import BLOCK
 
 CHUNK = 256  # calibration tokens per sequence
 MAX_CHUNKS = 128
