@@ -50,7 +50,7 @@ class EvalSet:
         return np.concatenate([np.asarray(run(b), dtype=np.float64) for b in batches])[:n]
 
     def centroids(self, run: Callable[[dict], np.ndarray], batch: int) -> np.ndarray | None:
-        if self.task != "embedding":
+        if not _pooled(self.task):
             return None
         emb = self._outputs(run, self.batches(batch, self.centroid_texts), len(self.centroid_texts))
         cents = np.stack([emb[self.centroid_labels == k].mean(0) for k in range(len(self.labels))])
@@ -60,12 +60,19 @@ class EvalSet:
         """{"metric", "value", "accuracy", "macro_f1", "n"} of `run` on the eval split, in batches of
         `batch` (an artifact is scored at the batch it is deployed with)."""
         out = self._outputs(run, self.batches(batch), len(self.texts))
-        if self.task == "embedding":
+        if _pooled(self.task):
             cents = centroids if centroids is not None else self.centroids(run, batch)
             pred = nearest_centroid(out, cents)
         else:
             pred = out.argmax(-1)
         return task_metric(self.metric, pred, self.targets, len(self.labels))
+
+
+def _pooled(task: str) -> bool:
+    """A pooled output (an embedding) is scored by its nearest class centroid; logits by their argmax."""
+    from edgeslm.contract.tasks import TASKS
+
+    return TASKS[task].head == "embedding"
 
 
 def label_ids(dataset_labels: list[str], model_labels: dict | None, key: str, file: str, num_out: int) -> list[int]:
@@ -84,7 +91,7 @@ def make_eval_set(model, dataset, metric: str, max_len: int, min_len: int, id_ma
     targets = np.asarray([id_map[t] if id_map else t for t in dataset.eval.labels])
     es = EvalSet(model.task, metric, dataset.labels, list(dataset.eval.texts), targets, model.tokenize,
                  max_len, min_len)
-    if model.task == "embedding":
+    if _pooled(model.task):
         picked = []
         for k in range(len(dataset.labels)):
             picked += [(t, k) for t, lb in zip(dataset.train.texts, dataset.train.labels) if lb == k][
@@ -92,5 +99,5 @@ def make_eval_set(model, dataset, metric: str, max_len: int, min_len: int, id_ma
         es.centroid_texts = [t for t, _ in picked]
         es.centroid_labels = np.asarray([k for _, k in picked])
     es.facts = {"dataset": dataset.name, "metric": metric, "eval_texts": len(es.texts),
-                "probe": "nearest-centroid" if model.task == "embedding" else "argmax of the logits"}
+                "probe": "nearest-centroid" if _pooled(model.task) else "argmax of the logits"}
     return es

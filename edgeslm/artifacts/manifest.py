@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from edgeslm.config.base import FormatName
 from edgeslm.contract import MANIFEST_SCHEMA
 from edgeslm.errors import ConfigError, UserError
 from edgeslm.hashing import sha256_file
@@ -93,7 +94,7 @@ class Verification(_Model):
 
 class Artifact(_Model):
     name: str = Field(description="Stable id, e.g. 'onnx' or 'executorch' (a plain name).")
-    format: Literal["onnx", "executorch"]
+    format: FormatName  # a name in contract.formats (a format registered at run time too)
     file: str = Field(description="The model file, relative to the build folder.")
     runtime: str = Field(description="onnxruntime | executorch/xnnpack")
     precision: str = Field(description="fp32, int8-dynamic, int8-static")

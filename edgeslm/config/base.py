@@ -27,6 +27,15 @@ def _format_name(value: str) -> str:
     return known(value)
 
 
+def _task_name(value: str) -> str:
+    from edgeslm.contract.tasks import known
+
+    return known(value)
+
+
+# a task's name, checked against the table of tasks (a task registered at run time is accepted)
+TaskName = typing.Annotated[str, pydantic.AfterValidator(_task_name)]
+
 # an artifact format's name, checked against the table of formats when a file is read (so a format registered
 # at run time is accepted, and an unknown one names the near miss and the choices)
 FormatName = typing.Annotated[str, pydantic.AfterValidator(_format_name)]

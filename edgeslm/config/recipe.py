@@ -15,10 +15,10 @@ from pydantic import Field, SerializeAsAny, field_validator, model_validator
 from edgeslm.config.base import NAME_PATTERN, SCHEMA_VERSION, StrictModel, parse, read_toml
 from edgeslm.config.data import DatasetSpec, EvalSpec, source_path
 from edgeslm.config.rules import cross_checks
-from edgeslm.config.base import FormatName
+from edgeslm.config.base import FormatName, TaskName
 from edgeslm.contract import MAX_SEED, MAX_TOP_K
 from edgeslm.config.passes import PASS_TYPES, PassConfig, QuantizeConfig
-from edgeslm.config.tasks import TASKS
+from edgeslm.contract.tasks import TASKS
 from edgeslm.errors import ConfigError
 
 Format = FormatName  # a name in edgeslm.contract.formats (checked against the live table)
@@ -31,7 +31,7 @@ class ModelSpec(StrictModel):
         "a local folder ('./dir' or 'path:dir', relative to the recipe), or a folder inside an installed "
         "Python package ('pkg:package/subfolder', or 'package/subfolder' when that package is installed).")
     revision: str | None = Field(None, description="Hub branch, tag or commit (hub sources only).")
-    task: Literal["embedding", "sequence-classification", "fill-mask", "text-generation"] = Field(
+    task: TaskName = Field(
         description="What the exported model computes: " + "; ".join(
             f"{t.name}: {t.description}" for t in TASKS.values()))
     num_labels: int | None = Field(

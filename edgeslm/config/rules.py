@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from edgeslm.config.data import dataset_for
 from edgeslm.config.passes import FinetuneConfig, PruneConfig, QuantizeConfig
-from edgeslm.config.tasks import TASKS
+from edgeslm.contract.tasks import TASKS
 
 
 def cross_checks(recipe):
     """Rules that span sections, each yielding (key, problem, fix)."""
     m = recipe.model
-    if m.num_labels is not None and m.task != "sequence-classification":
+    task = TASKS[m.task]
+    labelled, decoder = task.labelled, task.head == "decoder"
+    if m.num_labels is not None and not labelled:
         yield "model.num_labels", "only applies to task = \"sequence-classification\"", "remove it"
     quant = [(i, p) for i, p in enumerate(recipe.passes) if isinstance(p, QuantizeConfig)]
     if len(quant) > 1:
@@ -32,19 +34,18 @@ def cross_checks(recipe):
                    f"{len(recipe.datasets)} (datasets: {known})",
                    "add a [datasets.NAME] table" if not recipe.datasets else "name one of the recipe's datasets")
     for i, p in enumerate(recipe.passes):
-        if isinstance(p, FinetuneConfig) and m.task != "sequence-classification":
+        if isinstance(p, FinetuneConfig) and not labelled:
             yield f"passes[{i}]", f"finetune trains sequence classifiers; the task is {m.task!r}", \
                 "use task = \"sequence-classification\""
-        if isinstance(p, PruneConfig) and p.importance == "taylor" and m.task != "sequence-classification":
+        if isinstance(p, PruneConfig) and p.importance == "taylor" and not labelled:
             yield f"passes[{i}].importance", "taylor importance needs labels (sequence-classification)", \
                 "use importance = \"magnitude\""
-        if isinstance(p, PruneConfig) and p.recovery is not None and m.task != "sequence-classification":
+        if isinstance(p, PruneConfig) and p.recovery is not None and not labelled:
             yield f"passes[{i}].recovery", "recovery fine-tuning needs a sequence-classification task", "remove it"
-    task = TASKS[m.task]
-    if m.task == "text-generation":
+    if decoder:
         for i, p in enumerate(recipe.passes):
             if not isinstance(p, QuantizeConfig):
-                yield (f"passes[{i}]", f"text-generation takes only a quantize pass, not {p.type!r}",
+                yield (f"passes[{i}]", f"{m.task} takes only a quantize pass, not {p.type!r}",
                        "remove it")
         for i, q in quant:
             if "onnx" in recipe.export.formats and q.group_size not in (16, 32, 64, 128, 256):
@@ -55,14 +56,14 @@ def cross_checks(recipe):
                        f"32), not {q.method} with group_size {q.group_size}",
                        "set method = \"8da4w\" and group_size = 32, or algorithm = \"rtn\"")
         if recipe.eval is not None:
-            yield "eval", "text-generation is judged by perplexity and next-token agreement, not [eval]", \
+            yield "eval", f"{m.task} is judged by perplexity and next-token agreement, not [eval]", \
                 "remove [eval]"
     for i, q in quant:
-        if q.algorithm != "rtn" and m.task != "text-generation":
+        if q.algorithm != "rtn" and not decoder:
             yield (f"passes[{i}].algorithm", f"{q.algorithm} chooses int4 grids for decoders (text-generation); "
                    f"the task is {m.task!r}", "remove it")
         if q.embeddings and q.method != "dynamic-int8" and "onnx" in recipe.export.formats \
-                and m.task != "text-generation":
+                and not decoder:
             yield (f"passes[{i}].embeddings", "int8 embeddings in ONNX are implemented with dynamic-int8 only",
                    "set embeddings = false, use method = \"dynamic-int8\", or export.formats = [\"executorch\"]")
         if q.max_accuracy_drop is not None and recipe.eval is None:

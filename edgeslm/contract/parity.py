@@ -3,13 +3,14 @@ the runner on the device both call these)."""
 
 from __future__ import annotations
 
+from edgeslm.contract.tasks import TASKS
+
 class ParityError(ValueError):
     """Outputs that cannot be compared (shapes differ)."""
 
 
 # The one implementation of "does this artifact compute what PyTorch computed": the build host
 # (edgeslm.verify) and the device (parity below) both call compare_outputs, so they cannot disagree.
-LOGIT_TASKS = ("sequence-classification", "fill-mask")
 TOP1_MARGIN = 0.1  # top-1 is judged only where PyTorch's top-2 logits differ by at least this (nats;
 # 0.1 is a 52.5% / 47.5% split of two classes): near-ties flip legitimately under int8
 
@@ -20,7 +21,7 @@ def output_rows(task: str, out, mask):
     import numpy as np
 
     out = np.asarray(out, dtype=np.float64)
-    if task == "fill-mask":
+    if TASKS[task].per_position:
         keep = np.asarray(mask).astype(bool).reshape(-1)
         return out.reshape(-1, out.shape[-1])[keep]
     return out.reshape(-1, out.shape[-1])
@@ -85,7 +86,7 @@ def compare_outputs(task: str, refs: list, outs: list, masks: list, limits: dict
     ]
     if len(r) >= 3:
         metrics.append(_check("centered_cosine", centered_cosine(r, o), limits.get("min_centered_cosine"), "min"))
-    if task in LOGIT_TASKS:
+    if TASKS[task].logits:
         pr, po = _softmax(r), _softmax(o)
         kl = (pr * (np.log(np.clip(pr, 1e-30, None)) - np.log(np.clip(po, 1e-30, None)))).sum(axis=1)
         metrics += [_check("kl_max", float(kl.max()), limits.get("max_kl"), "max"),

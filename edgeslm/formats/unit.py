@@ -13,7 +13,7 @@ class FormatUnit:
     name = ""
     any_batch = False  # its encoder files take any batch size (the build then checks batch consistency)
     rewires_model = False  # its decoder export changes the loaded model in place: built after the others
-    own_runtime: frozenset = frozenset()  # tasks whose artifacts run in edgeslm's runtime folder (deploy uploads it)
+    own_runtime: frozenset = frozenset()  # task heads (contract.tasks) whose artifacts run in edgeslm's runtime folder (deploy uploads it)
 
     @property
     def row(self) -> FormatRow:
@@ -45,7 +45,9 @@ class FormatUnit:
         raise NotImplementedError(f"format {self.name} exports no decoders")
 
     def uploads_runtime(self, task: str) -> bool:
-        return task in self.own_runtime
+        from edgeslm.contract.tasks import TASKS
+
+        return task in TASKS and TASKS[task].head in self.own_runtime
 
     def device_package(self, task: str) -> str | None:
         """The device probe's runtime that must be installed (None: deploy uploads edgeslm's own)."""

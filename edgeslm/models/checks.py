@@ -16,7 +16,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeslm.config.tasks import TASKS
+from edgeslm.contract.tasks import TASKS
 from edgeslm.contract.documents import DocumentError, loads
 from edgeslm.errors import ModelSourceError
 from edgeslm.inputs import InputError, check_regular, inside, open_regular, read_json, read_text

@@ -8,7 +8,7 @@ import pickle
 from dataclasses import dataclass, field
 
 
-from edgeslm.config.tasks import TASKS
+from edgeslm.contract.tasks import TASKS
 from edgeslm.errors import ModelSourceError
 from edgeslm.models.sources import ResolvedSource
 
@@ -157,13 +157,12 @@ def load_model(source: ResolvedSource, task: str, num_labels: int | None = None,
         raise ModelSourceError(f"model source {source.spec!r}: no usable tokenizer in {folder}: "
                                f"{_first_line(exc)}") from None
 
-    auto = {"embedding": transformers.AutoModel,
-            "sequence-classification": transformers.AutoModelForSequenceClassification,
-            "fill-mask": transformers.AutoModelForMaskedLM}[task]
+    row = TASKS[task]
+    auto = getattr(transformers, row.auto_class)
     kwargs = {"trust_remote_code": trust_remote_code, "attn_implementation": "eager"}
-    if task == "sequence-classification" and num_labels:
+    if row.labelled and num_labels:
         kwargs["num_labels"] = num_labels
-    if task == "sequence-classification" and labels:
+    if row.labelled and labels:
         kwargs.update(num_labels=len(labels), id2label=dict(enumerate(labels)),
                       label2id={lb: i for i, lb in enumerate(labels)}, ignore_mismatched_sizes=True)
     try:
@@ -183,7 +182,7 @@ def load_model(source: ResolvedSource, task: str, num_labels: int | None = None,
     model.eval()
     _register_attention()
     EmbeddingHead, LogitsHead = _wrappers()
-    module = EmbeddingHead(model) if task == "embedding" else LogitsHead(model)
+    module = EmbeddingHead(model) if row.head == "embedding" else LogitsHead(model)
     module.eval()
 
     names = ["input_ids", "attention_mask"]
@@ -212,16 +211,17 @@ _HARMLESS_MISSING = ("position_ids", "token_type_ids")
 def _check_head(spec: str, task: str, info: dict, allowed: bool) -> str | None:
     """A checkpoint without the task head gets a random one from transformers, silently: refuse it
     unless the recipe says that is intended (warn then)."""
-    harmless = _HARMLESS_MISSING + (("pooler.",) if task == "embedding" else ())
+    pooled = TASKS[task].head == "embedding"  # a mean-pooled output needs no head of its own
+    harmless = _HARMLESS_MISSING + (("pooler.",) if pooled else ())
     missing = [k for k in info.get("missing_keys", []) if not any(h in k for h in harmless)]
     if not missing:
         return None
     shown = ", ".join(sorted(missing)[:4]) + (" ..." if len(missing) > 4 else "")
-    if task == "embedding" or not allowed:
+    if pooled or not allowed:
         raise ModelSourceError(
             f"model source {spec!r}: the checkpoint lacks weights the {task} model needs ({shown}); they would "
             "be random and every output meaningless. Point model.source at a checkpoint trained for this task"
-            + ("" if task == "embedding" else ", or set model.allow_untrained_head = true to build it anyway "
+            + ("" if pooled else ", or set model.allow_untrained_head = true to build it anyway "
                "(e.g. to measure speed before fine-tuning)"))
     return (f"{task} head initialised at random ({shown}): outputs are meaningless until it is fine-tuned "
             "(allowed by model.allow_untrained_head)")

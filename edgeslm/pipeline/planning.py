@@ -11,6 +11,7 @@ from edgeslm.config.devices import Inventory
 from edgeslm.config.passes import QuantizeConfig
 from edgeslm.config.recipe import LoadedRecipe, file_keys, load_recipe, path_for_display
 from edgeslm.config.target import Target, load_target_file
+from edgeslm.contract.tasks import TASKS
 from edgeslm.errors import ConfigError, UserError
 
 
@@ -123,7 +124,7 @@ def check_datasets(loaded: LoadedRecipe) -> str:
         notes.append(f"{name}: {len(d.labels)} labels, {len(d.train)} train / {len(d.eval)} eval texts")
     fine_tuned = any(isinstance(p, FinetuneConfig) for p in recipe.passes)
     target = dataset_for(recipe, recipe.eval.dataset) if recipe.eval else None
-    if target in found and recipe.model.task == "sequence-classification" and not fine_tuned:
+    if target in found and TASKS[recipe.model.task].labelled and not fine_tuned:
         _check_labels(loaded, found[target].labels, file)
     return ("; datasets " + "; ".join(notes)) if notes else ""
 

@@ -124,7 +124,7 @@ MANIFEST = {"recipe.sha256": ("text", False), "recipe.content": ("dict", True), 
 
 def profile_problem(p: dict) -> str | None:
     """Why a profile result cannot be reported (beyond its schema's own check), or None."""
-    from edgeslm.config.tasks import TASKS
+    from edgeslm.contract.tasks import TASKS
     from edgeslm.tasks import task_unit
 
     problem = check(p, PROFILE)

@@ -10,6 +10,7 @@ import time
 from edgeslm.contract import reference
 from edgeslm.contract.parity import compare_outputs, nearest_centroid, task_metric
 from edgeslm.contract.stats import stats
+from edgeslm.contract.tasks import TASKS
 from edgeslm.runner.errors import RunnerError
 from edgeslm.runner.facts import reset_hwm, status_kb
 from edgeslm.runner.runtimes import open_runtime
@@ -143,7 +144,7 @@ def evaluate(session: Session, build_dir: str, manifest: dict, artifact: dict, l
         if done >= rows:
             break
     out = np.concatenate(outs)[:rows]
-    if manifest["task"] == "embedding":
+    if TASKS[manifest["task"]].head == "embedding":  # scored by the nearest class centroid
         pred = nearest_centroid(out, arrays[reference.eval_centroids(artifact["name"])])
     else:
         pred = out.argmax(-1)

@@ -9,10 +9,9 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
+from edgeslm.contract.tasks import TASKS
 from edgeslm.runner.errors import RunnerError
 
-TASKS = {"embedding": "encoders", "sequence-classification": "encoders", "fill-mask": "encoders",
-         "text-generation": "generation"}
 
 
 @dataclass(frozen=True)
@@ -35,4 +34,4 @@ def task_unit(task: str):
     """The device module of a task."""
     if task not in TASKS:
         raise RunnerError(f"this runner does not know task {task!r} ({', '.join(TASKS)}); deploy with a newer edgeslm")
-    return importlib.import_module(f"edgeslm.runner.{TASKS[task]}")
+    return importlib.import_module(f"edgeslm.runner.{TASKS[task].device_loop}")

@@ -16,19 +16,35 @@ Importing this package imports neither torch nor the exporters; a build does.
 
 from __future__ import annotations
 
-from edgeslm.config.tasks import TASKS
+from edgeslm.contract.tasks import TASKS, TaskRow, register
 from edgeslm.errors import UserError
 from edgeslm.tasks.base import TaskUnit
 
-__all__ = ["TaskUnit", "task_unit"]
+__all__ = ["TaskUnit", "register_task", "task_unit"]
+
+# task name -> its host unit class (the built-in ones: every encoder task is an EncoderTask)
+UNITS: dict[str, type[TaskUnit]] = {}
 
 
-def task_unit(task: str):
-    """The host unit of a task (a manifest's or a recipe's `task`)."""
+def register_task(row: TaskRow, unit: type[TaskUnit]) -> type[TaskUnit]:
+    """Add a task: its row in the contract's table (recipes may then name it) and its host unit."""
+    register(row)
+    UNITS[row.name] = unit
+    return unit
+
+
+def _builtin() -> None:
     from edgeslm.tasks.encoders import EncoderTask
     from edgeslm.tasks.generation import GenerationTask
 
-    kinds = {"text-generation": GenerationTask}
-    if task not in TASKS:
-        raise UserError(f"unknown task {task!r}: edgeslm knows {', '.join(TASKS)}")
-    return kinds.get(task, EncoderTask)(TASKS[task])
+    for name, row in TASKS.items():
+        UNITS.setdefault(name, GenerationTask if row.head == "decoder" else EncoderTask)
+
+
+def task_unit(task: str) -> TaskUnit:
+    """The host unit of a task (a manifest's or a recipe's `task`)."""
+    if task not in UNITS:
+        _builtin()
+    if task not in TASKS or task not in UNITS:
+        raise UserError(f"unknown task {task!r}: edgeslm knows {', '.join(UNITS)}")
+    return UNITS[task](TASKS[task])

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from edgeslm.config.tasks import TaskInfo
+from edgeslm.contract.tasks import TaskInfo
 from edgeslm.formats.base import Exported
 
 __all__ = ["BuildContext", "Exported", "ManifestBody", "StepLog", "TaskBuild", "TaskUnit"]

@@ -18,7 +18,7 @@ from edgeslm.artifacts.manifest import Artifact, Metric, TensorSpec
 from edgeslm.config.data import dataset_for
 from edgeslm.config.passes import FinetuneConfig, PruneConfig
 from edgeslm.config.recipe import path_for_display
-from edgeslm.config.tasks import TASKS
+from edgeslm.contract.tasks import TASKS
 from edgeslm.contract import reference as ref
 from edgeslm.errors import ConfigError
 from edgeslm.tasks.base import Exported, ManifestBody, TaskBuild

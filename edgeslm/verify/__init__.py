@@ -19,6 +19,7 @@ import numpy as np
 from edgeslm.artifacts.manifest import Metric, Verification
 from edgeslm.config.recipe import VerifySpec
 from edgeslm.contract.parity import TOP1_MARGIN, compare_outputs
+from edgeslm.contract.tasks import TASKS
 
 FLOAT_DEFAULTS = {"min_cosine": 0.9999, "max_abs_error": 1e-3, "min_top1_agreement": 1.0, "max_kl": 1e-4,
                   "min_centered_cosine": 0.999, "top1_margin": TOP1_MARGIN}
@@ -32,7 +33,7 @@ def thresholds(spec: VerifySpec, quantized: bool, task: str = "embedding") -> di
     probabilities move by 0.03): there, probabilities (KL), top-1 and centred cosine are gated and cosine
     only reported, unless the recipe sets min_cosine."""
     base = dict(INT8_DEFAULTS if quantized else FLOAT_DEFAULTS)
-    if task == "sequence-classification":
+    if TASKS[task].labelled:
         base["min_cosine"] = None
     return {k: (getattr(spec, k) if getattr(spec, k) is not None else v) for k, v in base.items()}
 

@@ -11,7 +11,7 @@ from edgeslm.formats.unit import FormatUnit
 class ExecuTorchFormat(FormatUnit):
     name = "executorch"
     rewires_model = True  # attention swapped and weights quantized in place
-    own_runtime = frozenset({"text-generation"})
+    own_runtime = frozenset({"decoder"})  # task heads whose programs need edgeslm's runtime folder
 
     def exporter(self):
         from edgeslm.formats.executorch.encoder import ExecuTorchExporter
