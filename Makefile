@@ -21,9 +21,13 @@ demo: $(STAMP)
 	$(BIN)/edgeslm build
 
 # deploy tests start a real OpenSSH server on loopback; report tests open the HTML in headless Chromium;
-# g++ (and the aarch64 cross g++) build edgeslm's ExecuTorch runtime for decoder programs on devices
-system-deps:
-	@test -x /usr/sbin/sshd && test -x /usr/bin/chromium && test -x /usr/bin/g++ && test -x /usr/bin/aarch64-linux-gnu-g++ || (apt-get update -qq && apt-get install -y -qq --no-install-recommends openssh-server chromium g++ g++-aarch64-linux-gnu)
+# g++ (and the aarch64 cross g++) build edgeslm's ExecuTorch runtime for decoder programs on devices (in a source
+# checkout: the wheel ships it built)
+# onnxruntime's C API header (Debian's libonnxruntime-dev, by apt from the Debian archive): a source checkout
+# compiles edgeslm's onnxruntime op library against it (an installed wheel ships the library built)
+system-deps: $(STAMP)
+	@test -x /usr/sbin/sshd && test -x /usr/bin/chromium && test -x /usr/bin/g++ && test -x /usr/bin/aarch64-linux-gnu-g++ && test -x /usr/bin/make || (apt-get update -qq && apt-get install -y -qq --no-install-recommends openssh-server chromium g++ g++-aarch64-linux-gnu make)
+	@test -f /usr/include/onnxruntime/onnxruntime_c_api.h || test -f /usr/local/include/onnxruntime/onnxruntime_c_api.h || $(BIN)/python -m edgeslm.devtools.ort_header
 
 # two workers, a test file per worker at a time (module fixtures such as the emulated device stay one per
 # file): the suite is mostly single-threaded Python (tracing, lowering), 22 instead of 38 minutes here.

@@ -179,7 +179,7 @@ print(json.dumps(greedy(OrtDecoder(path, 2, *dims), prompt, n, 64)))
 
 
 def test_the_program_runs_without_torch_and_generates_the_reference_tokens(tmp_path, fp32_builds):
-    from edgeslm.runner.native.build import build as build_native
+    from edgeslm.native.build import build as build_native
 
     r = fp32_builds("qwen2")
     rt = build_native(tmp_path / "rt").parent

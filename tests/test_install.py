@@ -32,10 +32,20 @@ def test_wheel_ships_recipes_and_targets(tmp_path):
     for kind in ("recipes", "targets"):
         shipped = {Path(n).name for n in names if n.startswith(f"edgeslm/shipped/{kind}/")}
         assert shipped == {p.name for p in (ROOT / kind).glob("*.toml")}, kind
-    # every source the device runtime folder is compiled from (native.build; et_runtime hashes them) ships
-    native = ROOT / "edgeslm" / "runner" / "native"
-    sources = {p.relative_to(ROOT).as_posix() for p in native.rglob("*") if p.suffix in (".cpp", ".h")}
+    # every source the device runtime folder is compiled from (native/src and its Makefile) ships, and the folders
+    # built from them for both architectures (ELF e_machine 62: x86-64, 183: AArch64)
+    native = ROOT / "edgeslm" / "native" / "src"
+    sources = {p.relative_to(ROOT).as_posix() for p in native.rglob("*") if p.suffix in (".cpp", ".h")
+               or p.name == "Makefile"}
     assert len(sources) > 5 and not sources - set(names), sorted(sources - set(names))
+    with zipfile.ZipFile(wheel) as z:
+        for arch, machine in (("x86_64", 62), ("aarch64", 183)):
+            folder = f"edgeslm/native/prebuilt/{arch}/"
+            meta = json.loads(z.read(folder + "runtime.json"))
+            assert meta["arch"] == arch and meta["onnxruntime_ops"] and len(meta["sources"]) == 64
+            for lib in ("libedgeslm_et.so", "libedgeslm_ort.so", "libexecutorch.so"):
+                head = z.read(folder + lib)[:20]
+                assert head[:4] == b"\x7fELF" and int.from_bytes(head[18:20], "little") == machine, (arch, lib)
 
     env_dir = tmp_path / "fresh"
     base_python = getattr(sys, "_base_executable", sys.executable)

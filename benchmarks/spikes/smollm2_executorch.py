@@ -76,7 +76,7 @@ def main():
     from transformers import AutoTokenizer
 
     from edgeslm.runner.bundle import build_bytes
-    from edgeslm.runner.native.build import build
+    from edgeslm.native.build import build
 
     WORK.mkdir(parents=True, exist_ok=True)
     prepare()

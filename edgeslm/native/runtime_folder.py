@@ -1,14 +1,17 @@
-"""The torch-free ExecuTorch runtime folder a device needs for decoder programs, built here per
-architecture and cached: libedgeslm_et.so (edgeslm's shim and llama kernels) beside the shared libraries
-of the pinned executorch wheel, and libedgeslm_ort.so (edgeslm's onnxruntime ops, see ort_ops). For another
-architecture than this machine's, the libraries come from that architecture's wheel of the same executorch
-version (pip download from the configured index), and both edgeslm libraries are cross-compiled (aarch64:
-g++-aarch64-linux-gnu).
+"""The torch-free runtime folder a device needs for decoder programs (and edgeslm's onnxruntime ops), per
+architecture: libedgeslm_et.so (edgeslm's shim and llama kernels) beside the shared libraries of the pinned
+executorch wheel, and libedgeslm_ort.so (edgeslm's onnxruntime ops). An installed edgeslm ships both
+architectures' folders, built with the wheel (native/prebuilt/<arch>, see setup.py), and takes them as they are.
+A source checkout (or a prebuilt folder whose sources or executorch version differ from this install's) builds
+the folder on first use and caches it: for another architecture than this machine's, the libraries come from
+that architecture's wheel of the same executorch version (pip download from the configured package index), and
+both edgeslm libraries are cross-compiled (aarch64: g++-aarch64-linux-gnu).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import shutil
@@ -19,10 +22,12 @@ from pathlib import Path
 
 from edgeslm.errors import UserError
 from edgeslm.hashing import cache_home, sha256_file
+from edgeslm.native import build as native
 from edgeslm.native.ort_headers import HEADER, ort_headers
 
 WHEEL_PLATFORMS = {"aarch64": "manylinux_2_28_aarch64", "x86_64": "manylinux_2_28_x86_64"}
 ARCH_NAMES = {"arm64": "aarch64", "amd64": "x86_64"}
+PREBUILT = Path(__file__).resolve().parent / "prebuilt"
 
 
 def _arch(arch: str) -> str:
@@ -33,18 +38,44 @@ def _arch(arch: str) -> str:
     return arch
 
 
-def runtime_folder(arch: str, timeout: float = 900) -> Path:
-    """The built runtime folder for `arch`, built on first use (seconds) and cached."""
-    from edgeslm.runner.native import build as native
+def _base(version: str) -> str:
+    return version.split("+")[0]
 
+
+def prebuilt(arch: str) -> Path | None:
+    """The folder shipped in the package for `arch` when it was built from these sources for this install's
+    executorch version (else None: build one)."""
+    from importlib import metadata
+
+    folder = PREBUILT / _arch(arch)
+    try:
+        meta = json.loads((folder / "runtime.json").read_text())
+    except (OSError, ValueError):
+        return None
+    try:
+        installed = _base(metadata.version("executorch"))
+    except metadata.PackageNotFoundError:
+        installed = None  # a host that only deploys: the programs were made where executorch is
+    if not isinstance(meta, dict) or meta.get("sources") != native.sources_hash() or not meta.get("onnxruntime_ops"):
+        return None
+    if installed is not None and _base(str(meta.get("executorch"))) != installed:
+        return None
+    if not all((folder / n).is_file() for n in (*native.LIBS, native.SHIM)):
+        return None
+    return folder
+
+
+def runtime_folder(arch: str, timeout: float = 900) -> Path:
+    """The runtime folder for `arch`: the package's own when it ships one that fits, else built on first use
+    (seconds) and cached."""
     arch = _arch(arch)
+    shipped = prebuilt(arch)
+    if shipped is not None:
+        return shipped
     et = native.installed_executorch() if arch == platform.machine() else executorch_package(arch, timeout)
     version = native.installed_version(et)
     headers = ort_headers()  # the op library's header: the folder changes with it
-    h = hashlib.sha256(f"{arch}\n{version}\n{sha256_file(headers / HEADER)}\n".encode())
-    for src in sorted(native.HERE.rglob("*")):
-        if src.is_file() and src.suffix in (".cpp", ".h", ".py"):
-            h.update(src.relative_to(native.HERE).as_posix().encode() + b"\0" + src.read_bytes())
+    h = hashlib.sha256(f"{arch}\n{version}\n{sha256_file(headers / HEADER)}\n{native.sources_hash()}\n".encode())
     folder = cache_home() / "et-runtime" / f"{arch}-{h.hexdigest()[:16]}"
     if (folder / "runtime.json").is_file():
         return folder

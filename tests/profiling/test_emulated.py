@@ -97,3 +97,54 @@ def test_a_decoder_generates_on_the_emulated_device_without_torch(emulated, tmp_
         assert r["memory_kb"]["peak_rss"] < 200 * 1024
     assert et["artifact"]["runtime"].startswith("edgeslm-et") and ort["artifact"]["runtime"].startswith("onnxruntime")
     assert et["artifact"]["runtime"].endswith("GGUF kernels neon")  # a Cortex-A72: NEON without dotprod
+
+
+def test_the_wheel_deploys_a_decoder_to_the_pi_without_a_compiler(emulated, tmp_path, decoder_8da4w_recipe):
+    """The wheel carries edgeslm's runtime folders for x86_64 and aarch64: a fresh environment with it (its
+    dependencies taken from this one) deploys a decoder build to the emulated Pi and profiles its .pte there with
+    no g++, no make and nothing in its cache: nothing is compiled or downloaded."""
+    import json
+    import sys
+    import sysconfig
+
+    from edgeslm.config.catalog import load_target
+    from edgeslm.config.recipe import load_recipe
+    from edgeslm.pipeline import build, plan
+
+    root = Path(__file__).resolve().parents[2]
+    dist = tmp_path / "dist"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist),
+                    str(root)], check=True, capture_output=True, timeout=900)
+    wheel = next(dist.glob("edgeslm-*.whl"))
+    fresh = tmp_path / "fresh"
+    subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", str(fresh)], check=True, timeout=300)
+    subprocess.run([str(fresh / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True,
+                   capture_output=True, timeout=600)
+    site = next((fresh / "lib").glob("python3*/site-packages"))
+    (site / "host-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")  # torch, executorch, paramiko ...
+
+    recipe = load_recipe(decoder_8da4w_recipe)
+    folder = build(recipe, plan(recipe, [load_target("rpi4")])[0], tmp_path / "out").folder
+    inventory = tmp_path / "devices.toml"
+    inventory.write_text("[devices.pi4emu]\n" + "".join(
+        f"{k} = {json.dumps(v)}\n" for k, v in emulated.model_dump(mode="json", exclude={"name"}).items()
+        if v is not None and not isinstance(v, (dict, list))))
+    cache = tmp_path / "cache"
+    env = {"PATH": str(fresh / "bin"), "HOME": str(tmp_path), "EDGESLM_CACHE": str(cache), "LC_ALL": "C.UTF-8"}
+    assert not any(Path(p, "g++").exists() for p in env["PATH"].split(":"))
+
+    def edgeslm(*args):
+        return subprocess.run([str(fresh / "bin" / "edgeslm"), *args, "--devices", str(inventory)], env=env,
+                              cwd=tmp_path, capture_output=True, text=True, timeout=1800)
+
+    d = edgeslm("deploy", str(folder), "--device", "pi4emu")
+    assert d.returncode == 0, d.stderr
+    assert "upload ExecuTorch runtime for aarch64" in d.stdout + d.stderr, d.stdout + d.stderr
+    p = edgeslm("profile", str(folder), "--device", "pi4emu", "--artifact", "executorch", "--iters", "1", "--warmup",
+                "0", "--new-tokens", "4", "--out", str(tmp_path / "prof"), "--json")
+    assert p.returncode == 0, p.stderr
+    result = json.loads(p.stdout)
+    result = result[0] if isinstance(result, list) else result
+    assert result["parity"]["passed"] and result["artifact"]["runtime"].startswith("edgeslm-et"), result["parity"]
+    built = [d.name for d in cache.iterdir()] if cache.exists() else []
+    assert "et-runtime" not in built and "executorch-wheels" not in built, built

@@ -46,7 +46,8 @@ def test_a_binary_header(tmp_path, monkeypatch):
 def test_an_empty_header(tmp_path, monkeypatch):
     assert refused(tmp_path, monkeypatch, "").endswith(f"{HEADER} is empty (give the folder of onnxruntime's C API "
                                                        f"header (onnxruntime >= 1.17, e.g. /usr/include/onnxruntime) "
-                                                       f"or unset {HEADERS_ENV} to fetch Debian's)")
+                                                       f"or unset {HEADERS_ENV} to use the system's (`make system-deps` "
+                                                       "installs Debian's libonnxruntime-dev))")
     assert "is empty" in refused(tmp_path, monkeypatch, "\n  \n")
 
 
@@ -64,17 +65,17 @@ def test_a_fifo_or_huge_header(tmp_path, monkeypatch):
 
 
 def test_the_required_version_is_the_op_librarys():
-    source = Path(ort_ops.__file__).parents[1] / "runner" / "native" / "ort_gguf.cpp"
+    source = Path(ort_ops.__file__).parent / "src" / "ort_gguf.cpp"
     asked = re.search(r"constexpr uint32_t kApiVersion = (\d+);", source.read_text())
     assert asked and int(asked.group(1)) == API_VERSION
 
 
 def test_a_header_that_does_not_compile_says_why_on_the_first_line(tmp_path):
     """The compiler's first error is the message's first line (which the CLI shows), not 'failed:' and nothing."""
-    from edgeslm.runner.native.build import build_ort
+    from edgeslm.native.build import build_ort
 
     (tmp_path / HEADER).write_text(GOOD + "#error this header is not onnxruntime's\n")
     with pytest.raises(RuntimeError) as info:
-        build_ort(tmp_path / "out" / "lib.so", os.uname().machine, tmp_path)
+        build_ort(tmp_path / "out" / "libedgeslm_ort.so", os.uname().machine, tmp_path)
     first = str(info.value).splitlines()[0]
-    assert first.startswith("building lib.so failed: ") and "this header is not onnxruntime's" in first, first
+    assert first.startswith("building libedgeslm_ort.so failed: ") and "this header is not onnxruntime's" in first, first

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from edgeslm.runner.bundle import build_bytes
-from edgeslm.runner.native.build import build
+from edgeslm.native.build import build
 
 pytestmark = pytest.mark.slow  # exports a decoder with ExecuTorch's own export_llm
 

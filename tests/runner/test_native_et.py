@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from edgeslm.runner.bundle import build_bytes
-from edgeslm.runner.native.build import build
+from edgeslm.native.build import build
 
 pytestmark = pytest.mark.slow  # compiles the ExecuTorch runtime folder and lowers programs
 

@@ -138,7 +138,7 @@ def test_tiles_that_do_not_match_the_input_are_refused(tmp_path):
 
 
 def test_the_op_header_can_come_from_a_folder_the_user_gives(tmp_path, monkeypatch):
-    """A host that cannot reach the Debian archive names onnxruntime's C API header with EDGESLM_ORT_HEADERS:
+    """A host without the system's header package names onnxruntime's C API header with EDGESLM_ORT_HEADERS:
     the runtime folder's op library is built against that header (another header, another folder); a folder
     without the header is refused in one line naming the variable."""
     from edgeslm.errors import UserError
@@ -150,28 +150,28 @@ def test_the_op_header_can_come_from_a_folder_the_user_gives(tmp_path, monkeypat
     own = tmp_path / "include"
     own.mkdir()
     (own / HEADER).write_bytes((fetched / HEADER).read_bytes() + b"\n// this host's own copy\n")
-    monkeypatch.setenv("EDGESLM_CACHE", str(tmp_path / "cache"))  # nothing fetched there: the header is ours
+    monkeypatch.setenv("EDGESLM_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv(HEADERS_ENV, str(own))
     assert ort_headers() == own
     folder = runtime_folder("x86_64")
     assert folder.is_relative_to(tmp_path / "cache") and folder.name != default.name
-    assert (folder / ORT_OPS).is_file() and not (tmp_path / "cache" / "ort-headers").exists()
+    assert (folder / ORT_OPS).is_file()
     monkeypatch.setenv(HEADERS_ENV, str(tmp_path / "empty"))
     with pytest.raises(UserError, match=f"{HEADERS_ENV}=.*empty: no {HEADER} there"):
         ort_headers()
 
 
-def test_a_header_that_cannot_be_fetched_names_the_way_around(tmp_path, monkeypatch):
-    """The Debian archive out of reach (here a URL that answers nothing) and no EDGESLM_ORT_HEADERS: one line
-    naming the URL and the variable to set, nothing left in the cache."""
+def test_a_host_without_the_header_is_told_how_to_get_it(tmp_path, monkeypatch):
+    """No system header (the search path emptied here) and no EDGESLM_ORT_HEADERS: one line naming where it
+    looked, `make system-deps` and the variable to set; nothing is fetched from anywhere."""
     from edgeslm.errors import UserError
     from edgeslm.native import ort_headers as ort_ops
 
-    monkeypatch.setenv("EDGESLM_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv(ort_ops.HEADERS_ENV, raising=False)
-    monkeypatch.setattr(ort_ops, "HEADER_DEB", ((tmp_path / "none.deb").as_uri(), ort_ops.HEADER_DEB[1]))
+    monkeypatch.setattr(ort_ops, "SEARCH", (tmp_path / "usr-include", tmp_path / "usr-local-include"))
     with pytest.raises(UserError) as info:
         ort_ops.ort_headers()
     text = str(info.value)
-    assert "none.deb" in text and f"set {ort_ops.HEADERS_ENV} to a folder holding {ort_ops.HEADER}" in text, text
-    assert "\n" not in text and not (tmp_path / "cache" / "ort-headers").exists()
+    assert "usr-include" in text and "make system-deps" in text, text
+    assert f"set {ort_ops.HEADERS_ENV} to a folder holding {ort_ops.HEADER}" in text and "\n" not in text
+    assert not any(tmp_path.iterdir())

@@ -21,7 +21,6 @@ from pathlib import Path
 from edgeslm.errors import UserError
 
 RECIPE_VERSION = 1
-DEBIAN_MIRROR = "http://deb.debian.org/debian"
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 ROOTFS_SUITE = "trixie"
 ROOTFS_PACKAGES = ("python3.13", "libstdc++6", "libgcc-s1", "coreutils")
@@ -155,14 +154,35 @@ def _ensure_sshd() -> None:
          "installing openssh-server on the host", env=env)
 
 
-def _apt(workdir: Path, arch: str, suite: str) -> tuple[list[str], dict[str, str]]:
+def debian_mirror(sources: Path = Path("/etc/apt")) -> str:
+    """The Debian archive this machine's APT takes its packages from (its sources, deb822 or one-line), which the
+    private setups below use for other suites and architectures; $EDGESLM_DEBIAN_MIRROR overrides it."""
+    import re
+
+    own = os.environ.get("EDGESLM_DEBIAN_MIRROR")
+    if own:
+        return own
+    files = sorted((sources / "sources.list.d").glob("*.sources")) + [sources / "sources.list"]
+    files += sorted((sources / "sources.list.d").glob("*.list"))
+    for f in files:
+        try:
+            text = f.read_text(errors="replace")
+        except OSError:
+            continue
+        for uri in re.findall(r"^URIs:\s*(\S+)", text, re.M) + re.findall(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)", text, re.M):
+            if uri.rstrip("/").endswith("/debian"):
+                return uri.rstrip("/")
+    raise RuntimeError("no Debian archive in this machine's APT sources (/etc/apt); set EDGESLM_DEBIAN_MIRROR to one")
+
+
+def private_apt(workdir: Path, arch: str, suite: str) -> tuple[list[str], dict[str, str]]:
     """A private APT setup (own arch, lists, cache, sources; no system config) -> (argv, env)."""
     for sub in ("state/lists/partial", "cache/archives/partial", "etc/apt.conf.d",
                 "etc/sources.list.d", "etc/preferences.d"):
         (workdir / sub).mkdir(parents=True, exist_ok=True)
     (workdir / "state" / "status").touch()
     (workdir / "etc" / "sources.list").write_text(
-        f"deb [arch={arch} signed-by={KEYRING}] {DEBIAN_MIRROR} {suite} main\n")
+        f"deb [arch={arch} signed-by={KEYRING}] {debian_mirror()} {suite} main\n")
     d = workdir
     conf = f"""\
 APT::Architecture "{arch}";
@@ -196,7 +216,7 @@ Debug::NoLocking "true";
 
 
 def _fetch_rootfs_debs(work: Path) -> list[Path]:
-    apt, env = _apt(work, "arm64", ROOTFS_SUITE)
+    apt, env = private_apt(work, "arm64", ROOTFS_SUITE)
     run_step(apt + ["update"], f"apt-get update ({ROOTFS_SUITE} arm64)", env=env)
     run_step(apt + ["install", "--download-only", *ROOTFS_PACKAGES],
          f"downloading {ROOTFS_SUITE} arm64 packages", env=env)
@@ -204,7 +224,7 @@ def _fetch_rootfs_debs(work: Path) -> list[Path]:
 
 
 def _fetch_qemu(work: Path, dest: Path) -> str:
-    apt, env = _apt(work, "amd64", QEMU_SUITE)
+    apt, env = private_apt(work, "amd64", QEMU_SUITE)
     run_step(apt + ["update"], f"apt-get update ({QEMU_SUITE})", env=env)
     (work / "dl").mkdir()
     run_step(apt + ["download", f"{QEMU_PACKAGE}/{QEMU_SUITE}"], f"downloading {QEMU_PACKAGE}",

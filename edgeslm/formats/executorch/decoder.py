@@ -9,7 +9,7 @@ as optimum-executorch does with `--use_custom_sdpa --use_custom_kv_cache`:
 
 The program: `forward(tokens int64[1, n], start_pos int64[1]) -> logits float32[1, vocab]` (the last
 position's logits), 1 <= n, start_pos + n <= context. The device runner and edgeslm's shim run it
-without torch; their kernels for the two llama ops are edgeslm's (runner/native/edgeslm_et.cpp).
+without torch; their kernels for the two llama ops are edgeslm's (native/src/edgeslm_et.cpp).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ per-block minimums; its int8 kernels take one scale per output channel, not one 
 
 `tiles` holds the file's blocks (Q4_1: w = q d + m, a fp16 d and m per 32 weights; Q8_0: w = q d, q int8)
 with their bits unchanged, rearranged in tiles of 16 rows for SIMD (pack). The device kernel
-(runner/native/gguf_linear.cpp)
+(native/src/gguf_linear.cpp)
 quantizes x per block of 32 the way llama.cpp's Q8_1 does and takes each block's sum from the same integers;
 the reference here computes the same quantities in float, so eager and .pte agree to float rounding.
 torch.export records the operator (`GGUFLinear` calls it while exporting); eager runs keep the unpacked

@@ -10,7 +10,7 @@ import numpy as np
 from edgeslm.models.gguf_grid import BLOCK
 
 GRID_SUMS = "/grid/BlockSumsMatMulNBits"  # name suffix of the node summing an input's blocks (Q4_1)
-OWN_DOMAIN, OWN_OP = "ai.edgeslm", "GgufLinear"  # edgeslm's onnxruntime op (runner/native/ort_gguf.cpp)
+OWN_DOMAIN, OWN_OP = "ai.edgeslm", "GgufLinear"  # edgeslm's onnxruntime op (native/src/ort_gguf.cpp)
 GRID_TILES = ".gguf_tiles"  # name suffix of a GgufLinear's weights: the file's Q4_1 blocks in tiles of 16 rows
 
 

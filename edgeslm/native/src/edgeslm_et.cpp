@@ -3,7 +3,7 @@
 // optimized and quantized kernel libraries: none of them needs libtorch), so a device needs those
 // libraries, numpy and this file, not torch.
 //
-// Build (x86_64 or aarch64; see edgeslm/runner/native/build.py):
+// Build (x86_64 or aarch64; see Makefile here, run by edgeslm/native/build.py):
 //   g++ -O2 -std=c++17 -shared -fPIC edgeslm_et.cpp -I<executorch>/include -L<executorch>/lib
 //       -Wl,--no-as-needed -lexecutorch -lexecutorch_backend_xnnpack -lexecutorch_kernels_optimized
 //       -lexecutorch_kernels_quantized -lexecutorch_threadpool -Wl,-rpath,'$ORIGIN' -o libedgeslm_et.so
