@@ -126,9 +126,9 @@ def test_the_wheel_deploys_a_decoder_to_the_pi_without_a_compiler(emulated, tmp_
     recipe = load_recipe(decoder_8da4w_recipe)
     folder = build(recipe, plan(recipe, [load_target("rpi4")])[0], tmp_path / "out").folder
     inventory = tmp_path / "devices.toml"
+    device = {**emulated.model_dump(mode="json", exclude={"name"}), "workdir": str(tmp_path / "wd")}  # a clean one
     inventory.write_text("[devices.pi4emu]\n" + "".join(
-        f"{k} = {json.dumps(v)}\n" for k, v in emulated.model_dump(mode="json", exclude={"name"}).items()
-        if v is not None and not isinstance(v, (dict, list))))
+        f"{k} = {json.dumps(v)}\n" for k, v in device.items() if v is not None and not isinstance(v, (dict, list))))
     cache = tmp_path / "cache"
     env = {"PATH": str(fresh / "bin"), "HOME": str(tmp_path), "EDGESLM_CACHE": str(cache), "LC_ALL": "C.UTF-8"}
     assert not any(Path(p, "g++").exists() for p in env["PATH"].split(":"))
