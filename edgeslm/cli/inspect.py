@@ -131,9 +131,10 @@ def explain_lines(model: type[BaseModel], kind: str) -> list[str]:
 
     walk(model, "")
     if kind == "recipe":
-        for tag, cls in PASS_TYPES.items():
-            lines.append(f"[[passes]] type = \"{tag}\": {cls.__doc__ or ''}".rstrip())
-            walk(cls, "passes[].")
+        for tag, base in PASS_TYPES.items():
+            for cls in base.variants():
+                lines.append(f"[[passes]] type = \"{tag}\": {' '.join((cls.__doc__ or '').split())}".rstrip())
+                walk(cls, "passes[].")
     if kind == "devices":
         lines.append("A device named 'local' always exists: this machine, no SSH.")
     return lines

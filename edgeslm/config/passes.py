@@ -1,10 +1,10 @@
-"""Pass configurations: one small frozen class per pass, selected by `type` in `[[passes]]`.
+"""Pass configurations: one small frozen class per pass, selected by `type` in `[[passes]]` (and, where a pass's
+keys depend on a choice, by `variant`: quantize's method), each declaring where it applies (`refuses`: what it
+cannot do for the recipe's task, formats and data, checked by generic code before any work).
 
-Every pass is a config class registered here under its `type` plus a handler that carries it out
-(`edgeslm.passes`). Handlers import torch, so this module names them by import path only and stays
-importable without torch (`edgeslm validate` checks a recipe's passes in milliseconds). Adding a pass
-means adding one class (and its handler module); no caller changes. A class registered at run time
-(`edgeslm.passes.register_pass`, e.g. from a test or a plugin) is as good as a built-in one.
+The handler that carries a pass out is registered with `edgeslm.passes.register_pass`, the one mechanism for
+built-in passes and for passes added at run time (a test, a plugin). This module imports no torch
+(`edgeslm validate` checks a recipe's passes in milliseconds).
 """
 
 from __future__ import annotations
@@ -24,11 +24,25 @@ class PassConfig(StrictModel):
     # False for passes that adapt the model to its task (finetune): compression is judged against the
     # model as it is after them. True for passes that trade accuracy for size or speed (prune, quantize).
     compresses: ClassVar[bool] = True
-    handler: ClassVar[str] = ""  # "module:function" carrying the pass out (imported when it runs)
     summary: ClassVar[str] = ""  # one line for `edgeslm explain`
     # True when the pass changes weights only (not shapes): its result can be cached as a state dict and
     # shared by every recipe that starts with the same passes (several variants of one fine-tuned model)
     cacheable: ClassVar[bool] = False
+
+    @classmethod
+    def variant(cls, entry: dict) -> type[PassConfig]:
+        """The class a [[passes]] table of this type parses into (a type whose keys depend on a choice picks here)."""
+        return cls
+
+    @classmethod
+    def variants(cls) -> tuple[type[PassConfig], ...]:
+        """Every class `variant` can give (what `edgeslm explain` lists)."""
+        return (cls,)
+
+    def refuses(self, recipe, task):
+        """Why this pass cannot run in `recipe` for `task` (its contract.tasks row): (key below passes[i], problem,
+        fix) for each reason; nothing when it applies. A pass that applies everywhere keeps this."""
+        return iter(())
 
 
 PASS_TYPES: dict[str, type[PassConfig]] = {}
@@ -59,12 +73,16 @@ class CalibrationSpec(StrictModel):
         "minmax", description="How ranges are derived from calibration statistics (ONNX).")
 
 
+INT8_METHODS = ("dynamic-int8", "static-int8")
+WEIGHT_METHODS = ("8da4w", "8da8w", "int8-weight-only")
+
+
 @register_config
 class QuantizeConfig(PassConfig):
-    """Post-training int8 quantization: planned on the PyTorch model (layers kept in float, SmoothQuant),
-    realised by each exporter in its own runtime's terms."""
+    """Post-training quantization, planned on the PyTorch model and realised by each format in its own runtime's
+    terms. Its keys depend on the method: encoders' int8 (Int8QuantizeConfig) or decoders' weight quantization
+    (WeightQuantizeConfig); a recipe's table becomes the one its method names."""
 
-    handler: ClassVar[str] = "edgeslm.passes.quantize:run"
     summary: ClassVar[str] = "int8 weights (and activations), per format and target preset"
     type: Literal["quantize"] = "quantize"
     method: Literal["dynamic-int8", "static-int8", "8da4w", "8da8w", "int8-weight-only"] = Field(
@@ -72,10 +90,37 @@ class QuantizeConfig(PassConfig):
         "or static-int8 (int8 weights and activations with ranges fixed by calibration data). Decoders "
         "(text-generation): 8da4w (torchao: int4 weights in groups of group_size, int8 dynamic activations "
         "per token), 8da8w (int8 weights), int8-weight-only (int8 weights per channel, float activations).")
-    group_size: int = Field(32, ge=0, le=4096, description="8da4w/8da8w: input channels per weight scale "
-                            "(0 = one scale per output channel). Layers whose width is not a multiple "
-                            "stay float (listed in the manifest). ONNX decoders: the MatMulNBits block size "
-                            "(16, 32, 64, 128 or 256).")
+    embeddings: bool = Field(
+        False, description="Also store the word-embedding table in int8 (per row): ONNX with dynamic-int8 "
+        "(onnxruntime's Gather quantization), ExecuTorch with either method (embedding_byte). MiniLM: ONNX "
+        "23.5 MB instead of 59.2 MB, embedding cosine 0.9923 instead of 0.9936.")
+    calibration: CalibrationSpec | None = Field(
+        None, description="Texts for activation statistics: static ranges and SmoothQuant scales "
+        "(defaults to the bundled texts).")
+
+    @classmethod
+    def variant(cls, entry: dict) -> type[PassConfig]:
+        method = entry.get("method")
+        return Int8QuantizeConfig if method in INT8_METHODS else WeightQuantizeConfig if method in WEIGHT_METHODS \
+            else cls
+
+    @classmethod
+    def variants(cls) -> tuple[type[PassConfig], ...]:
+        return (Int8QuantizeConfig, WeightQuantizeConfig)
+
+    def refuses(self, recipe, task):
+        if self.method not in task.quantize_methods:
+            yield (".method", f"task {task.name!r} does not allow {self.method}",
+                   task.quantize_refusal or f"use one of {', '.join(sorted(task.quantize_methods))}")
+
+
+class Int8QuantizeConfig(QuantizeConfig):
+    """Encoders' int8 quantization (method dynamic-int8 or static-int8): the Linear layers kept in float and
+    SmoothQuant are planned on the PyTorch model; each format quantizes with the target's integer preset."""
+
+    method: Literal["dynamic-int8", "static-int8"] = Field(
+        description="dynamic-int8 (int8 weights, activations quantized at run time, no data needed) or static-int8 "
+        "(int8 weights and activations with ranges fixed by calibration data).")
     granularity: Literal["per-channel", "per-tensor"] = Field(
         "per-channel", description="Weight scale granularity. per-channel keeps accuracy "
         "(MiniLM: cosine 0.989 vs 0.962 per-tensor with plain dynamic int8).")
@@ -90,6 +135,38 @@ class QuantizeConfig(PassConfig):
     keep_sensitive_float: bool | None = Field(
         None, description="Keep the FFN down-projections (width-reducing Linear layers, the most "
         "outlier-sensitive) in float. Default: true for static-int8, false for dynamic-int8.")
+    exclude: tuple[str, ...] = Field(
+        (), description="Glob patterns of module paths or node names kept in float "
+        "(e.g. '*encoder.layer.0.*', '*pooler*').")
+    max_accuracy_drop: float | None = Field(
+        None, ge=0, le=100, description="Accuracy-aware quantization: per format, try settings in order of "
+        "compression (as configured; SmoothQuant alpha 0.5 and 0.85; FFN down-projections kept in float; "
+        "attention output projections too; the first and last layer too) until the [eval] metric of the "
+        "artifact is at most this many points below the model before quantization. Every trial and the "
+        "choice go into the manifest; when none holds, the build fails listing them. Needs [eval].")
+
+
+
+    def refuses(self, recipe, task):
+        yield from super().refuses(recipe, task)
+        if self.embeddings and self.method != "dynamic-int8" and "onnx" in recipe.export.formats:
+            yield (".embeddings", "int8 embeddings in ONNX are implemented with dynamic-int8 only",
+                   "set embeddings = false, use method = \"dynamic-int8\", or export.formats = [\"executorch\"]")
+        if self.max_accuracy_drop is not None and recipe.eval is None:
+            yield ".max_accuracy_drop", "needs a task metric to search against", "add [eval] with a dataset"
+
+
+class WeightQuantizeConfig(QuantizeConfig):
+    """Decoders' weight quantization (method 8da4w, 8da8w or int8-weight-only): the integer grid is chosen once
+    (round to nearest, GPTQ, or a GGUF source's own) and carried by each format."""
+
+    method: Literal["8da4w", "8da8w", "int8-weight-only"] = Field(
+        description="8da4w (torchao: int4 weights in groups of group_size, int8 dynamic activations per token), "
+        "8da8w (int8 weights), int8-weight-only (int8 weights per channel, float activations).")
+    group_size: int = Field(32, ge=0, le=4096, description="8da4w/8da8w: input channels per weight scale "
+                            "(0 = one scale per output channel). Layers whose width is not a multiple "
+                            "stay float (listed in the manifest). ONNX decoders: the MatMulNBits block size "
+                            "(16, 32, 64, 128 or 256).")
     gguf_grid: Literal["keep", "requantize"] = Field(
         "keep", description="text-generation from a GGUF source, method 8da4w: 'keep' carries the file's own "
         "integers and scales (blocks of 32) instead of rounding the dequantized weights a second time, as "
@@ -111,22 +188,16 @@ class QuantizeConfig(PassConfig):
         "the .pte's int4 linears). Needs group_size = 32; with a GGUF source it replaces the file's grid. "
         "Measured on SmolLM2-135M (weights from its Q4_1 GGUF, ONNX, held text): RTN +32% perplexity, GPTQ on "
         "32k tokens of BBC News +43%, on the 64 bundled sentences +72%: calibrate on text like the task's.")
-    embeddings: bool = Field(
-        False, description="Also store the word-embedding table in int8 (per row): ONNX with dynamic-int8 "
-        "(onnxruntime's Gather quantization), ExecuTorch with either method (embedding_byte). MiniLM: ONNX "
-        "23.5 MB instead of 59.2 MB, embedding cosine 0.9923 instead of 0.9936.")
-    exclude: tuple[str, ...] = Field(
-        (), description="Glob patterns of module paths or node names kept in float "
-        "(e.g. '*encoder.layer.0.*', '*pooler*').")
-    calibration: CalibrationSpec | None = Field(
-        None, description="Texts for activation statistics: static ranges and SmoothQuant scales "
-        "(defaults to the bundled texts).")
-    max_accuracy_drop: float | None = Field(
-        None, ge=0, le=100, description="Accuracy-aware quantization: per format, try settings in order of "
-        "compression (as configured; SmoothQuant alpha 0.5 and 0.85; FFN down-projections kept in float; "
-        "attention output projections too; the first and last layer too) until the [eval] metric of the "
-        "artifact is at most this many points below the model before quantization. Every trial and the "
-        "choice go into the manifest; when none holds, the build fails listing them. Needs [eval].")
+
+    def refuses(self, recipe, task):
+        yield from super().refuses(recipe, task)
+        if "onnx" in recipe.export.formats and self.group_size not in (16, 32, 64, 128, 256):
+            yield (".group_size", f"ONNX decoders quantize in blocks of 16, 32, 64, 128 or 256 input channels, not "
+                   f"{self.group_size}", "use 32, or export.formats = [\"executorch\"]")
+        if self.algorithm == "gptq" and (self.method != "8da4w" or self.group_size != 32):
+            yield (".algorithm", f"gptq chooses int4 grids in groups of 32 (method 8da4w, group_size 32), not "
+                   f"{self.method} with group_size {self.group_size}",
+                   "set method = \"8da4w\" and group_size = 32, or algorithm = \"rtn\"")
 
 
 class TrainingSpec(StrictModel):
@@ -159,11 +230,17 @@ class TrainingSpec(StrictModel):
 class FinetuneConfig(TrainingSpec, PassConfig):
     """Fine-tune the model on a labelled dataset of the recipe (sequence classification), on the CPU."""
 
-    handler: ClassVar[str] = "edgeslm.passes.finetune:run"
     summary: ClassVar[str] = "train the task head (and the encoder) on the recipe's data"
     compresses: ClassVar[bool] = False
     cacheable: ClassVar[bool] = True
     type: Literal["finetune"] = "finetune"
+
+    def refuses(self, recipe, task):
+        if task.head == "decoder":
+            yield "", f"{task.name} takes only a quantize pass, not 'finetune'", "remove it"
+        elif not task.labelled:
+            yield "", f"finetune trains sequence classifiers; the task is {task.name!r}", \
+                "use task = \"sequence-classification\""
 
 
 @register_config
@@ -171,7 +248,6 @@ class PruneConfig(PassConfig):
     """Structured pruning: remove whole attention heads and FFN neurons, physically shrinking the weight
     matrices (what CPU runtimes turn into speed), then recover with a short fine-tune."""
 
-    handler: ClassVar[str] = "edgeslm.passes.prune:run"
     summary: ClassVar[str] = "remove attention heads and FFN neurons by measured importance"
     type: Literal["prune"] = "prune"
     heads: float = Field(0.0, ge=0, lt=1, description="Share of attention heads removed in every layer "
@@ -187,6 +263,16 @@ class PruneConfig(PassConfig):
     recovery: TrainingSpec | None = Field(
         None, description="Fine-tune after pruning (recommended; distill = \"teacher\" learns from the "
         "unpruned model). Omit for no recovery.")
+
+    def refuses(self, recipe, task):
+        if task.head == "decoder":
+            yield "", f"{task.name} takes only a quantize pass, not 'prune'", "remove it"
+            return
+        if self.importance == "taylor" and not task.labelled:
+            yield ".importance", "taylor importance needs labels (sequence-classification)", \
+                "use importance = \"magnitude\""
+        if self.recovery is not None and not task.labelled:
+            yield ".recovery", "recovery fine-tuning needs a sequence-classification task", "remove it"
 
     @model_validator(mode="after")
     def _something(self):

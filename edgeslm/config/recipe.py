@@ -225,7 +225,7 @@ class Recipe(StrictModel):
                 if kind is None:
                     raise ValueError(f"unknown pass type {entry.get('type')!r} (choose one of: "
                                      f"{', '.join(sorted(PASS_TYPES))})")
-                entry = kind.model_validate(entry)
+                entry = kind.variant(entry).model_validate(entry)
             out.append(entry)
         return tuple(out)
 
@@ -322,7 +322,7 @@ def parse_passes(entries, file: str) -> None:
             raise ConfigError(file, f"passes[{i}].type", f"unknown pass type {tag!r}",
                               f"did you mean '{close[0]}'?" if close else
                               f"choose one of: {', '.join(sorted(PASS_TYPES))}")
-        parse(PASS_TYPES[tag], entry, file, prefix=("passes", i))
+        parse(PASS_TYPES[tag].variant(entry), entry, file, prefix=("passes", i))
 
 
 def load_recipe(path: str | Path) -> LoadedRecipe:

@@ -9,16 +9,17 @@ measured against it (and distillation learns from it).
     @register_pass(MyConfig)          # MyConfig: a PassConfig with type: Literal["my-pass"]
     def my_pass(ctx, cfg): ...
 
-makes `[[passes]] type = "my-pass"` valid in recipes; no caller changes.
+makes `[[passes]] type = "my-pass"` valid in recipes; no caller changes. Where it does not apply (a task, a
+format, missing data) the config's `refuses(recipe, task)` says, and the recipe is refused before any work.
+The built-in passes (quantize, finetune, prune) are registered the same way, at the end of this module.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from edgeslm.config.passes import PASS_TYPES, PassConfig, pass_tag, register_config
+from edgeslm.config.passes import FinetuneConfig, PassConfig, PruneConfig, QuantizeConfig, pass_tag, register_config
 from edgeslm.errors import UserError
 
 HANDLERS: dict[str, Callable] = {}
@@ -39,21 +40,10 @@ def register_pass(config_cls: type[PassConfig]):
 
 
 def handler_for(cfg: PassConfig, where: str = "passes") -> Callable:
-    tag = cfg.type
-    if tag in HANDLERS:
-        return HANDLERS[tag]
-    path = getattr(type(cfg), "handler", "")
-    if not path:
-        raise PassError(f"{where}: pass type {tag!r} has no handler (known passes with handlers: "
-                        f"{', '.join(sorted(set(HANDLERS) | {t for t, c in PASS_TYPES.items() if c.handler}))}); "
-                        "register one with edgeslm.passes.register_pass")
-    module, _, name = path.partition(":")
-    try:
-        fn = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        raise PassError(f"{where}: handler {path!r} of pass type {tag!r} cannot be loaded ({exc})") from None
-    HANDLERS[tag] = fn
-    return fn
+    if cfg.type in HANDLERS:
+        return HANDLERS[cfg.type]
+    raise PassError(f"{where}: pass type {cfg.type!r} has no handler (known passes with handlers: "
+                    f"{', '.join(sorted(HANDLERS))}); register one with edgeslm.passes.register_pass")
 
 
 @dataclass
@@ -103,3 +93,25 @@ def run_passes(ctx: PassContext, passes, before_compression: Callable[[PassConte
             cache.keep(ctx, passes, i)
     if not recorded:
         before_compression(ctx)
+
+
+# the built-in passes, registered as any other (their work imports torch when it runs, not here)
+@register_pass(QuantizeConfig)
+def _quantize(ctx, cfg):
+    from edgeslm.passes.quantize import run
+
+    return run(ctx, cfg)
+
+
+@register_pass(FinetuneConfig)
+def _finetune(ctx, cfg):
+    from edgeslm.passes.finetune import run
+
+    return run(ctx, cfg)
+
+
+@register_pass(PruneConfig)
+def _prune(ctx, cfg):
+    from edgeslm.passes.prune import run
+
+    return run(ctx, cfg)

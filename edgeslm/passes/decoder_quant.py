@@ -8,18 +8,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgeslm.config.passes import QuantizeConfig
+from edgeslm.config.passes import WeightQuantizeConfig
 
 GPTQ_ENOUGH_TOKENS = 8192  # fewer calibration tokens get a warning in the build
 
 
 @dataclass
 class DecoderQuantPlan:
-    config: QuantizeConfig
+    config: WeightQuantizeConfig
     carried: tuple | None = None  # (grids, {gguf tensor: why not carried}): a grid the formats carry as it is
 
 
-def plan(ctx, cfg: QuantizeConfig) -> dict:
+def plan(ctx, cfg: WeightQuantizeConfig) -> dict:
     """Pass handler for a decoder (ctx.model a models.causal_lm.LoadedDecoder); `ctx.calibration()` gives the
     calibration token chunks."""
     model = ctx.model

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from edgeslm.config.passes import QuantizeConfig
+from edgeslm.config.passes import Int8QuantizeConfig, QuantizeConfig, WeightQuantizeConfig
 
 
 @dataclass
@@ -23,10 +23,8 @@ class PreparedQuant:
 
 def run(ctx, cfg: QuantizeConfig) -> dict:
     """Pass handler: plan the quantization; the model's module becomes the smoothed copy. A decoder's plan is
-    passes.decoder_quant's."""
-    from edgeslm.models.causal_lm import LoadedDecoder
-
-    if isinstance(ctx.model, LoadedDecoder):
+    passes.decoder_quant's (a decoder's weight quantization)."""
+    if isinstance(cfg, WeightQuantizeConfig):
         from edgeslm.passes.decoder_quant import plan
 
         return plan(ctx, cfg)
@@ -47,7 +45,7 @@ def down_projections(module: torch.nn.Module) -> list[str]:
             if isinstance(m, torch.nn.Linear) and m.in_features > m.out_features]
 
 
-def prepare(module: torch.nn.Module, q: QuantizeConfig, calibration, input_names) -> PreparedQuant:
+def prepare(module: torch.nn.Module, q: Int8QuantizeConfig, calibration, input_names) -> PreparedQuant:
     keep = q.keep_sensitive_float if q.keep_sensitive_float is not None else q.method == "static-int8"
     kept = down_projections(module) if keep else []
     if q.exclude:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from edgeslm.config.catalog import classify_file, is_target_file, load_inventory, load_target, shipped
 from edgeslm.config.devices import Inventory
-from edgeslm.config.passes import QuantizeConfig
+from edgeslm.config.passes import Int8QuantizeConfig
 from edgeslm.config.recipe import LoadedRecipe, file_keys, load_recipe, path_for_display
 from edgeslm.config.target import Target, load_target_file
 from edgeslm.contract.tasks import TASKS
@@ -40,10 +40,10 @@ def check_plan(loaded: LoadedRecipe, target: Target) -> None:
     from edgeslm.config.target import consistency
 
     recipe, file = loaded.recipe, str(path_for_display(loaded.path))
-    from edgeslm.passes import HANDLERS  # torch-free: handlers are imported only when a pass runs
+    from edgeslm.passes import HANDLERS  # torch-free: handlers import torch only when a pass runs
 
     for i, p in enumerate(recipe.passes):
-        if p.type not in HANDLERS and not type(p).handler:
+        if p.type not in HANDLERS:
             raise ConfigError(file, f"passes[{i}].type", f"pass {p.type!r} has no handler registered",
                               "register one with edgeslm.passes.register_pass, or remove the pass")
     for fmt in recipe.export.formats:
@@ -51,7 +51,7 @@ def check_plan(loaded: LoadedRecipe, target: Target) -> None:
             raise ConfigError(file, "export.formats", f"target {target.name!r} cannot run {fmt}",
                               f"it runs {', '.join(target.formats)}; remove {fmt} or pick another target")
     for i, q in enumerate(recipe.passes):
-        if isinstance(q, QuantizeConfig) and q.preset != "target" and target.arch != "auto":
+        if isinstance(q, Int8QuantizeConfig) and q.preset != "target" and target.arch != "auto":
             problem = consistency(target.arch, target.features, q.preset)
             if problem:
                 raise ConfigError(file, f"passes[{i}].preset", f"does not suit target {target.name!r}: {problem}",

@@ -32,7 +32,7 @@ EXAMPLES = {"quantize": dict(method="static-int8", calibration=CalibrationSpec(s
 
 @pytest.mark.parametrize("tag", sorted(PASS_TYPES))
 def test_pass_roundtrip(tag):
-    cls = PASS_TYPES[tag]
+    cls = PASS_TYPES[tag].variant(EXAMPLES.get(tag, {}))  # quantize: the class its method selects
     cfg = cls(**EXAMPLES.get(tag, {}))
     assert cls.model_validate_json(cfg.model_dump_json()) == cfg
     # and inside a recipe, where the type selects the class

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from edgeslm.config.catalog import load_target
-from edgeslm.config.passes import QuantizeConfig
+from edgeslm.config.passes import Int8QuantizeConfig
 from edgeslm.config.recipe import load_recipe
 from edgeslm.errors import CheckFailed
 from edgeslm.pipeline import build, plan
@@ -24,7 +24,7 @@ def test_candidates_go_from_most_to_least_compressed(trainable_model):
 
     m = load_model(resolve_source(str(trainable_model("bert")), Path(".")), "sequence-classification",
                    labels=["a", "b", "c"])
-    names = [n for n, _ in candidates(QuantizeConfig(method="dynamic-int8"), m.hf)]
+    names = [n for n, _ in candidates(Int8QuantizeConfig(method="dynamic-int8"), m.hf)]
     assert names == ["as configured", "SmoothQuant alpha 0.5", "SmoothQuant alpha 0.85",
                      "FFN down-projections in float", "+ attention output projections in float",
                      "+ first and last layer in float"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from edgeslm.config.passes import QuantizeConfig
+from edgeslm.config.passes import Int8QuantizeConfig
 from edgeslm.models.loader import load_model
 from edgeslm.models.sources import resolve_source
 from edgeslm.passes.quantize import down_projections, prepare
@@ -27,7 +27,7 @@ def test_smoothing_is_exact_in_float_and_keeps_tied_embeddings(tiny_model):
     names = list(m.input_names)
     samples = [m.tokenize([t], 64, 4) for t in ("The stock market fell.", "A man is playing a guitar.")]
     emb_before = m.module.model.distilbert.embeddings.word_embeddings.weight.detach().clone()
-    q = QuantizeConfig(method="dynamic-int8", smooth_alpha=0.7)
+    q = Int8QuantizeConfig(method="dynamic-int8", smooth_alpha=0.7)
     prepared = prepare(m.module, q, lambda: samples, names)
     assert prepared.module is not m.module
     assert prepared.facts["smoothquant"]["smoothed_linear"] > 0
@@ -42,9 +42,9 @@ def test_static_keeps_down_projections_float_by_default(tiny_model):
     m = _load(tiny_model, "bert", "embedding")
     downs = down_projections(m.module)
     assert downs and all(n.endswith("output.dense") for n in downs)
-    static = prepare(m.module, QuantizeConfig(method="static-int8", smooth_alpha=0), list, m.input_names)
-    dynamic = prepare(m.module, QuantizeConfig(method="dynamic-int8", smooth_alpha=0), list, m.input_names)
+    static = prepare(m.module, Int8QuantizeConfig(method="static-int8", smooth_alpha=0), list, m.input_names)
+    dynamic = prepare(m.module, Int8QuantizeConfig(method="dynamic-int8", smooth_alpha=0), list, m.input_names)
     assert static.kept_float == sorted(downs) and dynamic.kept_float == []
-    excl = prepare(m.module, QuantizeConfig(method="dynamic-int8", smooth_alpha=0, exclude=("*layer.0.*",)),
+    excl = prepare(m.module, Int8QuantizeConfig(method="dynamic-int8", smooth_alpha=0, exclude=("*layer.0.*",)),
                    list, m.input_names)
     assert excl.kept_float and all(".layer.0." in n for n in excl.kept_float)
