@@ -16,17 +16,14 @@ The built-in passes (quantize, finetune, prune) are registered the same way, at 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 from edgeslm.config.passes import FinetuneConfig, PassConfig, PruneConfig, QuantizeConfig, pass_tag, register_config
-from edgeslm.errors import UserError
+from edgeslm.passes.base import ExportPlan, PassContext, PassError
+
+__all__ = ["ExportPlan", "PassContext", "PassError", "register_pass", "run_passes"]
 
 HANDLERS: dict[str, Callable] = {}
-
-
-class PassError(UserError):
-    """A pass cannot run as configured (no handler, data it cannot use)."""
 
 
 def register_pass(config_cls: type[PassConfig]):
@@ -44,30 +41,6 @@ def handler_for(cfg: PassConfig, where: str = "passes") -> Callable:
         return HANDLERS[cfg.type]
     raise PassError(f"{where}: pass type {cfg.type!r} has no handler (known passes with handlers: "
                     f"{', '.join(sorted(HANDLERS))}); register one with edgeslm.passes.register_pass")
-
-
-@dataclass
-class ExportPlan:
-    """What the exporters must realise beyond exporting the module (today: quantization)."""
-
-    quantization: Any = None  # edgeslm.passes.quantize.PreparedQuant
-
-
-@dataclass
-class PassContext:
-    model: Any  # models.loader.LoadedModel (encoders) or models.causal_lm.LoadedDecoder: what the passes change
-    recipe: Any  # edgeslm.config.recipe.Recipe
-    datasets: Callable[[str | None], Any]  # name (None: the only one) -> edgeslm.datasets.Dataset
-    calibration: Callable[[], list]  # tokenized calibration samples (decoders: token chunks)
-    step: Callable  # StepLog.step: a context manager per named step
-    plan: ExportPlan = field(default_factory=ExportPlan)
-    facts: list[dict] = field(default_factory=list)  # one entry per pass, into the manifest
-    teacher: Any = None  # the model before compression (set by the pipeline's hook)
-    progress: Callable[[str], None] = lambda message: None  # one-line progress (epochs, accuracy)
-    warnings: list[str] = field(default_factory=list)  # for the build's warnings (console and manifest)
-
-    def max_len(self, override: int | None = None) -> int:
-        return override or self.recipe.inputs.max_seq_len
 
 
 def run_passes(ctx: PassContext, passes, before_compression: Callable[[PassContext], None], cache=None) -> None:

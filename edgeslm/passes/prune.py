@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from edgeslm.config.passes import PruneConfig
-from edgeslm.passes import PassError
+from edgeslm.passes.base import PassError
 
 
 @dataclass

@@ -48,7 +48,7 @@ def candidates(q: QuantizeConfig, hf) -> list[tuple[str, QuantizeConfig]]:
 
 def search(fmt: str, exporter, ectx, prepared, evalset, batch: int, before: float, log) -> tuple:
     """Export `fmt` with each candidate until the metric holds. Returns (ExportResult, runner, facts)."""
-    from edgeslm.passes import ExportPlan
+    from edgeslm.passes.base import ExportPlan
     from edgeslm.passes.quantize import prepare
 
     q: QuantizeConfig = prepared.config

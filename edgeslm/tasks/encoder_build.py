@@ -25,7 +25,7 @@ from edgeslm.tasks.base import Exported, ManifestBody, TaskBuild
 
 EAGER_BATCH = 16  # eager PyTorch scores the eval split in batches of this size (exact up to float)
 # the code a cached fine-tuning result depends on (a change elsewhere does not redo it)
-CACHED_PASS_CODE = ("passes/__init__.py", "passes/cache.py", "passes/finetune.py", "models/loader.py",
+CACHED_PASS_CODE = ("passes/__init__.py", "passes/base.py", "passes/cache.py", "passes/finetune.py", "models/loader.py",
                     "datasets.py", "config/passes.py", "config/data.py", "texts.py")
 
 
