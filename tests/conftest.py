@@ -14,7 +14,7 @@ WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 
 # Fixtures that build or profile models (minutes on 2 cores): a test that uses one belongs to the slow tier even
 # when its file does not say so. `make test-fast` runs the rest (`-m "not slow"`); `make test` runs everything.
-HEAVY_FIXTURES = {"tiny_builds", "trainable_model", "decoder_8da4w", "decoder_models", "fp32_builds", "profiled"}
+HEAVY_FIXTURES = {"tiny_builds", "trainable_model", "decoder_8da4w", "decoder_models", "fp32_builds"}
 
 
 def pytest_collection_modifyitems(config, items):
