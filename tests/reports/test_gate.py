@@ -14,7 +14,6 @@ from edgeslm.cli import main
 from edgeslm.errors import EXIT_FAILED, EXIT_USER, UserError
 from edgeslm.reports.gate import compare, parse_fail_on
 
-pytestmark = pytest.mark.slow
 
 
 def cli(*args):

@@ -15,7 +15,6 @@ from click.testing import CliRunner
 from edgeslm.cli import main
 from edgeslm.errors import EXIT_USER
 
-pytestmark = pytest.mark.slow
 
 
 def cli(*args):

@@ -1,10 +1,9 @@
-"""Reports rendered from real build manifests and real profile results."""
+"""Reports rendered from real build manifests and real profile results (committed: tests/reports/golden)."""
 
 from __future__ import annotations
 
 import json
 
-import pytest
 from click.testing import CliRunner
 
 from edgeslm.cli import main
@@ -12,7 +11,6 @@ from edgeslm.errors import EXIT_USER
 from edgeslm.reports.collect import collect, rows
 from edgeslm.reports.model import build_report
 
-pytestmark = pytest.mark.slow
 
 
 def cli(*args):
