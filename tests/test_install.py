@@ -38,6 +38,7 @@ def test_wheel_ships_recipes_and_targets(tmp_path):
     sources = {p.relative_to(ROOT).as_posix() for p in native.rglob("*") if p.suffix in (".cpp", ".h")
                or p.name == "Makefile"}
     assert len(sources) > 5 and not sources - set(names), sorted(sources - set(names))
+    assert {f"edgeslm/data/schemas/{k}.schema.json" for k in ("manifest", "profile", "probe")} <= set(names)
     with zipfile.ZipFile(wheel) as z:
         for arch, machine in (("x86_64", 62), ("aarch64", 183)):
             folder = f"edgeslm/native/prebuilt/{arch}/"

@@ -1,4 +1,4 @@
-"""validate / recipes / targets / explain: read-only commands that never import torch."""
+"""validate / recipes / targets / explain / schema: read-only commands that never import torch."""
 
 from __future__ import annotations
 
@@ -104,6 +104,16 @@ def explain(kind: str, as_json: bool) -> None:
         return
     for line in explain_lines(model, kind):
         click.echo(line)
+
+
+@main.command()
+@click.argument("kind", type=click.Choice(["manifest", "profile", "probe"]))
+def schema(kind: str) -> None:
+    """Print the JSON Schema of what edgeslm writes, for other tools: a build's manifest.json (manifest), a device's
+    profile result (profile) or probe (probe). The same files ship in the package (edgeslm/data/schemas)."""
+    from edgeslm.artifacts.schemas import shipped
+
+    click.echo(shipped(kind), nl=False)
 
 
 def explain_lines(model: type[BaseModel], kind: str) -> list[str]:
