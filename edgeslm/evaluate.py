@@ -14,8 +14,9 @@ from typing import Callable
 
 import numpy as np
 
-from edgeslm.errors import ConfigError
 from edgeslm.contract.parity import nearest_centroid, task_metric
+from edgeslm.contract.tasks import TASKS
+from edgeslm.errors import ConfigError
 
 # nearest-centroid probe: train texts per label used for the centroids
 CENTROID_TEXTS_PER_LABEL = 64
@@ -70,8 +71,6 @@ class EvalSet:
 
 def _pooled(task: str) -> bool:
     """A pooled output (an embedding) is scored by its nearest class centroid; logits by their argmax."""
-    from edgeslm.contract.tasks import TASKS
-
     return TASKS[task].head == "embedding"
 
 

@@ -95,8 +95,8 @@ class QuantizeConfig(PassConfig):
         "(onnxruntime's Gather quantization), ExecuTorch with either method (embedding_byte). MiniLM: ONNX "
         "23.5 MB instead of 59.2 MB, embedding cosine 0.9923 instead of 0.9936.")
     calibration: CalibrationSpec | None = Field(
-        None, description="Texts for activation statistics: static ranges and SmoothQuant scales "
-        "(defaults to the bundled texts).")
+        None, description="Texts to calibrate on: static ranges and SmoothQuant scales (encoders), GPTQ "
+        "(decoders); defaults to the bundled texts.")
 
     @classmethod
     def variant(cls, entry: dict) -> type[PassConfig]:
@@ -144,8 +144,6 @@ class Int8QuantizeConfig(QuantizeConfig):
         "attention output projections too; the first and last layer too) until the [eval] metric of the "
         "artifact is at most this many points below the model before quantization. Every trial and the "
         "choice go into the manifest; when none holds, the build fails listing them. Needs [eval].")
-
-
 
     def refuses(self, recipe, task):
         yield from super().refuses(recipe, task)

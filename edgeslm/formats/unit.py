@@ -5,6 +5,7 @@ heavy: the units import their exporters (torch, onnx, executorch) only when aske
 from __future__ import annotations
 
 from edgeslm.contract.formats import FORMATS, FormatRow
+from edgeslm.contract.tasks import TASKS
 
 
 class FormatUnit:
@@ -45,8 +46,6 @@ class FormatUnit:
         raise NotImplementedError(f"format {self.name} exports no decoders")
 
     def uploads_runtime(self, task: str) -> bool:
-        from edgeslm.contract.tasks import TASKS
-
         return task in TASKS and TASKS[task].head in self.own_runtime
 
     def device_package(self, task: str) -> str | None:
