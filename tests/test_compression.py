@@ -60,14 +60,13 @@ def compressed(tmp_path_factory, trainable_model, topics_csv):
 def test_task_metric_before_and_after_compression(compressed):
     m = compressed["host"].manifest
     ev = m.evaluation
-    assert ev["metric"] == "accuracy" and ev["eval_texts"] >= 30 and ev["dataset_facts"]["labels"] == [
+    assert ev.metric == "accuracy" and ev.eval_texts >= 30 and ev.dataset_facts["labels"] == [
         "culture", "money", "tech"]
-    assert ev["original"]["value"] > 0.85  # the fine-tuned model
+    assert ev.original.value > 0.85  # the fine-tuned model
     for fmt in ("onnx", "executorch"):
         a = m.artifact(fmt)
-        assert a.task_metric["value"] == ev["artifacts"][fmt]["value"] > 0.6
-        assert a.task_metric["drop_points"] == pytest.approx((ev["original"]["value"] - a.task_metric["value"]) * 100,
-                                                             abs=1e-3)
+        assert a.task_metric.value == ev.artifacts[fmt].value > 0.6
+        assert a.task_metric.drop_points == pytest.approx((ev.original.value - a.task_metric.value) * 100, abs=1e-3)
         # export fidelity against the pruned eager model (gated), compression loss against the fine-tuned one
         fidelity = {x.name: x.value for x in a.verification.metrics}
         loss = {x.name: x.value for x in a.compression.metrics}
@@ -138,10 +137,10 @@ def test_task_accuracy_on_the_emulated_pi(compressed, tmp_path):
         deploy(compressed["rpi4"].folder, "emu", device, log=lambda m: None)
         results = profile("emu", device, tmp_path / "out", iters=2, warmup=1, log=lambda m: None,
                           build=compressed["rpi4"].folder, eval_rows=12)
-        for x in results:
-            assert x["parity"]["passed"] and "emulated" in x["flags"]
-            assert x["task"]["rows"] == 12 and x["task"]["host_value"] is None  # a part: no host figure
-            assert 0.0 <= x["task"]["value"] <= 1.0 and x["device"]["arch"] == "aarch64"
+        for x in (m.result for m in results):
+            assert x.parity.passed and "emulated" in x.flags
+            assert x.task.rows == 12 and x.task.host_value is None  # a part: no host figure
+            assert 0.0 <= x.task.value <= 1.0 and x.device.arch == "aarch64"
     finally:
         dev.stop()
 
@@ -168,7 +167,7 @@ def test_shipped_mobilebert_recipe_on_a_tiny_mobilebert(tmp_path, trainable_mode
     assert prune["heads"]["after"] < prune["heads"]["before"]
     for a in m.artifacts:
         assert a.verification.passed and a.quantization["search"]["chosen"]
-        assert a.task_metric["value"] > 0.4
+        assert a.task_metric.value > 0.4
 
 
 def test_report_shows_task_accuracy_and_the_pareto_front(compressed, tmp_path):

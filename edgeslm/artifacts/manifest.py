@@ -92,6 +92,40 @@ class Verification(_Model):
                                                        "kernels saturate and the target's do not).")
 
 
+class TaskScore(BaseModel):
+    """A task metric on the eval split (accuracy or macro-F1 of class predictions); `value` is the one `metric`
+    names."""
+    model_config = ConfigDict(extra="allow")
+
+    metric: str
+    value: float
+    accuracy: float | None = None
+    macro_f1: float | None = None
+    n: int | None = Field(None, description="texts scored")
+
+
+class Evaluation(BaseModel):
+    """The task metric on the eval split: before compression, of the compressed eager model and of each artifact
+    (on the build host); the device scores the tokenized split the reference file carries."""
+    model_config = ConfigDict(extra="allow")
+
+    dataset: str
+    metric: str
+    eval_texts: int
+    original: TaskScore = Field(description="the model before any compressing pass")
+    compressed_eager: TaskScore
+    artifacts: dict[str, TaskScore] = Field(default_factory=dict, description="format -> its score")
+    max_drop: float | None = None
+    batch: int | None = None
+
+
+class RecipeRef(_Model):
+    name: str
+    path: str | None = None
+    sha256: str
+    content: dict[str, Any] = Field(description="the whole validated recipe (its own schema: `edgeslm explain`)")
+
+
 class Artifact(_Model):
     name: str = Field(description="Stable id, e.g. 'onnx' or 'executorch' (a plain name).")
     format: FormatName  # a name in contract.formats (a format registered at run time too)
@@ -103,7 +137,7 @@ class Artifact(_Model):
                                    "optimization, delegated operators, dynamic shapes...")
     verification: Verification | None = None  # export fidelity: vs the eager model it was exported from
     compression: Verification | None = None  # compression loss: vs the model before compression (reported)
-    task_metric: dict[str, Any] | None = None  # on the eval split, on the build host
+    task_metric: TaskScore | None = None  # on the eval split, on the build host
     # Room for later work: per-operator profiles, KV-cache programs, extra methods.
     extras: dict[str, Any] = Field(default_factory=dict)
 
@@ -123,7 +157,7 @@ class Manifest(_Model):
     edgeslm_version: str
     cache_key: str
     status: Literal["ok", "verification-failed"]
-    recipe: dict[str, Any] = Field(description="name, path, sha256 and the full validated recipe.")
+    recipe: RecipeRef
     target: dict[str, Any] = Field(description="The resolved target (host: detected features).")
     model: dict[str, Any] = Field(description="source, kind, revision, file hashes, model_type, size.")
     task: str
@@ -136,9 +170,7 @@ class Manifest(_Model):
     tools: dict[str, str]
     build: dict[str, Any] = Field(description="started_at, seconds, steps [{name, seconds}], host.")
     passes: list[dict[str, Any]] = Field(default_factory=list, description="What each pass did, in order.")
-    evaluation: dict[str, Any] | None = Field(
-        None, description="Task metric on the eval split: dataset, metric, original (before compression), "
-        "compressed (eager), per artifact; the tokenized eval split is in the reference file.")
+    evaluation: Evaluation | None = None
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -159,7 +191,7 @@ class Manifest(_Model):
 
     @model_validator(mode="after")
     def _paths(self):
-        plain_name(self.recipe.get("name"), "recipe.name")
+        plain_name(self.recipe.name, "recipe.name")
         plain_name(self.target.get("name"), "target.name")
         try:
             relative_path(self.reference.get("file"))

@@ -14,38 +14,49 @@ import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from edgeslm.contract.results import NUMBER, ProbeResult, ProfileResult
+from edgeslm.contract.results import Kind, ListOf, ProbeResult, ProfileResult
 
 FOLDER = Path(__file__).resolve().parents[1] / "data" / "schemas"
 DIALECT = "https://json-schema.org/draft/2020-12/schema"  # the dialect's name (an identifier; nothing is fetched)
 
 
-def _json_type(kind) -> str:
-    if kind is NUMBER:
-        return "number"
-    return {str: "string", int: "integer", float: "number", bool: "boolean", dict: "object", list: "array"}[kind]
+def _kind_schema(kind) -> dict:
+    if isinstance(kind, Kind):
+        return dict(kind.json)
+    if isinstance(kind, ListOf):
+        return {"type": "array"} if kind.item is None else {"type": "array", "items": _kind_schema(kind.item)}
+    return _part_schema(kind)
 
 
-def record_schema(cls) -> dict:
-    """The JSON Schema of a contract.results record: its parts, their JSON types, the keys each must hold."""
-    props: dict = {"schema": {"const": cls.SCHEMA, "description": "the record's kind and major version"}}
-    required = ["schema"]
+def _part_schema(cls) -> dict:
+    """The JSON Schema of a contract.results part: its fields, their kinds, which are required; other keys are
+    allowed (a newer minor version adds some)."""
+    props: dict = {}
+    required = []
     for f in fields(cls):
         if f.name == "extra":
             continue
-        kind, keys = f.metadata["kind"], f.metadata["keys"]
-        s: dict = {"type": _json_type(kind) if f.default is not None else [_json_type(kind), "null"]}
-        if keys:
-            s["required"] = [k[0] if isinstance(k, tuple) else k for k in keys]
-            typed = {k[0]: {"type": _json_type(k[1])} for k in keys if isinstance(k, tuple)}
-            if typed:
-                s["properties"] = typed
+        s = _kind_schema(f.metadata["kind"])
+        if f.default is not MISSING:
+            s = {"anyOf": [s, {"type": "null"}]}
+        if f.metadata.get("doc"):
+            s["description"] = f.metadata["doc"]
         props[f.name] = s
         if f.default is MISSING:
             required.append(f.name)
-    return {"$schema": DIALECT, "$id": f"edgeslm:{cls.SCHEMA}", "title": cls.__name__,
-            "description": " ".join((cls.__doc__ or "").split()), "type": "object", "properties": props,
-            "required": required, "additionalProperties": True}
+    out = {"type": "object", "properties": props, "required": required, "additionalProperties": True}
+    if cls.__doc__ and not cls.__doc__.startswith(cls.__name__ + "("):  # dataclasses make up a docstring
+        out["description"] = " ".join(cls.__doc__.split())
+    return out
+
+
+def record_schema(cls) -> dict:
+    """The JSON Schema of a contract.results record, nested parts included."""
+    s = _part_schema(cls)
+    s["properties"] = {"schema": {"const": cls.SCHEMA, "description": "the record's kind and major version"},
+                       **s["properties"]}
+    s["required"] = ["schema", *s["required"]]
+    return {"$schema": DIALECT, "$id": f"edgeslm:{cls.SCHEMA}", "title": cls.__name__, **s}
 
 
 def manifest_schema() -> dict:

@@ -106,7 +106,7 @@ def _progress(console, target: str):
 def _as_dict(r) -> dict:
     m = r.manifest
     return {"folder": str(r.folder), "cached": r.cached, "seconds": round(r.seconds, 3),
-            "recipe": m.recipe["name"], "target": m.target["name"], "status": m.status,
+            "recipe": m.recipe.name, "target": m.target["name"], "status": m.status,
             "artifacts": [{"name": a.name, "file": str(r.folder / a.file), "precision": a.precision,
                            "size": artifact_size(m.files, a.file),
                            "verification": a.verification.model_dump(mode="json") if a.verification else None}
@@ -129,7 +129,7 @@ def _summary(console, r) -> None:
         out.print(f"[yellow]note:[/] {r.note}")
     generates = task_unit(m.task).generates
     what = m.task if generates else f"int8 preset {m.target['quantization']['preset']}"
-    out.print(f"[bold]{m.recipe['name']}[/] for [bold]{m.target['name']}[/] ({m.target['arch']}, {what}): "
+    out.print(f"[bold]{m.recipe.name}[/] for [bold]{m.target['name']}[/] ({m.target['arch']}, {what}): "
               f"{how} ({r.seconds:.2f}s now)")
     if generates:
         _generation_table(out, r)

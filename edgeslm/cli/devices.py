@@ -9,15 +9,13 @@ from pathlib import Path
 import click
 
 from edgeslm.cli.app import main
-from edgeslm.cli.options import accept_option, build_for, devices_option, inventory, json_option
+from edgeslm.cli.options import accept_option, build_for, devices_option, figure, inventory, json_option
 from edgeslm.cli.options import MAX_ITERS, MAX_SECONDS, MAX_TOKENS, FiniteFloatRange, threads_option
 from edgeslm.config.devices import LOCAL
-from edgeslm.contract.formats import FORMATS
 from edgeslm.devtools.emulate import EMULATED_TARGET
 from edgeslm.errors import EXIT_FAILED, EdgeSLMError, UserError
 from edgeslm.transport import printable
 
-ARTIFACTS = tuple(FORMATS)  # an artifact is named after its export format
 
 @main.group()
 def devices() -> None:
@@ -160,7 +158,7 @@ def deploy(build_or_recipe, names, group, and_profile, out, break_lock, devices_
         if and_profile:
             results = run_profile(n, device, out, r.recipe, accept_new_host_key=accept_new_host_key, log=log,
                                   build=folder)
-            row["profiles"] = [x["_path"] for x in results]
+            row["profiles"] = [str(x.path) for x in results]
         return row
 
     results = _parallel(chosen, one, single=len(chosen) == 1 and not group)
@@ -206,8 +204,9 @@ def rollback(name, recipe, out, devices_file, accept_new_host_key) -> None:
 @click.argument("build_or_recipe", required=False)
 @click.option("--device", "-d", "name", default=LOCAL, show_default=True, help="Device name.")
 @click.option("--recipe", help="Deployed recipe to profile when no build is given (default: the only one).")
-@click.option("--artifact", "artifacts", multiple=True, type=click.Choice(ARTIFACTS),
-              help="Which artifact (repeatable; default: all).")
+@click.option("--artifact", "artifacts", multiple=True,
+              help="Which of the build's artifacts (named after their format: onnx, executorch, or a format a "
+                   "plugin registered; repeatable; default: all).")
 @threads_option("Inference threads (default: the device target's threads; 0 = all cores)")
 @click.option("--iters", type=click.IntRange(1, MAX_ITERS), default=None,
               help="Measured iterations, at least (default: 100; decoders: 5 prompts per length).")
@@ -258,54 +257,55 @@ def profile(build_or_recipe, name, recipe, artifacts, threads, iters, warmup, mi
         check_request(built.manifest, artifacts, seq_len, str(folder))  # before the device is touched
         if with_eval and not (built.manifest.reference or {}).get("eval"):
             raise UserError(f"--eval: the build {folder} carries no eval set; add [eval] to the recipe "
-                            f"{built.manifest.recipe['name']}")
-        if recipe and recipe != built.manifest.recipe["name"]:
+                            f"{built.manifest.recipe.name}")
+        if recipe and recipe != built.manifest.recipe.name:
             raise UserError(f"--recipe {recipe} does not match the build {folder} "
-                            f"({built.manifest.recipe['name']}); drop --recipe")
+                            f"({built.manifest.recipe.name}); drop --recipe")
         recipe = run_deploy(folder, name, device, accept_new_host_key, log=log).recipe
         out = folder.parent.parent
     results = run_profile(name, device, out, recipe, artifacts, threads, iters, warmup, min_seconds, seq_len,
                           accept_new_host_key, log=log, build=folder,
                           eval_rows=(eval_limit or 0) if with_eval else None, new_tokens=new_tokens)
     if as_json:
-        click.echo(json.dumps([{k: v for k, v in r.items() if k != "samples_ms"} for r in results], indent=2))
+        click.echo(json.dumps([{**{k: v for k, v in m.result.to_dict().items() if k != "samples_ms"},
+                                "_path": str(m.path)} for m in results], indent=2))
     else:
-        for r in results:
-            _print_profile(r)
-    if any(not r["parity"]["passed"] for r in results):
+        for m in results:
+            _print_profile(m.result, m.path)
+    if any(not m.result.parity.passed for m in results):
         raise SystemExit(EXIT_FAILED)
 
 
-def _print_profile(r: dict) -> None:
-    if r.get("generation"):
+def _print_profile(r, path) -> None:
+    """A profile result (contract.results.ProfileResult) as the terminal shows it."""
+    if r.generation is not None:
         from edgeslm.cli.generation import print_generation
 
-        print_generation(r)
+        print_generation(r, path)
         return
-    lat, mem, a, d = r["latency_ms"], r["memory_kb"], r["artifact"], r["device"]
-    emu = " EMULATED: timings are not device latency" if d.get("emulated") else ""
-    click.echo(f"{d['name']} ({d['arch']}, {d['cpu_model']}){emu}: {r['build']['recipe']} {a['name']} "
-               f"[{a['precision']}, {a['runtime']}]")
-    cos = next(m for m in r["parity"]["metrics"] if m["name"] == "cosine_min")["value"]
-    click.echo(f"  parity on device: {'pass' if r['parity']['passed'] else 'FAIL'} (cosine min {cos:.5f} vs "
-               f"eager PyTorch, {r['parity']['samples']} samples)")
-    threads = r["settings"]["threads"]
-    click.echo(f"  latency ms (seq {r['settings']['seq_len']}, {lat['n']} runs, threads {threads}): "
-               f"p50 {lat['p50']:.2f}  p90 {lat['p90']:.2f}  p99 {lat['p99']:.2f}  mean {lat['mean']:.2f} "
-               f"± {lat['stdev']:.2f}  CV {lat['cv'] * 100:.1f}%  min {lat['min']:.2f}  max {lat['max']:.2f}")
-    click.echo(f"  load {r['load_ms']:.0f} ms (runtime import {r['runtime_import_ms']:.0f} ms); peak RSS "
-               f"{mem['peak_rss'] / 1024:.0f} MiB, model load +{mem['load_increase'] / 1024:.0f} MiB, "
-               f"runs +{(mem['run_increase'] or 0) / 1024:.0f} MiB")
-    task = r.get("task")
+    lat, mem, a, d, s = r.latency_ms, r.memory_kb, r.artifact, r.device, r.settings
+    emu = " EMULATED: timings are not device latency" if d.emulated else ""
+    click.echo(f"{d.name} ({d.arch}, {d.cpu_model}){emu}: {r.build.recipe} {a.name} [{a.precision}, {a.runtime}]")
+    cos = r.parity.metric("cosine_min")
+    click.echo(f"  parity on device: {'pass' if r.parity.passed else 'FAIL'} (cosine min {figure(cos, '.5f')} vs "
+               f"eager PyTorch, {r.parity.samples} samples)")
+    click.echo(f"  latency ms (seq {s.seq_len}, {lat.n} runs, threads {s.threads}): "
+               f"p50 {lat.p50:.2f}  p90 {lat.p90:.2f}  p99 {lat.p99:.2f}  mean {lat.mean:.2f} "
+               f"± {lat.stdev:.2f}  CV {lat.cv * 100:.1f}%  min {lat.min:.2f}  max {lat.max:.2f}")
+    click.echo(f"  load {figure(r.load_ms, '.0f')} ms (runtime import {figure(r.runtime_import_ms, '.0f')} ms); peak RSS "
+               f"{mem.peak_rss / 1024:.0f} MiB, model load +{(mem.load_increase or 0) / 1024:.0f} MiB, "
+               f"runs +{(mem.run_increase or 0) / 1024:.0f} MiB")
+    task = r.task
     if task:
-        host = f" (build host: {task['host_value']:.4f})" if task.get("host_value") is not None else ""
-        tl = task["latency_ms"]
-        click.echo(f"  {task['metric']} on the device: {task['value']:.4f}{host} on {task['rows']} of {task['of']} eval "
-                   f"texts (median {task['tokens']['median']:.0f} tokens): p50 {tl['p50']:.2f} ms per batch of "
-                   f"{task['batch']}, CV {tl['cv'] * 100:.1f}%")
-    if r["flags"]:
-        click.echo(f"  flags: {', '.join(r['flags'])}")
-    click.echo(f"  result: {r['_path']}")
+        host = f" (build host: {task.host_value:.4f})" if task.host_value is not None else ""
+        tl = task.latency_ms
+        tokens = task.extra.get("tokens") or {}
+        click.echo(f"  {task.metric} on the device: {figure(task.value, '.4f')}{host} on {task.rows} of {task.of} eval "
+                   f"texts (median {figure(tokens.get('median'), '.0f')} tokens): p50 {figure(tl and tl.p50, '.2f')} ms "
+                   f"per batch of {task.batch}, CV {figure(tl and tl.cv * 100, '.1f')}%")
+    if r.flags:
+        click.echo(f"  flags: {', '.join(r.flags)}")
+    click.echo(f"  result: {path}")
 
 
 @devices.group()

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from edgeslm.cli.app import main
-from edgeslm.cli.options import accept_option, build_for, devices_option, inventory
+from edgeslm.cli.options import accept_option, build_for, devices_option, figure, inventory
 from edgeslm.cli.options import MAX_SEED, MAX_TOKENS, MAX_TOP_K, FiniteFloatRange, check_prompt, threads_option
 from edgeslm.config.devices import LOCAL
 
@@ -71,28 +71,30 @@ def run(build_or_recipe, prompt, name, max_new_tokens, chat, threads, sample, te
                f"{'; stopped' if r.get('stopped') else ''}]", err=True)
 
 
-def print_generation(r: dict) -> None:
-    """A decoder's profile result: the check, TTFT per prompt length, decode speed, memory."""
-    g, mem, a, d, c = r["generation"], r["memory_kb"], r["artifact"], r["device"], r["parity"]
-    emu = " EMULATED: timings are not device latency" if d.get("emulated") else ""
-    click.echo(f"{d['name']} ({d['arch']}, {d['cpu_model']}){emu}: {r['build']['recipe']} {a['name']} "
-               f"[{a['precision']}, {a['runtime']}]")
-    click.echo(f"  check on device: {'pass' if c['passed'] else 'FAIL ' + ', '.join(c['failed'])} (teacher-forced, "
-               f"{c['positions']} positions: top-1 {c['top1_agreement']:.3f} / top-5 {c['top5_agreement']:.3f} vs "
-               f"PyTorch, top-1 {c['top1_vs_build_host']:.3f} vs the build host's run; perplexity "
-               f"{c['perplexity']:.4g} vs PyTorch {c['perplexity_reference']:.4g}, {c['perplexity_increase']:+.1%})")
-    for t in g["ttft"]:
-        s = t["ttft_ms"]
-        click.echo(f"  prompt {t['prompt_tokens']:>4} tokens: time to first token p50 {s['p50']:.1f} ms "
-                   f"(p10-p90 {s['p10']:.1f}-{s['p90']:.1f}, {s['n']} runs), prefill {t['prefill_tok_s']:.0f} tok/s, "
-                   f"RSS {t['rss_kb'] / 1024:.0f} MiB")
-    dec = g["decode"]
-    st = dec["step_ms"]
-    click.echo(f"  decode: {dec['tok_s']:.1f} tok/s (p10-p90 {dec['tok_s_p10_p90'][0]:.1f}-{dec['tok_s_p10_p90'][1]:.1f}; "
-               f"step p50 {st['p50']:.2f} ms, CV {st['cv'] * 100:.1f}%, {dec['tokens']} tokens after "
-               f"{dec['after_prompt_tokens']}, threads {r['settings']['threads']})")
-    click.echo(f"  load {r['load_ms']:.0f} ms; peak RSS {mem['peak_rss'] / 1024:.0f} MiB (after load "
-               f"{mem['rss_after_load'] / 1024:.0f} MiB, KV cache {r['settings']['max_context']} positions)")
-    if r["flags"]:
-        click.echo(f"  flags: {', '.join(r['flags'])}")
-    click.echo(f"  result: {r['_path']}")
+def print_generation(r, path) -> None:
+    """A decoder's profile result (contract.results.ProfileResult): the check, TTFT per prompt length, decode
+    speed, memory."""
+    g, mem, a, d, c = r.generation, r.memory_kb, r.artifact, r.device, r.parity
+    emu = " EMULATED: timings are not device latency" if d.emulated else ""
+    click.echo(f"{d.name} ({d.arch}, {d.cpu_model}){emu}: {r.build.recipe} {a.name} [{a.precision}, {a.runtime}]")
+    click.echo(f"  check on device: {'pass' if c.passed else 'FAIL ' + ', '.join(c.failed or [])} (teacher-forced, "
+               f"{c.positions} positions: top-1 {figure(c.top1_agreement, '.3f')} / top-5 {figure(c.top5_agreement, '.3f')} "
+               f"vs PyTorch, top-1 {figure(c.top1_vs_build_host, '.3f')} vs the build host's run; perplexity "
+               f"{figure(c.perplexity, '.4g')} vs PyTorch {figure(c.perplexity_reference, '.4g')}, "
+               f"{figure(c.perplexity_increase, '+.1%')})")
+    for t in g.ttft:
+        s = t.ttft_ms
+        click.echo(f"  prompt {t.prompt_tokens:>4} tokens: time to first token p50 {s.p50:.1f} ms "
+                   f"(p10-p90 {figure(s.p10, '.1f')}-{s.p90:.1f}, {s.n} runs), prefill {t.prefill_tok_s:.0f} tok/s, "
+                   f"RSS {figure(t.rss_kb and t.rss_kb / 1024, '.0f')} MiB")
+    dec = g.decode
+    st = dec.step_ms
+    click.echo(f"  decode: {dec.tok_s:.1f} tok/s (p10-p90 {dec.tok_s_p10_p90[0]:.1f}-{dec.tok_s_p10_p90[1]:.1f}; "
+               f"step p50 {figure(st and st.p50, '.2f')} ms, CV {figure(st and st.cv * 100, '.1f')}%, {dec.tokens} tokens "
+               f"after {dec.after_prompt_tokens}, threads {r.settings.threads})")
+    click.echo(f"  load {figure(r.load_ms, '.0f')} ms; peak RSS {mem.peak_rss / 1024:.0f} MiB (after load "
+               f"{figure(mem.rss_after_load and mem.rss_after_load / 1024, '.0f')} MiB, KV cache "
+               f"{r.settings.max_context} positions)")
+    if r.flags:
+        click.echo(f"  flags: {', '.join(r.flags)}")
+    click.echo(f"  result: {path}")

@@ -84,3 +84,8 @@ def build_for(arg: str, target_name: str, out: Path) -> Path:
     target = plan(loaded, [load_target(target_name)])[0]
     with quiet_native_output(out / ".logs" / f"{loaded.recipe.name}-{target.name}.log"):
         return build(loaded, target, out).folder
+
+
+def figure(value, spec: str) -> str:
+    """A figure of a result as `spec` formats it, '-' when the result does not hold it."""
+    return "-" if isinstance(value, bool) or not isinstance(value, (int, float)) else format(value, spec)

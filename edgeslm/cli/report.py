@@ -129,7 +129,7 @@ def _recipe_limits(current) -> dict | None:
 
     found = {}
     for m in current.manifests.values():
-        spec = ((m.get("recipe", {}).get("content") or {}).get("gate") or {}).get("fail_on")
+        spec = (m.recipe.content.get("gate") or {}).get("fail_on")
         if spec is not None:
             found.setdefault(spec, m)
     if len(found) > 1:
@@ -141,5 +141,5 @@ def _recipe_limits(current) -> dict | None:
     try:
         return gate.parse_fail_on(spec)
     except UserError as exc:
-        raise UserError(f"recipe {m['recipe'].get('name')} (build {m['cache_key'][:16]}): gate.fail_on "
+        raise UserError(f"recipe {m.recipe.name} (build {m.cache_key[:16]}): gate.fail_on "
                         f"{str(exc).replace('--fail-on: ', '', 1)}; give --fail-on") from None

@@ -74,7 +74,7 @@ def find_host_build(out: Path | None, recipe: str, version: str) -> HostBuild | 
             m = parse_manifest(data.decode(), str(path))
         except (OSError, UnicodeDecodeError, ConfigError):
             continue
-        if m.version == version and m.recipe["name"] == recipe and m.status == "ok":
+        if m.version == version and m.recipe.name == recipe and m.status == "ok":
             return HostBuild(path.parent, m, hashlib.sha256(data).hexdigest())
     return None
 
@@ -126,7 +126,7 @@ def compatibility(name: str, device: Device, probe: dict, manifest: Manifest) ->
     probe = checked_probe(name, probe)
     arch = manifest.target["arch"]
     if probe["arch"] != arch:
-        raise DeviceError(f"device {name} is {probe['arch']} but build {manifest.recipe['name']} is for "
+        raise DeviceError(f"device {name} is {probe['arch']} but build {manifest.recipe.name} is for "
                           f"target {manifest.target['name']} ({arch}); build for the device's target "
                           f"({device.target}) instead")
     missing = {} if probe["runtimes"].get("numpy") else {"numpy": NUMPY_INSTALL}
@@ -139,7 +139,7 @@ def compatibility(name: str, device: Device, probe: dict, manifest: Manifest) ->
         raise DeviceError(f"device {name} lacks {', '.join(missing)}: " + "; ".join(missing.values()))
     problem = task_unit(manifest.task).fit_problem(probe, manifest)
     if problem:
-        raise DeviceError(f"device {name}: {manifest.recipe['name']} will not fit: {problem}")
+        raise DeviceError(f"device {name}: {manifest.recipe.name} will not fit: {problem}")
     warnings = []
     if device.target != manifest.target["name"] and name != LOCAL:
         warnings.append(f"build is for target {manifest.target['name']}, device {name} is {device.target}")
@@ -167,7 +167,7 @@ def deploy(build_folder: Path, name: str, device: Device, accept_new_host_key: b
     build = checked_build(build_folder)  # before anything of it leaves this machine
     manifest = build.manifest
     t0 = time.perf_counter()
-    recipe, version = manifest.recipe["name"], manifest.version
+    recipe, version = manifest.recipe.name, manifest.version
     with open_device(name, device, accept_new_host_key) as dev:
         probe = dev.call("probe", "--workdir", dev.workdir)
         result = DeployResult(name, recipe, version, warnings=compatibility(name, device, probe, manifest))

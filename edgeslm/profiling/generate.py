@@ -63,14 +63,14 @@ def prepare_run(folder: Path, prompt: str, new_tokens: int | None = None, chat: 
 
     build, artifact = generation_build(folder, artifact)
     m = build.manifest
-    gen = (m.recipe.get("content") or {}).get("generation") or {}
+    gen = (m.recipe.content or {}).get("generation") or {}
     tok = AutoTokenizer.from_pretrained(str(folder / "tokenizer"))
     ids = prompt_ids(tok, prompt, gen.get("chat_template", True) if chat is None else chat)
     context = int(m.shapes["max_context"])
     if not ids:
         raise UserError("the prompt is no tokens at all; give some text")
     if len(ids) >= context:
-        raise UserError(f"the prompt is {len(ids)} tokens; {m.recipe['name']} holds {context} in its KV cache "
+        raise UserError(f"the prompt is {len(ids)} tokens; {m.recipe.name} holds {context} in its KV cache "
                         "(shorten the prompt, or build with a larger generation.max_context)")
     n = min(new_tokens or int(gen.get("max_new_tokens", 64)), context - len(ids))
     decoding = {k: gen.get(k, d) for k, d in (("sampling", "greedy"), ("temperature", 0.7), ("top_k", 40),
@@ -87,7 +87,7 @@ def run_prompt(name: str, device: Device, request: RunRequest, threads: int = 0,
     `emit(text)` receives each new piece of text. Returns the runner's summary plus the text."""
     m, artifact, folder, tok = request.build.manifest, request.artifact, request.folder, request.tokenizer
     ids, n = request.ids, request.new_tokens
-    recipe = m.recipe["name"]
+    recipe = m.recipe.name
     with open_device(name, device, accept_new_host_key) as dev:
         with dev.pinned(recipe) as pinned:
             version = device_version(name, pinned)

@@ -17,6 +17,7 @@ import json
 import os
 import posixpath
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from edgeslm.artifacts.manifest import Manifest, parse_manifest
@@ -72,7 +73,7 @@ def store_for(out: Path, recipe: str, manifest: Manifest) -> Path:
 def profile(name: str, device: Device, out: Path, recipe: str | None = None, artifacts=(),
             threads: int = 0, iters: int | None = None, warmup: int | None = None, min_seconds: float = 0.0,
             seq_len: int | None = None, accept_new_host_key: bool = False, log=print,
-            build: Path | None = None, eval_rows: int | None = None, new_tokens: int = 64) -> list[dict]:
+            build: Path | None = None, eval_rows: int | None = None, new_tokens: int = 64) -> list[Measured]:
     """Profile each artifact of the deployed `recipe` (default: the only one) on its active version.
     `build`: the host's build folder of that version, when the caller knows it. `eval_rows`: also score
     the eval split on the device (0 = all of it, N = the first N texts; None = not). `iters`, `warmup`:
@@ -82,7 +83,7 @@ def profile(name: str, device: Device, out: Path, recipe: str | None = None, art
         check_name(a, "artifact")
     given = HostBuild.load(build) if build else None
     if given and recipe is None:
-        recipe = given.manifest.recipe["name"]
+        recipe = given.manifest.recipe.name
     results = []
     with open_device(name, device, accept_new_host_key) as dev:
         recipe = check_name(recipe) if recipe else only_recipe(dev, name)
@@ -132,14 +133,21 @@ def _device_manifest(dev, name: str, recipe: str, version: str, vdir: str, out: 
         manifest = parse_manifest(text, f"{recipe}/versions/{version}/manifest.json")
     except ConfigError as exc:
         raise DeviceError(f"device {name}: {exc}; deploy the build again") from None
-    if manifest.recipe["name"] != recipe or manifest.version != version:
+    if manifest.recipe.name != recipe or manifest.version != version:
         raise DeviceError(f"device {name}: {recipe}/versions/{version}/manifest.json describes "
-                          f"{manifest.recipe['name']} {manifest.version}; deploy the build again")
+                          f"{manifest.recipe.name} {manifest.version}; deploy the build again")
     return manifest
 
 
+@dataclass
+class Measured:
+    """A profile result as stored on this host (`path`), typed."""
+    result: ProfileResult
+    path: Path
+
+
 def _run(dev, name, device, vdir, art, stamp, store, label, threads, iters, warmup, min_seconds, seq_len,
-         eval_rows=None, extra=()) -> dict:
+         eval_rows=None, extra=()) -> Measured:
     remote = posixpath.join(dev.model_dir(label["recipe"]), "results", f"{stamp}-{art}.json")
     args = ["profile", vdir, "--artifact", art, "--threads", str(threads), "--iters", str(iters),
             "--warmup", str(warmup), "--min-seconds", str(min_seconds), "--out", remote, "--workdir", dev.workdir]
@@ -153,14 +161,14 @@ def _run(dev, name, device, vdir, art, stamp, store, label, threads, iters, warm
         raise malformed(name, "profile", f"written names {answer['written'][:120]!r}, not {remote}")
     local = store / name / f"{stamp}-{art}.json"
     result = fetch_result(dev, name, remote, local)
-    result["device"].update({"name": name, "target": device.target})
-    result["build"].update(label)  # what was pinned and verified, not what the device says
-    _write(local, json.dumps(result, indent=1))
-    result["_path"] = str(local)
-    return result
+    result.device.name, result.device.target = name, device.target
+    for key, value in label.items():  # what was pinned and verified, not what the device says
+        setattr(result.build, key, value)
+    _write(local, json.dumps(result.to_dict(), indent=1))
+    return Measured(result, local)
 
 
-def fetch_result(dev, name: str, remote: str, local: Path) -> dict:
+def fetch_result(dev, name: str, remote: str, local: Path) -> ProfileResult:
     """The profile result at `remote` on the device, checked: downloaded beside `local` under a temporary name
     that reports never read (refused before downloading when larger than the limit), parsed with the size
     and depth caps and read as a ProfileResult. Whatever fails, the temporary file is removed and nothing
@@ -173,10 +181,10 @@ def fetch_result(dev, name: str, remote: str, local: Path) -> dict:
         tmp.unlink(missing_ok=True)
 
 
-def read_result(name: str, data: bytes) -> dict:
-    """A profile result's bytes as the record (a dict), or one DeviceError naming what is wrong."""
+def read_result(name: str, data: bytes) -> ProfileResult:
+    """A profile result's bytes as the typed record, or one DeviceError naming what is wrong."""
     try:
-        return ProfileResult.from_dict(loads(data, "the result", LIMITS["result"])).to_dict()
+        return ProfileResult.from_dict(loads(data, "the result", LIMITS["result"]))
     except (DocumentError, ResultError) as exc:
         raise DeviceError(f"device {name}: the runner's profile result is malformed ({str(exc)[:160]}); "
                           "is the device's runner intact? (nothing was stored)") from None

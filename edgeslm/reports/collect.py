@@ -6,10 +6,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgeslm.artifacts.manifest import Artifact, Manifest
+from edgeslm.contract.results import ProfileResult
 from edgeslm.errors import UserError
 from edgeslm.contract import BASELINE_SCHEMA, MANIFEST_SCHEMA, PROFILE_SCHEMA, REPORT_SCHEMA, artifact_size  # noqa: F401
 from edgeslm.contract.stats import stats
-from edgeslm.reports.checks import kind_of, problem_with, schema_problem  # noqa: F401 (problem_with re-exported)
+from edgeslm.reports.checks import ResultProblem, kind_of, parse, schema_problem
 from edgeslm.tasks import task_unit
 
 RESULT_KINDS = (MANIFEST_SCHEMA.rsplit("/", 1)[0], PROFILE_SCHEMA.rsplit("/", 1)[0])
@@ -18,8 +20,8 @@ BASELINE_MARKER = ".edgeslm-baseline.json"  # marks a folder `report --save-base
 
 @dataclass
 class Collected:
-    manifests: dict[str, dict] = field(default_factory=dict)  # cache_key -> manifest
-    profiles: list[dict] = field(default_factory=list)
+    manifests: dict[str, Manifest] = field(default_factory=dict)  # cache_key -> manifest
+    profiles: list[ProfileResult] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)  # [{file, why}]: results found in a folder, unreadable
 
@@ -88,10 +90,10 @@ def collect(paths: list[Path]) -> Collected:
                 data = read_result(path)
             except InputError as exc:
                 raise UserError(f"{exc} (give a build folder, a profile result or a baseline)") from None
-            problem = problem_with(data)
-            if problem:
-                raise UserError(f"{path}: {problem}")
-            _add(out, data, path)
+            try:
+                _add(out, parse(data), path)
+            except ResultProblem as exc:
+                raise UserError(f"{path}: {exc}") from None
             continue
         baseline = check_marker(path)
         for f in _json_files(path, out.skipped):
@@ -107,11 +109,10 @@ def collect(paths: list[Path]) -> Collected:
                 continue
             if not must and kind_of(data) not in RESULT_KINDS:
                 continue  # not a result: a tokenizer.json, a config.json, a report kept beside the builds
-            problem = problem_with(data)
-            if problem:
-                out.skipped.append({"file": str(f), "why": problem})
-                continue
-            _add(out, data, f)
+            try:
+                _add(out, parse(data), f)
+            except ResultProblem as exc:
+                out.skipped.append({"file": str(f), "why": str(exc)})
     if not out.manifests and not out.profiles:
         found = "" if not out.skipped else (
             f"; {len(out.skipped)} result file(s) skipped, e.g. {out.skipped[0]['file']}: {out.skipped[0]['why']}")
@@ -120,88 +121,88 @@ def collect(paths: list[Path]) -> Collected:
     return out
 
 
-def _add(out: Collected, data: dict, f: Path) -> None:
-    if data.get("schema") == MANIFEST_SCHEMA:
-        out.manifests[data["cache_key"]] = data
+def _add(out: Collected, result, f: Path) -> None:
+    if isinstance(result, Manifest):
+        out.manifests[result.cache_key] = result
     else:
-        data["_file"] = str(f)
-        out.profiles.append(data)
+        out.profiles.append(result)
     out.sources.append(str(f))
 
 
-def _metric(verification: dict | None, name: str):
-    for m in (verification or {}).get("metrics", []):
-        if m["name"] == name:
-            return m["value"]
-    return None
+def _metric(verification, name: str):
+    return next((m.value for m in verification.metrics if m.name == name), None) if verification else None
 
 
 def rows(c: Collected) -> list[dict]:
     """One row per (device, recipe, target, artifact); repeated runs of one key are pooled."""
-    grouped: dict[tuple, list[dict]] = {}
+    grouped: dict[tuple, list[ProfileResult]] = {}
     for p in c.profiles:
-        key = (p["device"].get("name", "?"), p["build"]["recipe"], p["build"]["target"], p["artifact"]["name"])
+        key = (p.device.name or "?", p.build.recipe, p.build.target, p.artifact.name)
         grouped.setdefault(key, []).append(p)
     out = []
     for (device, recipe, target, art), runs in sorted(grouped.items()):
-        latest = max(runs, key=lambda r: r["started_at"])
+        latest = max(runs, key=lambda r: r.started_at)
         # pool only repeated runs of the same build under the same settings
-        same = {k: latest["settings"].get(k) for k in ("threads", "seq_len", "batch_size")}
-        runs = [r for r in runs if r["build"]["cache_key"] == latest["build"]["cache_key"]
-                and all(r["settings"].get(k) == v for k, v in same.items())]
-        manifest = c.manifests.get(latest["build"]["cache_key"], {})
-        artifact = next((a for a in manifest.get("artifacts", []) if a["name"] == art), {})
-        samples = [s for r in runs for s in r.get("samples_ms", [])]
-        lat = stats(samples) if samples else latest["latency_ms"]
-        parity_cos = _metric(latest["parity"], "cosine_min")
-        full = [r["task"] for r in runs if isinstance(r.get("task"), dict) and r["task"].get("rows") == r["task"].get("of")]
-        tm = artifact.get("task_metric") or {}
-        task = {"metric": (manifest.get("evaluation") or {}).get("metric"), "host": tm.get("value"),
-                "device": full[-1]["value"] if full else None,
-                "device_p50_ms_real_lengths": full[-1]["latency_ms"]["p50"] if full else None}
+        same = (latest.settings.threads, latest.settings.seq_len, latest.settings.batch_size)
+        runs = [r for r in runs if r.build.cache_key == latest.build.cache_key
+                and (r.settings.threads, r.settings.seq_len, r.settings.batch_size) == same]
+        manifest = c.manifests.get(latest.build.cache_key)
+        artifact = _artifact(manifest, art)
+        samples = [s for r in runs for s in r.samples_ms or []]
+        lat = stats(samples) if samples else latest.latency_ms.to_dict()
+        full = [r.task for r in runs if r.task is not None and r.task.whole]
+        tm = artifact.task_metric if artifact else None
+        task = {"metric": manifest.evaluation.metric if manifest and manifest.evaluation else None,
+                "host": tm.value if tm else None,
+                "device": full[-1].value if full else None,
+                "device_p50_ms_real_lengths": full[-1].latency_ms.p50 if full and full[-1].latency_ms else None}
+        verification = artifact.verification if artifact else None
         out.append({
             "key": "/".join((device, recipe, target, art)),
             "device": device, "recipe": recipe, "target": target, "artifact": art,
-            "format": latest["artifact"]["format"], "precision": latest["artifact"]["precision"],
-            "runtime": latest["artifact"]["runtime"], "size": latest["artifact"].get("size"),
+            "format": latest.artifact.format, "precision": latest.artifact.precision,
+            "runtime": latest.artifact.runtime, "size": latest.artifact.size,
             "latency_ms": {k: lat[k] for k in ("n", "p50", "p90", "p99", "mean", "stdev", "cv", "min", "max")},
             "runs": len(runs), "samples_ms": samples,
-            "run_p50s": [r["latency_ms"]["p50"] for r in runs],
-            "peak_rss_kb": max(r["memory_kb"]["peak_rss"] for r in runs),
-            "load_ms": latest.get("load_ms"),
-            "parity": {"passed": all(r["parity"]["passed"] for r in runs), "cosine_min": parity_cos},
-            "accuracy": {"cosine_min": _metric(artifact.get("verification"), "cosine_min"),
-                         "top1_agreement": _metric(artifact.get("verification"), "top1_agreement")},
+            "run_p50s": [r.latency_ms.p50 for r in runs],
+            "peak_rss_kb": max(r.memory_kb.peak_rss for r in runs),
+            "load_ms": latest.load_ms,
+            "parity": {"passed": all(r.parity.passed for r in runs), "cosine_min": latest.parity.metric("cosine_min")},
+            "accuracy": {"cosine_min": _metric(verification, "cosine_min"),
+                         "top1_agreement": _metric(verification, "top1_agreement")},
             "task": task,
-            "flags": sorted({f for r in runs for f in r["flags"]}),
-            "cache_key": latest["build"]["cache_key"],
-            "recipe_sha256": manifest.get("recipe", {}).get("sha256"),
-            "tools": manifest.get("tools", {}),
-            "fingerprint": fingerprint(latest["device"]),
-            "settings": latest["settings"],
-            "generation": task_unit(latest["build"]["task"]).report_fields(latest),
+            "flags": sorted({f for r in runs for f in r.flags}),
+            "cache_key": latest.build.cache_key,
+            "recipe_sha256": manifest.recipe.sha256 if manifest else None,
+            "tools": manifest.tools if manifest else {},
+            "fingerprint": fingerprint(latest.device),
+            "settings": latest.settings.to_dict(),
+            "generation": task_unit(latest.build.task).report_fields(latest),
         })
     return out
 
 
-def fingerprint(device: dict) -> dict:
-    return {k: device.get(k) for k in ("arch", "cpu_model", "cores", "kernel", "python", "runtimes", "emulated")}
+def _artifact(manifest: Manifest | None, name: str) -> Artifact | None:
+    return next((a for a in manifest.artifacts if a.name == name), None) if manifest else None
+
+
+def fingerprint(device) -> dict:
+    return {k: getattr(device, k) for k in ("arch", "cpu_model", "cores", "kernel", "python", "runtimes", "emulated")}
 
 
 def builds_without_profiles(c: Collected) -> list[dict]:
-    profiled = {p["build"]["cache_key"] for p in c.profiles}
+    profiled = {p.build.cache_key for p in c.profiles}
     out = []
     for key, m in c.manifests.items():
         if key in profiled:
             continue
-        for a in m["artifacts"]:
-            size = artifact_size(m["files"], a["file"])
-            out.append({"recipe": m["recipe"]["name"], "target": m["target"]["name"], "artifact": a["name"],
-                        "precision": a["precision"], "size": size,
-                        "cosine_min": _metric(a.get("verification"), "cosine_min"),
-                        "task": {"metric": (m.get("evaluation") or {}).get("metric"),
-                                 "host": (a.get("task_metric") or {}).get("value")},
-                        "verified": (a.get("verification") or {}).get("passed")})
+        for a in m.artifacts:
+            out.append({"recipe": m.recipe.name, "target": m.target["name"], "artifact": a.name,
+                        "precision": a.precision, "size": artifact_size(m.files, a.file),
+                        "cosine_min": _metric(a.verification, "cosine_min"),
+                        "task": {"metric": m.evaluation.metric if m.evaluation else None,
+                                 "host": a.task_metric.value if a.task_metric else None},
+                        "verified": a.verification.passed if a.verification else None})
     return out
 
 

@@ -27,8 +27,8 @@ def build_report(c: Collected, comparison=None, keep_samples: bool = True) -> di
     for r in results:
         r["pareto"] = {k: r["key"] in v for k, v in fronts.items()}
     devices = {r["device"]: r["fingerprint"] for r in results}
-    builds = {k: {"recipe": m["recipe"]["name"], "target": m["target"]["name"],
-                  "recipe_sha256": m["recipe"]["sha256"], "tools": m["tools"]} for k, m in c.manifests.items()}
+    builds = {k: {"recipe": m.recipe.name, "target": m.target["name"], "recipe_sha256": m.recipe.sha256,
+                  "tools": m.tools} for k, m in c.manifests.items()}
     if not keep_samples:
         for r in results:
             r.pop("samples_ms", None)

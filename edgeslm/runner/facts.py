@@ -124,15 +124,15 @@ def probe(workdir: str | None) -> dict:
         st = os.statvfs(probe_dir)
         disk = {"path": path, "free_bytes": st.f_bavail * st.f_frsize, "total_bytes": st.f_blocks * st.f_frsize}
     osr = dict(line.split("=", 1) for line in read_small("/etc/os-release").splitlines() if "=" in line)
-    return ProbeResult(
-        runner_version=RUNNER_VERSION,
+    return ProbeResult.from_dict(dict(  # checked here too: a device never answers what the host would refuse
+        schema=ProbeResult.SCHEMA, runner_version=RUNNER_VERSION,
         arch=platform.machine(), cpu_model=cpu_model(), cores=os.cpu_count(),
         features=cpu_features(), kernel=platform.release(),
         os=osr.get("PRETTY_NAME", "").strip('"') or platform.system(),
         python=platform.python_version(), python_executable=sys.executable,
         mem_total_kb=mem.get("MemTotal"), mem_available_kb=mem.get("MemAvailable"),
         disk=disk, runtimes=runtimes(), thermal=thermal(), emulated=emulation(),
-    ).to_dict()
+    )).to_dict()
 
 
 def status_kb(key: str) -> int | None:

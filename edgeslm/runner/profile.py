@@ -8,7 +8,7 @@ import os
 import platform
 
 from edgeslm.contract import NOISY_CV, RUNNER_VERSION, artifact_size
-from edgeslm.contract.results import ProfileResult
+from edgeslm.contract.results import ProfileResult, ResultError
 from edgeslm.runner.errors import RunnerError
 from edgeslm.runner.facts import cpu_model, emulation, runtimes, thermal
 from edgeslm.runner.tasks import Job, task_unit
@@ -40,7 +40,10 @@ def profile(build_dir: str, artifact_name: str, threads: int, warmup: int, iters
     runtime = body.pop("runtime")
     header = _header(manifest, artifact, runtime, started, body["latency_ms"]["cv"], body["parity"]["passed"],
                      thermal_before, thermal_after)
-    return ProfileResult(**header, **body).to_dict()
+    try:  # the host reads it back as this record: a result it would refuse is refused here, with why
+        return ProfileResult.from_dict({"schema": ProfileResult.SCHEMA, **header, **body}).to_dict()
+    except ResultError as exc:
+        raise RunnerError(f"the profile result of {artifact_name} is malformed ({exc})") from None
 
 
 def _header(manifest, artifact, runtime_name, started, cv, parity_passed, thermal_before, thermal_after) -> dict:

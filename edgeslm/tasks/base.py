@@ -145,5 +145,6 @@ class TaskUnit:
     def fit_problem(self, probe: dict, manifest) -> str | None:
         return None
 
-    def report_fields(self, result: dict) -> dict | None:
+    def report_fields(self, result) -> dict | None:
+        """The task's own figures for a report row, from a contract.results.ProfileResult (None: none)."""
         return None

@@ -50,16 +50,13 @@ class GenerationTask(TaskUnit):
                     "free space there or set another workdir")
         return None
 
-    def report_fields(self, result: dict) -> dict | None:
+    def report_fields(self, result) -> dict | None:
         """Decoders: time to first token per prompt length, decode tok/s (median, p10-p90), the check."""
-        g = result.get("generation")
-        if not isinstance(g, dict):
+        g = result.generation
+        if g is None:
             return None
-        try:
-            return {"ttft_ms": {str(t["prompt_tokens"]): t["ttft_ms"]["p50"] for t in g.get("ttft", [])},
-                    "prefill_tok_s": {str(t["prompt_tokens"]): t["prefill_tok_s"] for t in g.get("ttft", [])},
-                    "decode_tok_s": g["decode"]["tok_s"], "decode_tok_s_p10_p90": g["decode"]["tok_s_p10_p90"],
-                    "perplexity_increase": result["parity"].get("perplexity_increase"),
-                    "top5_agreement": result["parity"].get("top5_agreement")}
-        except (KeyError, TypeError):
-            return None
+        return {"ttft_ms": {str(t.prompt_tokens): t.ttft_ms.p50 for t in g.ttft},
+                "prefill_tok_s": {str(t.prompt_tokens): t.prefill_tok_s for t in g.ttft},
+                "decode_tok_s": g.decode.tok_s, "decode_tok_s_p10_p90": g.decode.tok_s_p10_p90,
+                "perplexity_increase": result.parity.perplexity_increase,
+                "top5_agreement": result.parity.top5_agreement}

@@ -152,8 +152,8 @@ def test_every_command_has_a_shape():
     (lambda p: p["thermal"].pop("governor"), r"thermal\.governor is missing"),
     (lambda p: p.update(features="avx2"), "features is not a list"),
     (lambda p: p.update(runtimes={"numpy": 2}), r"runtimes\['numpy'\] is not a string"),
-    (lambda p: p.update(disk={"free_bytes": "1e9"}), r"disk\.free_bytes is not a int"),
-    (lambda p: p.update(cores="4"), "cores is not a int"),
+    (lambda p: p.update(disk={"free_bytes": "1e9"}), r"disk\.free_bytes is not an integer"),
+    (lambda p: p.update(cores="4"), "cores is not an integer"),
 ])
 def test_probe_parts_the_host_reads_are_typed(edit, part):
     """What `devices check` prints and `deploy` compares (temperatures formatted as numbers, free disk)."""

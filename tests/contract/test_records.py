@@ -40,10 +40,20 @@ def test_every_record_round_trips_and_names_what_is_broken(record):
 
 def test_a_profile_result_needs_its_nested_parts():
     good = SAMPLES[ProfileResult.SCHEMA]
-    broken = {**good, "latency_ms": {"cv": 0.01}}
+    broken = {**good, "latency_ms": {k: v for k, v in good["latency_ms"].items() if k != "p50"}}
     with pytest.raises(ResultError, match=r"^latency_ms\.p50 is missing"):
         ProfileResult.from_dict(broken)
-    with pytest.raises(ResultError, match="load_ms is not a number"):
+    for part, value, says in (("latency_ms", {**good["latency_ms"], "p50": 0}, r"latency_ms\.p50 is not a finite number above 0"),
+                              ("flags", ["noisy", 3], r"flags\[1\] is not a string"),
+                              ("parity", {"passed": True, "metrics": [{"name": "cosine_min"}]},
+                               r"parity\.metrics\[0\]\.value is missing"),
+                              ("generation", {"ttft": [], "decode": {"tok_s": 1.0, "tok_s_p10_p90": [1.0]}},
+                               r"generation\.decode\.tok_s_p10_p90 is not two numbers")):
+        with pytest.raises(ResultError, match=f"^{says}"):
+            ProfileResult.from_dict({**good, part: value})
+    typed = ProfileResult.from_dict(good)
+    assert typed.latency_ms.p50 == 1.5 and typed.build.task == "embedding" and typed.task.value == 0.9
+    with pytest.raises(ResultError, match="load_ms is not a finite number, at least 0"):
         ProfileResult.from_dict({**good, "load_ms": True})
 
 
@@ -58,9 +68,10 @@ SAMPLES = {
         "build": {"recipe": "r", "target": "host", "cache_key": "k" * 16, "task": "embedding"},
         "artifact": {"name": "onnx", "format": "onnx", "file": "model.onnx", "precision": "fp32",
                      "runtime": "onnxruntime 1.32.0", "size": 1000},
-        "device": {"arch": "aarch64", "cores": 4}, "thermal": {"before": {}, "after": {}}, "flags": ["noisy"],
+        "device": {"arch": "aarch64", "cpu_model": "Cortex-A76", "cores": 4}, "thermal": {"before": {}, "after": {}}, "flags": ["noisy"],
         "settings": {"threads": 4, "seq_len": 128}, "parity": {"passed": True, "metrics": []},
-        "latency_ms": {"p50": 1.5, "cv": 0.02}, "memory_kb": {"peak_rss": 90000}, "samples_ms": [1.5, 1.6],
+        "latency_ms": {"n": 2, "p50": 1.5, "p90": 1.6, "p99": 1.6, "mean": 1.55, "stdev": 0.07, "cv": 0.02,
+                       "min": 1.5, "max": 1.6}, "memory_kb": {"peak_rss": 90000}, "samples_ms": [1.5, 1.6],
         "load_ms": 12.0, "runner_version": "1", "latency_unit": "ms per run",
         "task": {"metric": "accuracy", "value": 0.9}, "generation": None, "runtime_import_ms": 80.0,
         "first_run_ms": 3.0, "extra_key": {"from": "a newer runner"},
@@ -82,7 +93,7 @@ def test_a_malformed_probe_answer_is_refused_naming_the_device_and_the_part():
     answer = probe(None)
     assert checked_probe("pi", answer) is answer
     for broken, part in (({k: v for k, v in answer.items() if k != "arch"}, "arch is missing"),
-                         ({**answer, "thermal": {"temperatures_c": []}}, "thermal.temperatures_c is not a dict"),
+                         ({**answer, "thermal": {"temperatures_c": []}}, "thermal.temperatures_c is not an object"),
                          ("not json", "not a JSON object")):
         with pytest.raises(DeviceError, match=f"device pi: probe answered something malformed .*{part}"):
             checked_probe("pi", broken)

@@ -39,7 +39,7 @@ def test_search_picks_the_first_setting_that_holds(tmp_path, trainable_model, to
     m = build(recipe, plan(recipe, [load_target("host")])[0], tmp_path / "out").manifest
     found = m.artifact("onnx").quantization["search"]
     assert found["chosen"] == "as configured" and len(found["trials"]) == 1 and found["limit_points"] == 50
-    assert found["trials"][0]["value"] == m.artifact("onnx").task_metric["value"]
+    assert found["trials"][0]["value"] == m.artifact("onnx").task_metric.value
 
 
 def test_no_setting_within_the_limit_fails_listing_every_trial(tmp_path, trainable_model, topics_csv, monkeypatch):

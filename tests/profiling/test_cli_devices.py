@@ -117,7 +117,7 @@ def test_profile_arguments_are_checked_before_the_device_is_touched(tmp_path, in
     wd = tmp_path / "wd-pi"
     assert cli("deploy", tiny_builds["v1"], "-d", "pi", "--devices", inv).exit_code == 0
     active = os.readlink(wd / "tinydeploy" / "current")
-    for args, says in ((["--artifact", "tflite"], "'tflite' is not one of 'onnx', 'executorch'"),
+    for args, says in ((["--artifact", "tflite"], "has no artifact 'tflite'; it has: onnx, executorch"),
                        (["--iters", "0"], "0 is not in the range 1<=x<=1000000"),
                        (["--warmup", "-1"], "-1 is not in the range 0<=x<=1000000"),
                        (["--seq-len", "100000"], "--seq-len 100000 is outside"),

@@ -185,15 +185,17 @@ def test_two_deploys_at_once_cannot_both_proceed(tmp_path, inventory, tiny_build
 def test_profile_over_ssh(tmp_path, inventory, tiny_builds):
     dev = _dev(inventory(pi={}))
     deploy(tiny_builds["v1"], "pi", dev, log=lambda m: None)
-    results = profile("pi", dev, tmp_path / "profiles", iters=20, warmup=3, log=lambda m: None)
-    assert {r["artifact"]["name"] for r in results} == {"onnx", "executorch"}
-    for r in results:
-        assert r["schema"] == "edgeslm.profile/1" and r["parity"]["passed"]
-        lat = r["latency_ms"]
-        assert lat["n"] >= 20 and 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
-        assert r["memory_kb"]["peak_rss"] > r["memory_kb"]["rss_before_load"] > 0
-        assert r["device"]["name"] == "pi" and r["device"]["arch"] == "x86_64"
-        assert Path(r["_path"]).exists() and "emulated" not in r["flags"]
+    measured = profile("pi", dev, tmp_path / "profiles", iters=20, warmup=3, log=lambda m: None)
+    assert {m.result.artifact.name for m in measured} == {"onnx", "executorch"}
+    for m in measured:
+        r = m.result
+        assert r.SCHEMA == "edgeslm.profile/1" and r.parity.passed
+        lat = r.latency_ms
+        assert lat.n >= 20 and 0 < lat.min <= lat.p50 <= lat.p90 <= lat.p99 <= lat.max
+        assert r.memory_kb.peak_rss > r.memory_kb.rss_before_load > 0
+        assert r.device.name == "pi" and r.device.arch == "x86_64"
+        assert "emulated" not in r.flags
+        assert json.loads(m.path.read_text()) == r.to_dict()  # what is stored is the typed record
 
 
 def test_ssh_config_alias_and_proxyjump(tmp_path, inventory, tiny_builds, sshd, monkeypatch):

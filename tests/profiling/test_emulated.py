@@ -55,14 +55,13 @@ def test_check_reports_aarch64_and_matches_rpi4(emulated):
 def test_arm_build_deploys_and_passes_parity_on_the_emulated_device(emulated, tiny_builds, tmp_path):
     d = deploy(tiny_builds["rpi4"], "pi4emu", emulated, log=lambda m: None)
     assert d.sent_files > 0 and not d.warnings
-    results = profile("pi4emu", emulated, tmp_path, iters=3, warmup=1, log=lambda m: None)
-    assert {r["artifact"]["name"] for r in results} == {"onnx", "executorch"}
+    results = [m.result for m in profile("pi4emu", emulated, tmp_path, iters=3, warmup=1, log=lambda m: None)]
+    assert {r.artifact.name for r in results} == {"onnx", "executorch"}
     for r in results:
-        assert r["parity"]["passed"], r["parity"]
-        assert r["device"]["arch"] == "aarch64" and "emulated" in r["flags"]
-        cos = next(m for m in r["parity"]["metrics"] if m["name"] == "cosine_min")["value"]
-        assert cos > 0.9999
-    runtimes = {r["artifact"]["name"]: r["artifact"]["runtime"] for r in results}
+        assert r.parity.passed, r.parity
+        assert r.device.arch == "aarch64" and "emulated" in r.flags
+        assert r.parity.metric("cosine_min") > 0.9999
+    runtimes = {r.artifact.name: r.artifact.runtime for r in results}
     assert runtimes["executorch"].startswith("executorch-numpy-runtime")
 
 
@@ -88,15 +87,15 @@ def test_a_decoder_generates_on_the_emulated_device_without_torch(emulated, tmp_
     logs = []
     deploy(folder, "pi4emu", emulated, log=logs.append)
     assert any("upload ExecuTorch runtime for aarch64" in m for m in logs), logs
-    et, ort = profile("pi4emu", emulated, tmp_path / "out", recipe="llama-8da4w", iters=2, warmup=1, new_tokens=8,
-                      log=logs.append, build=folder)
+    et, ort = (m.result for m in profile("pi4emu", emulated, tmp_path / "out", recipe="llama-8da4w", iters=2,
+                                         warmup=1, new_tokens=8, log=logs.append, build=folder))
     for r in (et, ort):  # the .pte in edgeslm's runtime; the ONNX decoder in aarch64 onnxruntime, own loop
-        assert r["parity"]["passed"] and r["parity"]["top1_vs_build_host"] > 0.8, r["parity"]
-        assert r["device"]["arch"] == "aarch64" and "emulated" in r["flags"]
-        assert r["generation"]["decode"]["tokens"] == 8 and r["generation"]["ttft"][0]["prompt_tokens"] == 32
-        assert r["memory_kb"]["peak_rss"] < 200 * 1024
-    assert et["artifact"]["runtime"].startswith("edgeslm-et") and ort["artifact"]["runtime"].startswith("onnxruntime")
-    assert et["artifact"]["runtime"].endswith("GGUF kernels neon")  # a Cortex-A72: NEON without dotprod
+        assert r.parity.passed and r.parity.top1_vs_build_host > 0.8, r.parity
+        assert r.device.arch == "aarch64" and "emulated" in r.flags
+        assert r.generation.decode.tokens == 8 and r.generation.ttft[0].prompt_tokens == 32
+        assert r.memory_kb.peak_rss < 200 * 1024
+    assert et.artifact.runtime.startswith("edgeslm-et") and ort.artifact.runtime.startswith("onnxruntime")
+    assert et.artifact.runtime.endswith("GGUF kernels neon")  # a Cortex-A72: NEON without dotprod
 
 
 def test_the_wheel_deploys_a_decoder_to_the_pi_without_a_compiler(emulated, tmp_path, decoder_8da4w_recipe):

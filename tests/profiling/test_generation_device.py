@@ -32,21 +32,22 @@ def test_profile_a_decoder_over_ssh(tmp_path, inventory, decoder_build):
     logs = []
     deploy(decoder_build, "pi", dev, log=logs.append)
     assert sum("upload ExecuTorch runtime" in m for m in logs) == 1
-    both = profile("pi", dev, decoder_build.parent.parent, iters=3, warmup=1, new_tokens=12, log=logs.append,
-                   build=decoder_build)
-    assert [r["artifact"]["name"] for r in both] == ["executorch", "onnx"]
+    measured = profile("pi", dev, decoder_build.parent.parent, iters=3, warmup=1, new_tokens=12, log=logs.append,
+                       build=decoder_build)
+    both = [m.result for m in measured]
+    assert [r.artifact.name for r in both] == ["executorch", "onnx"]
     for r in both:
-        assert r["parity"]["passed"] and r["parity"]["top1_vs_build_host"] == 1.0  # same program, same kernels
-        assert abs(r["parity"]["perplexity_increase"]) < 1e-3  # fp32: PyTorch's perplexity on the device
-        assert [t["prompt_tokens"] for t in r["generation"]["ttft"]] == [32, 128]  # 512 does not fit 160
-        d = r["generation"]["decode"]
-        assert d["tokens"] == 12 and d["tok_s"] > 0 and d["step_ms"]["p10"] <= d["step_ms"]["p50"] <= d["step_ms"]["p90"]
-    assert both[1]["artifact"]["runtime"].startswith("onnxruntime") and both[1]["artifact"]["size"] > 100_000
+        assert r.parity.passed and r.parity.top1_vs_build_host == 1.0  # same program, same kernels
+        assert abs(r.parity.perplexity_increase) < 1e-3  # fp32: PyTorch's perplexity on the device
+        assert [t.prompt_tokens for t in r.generation.ttft] == [32, 128]  # 512 does not fit 160
+        d = r.generation.decode
+        assert d.tokens == 12 and d.tok_s > 0 and d.step_ms.p10 <= d.step_ms.p50 <= d.step_ms.p90
+    assert both[1].artifact.runtime.startswith("onnxruntime") and both[1].artifact.size > 100_000
     r = both[0]
     runtimes = list((tmp_path / "wd-pi" / "runtimes").iterdir())
     assert len(runtimes) == 1 and (runtimes[0] / "libedgeslm_et.so").is_file()
-    saved = json.loads(open(r["_path"]).read())
-    assert saved["schema"] == r["schema"] and saved["build"]["task"] == "text-generation"
+    saved = json.loads(measured[0].path.read_text())
+    assert saved == r.to_dict() and saved["build"]["task"] == "text-generation"
     # reports and the gate read it: latency is the time per generated token
     rep = cli("report", decoder_build.parent, "--format", "md")
     assert rep.exit_code == 0 and "Decoders (latency above: ms per generated token)" in rep.stdout
@@ -63,9 +64,9 @@ def test_profile_a_decoder_over_ssh(tmp_path, inventory, decoder_build):
     assert not any("upload ExecuTorch runtime" in m for m in logs)
     lib = runtimes[0] / "libexecutorch.so"
     lib.write_bytes(lib.read_bytes()[:1000])
-    (r,) = profile("pi", dev, decoder_build.parent.parent, iters=1, warmup=0, new_tokens=4, log=logs.append,
-                   build=decoder_build, artifacts=["executorch"])
-    assert any("upload ExecuTorch runtime" in m for m in logs) and r["parity"]["passed"]
+    (again,) = profile("pi", dev, decoder_build.parent.parent, iters=1, warmup=0, new_tokens=4, log=logs.append,
+                       build=decoder_build, artifacts=["executorch"])
+    assert any("upload ExecuTorch runtime" in m for m in logs) and again.result.parity.passed
     assert len(list((tmp_path / "wd-pi" / "runtimes").iterdir())) == 1
 
     # a runtime folder that is a symbolic link elsewhere is refused, and nothing behind it is touched
@@ -177,10 +178,10 @@ def test_an_onnx_decoder_with_edgeslms_ops_runs_on_the_device(tmp_path, inventor
     logs = []
     deploy(folder, "pi", dev, log=logs.append)
     assert sum("upload ExecuTorch runtime" in m for m in logs) == 1
-    (r,) = profile("pi", dev, tmp_path / "out", new_tokens=6, log=logs.append, build=folder)
-    assert r["artifact"]["runtime"].startswith("onnxruntime") and "edgeslm ops, GGUF kernels" in r["artifact"]["runtime"]
-    assert r["parity"]["passed"] and r["generation"]["decode"]["tokens"] == 6
+    r = profile("pi", dev, tmp_path / "out", new_tokens=6, log=logs.append, build=folder)[0].result
+    assert r.artifact.runtime.startswith("onnxruntime") and "edgeslm ops, GGUF kernels" in r.artifact.runtime
+    assert r.parity.passed and r.generation.decode.tokens == 6
     # a decoder's own repeats when none are given: 5 prompts per length after 1 warm-up (not 100 and 10)
-    assert (r["settings"]["iters"], r["settings"]["warmup"]) == (5, 1)
+    assert (r.settings.iters, r.settings.warmup) == (5, 1)
     rc, answer = run_runner(dev.python, "profile", str(folder), "--artifact", "onnx", "--iters", "1", "--new-tokens", "2")
     assert rc == 1 and "needs edgeslm's onnxruntime ops (libedgeslm_ort.so)" in answer["error"]

@@ -102,8 +102,8 @@ def test_tampered_model_is_caught_by_profile_and_replaced_by_deploy(tmp_path, in
     assert _sha(cur / "model.onnx") == _sha(build / "model.onnx")
     assert _sha(cur / "manifest.json") == _sha(build / "manifest.json")
     assert deploy(build, "pi", dev, **QUIET).already_there
-    r = profile("pi", dev, out, iters=2, warmup=1, artifacts=["onnx"], **QUIET)[0]
-    assert r["parity"]["passed"] and r["build"]["verified_against"] == "host build"
+    r = profile("pi", dev, out, iters=2, warmup=1, artifacts=["onnx"], **QUIET)[0].result
+    assert r.parity.passed and r.build.verified_against == "host build"
 
 
 def test_versions_share_no_inodes_and_rollback_verifies_first(tmp_path, inventory, tiny_builds):
@@ -183,9 +183,9 @@ def test_profile_pins_and_labels_its_version_while_deploys_come_and_go(tmp_path,
     assert (_model(wd) / "versions" / first.version / "model.onnx").is_file()  # pinned: not pruned
     worker.join(120)
     assert not worker.is_alive() and "error" not in box, box
-    r = box["results"][0]
-    assert r["build"]["version"] == first.version and r["parity"]["passed"]
-    assert r["build"]["cache_key"].startswith(first.version)
+    r = box["results"][0].result
+    assert r.build.version == first.version and r.parity.passed
+    assert r.build.cache_key.startswith(first.version)
     # the pin ended with the profile: the next deploy prunes that version
     deploy(tiny_builds["v2"], "pi", dev, **QUIET)
     assert not (_model(wd) / "versions" / first.version).exists()
@@ -233,7 +233,7 @@ def test_damaged_runner_file_on_the_device_is_replaced(tmp_path, inventory, tiny
     runner = next((wd / "runner").glob("edgeslm-runner-*.pyz"))
     runner.write_bytes(runner.read_bytes()[:1000])  # truncated
     r = profile("pi", dev, tmp_path / "out", iters=2, warmup=1, artifacts=["onnx"], **QUIET)
-    assert r[0]["parity"]["passed"] and _sha(runner) == _sha(RUNNER_PATH)
+    assert r[0].result.parity.passed and _sha(runner) == _sha(RUNNER_PATH)
     runner.write_text("print('not the runner')\n")  # edited, same name
     assert deploy(tiny_builds["v2"], "pi", dev, **QUIET).version
     assert _sha(runner) == _sha(RUNNER_PATH)
