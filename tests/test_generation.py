@@ -1,5 +1,5 @@
-"""text-generation recipes: tiny random decoders of the five families (Llama, Qwen2, Phi-3, Gemma 2,
-Mistral) build to an ExecuTorch program with a KV cache on ExecuTorch's fast path (custom SDPA and
+"""text-generation recipes: tiny random decoders of the families (Llama and Llama 3.2, Qwen2 and Qwen3, Phi-3
+and Phi-4-mini, Gemma 2 and Gemma 3, Mistral, SmolLM3) build to an ExecuTorch program with a KV cache on ExecuTorch's fast path (custom SDPA and
 cache-update operators, XNNPACK) and to an ONNX decoder (onnxruntime-genai's builder: GroupQueryAttention,
 MatMulNBits) run by onnxruntime in edgeslm's own loop. In fp32 both must reproduce eager PyTorch exactly
 (same greedy tokens as transformers' own generate); quantized (8da4w, int4 MatMulNBits) within
@@ -19,7 +19,7 @@ from edgeslm.config.recipe import load_recipe
 from edgeslm.contract import artifact_size
 from edgeslm.errors import CheckFailed, ConfigError
 from edgeslm.pipeline import build, plan
-from tiny import DECODER_FAMILIES, build_generation, metrics, write_generation_recipe
+from tiny import DECODER_FAMILIES, NEW_FAMILIES, QUANT_8DA4W, build_generation, metrics, write_generation_recipe
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +47,9 @@ def test_fp32_program_matches_eager_exactly(fp32_builds, family):
     # RMSNorm's mean and RoPE's rotate_half run inside the delegate (generation/delegable.py): the one slice
     # left keeps the last position's logits (Phi-3 slices its rotary part itself; Gemma 2 keeps its RoPE)
     assert not any(o.startswith("mean") for o in ops), ops
-    assert family.startswith(("phi3", "gemma2")) or ops.get("slice_copy.Tensor", 0) <= 1, ops
+    # (Phi-3 and Phi-4-mini slice their rotary part themselves; Gemma 2, Gemma 3 and Mistral keep their RoPE
+    # where attention is explicit matmuls: soft-capping, a window shorter than the cache)
+    assert family.startswith(("phi", "gemma", "mistral")) or ops.get("slice_copy.Tensor", 0) <= 1, ops
     assert ort.export["ops"]["com.microsoft.GroupQueryAttention"] == 2 and ort.export["kv_cache"]["positions"] == 160
     assert r.manifest.task == "text-generation" and (r.folder / "model.pte").is_file()
     files = {f.path for f in r.manifest.files}
@@ -77,6 +79,24 @@ def test_quantized_8da4w_within_thresholds_and_smaller(decoder_8da4w, decoder_8d
     assert et.quantization["group_size"] == 32 and et.quantization["embeddings"]["int8_per_row"]
     assert ort.quantization["bits"] == 4 and ort.quantization["block_size"] == 32
     assert ort.quantization["activations"] == "int8 dynamic" and ort.export["ops"]["com.microsoft.MatMulNBits"] == 11
+
+
+@pytest.mark.parametrize("family", NEW_FAMILIES)
+def test_new_families_4bit_within_thresholds_and_smaller(tmp_path, decoders, fp32_builds, family):
+    """Qwen3, Gemma 3, SmolLM3, Llama 3.2 and Phi-4-mini under 8da4w (int4 weights in groups of 32, int8
+    embeddings) in both formats: verified against the quantized eager model, compression loss within the limits
+    loosened for random weights (as decoder_8da4w's), files smaller than fp32's."""
+    r = build_generation(tmp_path, decoders[family], f"q-{family}",
+                         extra=QUANT_8DA4W + "[verify]\nmax_perplexity_increase = 0.5\nmin_top5_agreement = 0.5\n")
+    fp32 = fp32_builds(family).manifest
+    assert r.manifest.status == "ok", [(a.name, metrics(a.verification)) for a in r.manifest.artifacts]
+    for a in r.manifest.artifacts:
+        fid, comp = metrics(a.verification), metrics(a.compression)
+        assert a.verification.passed and a.precision == "8da4w"
+        assert fid["kl_mean"] < 0.02 and fid["top5_agreement"] >= 0.95, (a.name, fid)  # vs its own eager model
+        assert comp["perplexity_increase"] < 0.5 and comp["top5_agreement"] >= 0.5, (a.name, comp)
+        size = artifact_size(r.manifest.files, a.file)
+        assert size < 0.7 * artifact_size(fp32.files, fp32.artifact(a.name).file), (a.name, size)
 
 
 def test_onnx_weights_read_back_are_the_grid_the_file_runs():
@@ -215,11 +235,36 @@ def test_generation_recipes_refuse_what_is_not_built(tmp_path, decoders):
         with pytest.raises(ConfigError) as info:
             load_recipe(tmp_path / "r.toml")
         assert key in str(info.value), (extra, str(info.value))
-    # a context longer than the sliding window of Mistral's layers is refused before the export
-    path = write_generation_recipe(tmp_path / "sw.toml", decoders["mistral"], name="sw", context=600)
-    recipe = load_recipe(path)
-    with pytest.raises(ConfigError, match="sliding window"):
+
+
+
+def test_a_family_or_shape_edgeslm_cannot_build_is_refused_in_one_line(tmp_path, decoders):
+    """A model type outside the table is refused before loading, naming the families edgeslm builds; a Phi-4-mini
+    shape with small heads (12 rotated dimensions: onnxruntime's GroupQueryAttention needs half of them a multiple
+    of 8) is refused for ONNX right after loading, before any export, naming the key to change."""
+    import shutil
+
+    from edgeslm.errors import ModelSourceError
+
+    gpt2 = tmp_path / "gpt2"
+    shutil.copytree(decoders["llama"], gpt2)
+    cfg = json.loads((gpt2 / "config.json").read_text())
+    (gpt2 / "config.json").write_text(json.dumps({**cfg, "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}))
+    recipe = load_recipe(write_generation_recipe(tmp_path / "g.toml", gpt2, name="g"))
+    with pytest.raises(ModelSourceError, match=r"architecture 'gpt2' is not supported .*supported: .*gemma3_text.*"
+                                               r"qwen3.*smollm3"):
         build(recipe, plan(recipe, [load_target("host")])[0], tmp_path / "out")
+
+    small = tmp_path / "phi4small"
+    shutil.copytree(decoders["phi4-mini"], small)
+    cfg = json.loads((small / "config.json").read_text())
+    cfg.pop("head_dim", None)  # the same weights read as 8 heads of 16 (4 kv heads): 12 rotated dimensions
+    (small / "config.json").write_text(json.dumps({**cfg, "num_attention_heads": 8, "num_key_value_heads": 4}))
+    recipe = load_recipe(write_generation_recipe(tmp_path / "p.toml", small, name="p", formats=("executorch", "onnx")))
+    with pytest.raises(ConfigError, match=r"export\.formats.*onnx: onnxruntime's GroupQueryAttention needs half the "
+                                          r"rotary dimension to be a multiple of 8; this model rotates 12 of 16"):
+        build(recipe, plan(recipe, [load_target("host")])[0], tmp_path / "out2")
+    assert not list((tmp_path / "out2").rglob("model.pte"))  # refused before the first export
 
 
 def test_the_sampler_is_seeded_and_draws_from_the_cut_distribution():
@@ -234,3 +279,40 @@ def test_the_sampler_is_seeded_and_draws_from_the_cut_distribution():
     assert np.abs(draws - np.exp(logits)).max() < 0.03, draws
     step = lambda tokens, start: logits  # noqa: E731
     assert greedy(step, [1], 8, 4, pick=sampler(1.0, 0, 1.0, 3)) == greedy(step, [1], 8, 4, pick=sampler(1.0, 0, 1.0, 3))
+
+
+def test_eval_scores_the_files_on_a_users_text_against_their_source(tmp_path, fp32_builds, decoder_8da4w, tiny_builds):
+    """`edgeslm eval BUILD --text FILE` (llama-perplexity's yardstick): an fp32 build's files give the source
+    model's perplexity and no KL; 4-bit files a measurable KL and a perplexity change; bad input is one line."""
+    from click.testing import CliRunner
+
+    from edgeslm.cli import main
+    from edgeslm.errors import EXIT_USER
+    from edgeslm.texts import builtin_texts
+
+    text = tmp_path / "mine.txt"
+    text.write_text("\n\n".join(builtin_texts("verify_long_texts")))
+
+    def run(*args):
+        return CliRunner().invoke(main, ["eval", *map(str, args)])
+
+    r = run(fp32_builds("llama").folder, "--text", text, "--context", 64, "--json")
+    assert r.exit_code == 0, r.output
+    fp32 = json.loads(r.stdout)
+    assert fp32["windows"] >= 2 and set(fp32["artifacts"]) == {"executorch", "onnx"}
+    for name, a in fp32["artifacts"].items():
+        assert a["tokens"] >= 64 and a["kl_mean"] < 1e-6 and a["top1_agreement"] > 0.998, (name, a)  # (near-ties)
+        assert abs(a["perplexity_change"]) < 1e-4 and a["perplexity"] == pytest.approx(a["source_perplexity"], rel=1e-4)
+    r = run(decoder_8da4w.folder, "--text", text, "--context", 64, "--json")
+    assert r.exit_code == 0, r.output
+    for name, a in json.loads(r.stdout)["artifacts"].items():  # 4-bit weights: a distance the yardstick sees
+        assert a["kl_mean"] > 1e-3 and a["top1_agreement"] < 1.0 and a["perplexity_change_se"] > 0, (name, a)
+    r = run(decoder_8da4w.folder, "--text", text, "--context", 64)
+    assert r.exit_code == 0 and "KL mean" in r.stdout and "executorch" in r.stdout, r.output
+    short = tmp_path / "short.txt"
+    short.write_text("A few words.")
+    for args, says in (((tmp_path / "nope.txt",), "nope.txt"), ((short,), "give a text of at least 32 tokens")):
+        r = run(decoder_8da4w.folder, "--text", *args)
+        assert r.exit_code == EXIT_USER and says in r.output and "Traceback" not in r.output, r.output
+    r = run(tiny_builds["v1"], "--text", text)
+    assert r.exit_code == EXIT_USER and "eval scores text-generation builds" in r.output, r.output

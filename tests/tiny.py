@@ -163,7 +163,10 @@ learning_rate = 5e-3
 """
 
 
-DECODER_FAMILIES = ("llama", "qwen2", "phi3", "phi3-longrope", "gemma2", "mistral")
+DECODER_FAMILIES = ("llama", "qwen2", "phi3", "phi3-longrope", "gemma2", "mistral", "qwen3", "gemma3", "smollm3",
+                    "llama3.2", "phi4-mini")
+NEW_FAMILIES = ("qwen3", "gemma3", "smollm3", "llama3.2", "phi4-mini")  # issue 22: what users pick for a Pi today
+MODEL_TYPE = {"gemma3": "gemma3_text", "llama3.2": "llama", "phi4-mini": "phi3", "phi3-longrope": "phi3"}
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
@@ -193,7 +196,9 @@ def make_decoder_model(family: str, folder: Path, seed: int = 0) -> Path:
     """A tiny random decoder of `family` (2 layers, hidden 64, grouped-query attention, vocab 512) with a
     trained tokenizer; family quirks kept: Qwen2 QKV bias and tied embeddings, Phi-3 fused projections
     (and long RoPE: "phi3-longrope"), Gemma 2 soft-capping and alternating sliding/global layers, Mistral
-    sliding window."""
+    sliding window; Qwen3 q/k norms, Gemma 3 q/k norms with local and global RoPE, SmolLM3 layers without
+    RoPE, Llama 3.2 tied embeddings and llama3 RoPE scaling, Phi-4-mini partial rotation (0.75) and tied
+    embeddings. Sliding windows (16) are shorter than the tests' contexts, so windowed attention is checked."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -201,9 +206,21 @@ def make_decoder_model(family: str, folder: Path, seed: int = 0) -> Path:
     base = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                 num_key_value_heads=2, max_position_embeddings=1024, bos_token_id=tok.bos_token_id,
                 eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, tie_word_embeddings=False)
-    extra = {"qwen2": dict(tie_word_embeddings=True), "gemma2": dict(head_dim=16, sliding_window=512,
+    extra = {"qwen2": dict(tie_word_embeddings=True), "gemma2": dict(head_dim=16, sliding_window=16,
                                                                       query_pre_attn_scalar=16),
-             "mistral": dict(sliding_window=512),
+             "mistral": dict(sliding_window=16),
+             "qwen3": dict(head_dim=16, tie_word_embeddings=True),
+             "gemma3": dict(head_dim=16, sliding_window=16, query_pre_attn_scalar=16,
+                            layer_types=["sliding_attention", "full_attention"]),
+             "smollm3": dict(no_rope_layers=[1, 0], tie_word_embeddings=True),  # layer 1 without RoPE
+             "llama3.2": dict(tie_word_embeddings=True, rope_parameters={
+                 "rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1.0,
+                 "high_freq_factor": 4.0, "original_max_position_embeddings": 64}),
+             # head_dim 64 as Phi-4-mini's 128 scaled: 48 rotated dimensions (onnxruntime needs half of them a
+             # multiple of 8; a smaller head is refused for ONNX: test_generation)
+             "phi4-mini": dict(hidden_size=128, num_attention_heads=2, num_key_value_heads=1,
+                               partial_rotary_factor=0.75, tie_word_embeddings=True,
+                               original_max_position_embeddings=1024),
              # Phi-3-mini-4k's own layout (original = max positions: short RoPE; a larger original than max
              # would mean the long-RoPE 128k variant, which needs rope scaling factors)
              "phi3": dict(original_max_position_embeddings=1024),
@@ -212,13 +229,17 @@ def make_decoder_model(family: str, folder: Path, seed: int = 0) -> Path:
                  "rope_type": "longrope", "rope_theta": 10000.0, "original_max_position_embeddings": 64,
                  "long_factor": [1.0 + 0.5 * i for i in range(8)], "short_factor": [1.0 + 0.05 * i for i in range(8)]}),
              }.get(family, {})
-    config = AutoConfig.for_model(family.split("-")[0], **{**base, **extra})
+    config = AutoConfig.for_model(MODEL_TYPE.get(family, family), **{**base, **extra})
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
+    # Gemma multiplies its embeddings by sqrt(hidden) (8 here): its table is drawn that much smaller, so that its
+    # activations have the other families' scale (as trained Gemma weights do; 8-bit per-token activations then
+    # cost it what they cost the others)
+    embed_std = 0.4 / (8.0 if family.startswith("gemma") else 1.0)
     with torch.no_grad():  # larger weights than the default init: logits that depend on the text
         for name, p in model.named_parameters():
             if p.dim() == 2:
-                p.normal_(0.0, 0.15 if "embed" not in name else 0.4)
+                p.normal_(0.0, 0.15 if "embed" not in name else embed_std)
     model.generation_config.eos_token_id = tok.eos_token_id
     model.save_pretrained(str(folder))
     return folder

@@ -10,7 +10,7 @@ import click
 
 from edgeslm.cli.app import main
 from edgeslm.cli.options import accept_option, build_for, devices_option, figure, inventory, json_option
-from edgeslm.cli.options import MAX_ITERS, MAX_SECONDS, MAX_TOKENS, FiniteFloatRange, threads_option
+from edgeslm.cli.options import MAX_ITERS, MAX_SECONDS, MAX_TOKENS, MAX_THREADS, FiniteFloatRange, IntList
 from edgeslm.config.devices import LOCAL
 from edgeslm.devtools.emulate import EMULATED_TARGET
 from edgeslm.errors import EXIT_FAILED, EdgeSLMError, UserError
@@ -207,7 +207,9 @@ def rollback(name, recipe, out, devices_file, accept_new_host_key) -> None:
 @click.option("--artifact", "artifacts", multiple=True,
               help="Which of the build's artifacts (named after their format: onnx, executorch, or a format a "
                    "plugin registered; repeatable; default: all).")
-@threads_option("Inference threads (default: the device target's threads; 0 = all cores)")
+@click.option("--threads", type=IntList(0, MAX_THREADS), default=None,
+              help="Inference threads; a comma-separated list profiles each, as llama-bench's -t (default: the "
+                   f"device target's threads; 0 = all cores; at most {MAX_THREADS}).")
 @click.option("--iters", type=click.IntRange(1, MAX_ITERS), default=None,
               help="Measured iterations, at least (default: 100; decoders: 5 prompts per length).")
 @click.option("--warmup", type=click.IntRange(0, MAX_ITERS), default=None,
@@ -223,12 +225,15 @@ def rollback(name, recipe, out, devices_file, accept_new_host_key) -> None:
               help="Score only the first N eval texts (e.g. on a slow or emulated device).")
 @click.option("--new-tokens", type=click.IntRange(2, MAX_TOKENS), default=64, show_default=True,
               help="text-generation: decode steps timed.")
+@click.option("--prompt-lengths", type=IntList(1, MAX_TOKENS), default=None,
+              help="text-generation: prompt lengths whose time to first token is measured, comma-separated, as "
+                   "llama-bench's -p (default: 32,128,512 where they fit the KV cache).")
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("build"), show_default=True)
 @devices_option
 @accept_option
 @json_option
 def profile(build_or_recipe, name, recipe, artifacts, threads, iters, warmup, min_seconds, seq_len, with_eval,
-            eval_limit, new_tokens, out, devices_file, accept_new_host_key, as_json) -> None:
+            eval_limit, new_tokens, prompt_lengths, out, devices_file, accept_new_host_key, as_json) -> None:
     """Profile on a device: check the outputs against the build's reference, then measure latency
     (p50/p90/p99, CV), load time, peak RSS, temperatures. With BUILD_OR_RECIPE it is deployed first;
     `--device local` runs the same runner in a fresh subprocess here. Every argument is checked before
@@ -249,12 +254,13 @@ def profile(build_or_recipe, name, recipe, artifacts, threads, iters, warmup, mi
     if threads is None:
         from edgeslm.config.catalog import load_target
 
-        threads = load_target(device.target).threads
+        threads = (load_target(device.target).threads,)
     folder = None
     if build_or_recipe:
         folder = build_for(build_or_recipe, device.target, out)
         built = HostBuild.load(folder)
-        check_request(built.manifest, artifacts, seq_len, str(folder))  # before the device is touched
+        check_request(built.manifest, artifacts, seq_len, str(folder), prompt_lengths,  # before the device is touched
+                      new_tokens)
         if with_eval and not (built.manifest.reference or {}).get("eval"):
             raise UserError(f"--eval: the build {folder} carries no eval set; add [eval] to the recipe "
                             f"{built.manifest.recipe.name}")
@@ -263,9 +269,10 @@ def profile(build_or_recipe, name, recipe, artifacts, threads, iters, warmup, mi
                             f"({built.manifest.recipe.name}); drop --recipe")
         recipe = run_deploy(folder, name, device, accept_new_host_key, log=log).recipe
         out = folder.parent.parent
-    results = run_profile(name, device, out, recipe, artifacts, threads, iters, warmup, min_seconds, seq_len,
+    results = run_profile(name, device, out, recipe, artifacts, list(threads), iters, warmup, min_seconds, seq_len,
                           accept_new_host_key, log=log, build=folder,
-                          eval_rows=(eval_limit or 0) if with_eval else None, new_tokens=new_tokens)
+                          eval_rows=(eval_limit or 0) if with_eval else None, new_tokens=new_tokens,
+                          prompt_lengths=prompt_lengths)
     if as_json:
         click.echo(json.dumps([{**{k: v for k, v in m.result.to_dict().items() if k != "samples_ms"},
                                 "_path": str(m.path)} for m in results], indent=2))

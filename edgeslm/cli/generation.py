@@ -1,4 +1,5 @@
-"""Commands for text-generation builds on devices: `run` (and the decoder profile print)."""
+"""Commands for text-generation builds: `run` on a device, `eval` on the user's own text (and the decoder profile
+print)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from pathlib import Path
 import click
 
 from edgeslm.cli.app import main
-from edgeslm.cli.options import accept_option, build_for, devices_option, figure, inventory
+from edgeslm.cli.options import accept_option, build_for, devices_option, figure, inventory, json_option
 from edgeslm.cli.options import MAX_SEED, MAX_TOKENS, MAX_TOP_K, FiniteFloatRange, check_prompt, threads_option
 from edgeslm.config.devices import LOCAL
+
+MIN_WINDOW = 8  # tokens: a window's second half scores at least 4
 
 
 @main.command()
@@ -98,3 +101,40 @@ def print_generation(r, path) -> None:
     if r.flags:
         click.echo(f"  flags: {', '.join(r.flags)}")
     click.echo(f"  result: {path}")
+
+
+@main.command("eval")
+@click.argument("build", type=click.Path(path_type=Path))
+@click.option("--text", "text_file", type=click.Path(path_type=Path), required=True,
+              help="A UTF-8 text file of your own (held out from the build) to score on.")
+@click.option("--artifact", "artifacts", multiple=True, help="Which of the build's artifacts (repeatable; default: all).")
+@click.option("--context", type=click.IntRange(MIN_WINDOW, MAX_TOKENS), default=None,
+              help="Window length in tokens: each window's first half is the prompt, its second half is scored "
+                   "(default: 512, or the build's KV cache when shorter).")
+@click.option("--source", default=None, help="The model the build was made from, when its recipe's model.source "
+              "cannot be found from here (a folder, a .gguf file or a hub id).")
+@json_option
+def eval_text(build, text_file, artifacts, context, source, as_json) -> None:
+    """Score a text-generation BUILD on your own text against the model it was made from, as llama.cpp's
+    llama-perplexity --kl-divergence does: perplexity of each file and of the source (with standard errors), the
+    change, KL divergence (mean, p99, max), top-1 and top-5 agreement. The files run as on the device, in a
+    process without torch; this machine's CPU."""
+    import json
+
+    from edgeslm.pipeline.text_eval import evaluate
+
+    log = (lambda m: None) if as_json else (lambda m: click.echo(f"  {m}", err=True))
+    r = evaluate(build, text_file, artifacts, context, source, log=log)
+    if as_json:
+        click.echo(json.dumps(r, indent=2))
+        return
+    click.echo(f"{r['build']['recipe']} ({r['build']['target']}): {r['windows']} window(s) of up to {r['window']} "
+               f"tokens of {r['text']} ({r['text_tokens']} tokens; second halves scored) against {r['source']}")
+    click.echo(f"{'artifact':<12} {'tokens':>6} {'perplexity':>18} {'source':>18} {'change':>17} {'KL mean':>9} "
+               f"{'KL p99':>8} {'KL max':>8} {'top-1':>6} {'top-5':>6}")
+    for name, a in r["artifacts"].items():
+        ppl = f"{a['perplexity']:.4g} ± {a['perplexity_se']:.2g}"
+        src = f"{a['source_perplexity']:.4g} ± {a['source_perplexity_se']:.2g}"
+        change = f"{a['perplexity_change']:+.2%} ± {a['perplexity_change_se']:.2%}"
+        click.echo(f"{name:<12} {a['tokens']:>6} {ppl:>18} {src:>18} {change:>17} {a['kl_mean']:>9.5f} "
+                   f"{a['kl_p99']:>8.4f} {a['kl_max']:>8.4f} {a['top1_agreement']:>6.3f} {a['top5_agreement']:>6.3f}")

@@ -32,6 +32,25 @@ class FiniteFloatRange(click.FloatRange):
         return rv
 
 
+class IntList(click.ParamType):
+    """A comma-separated list of integers in [lo, hi] ("1,2,4"), at most `most` of them, as a tuple."""
+    name = "N[,N...]"
+
+    def __init__(self, lo: int, hi: int, most: int = 16):
+        self.lo, self.hi, self.most = lo, hi, most
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            values = tuple(int(x) for x in str(value).split(","))
+        except ValueError:
+            self.fail(f"{value!r} is not a comma-separated list of integers", param, ctx)
+        if len(values) > self.most or not all(self.lo <= v <= self.hi for v in values):
+            self.fail(f"give at most {self.most} values, each in [{self.lo}, {self.hi}] (got {value})", param, ctx)
+        return values
+
+
 def threads_option(help_text: str):
     return click.option("--threads", type=click.IntRange(0, MAX_THREADS), default=None,
                         help=f"{help_text} (at most {MAX_THREADS}).")

@@ -72,7 +72,7 @@ register(TaskRow(
     frozenset({"8da4w", "8da8w", "int8-weight-only"}),
     "decoders take weight quantization: method = \"8da4w\" (int4 weights in groups, int8 dynamic "
     "activations), \"8da8w\" or \"int8-weight-only\"",
-    frozenset({"llama", "mistral", "qwen2", "phi3", "gemma2"}), head="decoder", auto_class="AutoModelForCausalLM",
+    frozenset({"llama", "mistral", "qwen2", "phi3", "gemma2", "qwen3", "gemma3_text", "smollm3"}), head="decoder", auto_class="AutoModelForCausalLM",
     device_loop="generation"))
 
 

@@ -45,6 +45,11 @@ class FormatUnit:
         `probe(step)` the task's probe of the eager model the file stands for."""
         raise NotImplementedError(f"format {self.name} exports no decoders")
 
+    def decoder_problem(self, config) -> str | None:
+        """Why this format cannot export a decoder of this transformers config (one line), checked right after
+        loading, before any export; None: it can."""
+        return None
+
     def uploads_runtime(self, task: str) -> bool:
         return task in TASKS and TASKS[task].head in self.own_runtime
 

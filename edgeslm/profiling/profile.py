@@ -45,8 +45,10 @@ def check_settings(iters: int | None, warmup: int | None, threads: int, min_seco
         raise UserError(f"--seq-len must be at least 1 (got {seq_len})")
 
 
-def check_request(manifest: Manifest, artifacts, seq_len: int | None, where: str) -> list[str]:
-    """The artifacts to profile (default: all) and the sequence length, checked against a build."""
+def check_request(manifest: Manifest, artifacts, seq_len: int | None, where: str,
+                  prompt_lengths: tuple | None = None, new_tokens: int = 64) -> list[str]:
+    """The artifacts to profile (default: all), the sequence length and (decoders) the prompt lengths, checked
+    against a build."""
     have = [a.name for a in manifest.artifacts]
     for a in artifacts:
         if a not in have:
@@ -54,6 +56,15 @@ def check_request(manifest: Manifest, artifacts, seq_len: int | None, where: str
     lo, hi = manifest.shapes.get("min_seq_len"), manifest.shapes.get("max_seq_len")
     if seq_len is not None and isinstance(lo, int) and isinstance(hi, int) and not lo <= seq_len <= hi:
         raise UserError(f"--seq-len {seq_len} is outside {where}'s range [{lo}, {hi}]")
+    if prompt_lengths:
+        context = manifest.shapes.get("max_context")
+        if not task_unit(manifest.task).generates or not isinstance(context, int):
+            raise UserError(f"--prompt-lengths applies to text-generation builds; {where} is {manifest.task}")
+        too_long = [n for n in prompt_lengths if n + new_tokens > context]
+        if too_long:
+            raise UserError(f"--prompt-lengths {','.join(map(str, too_long))}: with --new-tokens {new_tokens} that "
+                            f"does not fit {where}'s KV cache ({context} positions); give shorter prompts or "
+                            "fewer new tokens")
     return list(artifacts) or have
 
 
@@ -71,14 +82,19 @@ def store_for(out: Path, recipe: str, manifest: Manifest) -> Path:
 
 
 def profile(name: str, device: Device, out: Path, recipe: str | None = None, artifacts=(),
-            threads: int = 0, iters: int | None = None, warmup: int | None = None, min_seconds: float = 0.0,
+            threads: int | list = 0, iters: int | None = None, warmup: int | None = None, min_seconds: float = 0.0,
             seq_len: int | None = None, accept_new_host_key: bool = False, log=print,
-            build: Path | None = None, eval_rows: int | None = None, new_tokens: int = 64) -> list[Measured]:
-    """Profile each artifact of the deployed `recipe` (default: the only one) on its active version.
-    `build`: the host's build folder of that version, when the caller knows it. `eval_rows`: also score
-    the eval split on the device (0 = all of it, N = the first N texts; None = not). `iters`, `warmup`:
-    None takes the task's own (encoders 100 and 10; decoders 5 prompts per length and 1)."""
-    check_settings(iters, warmup, threads, min_seconds, seq_len)
+            build: Path | None = None, eval_rows: int | None = None, new_tokens: int = 64,
+            prompt_lengths: tuple | None = None) -> list[Measured]:
+    """Profile each artifact of the deployed `recipe` (default: the only one) on its active version, at each
+    thread count of `threads` (a list profiles the grid, as llama-bench's -t; 0 = all cores). `build`: the
+    host's build folder of that version, when the caller knows it. `eval_rows`: also score the eval split on
+    the device (0 = all of it, N = the first N texts; None = not). `iters`, `warmup`: None takes the task's own
+    (encoders 100 and 10; decoders 5 prompts per length and 1). `prompt_lengths` (decoders): the prompt lengths
+    timed (default: 32, 128, 512 where they fit)."""
+    grid = list(threads) if isinstance(threads, (list, tuple)) else [threads]
+    for t in grid:
+        check_settings(iters, warmup, t, min_seconds, seq_len)
     for a in artifacts:
         check_name(a, "artifact")
     given = HostBuild.load(build) if build else None
@@ -104,20 +120,22 @@ def profile(name: str, device: Device, out: Path, recipe: str | None = None, art
                 log(f"no build of {recipe} {version} on this machine: {name}'s files were checked against "
                     "the device's own manifest only")
                 manifest = _device_manifest(dev, name, recipe, version, vdir, out)
-            names = check_request(manifest, artifacts, seq_len, f"{recipe} {version} on {name}")
+            names = check_request(manifest, artifacts, seq_len, f"{recipe} {version} on {name}", prompt_lengths,
+                                  new_tokens)
             store = store_for(out, recipe, manifest)
             stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-            for art in names:
-                log(f"profiling {recipe}/{art} ({version}) on {name}")
+            for t, art in ((t, art) for t in grid for art in names):
                 label = {"recipe": recipe, "target": manifest.target["name"], "cache_key": manifest.cache_key,
                          "version": version, "verified_against": against}
                 unit = task_unit(manifest.task)
-                extra = unit.profile_args(new_tokens)
+                extra = unit.profile_args(new_tokens, prompt_lengths)
                 n, w = (x if x is not None else d for x, d in zip((iters, warmup), unit.repeats))
                 if needs_et_runtime(manifest, art):
                     extra += ["--et-runtime", dev.et_runtime(dev.arch(), log=log)]
+                log(f"profiling {recipe}/{art} ({version}) on {name}" + (f", {t or 'all'} threads" if len(grid) > 1 else ""))
+                name_part = art if len(grid) == 1 else f"{art}-t{t}"
                 results.append(_run(dev, name, device, vdir, art, stamp, store, label,
-                                    threads, n, w, min_seconds, seq_len, eval_rows, extra))
+                                    t, n, w, min_seconds, seq_len, eval_rows, extra, name_part))
     return results
 
 
@@ -147,8 +165,8 @@ class Measured:
 
 
 def _run(dev, name, device, vdir, art, stamp, store, label, threads, iters, warmup, min_seconds, seq_len,
-         eval_rows=None, extra=()) -> Measured:
-    remote = posixpath.join(dev.model_dir(label["recipe"]), "results", f"{stamp}-{art}.json")
+         eval_rows=None, extra=(), file_part: str | None = None) -> Measured:
+    remote = posixpath.join(dev.model_dir(label["recipe"]), "results", f"{stamp}-{file_part or art}.json")
     args = ["profile", vdir, "--artifact", art, "--threads", str(threads), "--iters", str(iters),
             "--warmup", str(warmup), "--min-seconds", str(min_seconds), "--out", remote, "--workdir", dev.workdir]
     if seq_len:
@@ -159,7 +177,7 @@ def _run(dev, name, device, vdir, art, stamp, store, label, threads, iters, warm
     answer = dev.call(*args, timeout=device.profile_timeout)
     if answer["written"] != remote:
         raise malformed(name, "profile", f"written names {answer['written'][:120]!r}, not {remote}")
-    local = store / name / f"{stamp}-{art}.json"
+    local = store / name / f"{stamp}-{file_part or art}.json"
     result = fetch_result(dev, name, remote, local)
     result.device.name, result.device.target = name, device.target
     for key, value in label.items():  # what was pinned and verified, not what the device says

@@ -134,18 +134,22 @@ def _metric(verification, name: str):
 
 
 def rows(c: Collected) -> list[dict]:
-    """One row per (device, recipe, target, artifact); repeated runs of one key are pooled."""
+    """One row per (device, recipe, target, artifact, threads): a thread grid (`profile --threads 1,2,4`) gives a
+    row per thread count, its key ending in /<n>t; repeated runs of one row are pooled."""
     grouped: dict[tuple, list[ProfileResult]] = {}
     for p in c.profiles:
-        key = (p.device.name or "?", p.build.recipe, p.build.target, p.artifact.name)
+        key = (p.device.name or "?", p.build.recipe, p.build.target, p.artifact.name, p.settings.threads)
         grouped.setdefault(key, []).append(p)
+    counts: dict[tuple, int] = {}
+    for key in grouped:
+        counts[key[:4]] = counts.get(key[:4], 0) + 1
     out = []
-    for (device, recipe, target, art), runs in sorted(grouped.items()):
+    for (device, recipe, target, art, threads), runs in sorted(grouped.items()):
         latest = max(runs, key=lambda r: r.started_at)
         # pool only repeated runs of the same build under the same settings
-        same = (latest.settings.threads, latest.settings.seq_len, latest.settings.batch_size)
+        same = (latest.settings.seq_len, latest.settings.batch_size)
         runs = [r for r in runs if r.build.cache_key == latest.build.cache_key
-                and (r.settings.threads, r.settings.seq_len, r.settings.batch_size) == same]
+                and (r.settings.seq_len, r.settings.batch_size) == same]
         manifest = c.manifests.get(latest.build.cache_key)
         artifact = _artifact(manifest, art)
         samples = [s for r in runs for s in r.samples_ms or []]
@@ -158,8 +162,9 @@ def rows(c: Collected) -> list[dict]:
                 "device_p50_ms_real_lengths": full[-1].latency_ms.p50 if full and full[-1].latency_ms else None}
         verification = artifact.verification if artifact else None
         out.append({
-            "key": "/".join((device, recipe, target, art)),
-            "device": device, "recipe": recipe, "target": target, "artifact": art,
+            "key": "/".join((device, recipe, target, art)) + (f"/{threads}t" if counts[device, recipe, target, art] > 1
+                                                              else ""),
+            "device": device, "recipe": recipe, "target": target, "artifact": art, "threads": threads,
             "format": latest.artifact.format, "precision": latest.artifact.precision,
             "runtime": latest.artifact.runtime, "size": latest.artifact.size,
             "latency_ms": {k: lat[k] for k in ("n", "p50", "p90", "p99", "mean", "stdev", "cv", "min", "max")},
@@ -214,7 +219,7 @@ def task_value(row: dict):
 
 def pareto(rows: list[dict], cost: str = "latency") -> set[str]:
     """Keys of the results no other result beats on both the task metric and the cost (p50 latency or
-    size) on the same device: the trade-offs worth choosing from."""
+    size) on the same device at the same thread count: the trade-offs worth choosing from."""
     def cost_of(r):
         return r["latency_ms"]["p50"] if cost == "latency" else r.get("size")
 
@@ -223,7 +228,8 @@ def pareto(rows: list[dict], cost: str = "latency") -> set[str]:
         acc, c = task_value(r), cost_of(r)
         if acc is None or c is None:
             continue
-        beaten = any(o is not r and o["device"] == r["device"] and task_value(o) is not None and cost_of(o) is not None
+        beaten = any(o is not r and (o["device"], o.get("threads")) == (r["device"], r.get("threads"))
+                     and task_value(o) is not None and cost_of(o) is not None
                      and task_value(o) >= acc and cost_of(o) <= c and (task_value(o) > acc or cost_of(o) < c)
                      for o in rows)
         if not beaten:

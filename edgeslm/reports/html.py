@@ -151,12 +151,13 @@ def render(report: dict) -> str:
             if r["parity"]["cosine_min"] is not None:
                 parity += f" ({r['parity']['cosine_min']:.4f})"
             acc = r["accuracy"]["cosine_min"]
-            rows.append([e(r["recipe"]), e(r["target"]), e(r["artifact"]), e(r["precision"]), markdown.mb(r["size"]),
+            rows.append([e(r["recipe"]), e(r["target"]), e(r["artifact"]), e(str(r.get("threads", "-"))),
+                         e(r["precision"]), markdown.mb(r["size"]),
                          f"{lat['p50']:.2f}", f"{lat['p90']:.2f}", f"{lat['p99']:.2f}", f"{lat['cv'] * 100:.1f}%",
                          f"{r['peak_rss_kb'] / 1024:.0f} MiB", parity, e(markdown.task_cell(r)),
                          "-" if acc is None else f"{acc:.4f}",
                          f"<span class=flag>{e(', '.join(r['flags']))}</span>" if r["flags"] else "-"])
-        parts.append(_table(["recipe", "target", "artifact", "precision", "size", "p50 ms", "p90 ms", "p99 ms", "CV",
+        parts.append(_table(["recipe", "target", "artifact", "threads", "precision", "size", "p50 ms", "p90 ms", "p99 ms", "CV",
                              "peak RSS", "parity on device", "task metric (device / host)", "cosine (host)", "flags"],
                             rows))
         runtimes = ", ".join(f"{k} {v}" for k, v in (fp.get("runtimes") or {}).items() if v)

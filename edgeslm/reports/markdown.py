@@ -58,9 +58,9 @@ def render(report: dict) -> str:
         fp = report["devices"][device]
         emu = f" — EMULATED ({fp['emulated']}): timings are not device latency" if fp.get("emulated") else ""
         out += [f"## {device}: {fp['arch']}, {fp['cpu_model']}, {fp['cores']} cores{emu}", "",
-                "| recipe | target | artifact | precision | size | p50 ms | p90 ms | p99 ms | CV | peak RSS | "
+                "| recipe | target | artifact | threads | precision | size | p50 ms | p90 ms | p99 ms | CV | peak RSS | "
                 "parity on device | task metric (device / host) | vs PyTorch (host) | flags |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in rs:
             lat = r["latency_ms"]
             parity = ("pass" if r["parity"]["passed"] else "**FAIL**") + (
@@ -68,22 +68,23 @@ def render(report: dict) -> str:
             acc = r["accuracy"]
             accuracy = (f"cos {acc['cosine_min']:.4f}" if acc["cosine_min"] is not None else "-") + (
                 f", top-1 {acc['top1_agreement']:.3f}" if acc.get("top1_agreement") is not None else "")
-            out.append(f"| {r['recipe']} | {r['target']} | {r['artifact']} | {r['precision']} | {mb(r['size'])} | "
+            out.append(f"| {r['recipe']} | {r['target']} | {r['artifact']} | {r.get('threads', '-')} | {r['precision']} | "
+                       f"{mb(r['size'])} | "
                        f"{lat['p50']:.2f} | {lat['p90']:.2f} | {lat['p99']:.2f} | {lat['cv'] * 100:.1f}% | "
                        f"{r['peak_rss_kb'] / 1024:.0f} MiB | {parity} | {task_cell(r)} | {accuracy} | "
                        f"{', '.join(r['flags']) or '-'} |")
         gens = [r for r in rs if r.get("generation")]
         if gens:
             out += ["", "Decoders (latency above: ms per generated token):", "",
-                    "| recipe | target | artifact | time to first token p50 (prompt tokens) | decode tok/s (p10-p90) | "
-                    "perplexity vs PyTorch (device) | top-5 vs PyTorch |", "|---|---|---|---|---|---|---|"]
+                    "| recipe | target | artifact | threads | time to first token p50 (prompt tokens) | decode tok/s "
+                    "(p10-p90) | perplexity vs PyTorch (device) | top-5 vs PyTorch |", "|---|---|---|---|---|---|---|---|"]
             for r in gens:
                 g = r["generation"]
                 ttft = ", ".join(f"{v:.0f} ms ({k})" for k, v in g["ttft_ms"].items()) or "-"
                 lo, hi = g["decode_tok_s_p10_p90"]
                 ppl = "-" if g["perplexity_increase"] is None else f"{g['perplexity_increase']:+.1%}"
                 top5 = "-" if g["top5_agreement"] is None else f"{g['top5_agreement']:.3f}"
-                out.append(f"| {r['recipe']} | {r['target']} | {r['artifact']} | {ttft} | "
+                out.append(f"| {r['recipe']} | {r['target']} | {r['artifact']} | {r.get('threads', '-')} | {ttft} | "
                            f"{g['decode_tok_s']:.1f} ({lo:.1f}-{hi:.1f}) | {ppl} | {top5} |")
         runtimes = ", ".join(f"{k} {v}" for k, v in (fp.get("runtimes") or {}).items() if v)
         out += ["", f"Device: kernel {fp['kernel']}, Python {fp['python']}, {runtimes}.", ""]

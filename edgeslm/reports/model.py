@@ -3,7 +3,8 @@
     schema, generated_at, edgeslm_version
     devices:  {name: fingerprint (arch, cpu_model, cores, kernel, python, runtimes, emulated)}
     builds:   {cache_key: {recipe, target, recipe_sha256, tools}}
-    results:  [{key, device, recipe, target, artifact, format, precision, runtime, size, latency_ms
+    results:  [{key (device/recipe/target/artifact, + /<threads>t in a thread grid), device, recipe, target,
+                artifact, threads, format, precision, runtime, size, latency_ms
                 {n,p50,p90,p99,mean,stdev,cv,min,max}, runs, peak_rss_kb, load_ms, parity {passed,
                 cosine_min}, accuracy {cosine_min, top1_agreement}, task {metric, host, device,
                 device_p50_ms_real_lengths}, pareto {latency, size}, flags, cache_key, settings}]

@@ -77,7 +77,7 @@ def profile(job) -> dict:
     if job.new_tokens < 2:
         raise RunnerError("--new-tokens must be >= 2")
     gen = profile_generation(job.build_dir, job.manifest, job.artifact, job.threads, job.warmup, job.iters,
-                             job.new_tokens, job.et_runtime)
+                             job.new_tokens, job.et_runtime, job.prompt_lengths)
     return {
         "runtime": gen["runtime"],
         "settings": gen["settings"],
@@ -89,7 +89,7 @@ def profile(job) -> dict:
 
 
 def profile_generation(build_dir: str, manifest: dict, artifact: dict, threads: int, warmup: int, iters: int,
-                       new_tokens: int, et_runtime: str | None) -> dict:
+                       new_tokens: int, et_runtime: str | None, prompt_lengths: tuple | None = None) -> dict:
     """Load; TTFT at each prompt length (median of `iters` runs after `warmup`), decode speed over
     `new_tokens` steps, RSS after each length (the static KV cache is touched as it fills); then the check
     (after the timings, so its arrays are not in the peak RSS of generation)."""
@@ -101,7 +101,14 @@ def profile_generation(build_dir: str, manifest: dict, artifact: dict, threads: 
     rss_loaded, hwm_loaded = status_kb("VmRSS"), status_kb("VmHWM")
     arrays = reference.load(inside(build_dir, manifest["reference"]["file"]))
     text = [int(i) for i in arrays[reference.TEXT_IDS]]
-    lengths = [n for n in PROMPT_LENGTHS if n + new_tokens <= ctx] or [max(1, ctx - new_tokens - 1)]
+    if prompt_lengths:  # asked for: each must leave room for the decode steps
+        too_long = [n for n in prompt_lengths if n + new_tokens > ctx]
+        if too_long:
+            raise RunnerError(f"--prompt-lengths {','.join(map(str, too_long))}: a prompt of that length and "
+                              f"{new_tokens} new tokens do not fit the KV cache ({ctx} positions)")
+        lengths = sorted(set(prompt_lengths))
+    else:
+        lengths = [n for n in PROMPT_LENGTHS if n + new_tokens <= ctx] or [max(1, ctx - new_tokens - 1)]
     ttft = []
     for n in lengths:
         prompt = (text * (n // len(text) + 1))[:n]

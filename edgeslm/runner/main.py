@@ -89,6 +89,17 @@ def _watchdog(deadline: float | None, stop_on_eof: bool) -> None:
         threading.Thread(target=watch, name="stdin-watch", daemon=True).start()
 
 
+def _lengths(text: str) -> tuple:
+    """A comma-separated list of prompt lengths, each in [1, MAX_TOKENS], at most 16 of them."""
+    try:
+        values = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a comma-separated list of integers") from None
+    if not values or len(values) > 16 or not all(1 <= v <= MAX_TOKENS for v in values):
+        raise argparse.ArgumentTypeError(f"give 1 to 16 lengths, each in [1, {MAX_TOKENS}]")
+    return values
+
+
 def _bounded(lo: int, hi: int):
     """An argparse type: a whole number in [lo, hi] (the host checks these too; the runner's arguments are
     input all the same: 100000 threads would take gigabytes before the first inference)."""
@@ -144,6 +155,9 @@ def main(argv=None) -> int:
     p.add_argument("--eval", type=int, default=None, metavar="ROWS",
                    help="also score the build's eval split here (0 = all of it, N = its first N texts)")
     p.add_argument("--new-tokens", type=_bounded(1, MAX_TOKENS), default=64, help="text-generation: decode steps timed")
+    p.add_argument("--prompt-lengths", type=_lengths, default=None, metavar="N,N,...",
+                   help="text-generation: prompt lengths whose time to first token is measured (default: 32,128,512 "
+                        "where they fit the cache)")
     p.add_argument("--et-runtime", metavar="DIR",
                    help="run .pte files with libedgeslm_et.so from DIR (torch-free; default: $EDGESLM_ET_RUNTIME)")
     p = sub.add_parser("generate", help="greedy tokens for a prompt, one JSON line per token as it comes")
@@ -208,7 +222,8 @@ def main(argv=None) -> int:
                               args.threads or os.cpu_count() or 1, args.et_runtime, sampling=sampling)
         else:
             result = profile(args.build_dir, args.artifact, args.threads, args.warmup, args.iters,
-                             args.min_seconds, args.seq_len, args.eval, args.et_runtime, args.new_tokens)
+                             args.min_seconds, args.seq_len, args.eval, args.et_runtime, args.new_tokens,
+                             args.prompt_lengths)
             if args.out:
                 result = _write_result(result, args.out, args.workdir)
     except RunnerError as exc:

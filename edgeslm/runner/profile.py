@@ -16,7 +16,7 @@ from edgeslm.runner.tasks import Job, task_unit
 
 def profile(build_dir: str, artifact_name: str, threads: int, warmup: int, iters: int,
             min_seconds: float, seq_len: int | None, eval_rows: int | None = None,
-            et_runtime: str | None = None, new_tokens: int = 64) -> dict:
+            et_runtime: str | None = None, new_tokens: int = 64, prompt_lengths: tuple | None = None) -> dict:
     """The artifact's task unit checks and times it; this adds what every result carries (header,
     thermal state before and after, flags). `eval_rows`: None = no task evaluation, 0 = the whole eval
     split, N = its first N texts."""
@@ -33,7 +33,7 @@ def profile(build_dir: str, artifact_name: str, threads: int, warmup: int, iters
                           f"{', '.join(a['name'] for a in manifest['artifacts'])}")
     unit = task_unit(manifest.get("task"))
     job = Job(build_dir, manifest, artifact, threads, warmup, iters, min_seconds, seq_len, eval_rows, et_runtime,
-              new_tokens)
+              new_tokens, prompt_lengths)
     thermal_before = thermal()
     body = unit.profile(job)
     thermal_after = thermal()

@@ -78,7 +78,9 @@ class OnnxRuntime:
             ops = self.ops
             if "; edgeslm ops" not in self.name:
                 self.name += f"; edgeslm ops, GGUF kernels {_kernel(ops)}"
-        return OrtDecoder(path, threads, *dims, int(max_context), ops_library=ops)
+        dec = OrtDecoder(path, threads, *dims, int(max_context), ops_library=ops)
+        self.name = self.name.split("; spinning")[0] + f"; {dec.spinning}"  # a decoder's result says which
+        return dec
 
 
 class ExecuTorchRuntime:

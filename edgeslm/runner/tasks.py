@@ -28,6 +28,7 @@ class Job:
     eval_rows: int | None = None  # encoders: None = no eval, 0 = all of it, N = the first N texts
     et_runtime: str | None = None  # edgeslm's ExecuTorch runtime folder
     new_tokens: int = 64  # decoders: decode steps timed
+    prompt_lengths: tuple | None = None  # decoders: prompt lengths timed (None: PROMPT_LENGTHS that fit)
 
 
 def task_unit(task: str):

@@ -139,7 +139,7 @@ class TaskUnit:
     def build(self, bctx: BuildContext) -> TaskBuild:
         raise NotImplementedError(f"task {self.name} has no build")
 
-    def profile_args(self, new_tokens: int) -> list[str]:
+    def profile_args(self, new_tokens: int, prompt_lengths: tuple | None = None) -> list[str]:
         return []
 
     def fit_problem(self, probe: dict, manifest) -> str | None:

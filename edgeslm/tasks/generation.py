@@ -24,8 +24,9 @@ class GenerationTask(TaskUnit):
 
         return GenerationBuild(bctx)
 
-    def profile_args(self, new_tokens: int) -> list[str]:
-        return ["--new-tokens", str(new_tokens)]
+    def profile_args(self, new_tokens: int, prompt_lengths: tuple | None = None) -> list[str]:
+        lengths = ["--prompt-lengths", ",".join(map(str, prompt_lengths))] if prompt_lengths else []
+        return ["--new-tokens", str(new_tokens), *lengths]
 
     def fit_problem(self, probe: dict, manifest) -> str | None:
         """Why a decoder build would not fit the device's memory or disk (weights + KV cache at the recipe's

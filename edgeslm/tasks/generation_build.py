@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgeslm.errors import ConfigError
 from edgeslm.artifacts.manifest import Artifact, TensorSpec
 from edgeslm.contract import reference as ref
 from edgeslm.contract.decoding import teacher_forced
 from edgeslm.contract.parity import log_softmax
-from edgeslm.errors import ConfigError
 from edgeslm.tasks.base import Exported, ManifestBody, TaskBuild
 from edgeslm.models.causal_lm import prompt_ids
 
@@ -77,7 +77,6 @@ def greedy_hf(model, prompt: list, n: int, stops: list) -> list:
 
 class GenerationBuild(TaskBuild):
     def load(self):
-        from edgeslm.formats.executorch.decoder import sliding_window_problem
         from edgeslm.models.causal_lm import LoadedDecoder, load_causal_lm, stop_ids
         from edgeslm.passes import PassContext
         from edgeslm.verify.decoders import CONTINUATION_TOKENS
@@ -87,9 +86,12 @@ class GenerationBuild(TaskBuild):
         with b.log.step("load model"):
             tokenizer, model = load_causal_lm(b.source, recipe.model.trust_remote_code)
             tokenizer.save_pretrained(str(b.work / "tokenizer"))
-        problem = sliding_window_problem(model.config, g.max_context)
-        if problem:
-            raise ConfigError(b.file, "generation.max_context", problem)
+        from edgeslm.formats import format_unit
+
+        for fmt in recipe.export.formats:  # before any export: a format that cannot take this model says so now
+            problem = format_unit(fmt).decoder_problem(model.config)
+            if problem:
+                raise ConfigError(b.file, "export.formats", f"{fmt}: {problem}")
         self.model = LoadedDecoder(hf=model, tokenizer=tokenizer, source=b.source, max_context=g.max_context,
                                    work=b.work)
         n_text = min(TEXT_TOKENS, g.max_context)
@@ -147,8 +149,11 @@ class GenerationBuild(TaskBuild):
         eager = self.facts.original if exported.eager is None else exported.eager
         with self.b.log.step(f"{fmt}: verify"), exported.quiet():
             step = exported.session()
-            actual, fidelity, loss, continuations = judge(self.facts, self.g, eager, step, result.runtime,
-                                                          exported.against)
+            try:
+                actual, fidelity, loss, continuations = judge(self.facts, self.g, eager, step, result.runtime,
+                                                              exported.against)
+            finally:
+                getattr(step, "close", lambda: None)()  # a session in a process of its own ends with it
             del step
         self.actual[fmt] = actual
         if exported.facts:  # what the adapter did of the quantize pass's plan

@@ -12,6 +12,8 @@ from deployhelp import cli, device
 from edgeslm.errors import EXIT_USER
 from edgeslm.profiling.deploy import deploy
 from edgeslm.profiling.profile import profile
+from edgeslm.artifacts.manifest import load_manifest
+from tiny import metrics
 
 pytestmark = pytest.mark.slow
 
@@ -42,6 +44,9 @@ def test_profile_a_decoder_over_ssh(tmp_path, inventory, decoder_build):
         assert [t.prompt_tokens for t in r.generation.ttft] == [32, 128]  # 512 does not fit 160
         d = r.generation.decode
         assert d.tokens == 12 and d.tok_s > 0 and d.step_ms.p10 <= d.step_ms.p50 <= d.step_ms.p90
+        # the build verified each file with the numbers the device computes (a .pte in a process without torch)
+        host = metrics(load_manifest(decoder_build).artifact(r.artifact.name).compression)
+        assert r.parity.perplexity == pytest.approx(host["perplexity"], rel=1e-6), r.artifact.name
     assert both[1].artifact.runtime.startswith("onnxruntime") and both[1].artifact.size > 100_000
     r = both[0]
     runtimes = list((tmp_path / "wd-pi" / "runtimes").iterdir())
@@ -83,6 +88,31 @@ def test_profile_a_decoder_over_ssh(tmp_path, inventory, decoder_build):
         profile("pi", dev, decoder_build.parent.parent, iters=1, warmup=0, new_tokens=4, log=logs.append,
                 build=decoder_build, artifacts=["executorch"])
     assert [p.name for p in elsewhere.iterdir()] == ["keep.txt"] and runtimes[0].is_symlink()
+
+
+def test_profile_a_grid_of_threads_and_prompt_lengths_as_llama_bench(tmp_path, inventory, decoder_build):
+    """`profile --threads 1,2 --prompt-lengths 16,48`: a result per thread count, each timing those prompts; the
+    report gives a row per thread count. Lengths the cache cannot hold are refused before the device is touched."""
+    inv = inventory(pi={})
+    r = cli("profile", decoder_build, "-d", "pi", "--devices", inv, "--artifact", "onnx", "--threads", "1,2",
+            "--prompt-lengths", "16,48", "--iters", 1, "--warmup", 0, "--new-tokens", 4, "--json")
+    assert r.exit_code == 0, r.output
+    results = json.loads(r.stdout)
+    assert [x["settings"]["threads"] for x in results] == [1, 2]
+    for x in results:
+        assert [t["prompt_tokens"] for t in x["generation"]["ttft"]] == [16, 48]
+        assert x["generation"]["decode"]["tokens"] == 4
+    rep = cli("report", decoder_build, *[x["_path"] for x in results])
+    assert rep.exit_code == 0, rep.output
+    rows = [ln for ln in rep.stdout.splitlines() if ln.startswith("| fp32-qwen2 | host | onnx |")]
+    assert {ln.split("|")[4].strip() for ln in rows} == {"1", "2"}, rows
+    assert "(16)" in rep.stdout and "(48)" in rep.stdout
+    data = json.loads(cli("report", decoder_build, *[x["_path"] for x in results], "--format", "json").stdout)
+    assert sorted(x["key"] for x in data["results"]) == ["pi/fp32-qwen2/host/onnx/1t", "pi/fp32-qwen2/host/onnx/2t"]
+    before = sorted(p.name for p in (tmp_path / "wd-pi").rglob("results/*.json"))
+    r = cli("profile", decoder_build, "-d", "pi", "--devices", inv, "--prompt-lengths", "32,150")
+    assert r.exit_code == EXIT_USER and "--prompt-lengths 150: with --new-tokens 64 that does not fit" in r.output
+    assert sorted(p.name for p in (tmp_path / "wd-pi").rglob("results/*.json")) == before
 
 
 def test_run_streams_the_same_text_as_transformers_generate(tmp_path, inventory, decoder_build, decoder_source,

@@ -56,7 +56,7 @@ def test_a_poisoned_result_is_skipped_and_named_in_every_format(profiled, tmp_pa
     bad = poison(build)
     r = cli("report", build)
     assert r.exit_code == 0, r.output
-    assert "| tinydeploy | host | onnx | fp32 |" in r.stdout  # the readable results are reported
+    assert "| tinydeploy | host | onnx | 1 | fp32 |" in r.stdout  # the readable results are reported
     warnings = [ln for ln in r.stderr.splitlines() if ln.startswith("warning: skipped")]
     assert len(warnings) == len(bad), r.stderr
     for name, why in bad.items():

@@ -31,7 +31,7 @@ def test_markdown_report(profiled):
     r = cli("report", profiled["build"])
     assert r.exit_code == 0, r.output
     md = r.stdout
-    assert "## local: " in md and "| tinydeploy | host | onnx | fp32 |" in md
+    assert "## local: " in md and "| tinydeploy | host | onnx | 1 | fp32 |" in md
     assert "parity on device" in md and "pass (1.0000)" in md
     assert "recipe sha256" in md and "torch 2.13" in md  # recipe hash and tool versions in every report
 

@@ -71,3 +71,17 @@ def test_the_fast_decoder_path_runs_torch_free_as_the_official_runtime(tmp_path,
     assert np.abs(ours - ref).max() < 1e-4 * np.abs(ref).max()
     assert list(ours.argmax(1)) == list(ref.argmax(1))  # the same greedy continuation
     assert got["error"] and "failed" in got["error"]  # past the cache: refused, no crash
+    # the build verifies a .pte the same way: in a process of its own without torch (IsolatedStep)
+    from edgeslm.formats.isolated import isolated_step
+    from edgeslm.runner.errors import RunnerError
+
+    iso = isolated_step("executorch", tiny_llama)
+    rows, pos = [iso(PROMPT, 0)], len(PROMPT)
+    for _ in range(STEPS):
+        rows.append(iso([int(rows[-1].argmax())], pos))
+        pos += 1
+    with pytest.raises(RunnerError, match="failed"):
+        iso(PROMPT, CONTEXT - 2)  # an error answer, and the process goes on
+    assert iso(PROMPT, 0).shape == (512,)
+    iso.close()
+    assert not iso.torch and np.array_equal(np.stack(rows), ours.astype(np.float32))

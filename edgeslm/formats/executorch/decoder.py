@@ -34,25 +34,34 @@ def _register() -> None:
 
 
 def _attention(module, query, key, value, attention_mask, scaling=None, softcap=None, position_ids=None,
-               **kwargs):
-    """query [B, H, n, D]; key/value [B, Hkv, context, D] (the whole cache). Returns [B, n, H, D]."""
+               sliding_window=None, **kwargs):
+    """query [B, H, n, D]; key/value [B, Hkv, context, D] (the whole cache). Returns [B, n, H, D].
+
+    `llama::custom_sdpa` (causal from the start position) where it computes what the layer does; explicit
+    matmuls where the layer soft-caps its logits (Gemma 2) or only sees a sliding window of the context
+    shorter than the cache (Gemma 2/3, Mistral, SmolLM3's sliding layers): position i then attends to the
+    positions j with i - window < j <= i, as transformers masks them."""
     import torch
 
     start = position_ids[0][0].item()
-    q, k, v = query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)
-    if softcap is None:
+    n, context = query.shape[2], key.shape[2]
+    windowed = sliding_window is not None and context > sliding_window
+    if softcap is None and not windowed:
+        q, k, v = query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)
         out = torch.ops.llama.custom_sdpa(q, k, v, start, None, 0.0, True, scaling)
         return out, None
-    # soft-capped logits (Gemma 2): tanh(s / cap) * cap before the causal softmax
-    n, context = query.shape[2], key.shape[2]
     groups = query.shape[1] // key.shape[1]
     kk = key.repeat_interleave(groups, dim=1)
     vv = value.repeat_interleave(groups, dim=1)
     scores = torch.matmul(query, kk.transpose(2, 3)) * (scaling if scaling is not None else query.shape[-1] ** -0.5)
-    scores = torch.tanh(scores / softcap) * softcap
+    if softcap is not None:  # tanh(s / cap) * cap before the causal softmax
+        scores = torch.tanh(scores / softcap) * softcap
     rows = torch.arange(n).unsqueeze(1) + start
     cols = torch.arange(context).unsqueeze(0)
-    scores = scores.masked_fill(cols > rows, float("-inf"))
+    hidden = cols > rows
+    if windowed:
+        hidden = hidden | (cols <= rows - sliding_window)
+    scores = scores.masked_fill(hidden, float("-inf"))
     out = torch.matmul(torch.softmax(scores, dim=-1), vv)
     return out.transpose(1, 2), None
 
@@ -79,16 +88,6 @@ def decoder_shape(config, context: int) -> DecoderShape:
                         head_dim=head_dim, vocab=cfg.vocab_size, context=context)
 
 
-def sliding_window_problem(config, context: int) -> str | None:
-    """Sliding-window layers are run as global attention, exact only while the context fits the window."""
-    cfg = config.get_text_config()
-    window = getattr(cfg, "sliding_window", None)
-    if window and context > window:
-        return (f"the context ({context}) is longer than the model's sliding window ({window}); "
-                f"set generation.max_context <= {window}")
-    return None
-
-
 def make_decoder(model, context: int):
     """Wrap `model` (a transformers *ForCausalLM in fp32, eval mode) for export. Mutates its config's
     attention implementation."""
@@ -104,9 +103,10 @@ def make_decoder(model, context: int):
     text = model.config.get_text_config()
     text._attn_implementation = ATTENTION
     swap_norms(model)  # RMSNorm and RoPE in ops XNNPACK delegates: fewer cuts between delegate calls
-    # not RoPE where attention is explicit matmuls (Gemma 2's soft-capping): there XNNPACK's partitioner
-    # formed a partition with a dependency cycle and lowering failed
-    rope = not getattr(text, "attn_logit_softcapping", None)
+    # not RoPE where attention is explicit matmuls (Gemma 2's soft-capping, a sliding window shorter than the
+    # cache): there XNNPACK's partitioner formed a partition with a dependency cycle and lowering failed
+    window = getattr(text, "sliding_window", None)
+    rope = not getattr(text, "attn_logit_softcapping", None) and not (window and context > window)
 
     class Layer(StaticLayer):
         def __init__(self, store: CustomKVCache, owner):
@@ -352,6 +352,8 @@ def export_decoder(work: Path, model, tokenizer, g, quant, log, log_file: Path, 
                 "float32[1, vocab]", "kv_cache": {"layers": shape.layers, "kv_heads": shape.kv_heads,
                                                   "head_dim": shape.head_dim, "positions": shape.context,
                                                   "bytes": shape.kv_cache_bytes}, **export_facts})
-    return Exported(result=result, session=lambda: pte_step(work / FILE, native=bool(own_ops)), eager=eager,
+    from edgeslm.formats.isolated import isolated_step
+
+    return Exported(result=result, session=lambda: isolated_step("executorch", work / FILE), eager=eager,
                     against="eager PyTorch after the passes (what was exported), same calls", quiet=quiet_native,
                     facts=qfacts)

@@ -58,7 +58,7 @@ def export_onnx_decoder(model, tokenizer, work: Path, method: str | None, group_
         cfg_path.write_text(json.dumps(cfg, indent=1))
         # prune_lm_head: a prompt computes the logits of its last token only (TTFT 57 instead of 69 ms at 32
         # tokens, SmolLM2-135M); the loop never reads the others
-        cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(src), "-o", str(out),
+        cmd = [sys.executable, "-m", "edgeslm.formats.onnx.builder_run", "-i", str(src), "-o", str(out),
                "-p", precision, "-e", "cpu", "-c", str(cache), "--extra_options", "prune_lm_head=true", *options]
         if level is not None:
             cmd += [f"block_size={group_size}", f"accuracy_level={level}"]
