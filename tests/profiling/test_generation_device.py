@@ -102,12 +102,14 @@ def test_profile_a_grid_of_threads_and_prompt_lengths_as_llama_bench(tmp_path, i
     for x in results:
         assert [t["prompt_tokens"] for t in x["generation"]["ttft"]] == [16, 48]
         assert x["generation"]["decode"]["tokens"] == 4
-    rep = cli("report", decoder_build, *[x["_path"] for x in results])
+    # the build's manifest and these results only (other tests profile this shared build too)
+    rep = cli("report", decoder_build / "manifest.json", *[x["_path"] for x in results])
     assert rep.exit_code == 0, rep.output
     rows = [ln for ln in rep.stdout.splitlines() if ln.startswith("| fp32-qwen2 | host | onnx |")]
     assert {ln.split("|")[4].strip() for ln in rows} == {"1", "2"}, rows
     assert "(16)" in rep.stdout and "(48)" in rep.stdout
-    data = json.loads(cli("report", decoder_build, *[x["_path"] for x in results], "--format", "json").stdout)
+    data = json.loads(cli("report", decoder_build / "manifest.json", *[x["_path"] for x in results], "--format",
+                          "json").stdout)
     assert sorted(x["key"] for x in data["results"]) == ["pi/fp32-qwen2/host/onnx/1t", "pi/fp32-qwen2/host/onnx/2t"]
     before = sorted(p.name for p in (tmp_path / "wd-pi").rglob("results/*.json"))
     r = cli("profile", decoder_build, "-d", "pi", "--devices", inv, "--prompt-lengths", "32,150")
