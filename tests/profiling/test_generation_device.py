@@ -138,6 +138,11 @@ def test_run_streams_the_same_text_as_transformers_generate(tmp_path, inventory,
     assert r.exit_code == 0, r.output
     assert r.stdout.strip() == expected.strip() and expected.strip()
     assert "executorch, greedy: 6 tokens after a" in r.stderr and "time to first token" in r.stderr
+    # the device's time to first token and what the user waited (deploy check, connection, tokenizer included)
+    import re
+
+    waited = re.search(r"time to first token (\d+) ms on the device, first text here ([\d.]+) s after", r.stderr)
+    assert waited and float(waited.group(2)) * 1000 >= float(waited.group(1)), r.stderr
     r = cli("run", decoder_build, prompt, "--device", "pi", "--devices", inv, "--max-new-tokens", 6, "--no-chat",
             "--artifact", "onnx")  # the ONNX decoder in onnxruntime, the same loop: the same text
     assert r.exit_code == 0 and r.stdout.strip() == expected.strip() and "onnx, greedy: 6 tokens" in r.stderr, r.output
