@@ -121,6 +121,8 @@ def test_a_q8_0_gguf_runs_its_own_grid_in_both_formats(tmp_path, decoders):
     assert rounded.quantization["embeddings"]["int8_per_row"] and "gguf_grid" not in rounded.quantization
     og = onnx_file.quantization["gguf_grid"]
     assert og["types"] == ["Q8_0"] and og["carried_layers"] == 11, og  # qkv, o, gate, up, down x 2 and the head
+    # labelled as what the files hold (8-bit GGUF blocks), not as the recipe's int4 method
+    assert pte.precision == onnx_file.precision == "GGUF Q8_0" and rounded.precision == "8da4w"
     kc, rc = metrics(pte.compression), metrics(rounded.compression)
     assert kc["kl_mean"] < 0.1 * rc["kl_mean"] and kc["top1_agreement"] > rc["top1_agreement"], (kc, rc)
     for a in (pte, onnx_file):

@@ -214,6 +214,16 @@ def grid_words(grids: dict) -> str:
             else "neural-compressor GPTQ's integers and scales (symmetric int4, groups of 32)")
 
 
+def carried_precision(method: str, grids: dict | None, done: list, total: int) -> str:
+    """A decoder file's precision label: the recipe's method, or, where a GGUF's own grid holds the weights, that
+    grid's block types (a Q8_0 GGUF under 8da4w holds 8-bit weights, not int4): "GGUF Q8_0" when every layer
+    carries it, "8da4w + GGUF Q4_1 (12 of 15 layers)" when some do."""
+    if not grids or not done or grid_origin(grids) != "GGUF":
+        return method
+    label = "GGUF " + "/".join(sorted({grids[m]["type"] for m in done}))
+    return label if len(done) >= total else f"{method} + {label} ({len(done)} of {total} layers)"
+
+
 def grid_facts(grids: dict, done: list, not_carried: dict) -> dict:
     """The manifest's account of a carried grid: where from, how many layers, which block types, what was not
     and why."""

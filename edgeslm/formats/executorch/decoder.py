@@ -314,14 +314,14 @@ def export_decoder(work: Path, model, tokenizer, g, quant, log, log_file: Path, 
     quantization (what the file was exported from). Rewires and quantizes `model` in place (build it last).
     Returns tasks.base.Exported."""
     from edgeslm.formats.base import Exported, ExportResult
-    from edgeslm.models.gguf_grid import BLOCK, grid_facts, grid_origin, grid_words
+    from edgeslm.models.gguf_grid import BLOCK, carried_precision, grid_facts, grid_origin, grid_words
 
     q = quant.config if quant is not None else None
     grids, skipped = (quant.carried if quant is not None else None) or (None, {})
     group = BLOCK if grids else (q.group_size if q is not None else 0)
     with log.step("executorch: wrap with KV cache"):
         decoder, shape = make_decoder(model, g.max_context)
-    qfacts, own_ops = None, []
+    qfacts, own_ops, carried = None, [], []
     if q is not None:
         with log.step(f"executorch: quantize ({q.method})"):
             scheme = {"8da4w": "8da4w", "8da8w": "8da8w", "int8-weight-only": "int8-wo"}[q.method]
@@ -329,6 +329,7 @@ def export_decoder(work: Path, model, tokenizer, g, quant, log, log_file: Path, 
                 qfacts = quantize_decoder(decoder, scheme, group, q.embeddings, grids)
         if grids is not None:
             done, own_ops = qfacts.pop("gguf_grid_carried", []), qfacts.pop("gguf_linear", [])
+            carried = done
             # (a Q4_0 head runs as Q4_1 with m = -8 d)
             kinds = "/".join(sorted({"Q4_1" if grids[m]["type"] == "Q4_0" else grids[m]["type"] for m in own_ops}))
             qfacts["grid"] = (f"{grid_words(grids)} in {len(done)} of {qfacts['linear']} linears"
@@ -347,7 +348,8 @@ def export_decoder(work: Path, model, tokenizer, g, quant, log, log_file: Path, 
         (work / FILE).write_bytes(program.buffer)
         del program
     result = ExportResult(
-        file=FILE, runtime="executorch/xnnpack", precision="fp32" if q is None else q.method, quantization=qfacts,
+        file=FILE, runtime="executorch/xnnpack", quantization=qfacts,
+        precision="fp32" if q is None else carried_precision(q.method, grids, carried, qfacts["linear"]),
         export={"backend": "xnnpack", "program": "forward(tokens int64[1, n], start_pos int64[1]) -> logits "
                 "float32[1, vocab]", "kv_cache": {"layers": shape.layers, "kv_heads": shape.kv_heads,
                                                   "head_dim": shape.head_dim, "positions": shape.context,

@@ -262,8 +262,13 @@ def export_decoder(work: Path, model, tokenizer, g, quant, log, log_file: Path, 
             folder = str(runtime_folder(platform.machine()))
         return OnnxRuntime(folder).decoder(str(work / FILE), 0, export, g.max_context)  # the device's own session
 
-    result = ExportResult(file=FILE, runtime="onnxruntime", precision="fp32" if q is None else q.method,
-                          quantization=quantization, export=export)
+    precision = "fp32" if q is None else q.method
+    if q is not None and grids is not None:
+        from edgeslm.models.gguf_grid import carried_precision
+
+        precision = carried_precision(q.method, grids, w["carried"], w["matmul_nbits"] + w.get("gguf_linear", 0))
+    result = ExportResult(file=FILE, runtime="onnxruntime", precision=precision, quantization=quantization,
+                          export=export)
     return Exported(result=result, session=session, eager=eager,
                     against="eager PyTorch with the file's dequantized weights" if q is not None
                     else "eager PyTorch (transformers' KV cache, same calls)")
