@@ -131,9 +131,7 @@ def _source_model(manifest, source: str | None):
     from edgeslm.models.sources import resolve_source
 
     spec = source or manifest.model.get("source")
-    base = Path(manifest.recipe.path).parent if manifest.recipe.path else Path.cwd()
-    if source is not None:
-        base = Path.cwd()
+    base = Path(manifest.recipe.path).parent if source is None and manifest.recipe.path else Path.cwd()
     try:
         resolved = resolve_source(str(spec), base, None if source else manifest.model.get("revision"))
     except UserError as exc:
