@@ -36,7 +36,8 @@ from __future__ import annotations
 import numpy as np
 
 BLOCK = 32
-CARRIED = ("Q4_0", "Q4_1", "Q8_0")
+CARRIED = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K")
+FLOAT = ("F32", "F16", "BF16")  # a float tensor: no grid to carry, the recipe quantizes it
 UNCARRIED = "(not a grid edgeslm carries exactly)"  # module_grids' reason for a block type outside CARRIED
 # GGUF tensor name (in block i) -> the transformers module of layer i, and whether llama.cpp permuted its rows
 # for RoPE ("heads" / "kv_heads": by that many heads)
@@ -48,8 +49,23 @@ PARTS = {"attn.qkv_proj": ("attn_q", "attn_k", "attn_v"), "attn.o_proj": ("attn_
          "mlp.gate_proj": ("ffn_gate",), "mlp.up_proj": ("ffn_up",), "mlp.down_proj": ("ffn_down",)}
 
 
+def _f16(raw: np.ndarray) -> np.ndarray:
+    return raw.copy().view(np.float16)[..., 0].astype(np.float32)
+
+
+def _k_scales(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Q4_K / Q5_K: 12 bytes per super-block -> (sc, m) [..., 8], 6 bits each (ggml's get_scale_min_k4)."""
+    d, m, md = raw[..., 0:4], raw[..., 4:8], raw[..., 8:12]
+    sc = np.concatenate([d & 0x3F, (md & 0x0F) | ((d >> 2) & 0x30)], axis=-1)
+    mn = np.concatenate([m & 0x3F, (md >> 4) | ((m >> 2) & 0x30)], axis=-1)
+    return sc, mn
+
+
 def _grid(tensor) -> dict | None:
-    """{"type", "q" uint8 [N, K] (Q4: 0..15, Q8_0: q + 128), "d" [N, K/32], "m" [N, K/32] or None}."""
+    """The file's integers and scales of one tensor [N, K]: {"type", "q" uint8 [N, K], and per type:
+    Q4_0 / Q5_0 / Q8_0 "d" [N, K/32] (q 0..15 / 0..31 / q + 128), Q4_1 / Q5_1 "d", "m" [N, K/32],
+    Q4_K / Q5_K "d", "dmin" [N, K/256], "sc", "mn" [N, K/32] (6-bit), Q6_K "d" [N, K/256], "sc" int8 [N, K/16]}
+    (q 0..63, w = d sc (q - 32)). "m" is None where the type has no per-block minimum."""
     kind = tensor.tensor_type.name
     if kind not in CARRIED:
         return None
@@ -57,26 +73,60 @@ def _grid(tensor) -> dict | None:
     n = raw.shape[0]
     if kind == "Q8_0":
         blocks = raw.reshape(n, -1, 34)
-        d = blocks[:, :, :2].copy().view(np.float16)[..., 0].astype(np.float32)
         q = (blocks[:, :, 2:].copy().view(np.int8).astype(np.int16) + 128).astype(np.uint8)
-        return {"type": kind, "q": q.reshape(n, -1), "d": d, "m": None}
-    size = 18 if kind == "Q4_0" else 20
-    blocks = raw.reshape(n, -1, size)
-    d = blocks[:, :, :2].copy().view(np.float16)[..., 0].astype(np.float32)
-    m = blocks[:, :, 2:4].copy().view(np.float16)[..., 0].astype(np.float32) if kind == "Q4_1" else None
-    qs = blocks[:, :, size - 16:]
-    q = np.concatenate([qs & 0x0F, qs >> 4], axis=-1)  # ggml: element j in the low nibble, j + 16 in the high
-    return {"type": kind, "q": q.reshape(n, -1), "d": d, "m": m}
+        return {"type": kind, "q": q.reshape(n, -1), "d": _f16(blocks[:, :, :2]), "m": None}
+    if kind in ("Q4_0", "Q4_1", "Q5_0", "Q5_1"):
+        size = {"Q4_0": 18, "Q4_1": 20, "Q5_0": 22, "Q5_1": 24}[kind]
+        blocks = raw.reshape(n, -1, size)
+        minimum = kind in ("Q4_1", "Q5_1")
+        qs = blocks[:, :, size - 16:]
+        q = np.concatenate([qs & 0x0F, qs >> 4], axis=-1)  # ggml: element j in the low nibble, j + 16 in the high
+        if kind.startswith("Q5"):
+            at = 4 if minimum else 2
+            qh = blocks[:, :, at:at + 4].copy().view("<u4")  # bit j: bit 4 of element j
+            q = q | ((((qh >> np.arange(32, dtype=np.uint32)) & 1).astype(np.uint8)) << 4)
+        return {"type": kind, "q": q.reshape(n, -1), "d": _f16(blocks[:, :, :2]),
+                "m": _f16(blocks[:, :, 2:4]) if minimum else None}
+    if kind in ("Q4_K", "Q5_K"):
+        size = 144 if kind == "Q4_K" else 176
+        blocks = raw.reshape(n, -1, size)
+        sc, mn = _k_scales(blocks[:, :, 4:16])
+        qs = blocks[:, :, size - 128:].reshape(n, -1, 4, 1, 32) >> np.array([0, 4], dtype=np.uint8).reshape(1, 1, 1, 2, 1)
+        q = (qs & 0x0F).reshape(n, -1, 256)  # group g of 64: low nibbles of its 32 bytes, then the high ones
+        if kind == "Q5_K":
+            qh = blocks[:, :, 16:48].reshape(n, -1, 1, 32) >> np.arange(8, dtype=np.uint8).reshape(1, 1, 8, 1)
+            q = q | ((qh & 1).reshape(n, -1, 256) << 4)
+        return {"type": kind, "q": q.reshape(n, -1), "d": _f16(blocks[:, :, 0:2]), "dmin": _f16(blocks[:, :, 2:4]),
+                "sc": sc.reshape(n, -1), "mn": mn.reshape(n, -1), "m": None}
+    blocks = raw.reshape(n, -1, 210)  # Q6_K: ql[128], qh[64], scales[16] int8, d
+    ql = blocks[:, :, :128].reshape(n, -1, 2, 1, 64) >> np.array([0, 4], dtype=np.uint8).reshape(1, 1, 1, 2, 1)
+    qh = blocks[:, :, 128:192].reshape(n, -1, 2, 1, 32) >> np.array([0, 2, 4, 6], dtype=np.uint8).reshape(1, 1, 1, 4, 1)
+    q = (ql & 0x0F).reshape(n, -1, 256) | ((qh & 3).reshape(n, -1, 256) << 4)
+    return {"type": kind, "q": q.reshape(n, -1), "d": _f16(blocks[:, :, 208:210]),
+            "sc": blocks[:, :, 192:208].copy().view(np.int8).reshape(n, -1), "m": None}
 
 
 def _dequant(g: dict) -> np.ndarray:
+    """The weights a grid holds, float32 [N, K], computed as gguf-py dequantizes them."""
     n = g["q"].shape[0]
+    kind = g["type"]
+    if kind in ("Q4_K", "Q5_K"):
+        q = g["q"].reshape(n, -1, BLOCK).astype(np.float32)
+        d = np.repeat(g["d"], 8, axis=1) * g["sc"].astype(np.float32)
+        dm = np.repeat(g["dmin"], 8, axis=1) * g["mn"].astype(np.float32)
+        return (d[:, :, None] * q - dm[:, :, None]).reshape(n, -1)
+    if kind == "Q6_K":
+        q = g["q"].reshape(n, -1, 16).astype(np.float32) - 32
+        return ((np.repeat(g["d"], 16, axis=1) * g["sc"].astype(np.float32))[:, :, None] * q).reshape(n, -1)
     q = g["q"].reshape(n, -1, BLOCK).astype(np.float32)
-    if g["type"] == "Q4_1":
+    if g["m"] is not None:
         w = q * g["d"][:, :, None] + g["m"][:, :, None]
     else:
-        w = (q - (8 if g["type"] == "Q4_0" else 128)) * g["d"][:, :, None]
+        w = (q - {"Q4_0": 8, "Q5_0": 16, "Q8_0": 128}[kind]) * g["d"][:, :, None]
     return w.reshape(n, -1)
+
+
+ROW_KEYS = ("q", "d", "m", "dmin", "sc", "mn")  # a grid's per-row arrays
 
 
 def _unpermute(g: dict, heads: int) -> dict:
@@ -84,7 +134,7 @@ def _unpermute(g: dict, heads: int) -> dict:
     it on load. Rows move whole (blocks run along the input), so the grid moves with them."""
     def rows(a):
         return a.reshape(heads, a.shape[0] // heads // 2, 2, *a.shape[1:]).swapaxes(1, 2).reshape(a.shape)
-    return {**g, "q": rows(g["q"]), "d": rows(g["d"]), "m": None if g["m"] is None else rows(g["m"])}
+    return {**g, **{k: rows(g[k]) for k in ROW_KEYS if g.get(k) is not None}}
 
 
 def module_grids(path, model) -> tuple[dict, dict]:
@@ -106,7 +156,8 @@ def module_grids(path, model) -> tuple[dict, dict]:
             return None
         g = _grid(t)
         if g is None:
-            skipped[gname] = f"{t.tensor_type.name} {UNCARRIED}"
+            if t.tensor_type.name not in FLOAT:
+                skipped[gname] = f"{t.tensor_type.name} {UNCARRIED}"
             return None
         if g["q"].shape != hf.shape:
             skipped[gname] = f"shape {g['q'].shape} vs the model's {hf.shape}"
@@ -155,18 +206,18 @@ def builder_grids(per: dict, skipped: dict, model) -> tuple[dict, dict]:
             grids = [per.get(f"model.layers.{i}.{HF[p][0]}") for p in parts]
             if any(g is None for g in grids):
                 continue  # skipped says why (or the model has no such weight)
-            if len({g["type"] for g in grids}) != 1:
-                skipped[f"blk.{i}.{parts[0]}"] = "fused projections hold different grids"
+            if len({g["type"] for g in grids}) != 1:  # q, k, v in different types (K_M files): one node per part
+                carried[f"model.layers.{i}.{module}"] = {
+                    "type": "+".join(g["type"] for g in grids), "origin": grids[0].get("origin"), "parts": grids,
+                    "gguf": [f"blk.{i}.{p}.weight" for p in parts]}
                 continue
             carried[f"model.layers.{i}.{module}"] = {
-                "type": grids[0]["type"], "origin": grids[0].get("origin"), "q": np.concatenate([g["q"] for g in grids]),
-                "d": np.concatenate([g["d"] for g in grids]),
-                "m": None if grids[0]["m"] is None else np.concatenate([g["m"] for g in grids])}
+                "type": grids[0]["type"], "origin": grids[0].get("origin"),
+                **{k: np.concatenate([g[k] for g in grids]) for k in ROW_KEYS if grids[0].get(k) is not None},
+                "m": None if grids[0].get("m") is None else np.concatenate([g["m"] for g in grids])}
     head = per.get("lm_head")
-    if head is not None and head["type"] != "Q4_1":
+    if head is not None:  # formats/onnx/gguf.py: a GgufLinear (own ops), or MatMulNBits where it can hold it
         carried["lm_head"] = head
-    elif head is not None:
-        skipped[head["gguf"]] = "Q4_1 head: the tied embedding lookup cannot add the block minimums"
     return carried, skipped
 
 

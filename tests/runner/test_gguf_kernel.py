@@ -1,5 +1,6 @@
-"""edgeslm::gguf_linear, the .pte's linear over a GGUF's Q4_1 or Q8_0 blocks: a program holding one of each
-(40 outputs: two whole tiles of 16 and a padded one; 96 inputs: three blocks) runs in the torch-free runtime
+"""edgeslm::gguf_linear, the .pte's linear over a GGUF's blocks: a program holding one linear of each block type
+it runs (Q4_1, Q8_0, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K; 40 outputs: two whole tiles of 16 and a padded one; 256
+inputs: eight blocks, one K-quant super-block) runs in the torch-free runtime
 with every kernel this machine and the emulated Pi have (AVX512-VNNI, AVX2, scalar; NEON on a Cortex-A72,
 NEON dotprod on an A76) and gives the Python reference's outputs, for one token and for five. The reference
 itself is checked against the dequantized weights, and a kernel that read the tiles wrongly would fail here:
@@ -21,7 +22,8 @@ from edgeslm.runner.bundle import build_bytes
 
 pytestmark = pytest.mark.slow  # compiles the kernels (g++, the aarch64 cross g++) and runs them under qemu
 
-N, K = 40, 96
+N, K = 40, 256
+KINDS = ("Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K")  # written in ggml's layout (tests/gguf_blocks)
 SCRIPT = r"""
 import json, sys
 import numpy as np
@@ -52,10 +54,24 @@ def _grid8(seed: int) -> dict:
     return {"type": "Q8_0", "q": q, "d": _f16(rng.random((N, K // 32)) * 0.002 + 0.0005), "m": None}
 
 
+def _encoded(kind: str, seed: int) -> dict:
+    """A `kind` tensor as llama.cpp writes it, read by gguf_grid; gguf-py's dequantize must give its weights."""
+    import gguf
+    from gguf_blocks import Tensor, encode
+
+    from edgeslm.models.gguf_grid import _dequant, _grid
+
+    w = np.random.default_rng(seed).standard_normal((N, K)).astype(np.float32) * 0.05
+    raw = encode(w, kind)
+    g = _grid(Tensor(kind, raw))
+    assert np.array_equal(_dequant(g), gguf.quants.dequantize(raw, getattr(gguf.GGMLQuantizationType, kind)))
+    return g
+
+
 def _dequant(g: dict) -> np.ndarray:
-    q = g["q"].reshape(N, -1, 32).astype(np.float32)
-    w = q * g["d"][..., None] + g["m"][..., None] if g["type"] == "Q4_1" else (q - 128) * g["d"][..., None]
-    return w.reshape(N, K)
+    from edgeslm.models.gguf_grid import _dequant as dequant
+
+    return dequant(g)
 
 
 @pytest.fixture(scope="module")
@@ -69,13 +85,14 @@ def program(tmp_path_factory):
     from edgeslm.formats.executorch.gguf_op import gguf_linear_module, pack, unpack
 
     folder = tmp_path_factory.mktemp("q41")
-    grids = [_grid(0), _grid8(3)]
+    from edgeslm.formats.executorch.gguf_op import dequantize_tiles
+
+    grids = [_grid(0), _grid8(3)] + [_encoded(kind, 10 + i) for i, kind in enumerate(KINDS)]
     for g in grids:
         tiles, kind = pack(g)
         q, d, m = (t.numpy() for t in unpack(torch.from_numpy(tiles), kind))
-        want_q = g["q"] if g["type"] == "Q4_1" else g["q"].astype(np.int16) - 128
-        want_m = g["m"] if g["type"] == "Q4_1" else 0
-        assert (q[:N].reshape(N, K) == want_q).all() and (d[:N] == g["d"]).all() and (m[:N] == want_m).all()
+        w = dequantize_tiles(tiles, kind)
+        assert np.array_equal(w[:N], _dequant(g)), g["type"]  # the tiles hold the file's weights exactly
         assert (q[N:] == 0).all() and (d[N:] == 0).all()  # the padded rows of the last tile
 
     def net_of(gs):
@@ -96,9 +113,10 @@ def program(tmp_path_factory):
         ref = net(x)
         exact = 2.0 * (x @ w.T)
         # the reference differs from float weights only by the int8 activations (per block of 32)
-        for half in (slice(0, N), slice(N, 2 * N)):
-            err = (ref - exact)[..., half].abs().max()
-            assert 0 < err < 0.02 * exact[..., half].abs().max()
+        for i in range(len(grids)):
+            part = slice(i * N, (i + 1) * N)
+            err = (ref - exact)[..., part].abs().max()
+            assert 0 < err < 0.02 * exact[..., part].abs().max(), grids[i]["type"]
         wrong = 2.0 * net_of([{**g, "q": g["q"][[1, 0, *range(2, N)]]} for g in grids])(x)
         ep = torch.export.export(net, (x,), dynamic_shapes=({1: torch.export.Dim("tokens", min=1, max=8)},),
                                  strict=False)
@@ -115,9 +133,10 @@ def _check(got: dict, refs: list, wrong: np.ndarray) -> None:
     for out, ref in zip(got["outs"], refs):
         out = np.asarray(out, dtype=np.float32)
         assert out.shape == ref.shape and np.abs(out - ref).max() < 1e-5 * np.abs(ref).max(), got["kernel"]
-    for half in (slice(0, N), slice(N, 2 * N)):  # rows are told apart in both linears
-        diff = np.abs(np.asarray(got["outs"][0])[..., half] - wrong[..., half]).max()
-        assert diff > 0.01 * np.abs(wrong[..., half]).max(), got["kernel"]
+    for i in range(wrong.shape[-1] // N):  # rows are told apart in every linear
+        part = slice(i * N, (i + 1) * N)
+        diff = np.abs(np.asarray(got["outs"][0])[..., part] - wrong[..., part]).max()
+        assert diff > 0.01 * np.abs(wrong[..., part]).max(), (got["kernel"], i)
 
 
 def test_each_x86_kernel_gives_the_reference(program):

@@ -1,5 +1,7 @@
-"""GgufLinear, edgeslm's onnxruntime custom op (libedgeslm_ort.so in the runtime folder, the .pte's Q4_1 tile
-kernels): an ONNX graph with one node (40 outputs: two tiles and a padded one; 96 inputs) runs in plain
+"""GgufLinear, edgeslm's onnxruntime custom op (libedgeslm_ort.so in the runtime folder, the .pte's tile
+kernels): an ONNX graph with one node per block type (Q4_1 without the ggml_type attribute, as files written
+before it; Q8_0, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K with it; 40 outputs: two tiles and a padded one; 256 inputs)
+runs in plain
 onnxruntime with the library registered, with every kernel this machine and the emulated Pi have, torch-free,
 and gives the Python reference's outputs (edgeslm.formats.executorch.gguf_op); a grid with two rows swapped gives other
 outputs; tiles that do not match the input's width are refused with an error naming the op."""
@@ -17,7 +19,8 @@ import pytest
 
 pytestmark = pytest.mark.slow  # compiles the onnxruntime op library and runs it under qemu
 
-N, K = 40, 96
+N, K = 40, 256
+KINDS = ("Q8_0", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K")
 SCRIPT = r"""
 import json, sys
 import numpy as np
@@ -27,7 +30,7 @@ so.intra_op_num_threads = 2
 so.register_custom_ops_library(sys.argv[1])
 sess = ort.InferenceSession(sys.argv[2], so, providers=["CPUExecutionProvider"])
 x = np.load(sys.argv[3])
-outs = [sess.run(None, {"x": x[:, :t]})[0].tolist() for t in (5, 1)]
+outs = [[o.tolist() for o in sess.run(None, {"x": x[:, :t]})] for t in (5, 1)]
 import ctypes
 kernel = ctypes.CDLL(sys.argv[1]).es_gguf_kernel
 kernel.restype = ctypes.c_char_p
@@ -42,13 +45,31 @@ def _grid(seed: int, k: int = K) -> dict:
             "d": f16(rng.random((N, k // 32)) * 0.01 + 0.001), "m": f16(-rng.random((N, k // 32)) * 0.08)}
 
 
-def _model(path: Path, tiles: np.ndarray) -> Path:
+def _grids(seed: int) -> list[dict]:
+    """Q4_1, then each of KINDS written in ggml's layout and read by gguf_grid."""
+    from gguf_blocks import Tensor, encode
+
+    from edgeslm.models.gguf_grid import _grid as read
+
+    rng = np.random.default_rng(seed + 1)
+    return [_grid(seed)] + [read(Tensor(kind, encode(rng.standard_normal((N, K)).astype(np.float32) * 0.05, kind)))
+                            for kind in KINDS]
+
+
+def _model(path: Path, grids: list[dict]) -> Path:
     from onnx import TensorProto, helper, numpy_helper, save
 
-    node = helper.make_node("GgufLinear", ["x", "tiles"], ["y"], domain="ai.edgeslm")
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "t", K])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                              [numpy_helper.from_array(tiles, "tiles")])
+    from edgeslm.formats.executorch.gguf_op import Q4_1, pack
+
+    nodes, inits, outs = [], [], []
+    for i, g in enumerate(grids):
+        tiles, kind = pack(g)
+        attrs = {} if kind == Q4_1 else {"ggml_type": kind}
+        nodes.append(helper.make_node("GgufLinear", ["x", f"tiles{i}"], [f"y{i}"], domain="ai.edgeslm", **attrs))
+        inits.append(numpy_helper.from_array(tiles, f"tiles{i}"))
+        outs.append(helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, None))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "t", K])],
+                              outs, inits)
     save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.edgeslm", 1)]),
          str(path))
     return path
@@ -59,18 +80,17 @@ def case(tmp_path_factory):
     """(folder with q41.onnx, swapped.onnx and x.npy; the reference outputs for 5 and 1 tokens)."""
     import torch
 
-    from edgeslm.formats.executorch.gguf_op import gguf_linear_module, pack_q4_1
+    from edgeslm.formats.executorch.gguf_op import gguf_linear_module, pack
 
     folder = tmp_path_factory.mktemp("ortq41")
-    g = _grid(0)
-    swapped = {**g, "q": g["q"][[1, 0, *range(2, N)]]}
-    _model(folder / "q41.onnx", pack_q4_1(g))
-    _model(folder / "swapped.onnx", pack_q4_1(swapped))
+    grids = _grids(0)
+    _model(folder / "q41.onnx", grids)
+    _model(folder / "swapped.onnx", [{**g, "q": g["q"][[1, 0, *range(2, N)]]} for g in grids])
     x = torch.randn(1, 5, K, generator=torch.Generator().manual_seed(1))
     np.save(folder / "x.npy", x.numpy())
     with torch.no_grad():
-        ref = gguf_linear_module(pack_q4_1(g), N)(x).numpy()
-    return folder, [ref, ref[:, :1]]
+        refs = [gguf_linear_module(*pack(g)[:1], N, None, pack(g)[1])(x).numpy() for g in grids]
+    return folder, [refs, [r[:, :1] for r in refs]]
 
 
 def _run(cmd: list[str], env: dict, timeout: float) -> dict:
@@ -81,11 +101,13 @@ def _run(cmd: list[str], env: dict, timeout: float) -> dict:
 
 def _check(got: dict, refs: list, swapped: dict) -> None:
     assert not got["torch"]
-    for out, ref in zip(got["outs"], refs):
-        out = np.asarray(out, dtype=np.float32)[..., :N]  # the padded tile's rows sliced off
-        assert out.shape == ref.shape and np.abs(out - ref).max() < 1e-5 * np.abs(ref).max(), got["kernel"]
-    wrong = np.asarray(swapped["outs"][0], dtype=np.float32)[..., :N]
-    assert np.abs(wrong - refs[0]).max() > 0.01 * np.abs(refs[0]).max()  # rows are told apart
+    for outs, want in zip(got["outs"], refs):
+        for i, (out, ref) in enumerate(zip(outs, want)):
+            out = np.asarray(out, dtype=np.float32)[..., :N]  # the padded tile's rows sliced off
+            assert out.shape == ref.shape and np.abs(out - ref).max() < 1e-5 * np.abs(ref).max(), (got["kernel"], i)
+    for i, ref in enumerate(refs[0]):  # rows are told apart in every node
+        wrong = np.asarray(swapped["outs"][0][i], dtype=np.float32)[..., :N]
+        assert np.abs(wrong - ref).max() > 0.01 * np.abs(ref).max(), i
 
 
 def test_each_x86_kernel_gives_the_reference(case):
@@ -128,13 +150,24 @@ def test_tiles_that_do_not_match_the_input_are_refused(tmp_path):
     from edgeslm.formats.executorch.gguf_op import pack_q4_1
     from edgeslm.native.runtime_folder import runtime_folder
 
-    g = _grid(2, k=64)  # tiles for 64 inputs, fed 96
+    g = _grid(2, k=64)  # tiles for 64 inputs, fed 256
     so = ort.SessionOptions()
     so.register_custom_ops_library(str(runtime_folder("x86_64") / "libedgeslm_ort.so"))
-    sess = ort.InferenceSession(str(_model(tmp_path / "bad.onnx", pack_q4_1(g))), so,
-                                providers=["CPUExecutionProvider"])
-    with pytest.raises(Exception, match=r"GgufLinear: float32 x \[\.\.\., K\].*K=96"):
+    sess = ort.InferenceSession(str(_model(tmp_path / "bad.onnx", [g])), so, providers=["CPUExecutionProvider"])
+    with pytest.raises(Exception, match=r"GgufLinear: float32 x \[\.\.\., K\].*K=256"):
         sess.run(None, {"x": np.ones((1, 1, K), dtype=np.float32)})
+    # a block type the op does not run is refused when the session is made
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    node = helper.make_node("GgufLinear", ["x", "t"], ["y"], domain="ai.edgeslm", ggml_type=10)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "t", K])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(pack_q4_1(g), "t")])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.edgeslm", 1)]),
+         str(tmp_path / "q2k.onnx"))
+    with pytest.raises(Exception, match=r"ggml_type 10 is not a block type edgeslm runs"):
+        ort.InferenceSession(str(tmp_path / "q2k.onnx"), so, providers=["CPUExecutionProvider"]).run(
+            None, {"x": np.ones((1, 1, K), dtype=np.float32)})
 
 
 def test_the_op_header_can_come_from_a_folder_the_user_gives(tmp_path, monkeypatch):

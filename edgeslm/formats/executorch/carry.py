@@ -1,5 +1,5 @@
 """Carrying a GGUF's (or GPTQ's) integer grid into the .pte's decoder (edgeslm.models.gguf_grid reads the grids):
-Q4_1 / Q8_0 linears and the output layer become edgeslm::gguf_linear over the file's blocks, Q4_0 goes into
+Q4_1 / Q5_0 / Q5_1 / Q8_0 / K-quant linears and the output layer become edgeslm::gguf_linear over the file's blocks, Q4_0 goes into
 torchao's 8da4w int4 as XNNPACK runs it, a Q8_0 embedding table into ExecuTorch's int8 embedding. Exact."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from edgeslm.models.gguf_grid import BLOCK
 
 
 def swap_gguf_linears(decoder, grids: dict, prefix: str = "model.") -> list[str]:
-    """Replace the linears whose grid is Q4_1 or Q8_0 (w = q d + m; w = q d, q int8), and the output layer
+    """Replace the linears whose grid is Q4_1, Q5_0, Q5_1, Q8_0 or a K-quant (Q4_K, Q5_K, Q6_K), and the output layer
     ("lm_head", often the tied embedding table) with any carried grid (a Q4_0 head as Q4_1 with m = -8 d,
     exact in fp16), by `edgeslm::gguf_linear` over the file's blocks (formats/executorch/gguf_op.py; edgeslm's kernel
     in the device runtime, int8 activations per block of 32 as llama.cpp's Q8_1). Exact. XNNPACK's int4
@@ -18,7 +18,7 @@ def swap_gguf_linears(decoder, grids: dict, prefix: str = "model.") -> list[str]
     one scale per output channel, not per block. Runs before torchao, which then leaves them alone.
 
     `decoder` module names are the transformers names behind `prefix`. Returns the names swapped."""
-    from edgeslm.formats.executorch.gguf_op import gguf_linear_module, pack
+    from edgeslm.formats.executorch.gguf_op import TYPES, gguf_linear_module, pack
 
     done = []
     for fqn, mod in list(decoder.named_modules()):
@@ -29,7 +29,7 @@ def swap_gguf_linears(decoder, grids: dict, prefix: str = "model.") -> list[str]
             continue
         if name == "lm_head" and g["type"] == "Q4_0":
             g = {**g, "type": "Q4_1", "m": -8 * g["d"]}
-        if g["type"] in ("Q4_1", "Q8_0"):
+        if g["type"] in TYPES:
             parent, _, child = fqn.rpartition(".")
             tiles, kind = pack(g)
             setattr(decoder.get_submodule(parent), child,

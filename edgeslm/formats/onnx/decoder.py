@@ -120,14 +120,19 @@ def _dequantized(graph) -> dict:
     its input widened with the input's block sums (a GGUF Q4_1 grid) folds the columns of the sums back."""
     inits = {i.name: i for i in graph.graph.initializer}
     made_by = {o: n for n in graph.graph.node for o in n.output}
-    out = {}
+    out, parts = {}, {}
     for n in graph.graph.node:
-        if n.domain == OWN_DOMAIN and n.op_type == OWN_OP:  # the file's Q4_1 blocks: w = q d + m exactly
+        if n.domain == OWN_DOMAIN and n.op_type == OWN_OP:  # the file's blocks, exactly (parts: rows in order)
+            import numpy as np
             from onnx import numpy_helper
 
-            from edgeslm.formats.executorch.gguf_op import dequantize_tiles
+            from edgeslm.formats.executorch.gguf_op import Q4_1, dequantize_tiles
 
-            out[n.input[1][: -len(GRID_TILES)]] = dequantize_tiles(numpy_helper.to_array(inits[n.input[1]]))
+            kind = next((a.i for a in n.attribute if a.name == "ggml_type"), Q4_1)
+            name, _, part = n.input[1].partition(GRID_TILES)
+            w = dequantize_tiles(numpy_helper.to_array(inits[n.input[1]]), kind)
+            parts.setdefault(name, []).append((int(part[1:] or 0), w))
+            out[name] = np.concatenate([p for _, p in sorted(parts[name], key=lambda t: t[0])])
             continue
         if n.op_type != "MatMulNBits" or n.name.endswith(GRID_SUMS):
             continue

@@ -11,7 +11,11 @@ from edgeslm.models.gguf_grid import BLOCK
 
 GRID_SUMS = "/grid/BlockSumsMatMulNBits"  # name suffix of the node summing an input's blocks (Q4_1)
 OWN_DOMAIN, OWN_OP = "ai.edgeslm", "GgufLinear"  # edgeslm's onnxruntime op (native/src/ort_gguf.cpp)
-GRID_TILES = ".gguf_tiles"  # name suffix of a GgufLinear's weights: the file's Q4_1 blocks in tiles of 16 rows
+GRID_TILES = ".gguf_tiles"  # name suffix of a GgufLinear's weights: the file's blocks in tiles of 16 rows (".<i>"
+# after it: part i of q, k, v held in different block types)
+OWN_TYPES = ("Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K")  # what GgufLinear runs (Q4_0: MatMulNBits)
+MATMUL_NBITS = ("Q4_0", "Q4_1", "Q8_0")  # what MatMulNBits holds exactly (Q4_1 over the widened input)
+TIED = ("Q4_0", "Q8_0")  # a head grid the tied embedding lookup (GatherBlockQuantized) can share
 
 
 def _pack4(q: np.ndarray) -> np.ndarray:
@@ -20,9 +24,11 @@ def _pack4(q: np.ndarray) -> np.ndarray:
 
 def apply_grids(graph, grids: dict, own_ops: bool = False) -> list[str]:
     """Rewrite the builder's MatMulNBits weights (and the tied embedding lookup) in `graph` (an onnx
-    ModelProto, weights loaded) with `grids`. `own_ops`: a Q4_1 projection whose width is a multiple of 16
-    becomes one edgeslm GgufLinear node over the file's blocks (edgeslm's op library) instead of
-    MatMulNBits over its input widened with the input's block sums. Returns the module names carried."""
+    ModelProto, weights loaded) with `grids`. `own_ops`: a projection in a block type GgufLinear runs (Q4_1,
+    Q5_0, Q5_1, Q8_0, the K-quants) whose width is a multiple of 16 becomes edgeslm GgufLinear nodes over the
+    file's blocks (edgeslm's op library; one per part where q, k and v differ in type, then a Concat).
+    Otherwise Q4_0 / Q8_0 go into MatMulNBits as they are, Q4_1 over its input widened with the input's block
+    sums, and other types stay as built. Returns the module names carried."""
     from onnx import helper, numpy_helper
 
     inits = {i.name: i for i in graph.graph.initializer}
@@ -39,16 +45,27 @@ def apply_grids(graph, grids: dict, own_ops: bool = False) -> list[str]:
         if g is None or attrs["block_size"].i != BLOCK:
             new_nodes.append(node)
             continue
-        n, k = g["q"].shape
-        if own_ops and g["type"] == "Q4_1" and n % 16 == 0:
-            from edgeslm.formats.executorch.gguf_op import pack_q4_1
+        parts = g.get("parts", [g])
+        if own_ops and all(p["type"] in OWN_TYPES and p["q"].shape[0] % 16 == 0 for p in parts):
+            from edgeslm.formats.executorch.gguf_op import pack
 
-            tiles = f"{name}{GRID_TILES}"
-            graph.graph.initializer.append(numpy_helper.from_array(pack_q4_1(g), tiles))
-            new_nodes.append(helper.make_node(OWN_OP, [node.input[0], tiles], list(node.output),
-                                              name=f"{name}/{OWN_OP}", domain=OWN_DOMAIN))
+            outs = list(node.output) if len(parts) == 1 else [f"{name}/{OWN_OP}.{i}/output" for i in range(len(parts))]
+            for i, (part, out) in enumerate(zip(parts, outs)):
+                blocks, kind = pack(part)
+                tiles = f"{name}{GRID_TILES}" + (f".{i}" if len(parts) > 1 else "")
+                graph.graph.initializer.append(numpy_helper.from_array(blocks, tiles))
+                new_nodes.append(helper.make_node(OWN_OP, [node.input[0], tiles], [out],
+                                                  name=f"{name}/{OWN_OP}" + (f".{i}" if len(parts) > 1 else ""),
+                                                  domain=OWN_DOMAIN, ggml_type=kind))
+            if len(parts) > 1:  # q, k and v in different block types: one node each, their outputs side by side
+                new_nodes.append(helper.make_node("Concat", outs, list(node.output), name=f"{name}/grid/Concat",
+                                                  axis=-1))
             done.append(name)
             continue
+        if g["type"] not in MATMUL_NBITS or (name == "lm_head" and g["type"] not in TIED):
+            new_nodes.append(node)  # no exact MatMulNBits form (or the tied lookup could not share it): as built
+            continue
+        n, k = g["q"].shape
         bits = 8 if g["type"] == "Q8_0" else 4
         q, d, zp, extra = g["q"], g["d"], None, 0
         if g["m"] is not None:  # Q4_1: zero points, and the rest of each minimum through the input's block sums
@@ -73,7 +90,7 @@ def apply_grids(graph, grids: dict, own_ops: bool = False) -> list[str]:
         done.append(name)
     del graph.graph.node[:]
     graph.graph.node.extend(new_nodes)
-    head = grids.get("lm_head") if "lm_head" in done else None
+    head = grids.get("lm_head") if "lm_head" in done and grids["lm_head"]["type"] in TIED else None
     for node in graph.graph.node:  # the tied embedding table: its own copy of the head's grid
         if node.op_type != "GatherBlockQuantized":
             continue

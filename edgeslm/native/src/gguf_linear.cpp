@@ -1,6 +1,8 @@
-// edgeslm::gguf_linear: y = x W^T with W a GGUF file's own Q4_1 grid (w = q d + m per block of 32 weights,
-// q in 0..15, d and m fp16) or Q8_0 grid (w = q d, q int8, d fp16), as llama.cpp runs it, rearranged in
-// tiles of 16 output rows for SIMD.
+// edgeslm::gguf_linear: y = x W^T with W a GGUF file's own grid, as llama.cpp runs it, rearranged in tiles of
+// 16 output rows for SIMD: Q4_1 (w = q d + m per block of 32 weights, q in 0..15, d and m fp16), Q8_0 (w = q d,
+// q int8), Q5_0 / Q5_1 (Q4_1's tile plus a plane of bit 4), and the K-quants Q4_K / Q5_K (w = d sc q - dmin m,
+// integer sc and m per 32 in super-blocks of 256) and Q6_K (w = d sc (q - 32), int8 sc per 16); gguf_tiles.h
+// has their layouts.
 //
 //   edgeslm::gguf_linear.out(Tensor x, Tensor tiles, int ggml_type, *, Tensor(a!) out) -> Tensor(a!)
 //     x      float32 [..., K], K a multiple of 32
@@ -35,17 +37,18 @@ using executorch::runtime::KernelRuntimeContext;
 Tensor& gguf_linear_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& tiles, int64_t ggml_type,
                         Tensor& out) {
   const int64_t k = x.dim() > 0 ? x.size(x.dim() - 1) : 0;
-  const int64_t bytes = tile_bytes(ggml_type);
+  const int64_t bytes = tile_bytes(ggml_type), unit = unit_inputs(ggml_type);
   const bool ok = bytes > 0 && x.scalar_type() == ScalarType::Float && tiles.dim() == 2 &&
                   tiles.scalar_type() == ScalarType::Byte && out.scalar_type() == ScalarType::Float && k > 0 &&
-                  k % kBlock == 0 && tiles.size(1) == k / kBlock * bytes && x.dim() <= 8;
+                  k % unit == 0 && tiles.size(1) == k / unit * bytes && x.dim() <= 8;
   executorch::aten::SizesType sizes[8];
   for (int64_t i = 0; ok && i < x.dim(); ++i) sizes[i] = static_cast<executorch::aten::SizesType>(x.size(i));
   if (ok) sizes[x.dim() - 1] = static_cast<executorch::aten::SizesType>(tiles.size(0) * kTile);
   if (!ok || executorch::runtime::resize_tensor(out, {sizes, static_cast<size_t>(x.dim())}) !=
                  executorch::runtime::Error::Ok) {
-    ET_LOG(Error, "gguf_linear: float32 x [..., K] (K a multiple of 32) and tiles uint8 [N/16, K/32*B] of ggml "
-                  "type 3 (Q4_1, B = 320) or 8 (Q8_0, B = 544) expected");
+    ET_LOG(Error, "gguf_linear: float32 x [..., K] and tiles uint8 [N/16, K/U*B] of ggml type 3 (Q4_1, U = 32, "
+                  "B = 320), 6/7 (Q5_0/Q5_1, U = 32, B = 384), 8 (Q8_0, U = 32, B = 544), 12 (Q4_K, U = 256, "
+                  "B = 2368), 13 (Q5_K, U = 256, B = 2880) or 14 (Q6_K, U = 256, B = 3360) expected");
     ctx.fail(executorch::runtime::Error::InvalidArgument);
     return out;
   }

@@ -2,8 +2,10 @@
 // edgeslm::gguf_linear (gguf_tiles.h), as one node per linear instead of MatMulNBits plus block-sum
 // corrections.
 //
-//   domain "ai.edgeslm", op GgufLinear(x float [..., K], tiles uint8 [N_pad / 16, K / 32 * 320]) -> y float
-//   [..., N_pad], N_pad = 16 * tiles.shape[0] (the exporter slices off the padded rows)
+//   domain "ai.edgeslm", op GgufLinear(x float [..., K], tiles uint8 [N_pad / 16, K / U * B]) -> y float
+//   [..., N_pad], N_pad = 16 * tiles.shape[0] (the exporter slices off the padded rows); attribute ggml_type
+//   (default 3, Q4_1) names the block type: gguf_tiles.h has each type's unit U (32, or 256 for the K-quants)
+//   and bytes B per tile and unit
 //
 // Loaded with SessionOptions.register_custom_ops_library; it needs onnxruntime >= 1.17 (C API 17:
 // KernelContext_ParallelFor runs the tiles on the session's intra-op threads). Built against the C API
@@ -48,7 +50,12 @@ void run_tile(void* data, size_t index) {  // ORT calls this once per tile index
   static_cast<const GgufJob*>(data)->tiles(static_cast<int64_t>(index), static_cast<int64_t>(index) + 1);
 }
 
-OrtStatusPtr ORT_API_CALL compute(void* /*kernel*/, OrtKernelContext* ctx) {
+struct Kernel {
+  int64_t type = kQ41;
+};
+
+OrtStatusPtr ORT_API_CALL compute(void* kernel, OrtKernelContext* ctx) {
+  const int64_t type = static_cast<const Kernel*>(kernel)->type;
   const OrtValue* x = nullptr;
   const OrtValue* tiles = nullptr;
   ES_TRY(g_api->KernelContext_GetInput(ctx, 0, &x));
@@ -58,9 +65,12 @@ OrtStatusPtr ORT_API_CALL compute(void* /*kernel*/, OrtKernelContext* ctx) {
   ES_TRY(shape_of(x, xd, &xr));
   ES_TRY(shape_of(tiles, td, &tr));
   const int64_t k = xr > 0 ? xd[xr - 1] : 0;
-  if (k <= 0 || k % kBlock != 0 || tr != 2 || td[1] != k / kBlock * kTileBytes)
-    return fail("float32 x [..., K] (K a multiple of 32) and Q4_1 tiles uint8 [N/16, K/32*320] expected, got K=" +
-                std::to_string(k) + " and tiles of " + std::to_string(tr == 2 ? td[1] : -1) + " bytes per tile");
+  const int64_t unit = unit_inputs(type), bytes = tile_bytes(type);
+  if (k <= 0 || k % unit != 0 || tr != 2 || td[1] != k / unit * bytes)
+    return fail("float32 x [..., K] (K a multiple of " + std::to_string(unit) + ") and tiles uint8 [N/16, K/" +
+                std::to_string(unit) + "*" + std::to_string(bytes) + "] of ggml type " + std::to_string(type) +
+                " expected, got K=" + std::to_string(k) + " and tiles of " + std::to_string(tr == 2 ? td[1] : -1) +
+                " bytes per tile");
   int64_t od[8];
   std::memcpy(od, xd, sizeof(int64_t) * xr);
   od[xr - 1] = td[0] * kTile;
@@ -73,6 +83,7 @@ OrtStatusPtr ORT_API_CALL compute(void* /*kernel*/, OrtKernelContext* ctx) {
   ES_TRY(g_api->GetTensorMutableData(const_cast<OrtValue*>(tiles), &tp));
   ES_TRY(g_api->GetTensorMutableData(y, &yp));
   GgufJob job;
+  job.type = type;
   job.x = static_cast<const float*>(xp);
   job.m = 1;
   for (size_t i = 0; i + 1 < xr; ++i) job.m *= xd[i];
@@ -85,11 +96,19 @@ OrtStatusPtr ORT_API_CALL compute(void* /*kernel*/, OrtKernelContext* ctx) {
   return g_api->KernelContext_ParallelFor(ctx, run_tile, static_cast<size_t>(job.n_tiles), 0, &job);
 }
 
-OrtStatusPtr ORT_API_CALL create(const OrtCustomOp*, const OrtApi*, const OrtKernelInfo*, void** kernel) {
-  *kernel = nullptr;  // stateless
+OrtStatusPtr ORT_API_CALL create(const OrtCustomOp*, const OrtApi* api, const OrtKernelInfo* info, void** kernel) {
+  *kernel = nullptr;
+  int64_t type = kQ41;
+  OrtStatusPtr st = api->KernelInfoGetAttribute_int64(info, "ggml_type", &type);
+  if (st != nullptr) {  // absent: a graph written before the attribute, Q4_1
+    api->ReleaseStatus(st);
+    type = kQ41;
+  }
+  if (tile_bytes(type) == 0) return fail("ggml_type " + std::to_string(type) + " is not a block type edgeslm runs");
+  *kernel = new Kernel{type};
   return nullptr;
 }
-void ORT_API_CALL destroy(void*) {}
+void ORT_API_CALL destroy(void* kernel) { delete static_cast<Kernel*>(kernel); }
 
 const char* ORT_API_CALL name(const OrtCustomOp*) { return "GgufLinear"; }
 const char* ORT_API_CALL provider(const OrtCustomOp*) { return "CPUExecutionProvider"; }
@@ -148,6 +167,6 @@ __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL RegisterCustomOps
   return g_api->AddCustomOpDomain(options, domain);  // the domain lives as long as the process
 }
 
-// The Q4_1 dot-product kernel this library runs (for reports and tests).
+// The instruction set of the tile kernels this library runs (for reports and tests).
 __attribute__((visibility("default"))) const char* es_gguf_kernel() { return tile_kernel_name(); }
 }
