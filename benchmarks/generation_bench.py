@@ -46,8 +46,9 @@ def _peak_kb() -> int:
         return next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
 
 
-def _measure(step, prompt: list, new_tokens: int, text: list, first: int, chunk: int) -> dict:
-    """step(tokens, start) -> last logits. TTFT: median of 5 prefills after one warm-up."""
+def _measure(step, prompt: list, new_tokens: int, text: list, first: int, chunk: int, ppl: bool = True) -> dict:
+    """step(tokens, start) -> last logits. TTFT: median of 5 prefills after one warm-up. Decode: 1000 / the
+    median step, and the tokens over the wall time of all steps (stalls included)."""
     from edgeslm.contract.decoding import prefill, teacher_forced, timed_decode
     from edgeslm.contract.parity import log_softmax
 
@@ -60,17 +61,20 @@ def _measure(step, prompt: list, new_tokens: int, text: list, first: int, chunk:
         ttft.append((time.perf_counter() - t0) * 1e3)
     steps = timed_decode(step, tok, len(prompt), new_tokens)
     peak = _peak_kb()  # before the perplexity pass (its logit arrays are not the runtime's)
-    lp = log_softmax(teacher_forced(step, text, first, chunk).astype(np.float64))
-    targets = np.asarray(text[first:])
+    perplexity = None
+    if ppl:
+        lp = log_softmax(teacher_forced(step, text, first, chunk).astype(np.float64))
+        targets = np.asarray(text[first:])
+        perplexity = float(np.exp(-lp[np.arange(len(targets)), targets].mean()))
     st = np.asarray(steps[2:])
     return {"ttft_ms": float(np.median(ttft)), "prefill_tok_s": len(prompt) / (np.median(ttft) / 1e3),
-            "decode_tok_s": 1e3 / float(np.median(st)),
+            "decode_tok_s": 1e3 / float(np.median(st)), "decode_wall_tok_s": len(steps) / (sum(steps) / 1e3),
             "decode_p10_p90": [1e3 / float(np.percentile(st, 90)), 1e3 / float(np.percentile(st, 10))],
-            "peak_rss_mb": peak / 1024, "perplexity": float(np.exp(-lp[np.arange(len(targets)), targets].mean()))}
+            "peak_rss_mb": peak / 1024, "perplexity": perplexity}
 
 
 def child(kind: str, folder: Path, gguf: Path, threads: int, new_tokens: int, prompt_len: int,
-          extra_bufts: bool = True) -> dict:
+          extra_bufts: bool = True, ppl: bool = True) -> dict:
     manifest = json.loads((folder / "manifest.json").read_text())
     ref = np.load(folder / "reference.npz")
     text, first = [int(i) for i in ref["text/ids"]], int(ref["text/first"])
@@ -139,7 +143,7 @@ def child(kind: str, folder: Path, gguf: Path, threads: int, new_tokens: int, pr
         size = artifact_size(manifest["files"], art["onnx"]["file"])
     load_ms = (time.perf_counter() - t0) * 1e3
     return {"runtime": kind, "load_ms": load_ms, "size_mb": size / 1e6,
-            **_measure(step, prompt, new_tokens, text, first, chunk)}
+            **_measure(step, prompt, new_tokens, text, first, chunk, ppl)}
 
 
 def main() -> None:

@@ -48,8 +48,8 @@ def test_a_gguf_grid_is_carried_instead_of_rounded_again(tmp_path, decoders):
     transformers dequantized, and only the int8 activations cost anything; "requantize" rounds the
     dequantized floats to a symmetric int4 grid again and loses more. By default (onnx_ops = "edgeslm") each
     Q4_1 projection is one GgufLinear node (edgeslm's op library, verified in the runtime folder the device
-    gets); with onnx_ops = "standard", MatMulNBits over the input widened with its block sums. The head (Q4_1
-    here) cannot be carried into ONNX and is named. The .pte runs the file's Q4_1 blocks, the head's too, as
+    gets), the head (Q4_1 here) too; with onnx_ops = "standard", MatMulNBits over the input widened with its
+    block sums, and the head, which onnxruntime's own ops cannot hold exactly beside the lookup, is named. The .pte runs the file's Q4_1 blocks, the head's too, as
     edgeslm::gguf_linear (edgeslm's kernel, verified in the runtime the device gets)."""
     from tiny import write_gguf
 
@@ -62,15 +62,16 @@ def test_a_gguf_grid_is_carried_instead_of_rounded_again(tmp_path, decoders):
                    formats=("onnx",))
     pte, k, a, s = (keep.manifest.artifacts[0], keep.manifest.artifacts[1], again.manifest.artifacts[0],
                     plain.manifest.artifacts[0])
-    for onnx_file in (k, s):
-        grid = onnx_file.quantization["gguf_grid"]
-        assert grid["carried_layers"] == 10 and grid["types"] == ["Q4_1"]  # qkv, o, gate, up, down x 2 layers
-        assert "output.weight" in grid["not_carried"]
+    grid = s.quantization["gguf_grid"]
+    assert grid["carried_layers"] == 10 and grid["types"] == ["Q4_1"]  # qkv, o, gate, up, down x 2 layers
+    assert "no exact form in onnxruntime's own ops" in grid["not_carried"]["output.weight"]
+    grid = k.quantization["gguf_grid"]
+    assert grid["carried_layers"] == 11 and grid["types"] == ["Q4_1"] and not grid["not_carried"]  # and the head
     assert "gguf_grid" not in a.quantization
-    # edgeslm's op: one GgufLinear per projection, the head alone in MatMulNBits, the op library named
-    assert k.export["ops"]["ai.edgeslm.GgufLinear"] == 10 and k.export["weights"]["matmul_nbits"] == 1
-    assert "Concat" not in k.export["ops"] and k.export["custom_ops"]["nodes"] == 10
-    assert "10 as edgeslm's GgufLinear" in k.quantization["grid"] and k.verification.passed
+    # edgeslm's op: one GgufLinear per projection and the head, nothing left in MatMulNBits, the op library named
+    assert k.export["ops"]["ai.edgeslm.GgufLinear"] == 11 and k.export["weights"]["matmul_nbits"] == 0
+    assert "Concat" not in k.export["ops"] and k.export["custom_ops"]["nodes"] == 11
+    assert "11 as edgeslm's GgufLinear" in k.quantization["grid"] and k.verification.passed
     # standard ops: one asymmetric MatMulNBits per projection over its input widened with the input's block sums
     # (one small MatMulNBits and a Concat per distinct input: 4 per layer; q, k, v fused and gate, up share theirs)
     assert s.export["ops"]["com.microsoft.MatMulNBits"] == 11 + 8 and s.export["ops"]["Concat"] == 8
@@ -128,6 +129,63 @@ def test_a_q8_0_gguf_runs_its_own_grid_in_both_formats(tmp_path, decoders):
     for a in (pte, onnx_file):
         assert a.verification.passed, a.name
         assert metrics(a.compression)["top1_agreement"] >= 0.95, (a.name, metrics(a.compression))
+
+
+# a llama-quantize-style mix: every block type, and q, k, v of one layer in three different types (K_M files
+# give attn_v more bits than attn_q and attn_k)
+K_MIX = {"blk.0.attn_q.weight": "Q4_K", "blk.0.attn_k.weight": "Q5_K", "blk.0.attn_v.weight": "Q6_K",
+         "blk.0.attn_output.weight": "Q5_0", "blk.0.ffn_gate.weight": "Q5_1", "blk.0.ffn_up.weight": "Q4_K",
+         "blk.0.ffn_down.weight": "Q6_K", "blk.1.attn_q.weight": "Q5_K", "blk.1.attn_k.weight": "Q5_K",
+         "blk.1.attn_v.weight": "Q5_K", "blk.1.attn_output.weight": "Q6_K", "blk.1.ffn_gate.weight": "Q4_K",
+         "blk.1.ffn_up.weight": "Q5_0", "blk.1.ffn_down.weight": "Q5_1", "output.weight": "Q6_K",
+         "token_embd.weight": "Q4_K"}
+
+
+def test_k_quant_and_q5_gguf_grids_run_exactly_in_both_formats(tmp_path, decoder_models):
+    """A GGUF holding Q4_K, Q5_K, Q6_K (super-blocks of 256 with integer sub-block scales and minimums), Q5_0 and
+    Q5_1, as llama-quantize's K_M mixes do (K_MIX): every linear and the head run the file's own blocks, in the
+    .pte as edgeslm::gguf_linear and in ONNX as GgufLinear nodes (q, k and v of different types one node each,
+    then a Concat). The eager models read back from the files hold exactly the weights transformers dequantized
+    (verification against them passes), and only the int8 activations separate the files from the dequantized
+    GGUF. Rounding the same file's weights again to int4 loses far more."""
+    from tiny import write_gguf
+
+    path = write_gguf(decoder_models("llama-k"), tmp_path / "tiny.K_M.gguf", types=K_MIX)
+    keep = build_generation(tmp_path, path, "kmix", QUANT_8DA4W)
+    loose = "[verify]\nmax_perplexity_increase = 5\nmin_top5_agreement = 0.1\n"
+    again = build_generation(tmp_path, path, "kagain", QUANT_8DA4W + 'gguf_grid = "requantize"\n' + loose,
+                             formats=("executorch",))
+    pte, onnx_file, rounded = keep.manifest.artifacts[0], keep.manifest.artifacts[1], again.manifest.artifacts[0]
+    types = ["Q4_K", "Q5_0", "Q5_1", "Q5_K", "Q6_K"]
+    pg = pte.quantization["gguf_grid"]
+    assert pg["carried_layers"] == 15 and pg["types"] == types and not pg["not_carried"], pg
+    ops = pte.export["delegation"]["non_delegated_by_op"]
+    assert ops.get("edgeslm::gguf_linear") == 15 and ops.get("linear", 0) == 0, ops
+    og = onnx_file.quantization["gguf_grid"]
+    assert og["carried_layers"] == 11 and og["types"] == types, og
+    # 3 nodes for layer 0's q, k, v, 1 for layer 1's, o, gate, up, down x 2, the head: 13; nothing left in MatMulNBits
+    assert onnx_file.export["ops"]["ai.edgeslm.GgufLinear"] == 13 and onnx_file.export["weights"]["matmul_nbits"] == 0
+    assert pte.precision == onnx_file.precision == "GGUF " + "/".join(types)
+    rc = metrics(rounded.compression)
+    for a in (pte, onnx_file):
+        assert a.verification.passed, (a.name, metrics(a.verification))
+        v, c = metrics(a.verification), metrics(a.compression)
+        assert v["kl_mean"] < 0.01 and v["top1_agreement"] >= 0.95, (a.name, v)
+        assert c["kl_mean"] < 0.25 * rc["kl_mean"], (a.name, c, rc)
+
+
+def test_a_float_gguf_is_quantized_by_the_recipe_without_warnings(tmp_path, decoder_models):
+    """An F16 GGUF holds no grid to carry: the recipe's 8da4w quantizes it (no 'not carried' warning), and the
+    manifest says the file held F16."""
+    from tiny import write_gguf
+
+    path = write_gguf(decoder_models("llama"), tmp_path / "tiny.F16.gguf", quant="F16")
+    r = build_generation(tmp_path, path, "f16", QUANT_8DA4W + "[verify]\nmax_perplexity_increase = 0.5\n"
+                         "min_top5_agreement = 0.5\n", formats=("onnx",))
+    a = r.manifest.artifacts[0]
+    assert r.manifest.model["gguf"]["tensor_types"].get("F16", 0) >= 14, r.manifest.model["gguf"]
+    assert not any("not carried" in w or "requantized" in w for w in r.manifest.build.get("warnings", [])), r.manifest.build
+    assert "gguf_grid" not in a.quantization and a.precision == "8da4w"
 
 
 def test_a_gguf_grid_that_does_not_reproduce_the_loaded_weights_is_not_carried(tmp_path, decoders):

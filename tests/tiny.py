@@ -166,7 +166,8 @@ learning_rate = 5e-3
 DECODER_FAMILIES = ("llama", "qwen2", "phi3", "phi3-longrope", "gemma2", "mistral", "qwen3", "gemma3", "smollm3",
                     "llama3.2", "phi4-mini")
 NEW_FAMILIES = ("qwen3", "gemma3", "smollm3", "llama3.2", "phi4-mini")  # issue 22: what users pick for a Pi today
-MODEL_TYPE = {"gemma3": "gemma3_text", "llama3.2": "llama", "phi4-mini": "phi3", "phi3-longrope": "phi3"}
+MODEL_TYPE = {"gemma3": "gemma3_text", "llama3.2": "llama", "phi4-mini": "phi3", "phi3-longrope": "phi3",
+              "llama-k": "llama"}
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
@@ -224,6 +225,9 @@ def make_decoder_model(family: str, folder: Path, seed: int = 0) -> Path:
              # Phi-3-mini-4k's own layout (original = max positions: short RoPE; a larger original than max
              # would mean the long-RoPE 128k variant, which needs rope scaling factors)
              "phi3": dict(original_max_position_embeddings=1024),
+             # every input width a multiple of 256, as the K-quants' super-blocks need
+             # (not 512: onnxruntime-genai's builder takes any linear as wide as the vocabulary for the head)
+             "llama-k": dict(hidden_size=256, intermediate_size=768),
              # Phi-3 128k's long RoPE, scaled down: the factors switch once a sequence outgrows 64 positions
              "phi3-longrope": dict(original_max_position_embeddings=64, rope_parameters={
                  "rope_type": "longrope", "rope_theta": 10000.0, "original_max_position_embeddings": 64,
@@ -289,10 +293,12 @@ def metrics(v) -> dict:
     return {m.name: m.value for m in v.metrics}
 
 
-def write_gguf(model_folder: Path, path: Path, quant: str = "Q8_0") -> Path:
+def write_gguf(model_folder: Path, path: Path, quant: str = "Q8_0", types: dict | None = None) -> Path:
     """The tiny Llama of `model_folder` as a GGUF file the way llama.cpp's converter writes one: llama
     metadata, byte-level BPE tokenizer with merges and chat template, Q and K rows permuted for
-    llama.cpp's RoPE, 2-D weights in `quant` (Q8_0: the grid transformers dequantizes on load)."""
+    llama.cpp's RoPE, 2-D weights in `quant` (Q8_0: the grid transformers dequantizes on load), or per
+    GGUF tensor name in `types` (any block type, K-quants included: tests/gguf_blocks), as llama-quantize's
+    mixes (Q4_K_M...) hold several."""
     import json
 
     import gguf
@@ -353,7 +359,14 @@ def write_gguf(model_folder: Path, path: Path, quant: str = "Q8_0") -> Path:
                 arr = permute(arr, heads)
             elif part == "self_attn.k_proj":
                 arr = permute(arr, kv)
-        if arr.ndim == 2 and quant != "F32":
+        kind = (types or {}).get(out)
+        if arr.ndim == 2 and kind is not None:
+            from gguf_blocks import encode
+
+            w.add_tensor(out, encode(arr, kind), raw_dtype=getattr(gguf.GGMLQuantizationType, kind))
+        elif arr.ndim == 2 and quant == "F16":
+            w.add_tensor(out, arr.astype(np.float16))
+        elif arr.ndim == 2 and quant != "F32":
             w.add_tensor(out, gguf.quants.quantize(arr, qtype), raw_dtype=qtype)
         else:
             w.add_tensor(out, arr)

@@ -271,7 +271,7 @@ def carried_precision(method: str, grids: dict | None, done: list, total: int) -
     carries it, "8da4w + GGUF Q4_1 (12 of 15 layers)" when some do."""
     if not grids or not done or grid_origin(grids) != "GGUF":
         return method
-    label = "GGUF " + "/".join(sorted({grids[m]["type"] for m in done}))
+    label = "GGUF " + "/".join(block_types(grids, done))
     return label if len(done) >= total else f"{method} + {label} ({len(done)} of {total} layers)"
 
 
@@ -279,4 +279,9 @@ def grid_facts(grids: dict, done: list, not_carried: dict) -> dict:
     """The manifest's account of a carried grid: where from, how many layers, which block types, what was not
     and why."""
     return {"source": grid_origin(grids), "carried_layers": len(done),
-            "types": sorted({grids[m]["type"] for m in done}), "not_carried": not_carried}
+            "types": block_types(grids, done), "not_carried": not_carried}
+
+
+def block_types(grids: dict, done: list) -> list[str]:
+    """The block types the carried modules hold (a fused projection whose parts differ counts each part's)."""
+    return sorted({t for m in done for t in grids[m]["type"].split("+")})

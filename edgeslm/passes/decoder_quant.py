@@ -40,10 +40,12 @@ def plan(ctx, cfg: WeightQuantizeConfig) -> dict:
 
         with ctx.step("read the GGUF's integer grid"):
             carried = module_grids(model.source.folder / model.source.gguf, model.hf)
-        group = BLOCK if carried[0] else cfg.group_size  # the .pte's int4 groups follow a carried grid's blocks
+        if not carried[0] and not carried[1]:  # a float GGUF (F32, F16, BF16): nothing to carry, quantized as any source
+            carried = None
+        group = BLOCK if carried and carried[0] else cfg.group_size  # int4 groups follow a carried grid's blocks
         scheme = (f"8da4w (int4 weights in groups of {group}, int8 activations"
                   + ("; the embedding table int8 per row" if cfg.embeddings else "") + ")")
-        warning = not_carried_warning(carried[1], scheme)
+        warning = not_carried_warning(carried[1], scheme) if carried else None
         if warning:
             ctx.warnings.append(warning)
     ctx.plan.quantization = DecoderQuantPlan(cfg, carried)

@@ -122,7 +122,10 @@ def pack_q8_0(g: dict) -> np.ndarray:
 
 
 def pack(g: dict) -> tuple[np.ndarray, int]:
-    """A grid gguf_grid reads (Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K) as (tiles, ggml type)."""
+    """A grid gguf_grid reads (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K) as (tiles, ggml type); Q4_0 runs
+    as Q4_1 with m = -8 d (exact: d's fp16 times a power of two)."""
+    if g["type"] == "Q4_0":
+        g = {**g, "type": "Q4_1", "m": -8 * g["d"]}
     kind = TYPES.get(g["type"])
     if kind is None:
         raise ValueError(f"edgeslm::gguf_linear runs {', '.join(TYPES)} blocks, not {g['type']}")
@@ -156,8 +159,6 @@ def _t_plane(plane, bit: int):
 
 def _t_halves(tiles, nt: int, units: int, per: int, dtype):
     """[tile, unit, 16 * per * itemsize] bytes of per-row values -> [tile, row, unit, per] float."""
-    import torch
-
     return tiles.contiguous().view(dtype).reshape(nt, units, per, TILE).permute(0, 3, 1, 2).float()
 
 

@@ -85,6 +85,8 @@ def export_onnx_decoder(model, tokenizer, work: Path, method: str | None, group_
         nbits = [n for n in nodes if n.op_type == "MatMulNBits" and not n.name.endswith(GRID_SUMS)]
         attrs = {a.name: a.i for n in nbits[:1] for a in n.attribute}
         own = sum(n.domain == OWN_DOMAIN for n in nodes)
+        # the projections they run (q, k and v of different block types are one node each)
+        own_modules = len({n.input[1].partition(GRID_TILES)[0] for n in nodes if n.domain == OWN_DOMAIN})
         # the weights beside the graph, as onnxruntime maps them from the file instead of copying them out of
         # the graph's bytes: SmolLM2-135M int4 peaks at 209 MiB instead of 247 MiB, as fast
         onnx.save(graph, str(work / FILE), save_as_external_data=True, all_tensors_to_one_file=True,
@@ -103,7 +105,7 @@ def export_onnx_decoder(model, tokenizer, work: Path, method: str | None, group_
         "weights": {"matmul_nbits": len(nbits), "bits": attrs.get("bits"), "block_size": attrs.get("block_size"),
                     "accuracy_level": attrs.get("accuracy_level"),
                     "tied_embeddings_quantized": any(n.op_type == "GatherBlockQuantized" for n in nodes),
-                    "gguf_linear": own, "carried": carried},
+                    "gguf_linear": own, "gguf_linear_modules": own_modules, "carried": carried},
         "kv_cache": {"layers": layers, "kv_heads": kv_heads, "head_dim": head_dim, "positions": max_context,
                      "bytes": 2 * layers * kv_heads * head_dim * max_context * 4},
     }
@@ -214,6 +216,11 @@ def dequantized_eager(model, path: Path):
     return eager.eval()
 
 
+def own_layers(weights: dict) -> int:
+    """How many projections edgeslm's GgufLinear runs (files written before the count: one node each)."""
+    return weights.get("gguf_linear_modules", weights.get("gguf_linear", 0))
+
+
 def export_decoder(work: Path, model, tokenizer, g, quant, log, log_file: Path, probe):
     """model.onnx by onnxruntime-genai's builder; its session is edgeslm's own onnxruntime loop (the device
     runner's); the eager model it stands for is the model with the file's dequantized weights (float: the model
@@ -241,15 +248,21 @@ def export_decoder(work: Path, model, tokenizer, g, quant, log, log_file: Path, 
             eager = probe(hf_step(eager_model))
             del eager_model
     w = export["weights"]
+    for name, grid in (grids or {}).items():  # what the graph could not hold exactly, and why
+        if name not in w["carried"]:
+            where = grid.get("gguf") if isinstance(grid.get("gguf"), str) else name
+            skipped[where] = (f"{grid['type']}: no exact form in onnxruntime's own ops (onnx_ops = \"edgeslm\" runs "
+                              "it as GgufLinear)" if not own_ops else
+                              f"{grid['type']}: its rows are not a multiple of 16 (GgufLinear's tiles)")
     quantization = None if q is None else {"method": q.method, "bits": w["bits"], "block_size": w["block_size"],
                                            "activations": "int8 dynamic" if w["accuracy_level"] == 4 else "float",
-                                           "layers": w["matmul_nbits"] + w.get("gguf_linear", 0),
+                                           "layers": w["matmul_nbits"] + own_layers(w),
                                            "grid": "symmetric, round to nearest"}
     if grids is not None:
-        own = w.get("gguf_linear", 0)
+        own = own_layers(w)
         quantization["grid"] = (
             f"{grid_words(grids)} in {len(w['carried'])} of {w['matmul_nbits'] + own} layers"
-            + (f" ({own} as edgeslm's GgufLinear over the file's Q4_1 blocks, edgeslm's op library on the device)"
+            + (f" ({own} as edgeslm's GgufLinear over the file's blocks, edgeslm's op library on the device)"
                if own else "")
             + (" (Q4_1: the minimums as zero points, their rest through per-block input sums)"
                if any(grids[m]["type"] == "Q4_1" for m in w["carried"]) and not own else "")
@@ -271,7 +284,7 @@ def export_decoder(work: Path, model, tokenizer, g, quant, log, log_file: Path, 
     if q is not None and grids is not None:
         from edgeslm.models.gguf_grid import carried_precision
 
-        precision = carried_precision(q.method, grids, w["carried"], w["matmul_nbits"] + w.get("gguf_linear", 0))
+        precision = carried_precision(q.method, grids, w["carried"], w["matmul_nbits"] + own_layers(w))
     result = ExportResult(file=FILE, runtime="onnxruntime", precision=precision, quantization=quantization,
                           export=export)
     return Exported(result=result, session=session, eager=eager,
