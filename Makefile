@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgeslm-installed
 
-.PHONY: demo test test-fast bench bench-generation bench-llamacpp clean system-deps
+.PHONY: demo test test-fast bench bench-generation bench-llamacpp bench-llamacpp-tools bench-gguf clean system-deps
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,25 @@ WHEELS ?= $(HOME)/.cache/edgeslm/wheels
 bench-llamacpp: $(STAMP)
 	@ls $(WHEELS)/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1 || $(BIN)/pip wheel --no-deps llama-cpp-python==0.3.36 -w $(WHEELS)
 	$(BIN)/pip install -q --find-links $(WHEELS) --only-binary llama-cpp-python llama-cpp-python==0.3.36
+
+# llama.cpp's own tools (llama-bench, llama-quantize, llama-perplexity), built natively from the same llama.cpp
+# as the wheel (the llama-cpp-python 0.3.36 sdist's vendor/llama.cpp; ~10 min on 2 cores) into
+# ~/.cache/edgeslm/llama.cpp: the GGUF benchmark's yardstick and its quantizer. Needs cmake and ninja.
+LLAMA_CPP ?= $(HOME)/.cache/edgeslm/llama.cpp
+bench-llamacpp-tools: $(STAMP)
+	@test -x $(LLAMA_CPP)/build/bin/llama-bench || { \
+	  rm -rf $(LLAMA_CPP)/sdist && mkdir -p $(LLAMA_CPP)/sdist && \
+	  $(BIN)/pip download -q --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d $(LLAMA_CPP)/sdist && \
+	  tar xzf $(LLAMA_CPP)/sdist/llama_cpp_python-0.3.36.tar.gz -C $(LLAMA_CPP)/sdist && \
+	  rm -rf $(LLAMA_CPP)/src && mv $(LLAMA_CPP)/sdist/llama_cpp_python-0.3.36/vendor/llama.cpp $(LLAMA_CPP)/src && \
+	  cmake -S $(LLAMA_CPP)/src -B $(LLAMA_CPP)/build -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
+	    -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
+	    -DLLAMA_OPENSSL=OFF >/dev/null && \
+	  ninja -C $(LLAMA_CPP)/build llama-bench llama-quantize llama-perplexity; }
+
+# SmolLM2 from Q4_0, Q4_K_M and Q6_K files (made here with llama-quantize) against llama.cpp on the same files
+bench-gguf: bench-llamacpp-tools
+	$(BIN)/python benchmarks/gguf_bench.py
 
 clean:
 	rm -rf build .pytest_cache

@@ -123,23 +123,40 @@ def print_generation(r, path) -> None:
                    "(default: 512, or the build's KV cache when shorter).")
 @click.option("--source", default=None, help="The model the build was made from, when its recipe's model.source "
               "cannot be found from here (a folder, a .gguf file or a hub id).")
+@click.option("-d", "--device", "name", default=None,
+              help="Score the files on this device (deployed first when it does not run the build); default: here.")
+@threads_option("Inference threads on the device (default: all its cores)")
+@devices_option
+@accept_option
 @json_option
-def eval_text(build, text_file, artifacts, context, source, as_json) -> None:
+def eval_text(build, text_file, artifacts, context, source, name, threads, devices_file, accept_new_host_key,
+              as_json) -> None:
     """Score a text-generation BUILD on your own text against the model it was made from, as llama.cpp's
     llama-perplexity --kl-divergence does: perplexity of each file and of the source (with standard errors), the
     change, KL divergence (mean, p99, max), top-1 and top-5 agreement. The files run as on the device, in a
-    process without torch; this machine's CPU."""
+    process without torch: here, or with --device on the device itself (the host sends each window's tokens
+    and compares the logits the device computes with the source's)."""
     import json
 
     from edgeslm.pipeline.text_eval import evaluate
 
     log = (lambda m: None) if as_json else (lambda m: click.echo(f"  {m}", err=True))
-    r = evaluate(build, text_file, artifacts, context, source, log=log)
+    open_steps = None
+    if name is not None:
+        from edgeslm.profiling.deploy import deploy as run_deploy
+        from edgeslm.profiling.device_eval import device_steps
+
+        inv, file = inventory(devices_file)
+        device = inv.get(name, file)
+        run_deploy(build, name, device, accept_new_host_key, log=log)
+        open_steps = device_steps(name, device, threads or 0, accept_new_host_key)
+    r = evaluate(build, text_file, artifacts, context, source, log=log, open_steps=open_steps)
     if as_json:
         click.echo(json.dumps(r, indent=2))
         return
-    click.echo(f"{r['build']['recipe']} ({r['build']['target']}): {r['windows']} window(s) of up to {r['window']} "
-               f"tokens of {r['text']} ({r['text_tokens']} tokens; second halves scored) against {r['source']}")
+    click.echo(f"{r['build']['recipe']} ({r['build']['target']}) on {r['where']}: {r['windows']} window(s) of up to "
+               f"{r['window']} tokens of {r['text']} ({r['text_tokens']} tokens; second halves scored) against "
+               f"{r['source']}")
     click.echo(f"{'artifact':<12} {'tokens':>6} {'perplexity':>18} {'source':>18} {'change':>17} {'KL mean':>9} "
                f"{'KL p99':>8} {'KL max':>8} {'top-1':>6} {'top-5':>6}")
     for name, a in r["artifacts"].items():

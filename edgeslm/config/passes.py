@@ -167,17 +167,20 @@ class WeightQuantizeConfig(QuantizeConfig):
                             "(16, 32, 64, 128 or 256).")
     gguf_grid: Literal["keep", "requantize"] = Field(
         "keep", description="text-generation from a GGUF source, method 8da4w: 'keep' carries the file's own "
-        "integers and scales (blocks of 32) instead of rounding the dequantized weights a second time, as "
-        "llama.cpp runs them: ONNX takes Q4_0 / Q4_1 / Q8_0 (Q4_1 as edgeslm's GgufLinear, see onnx_ops; "
-        "SmolLM2-135M Q4_1: perplexity +0.04% instead of +29.7%), the .pte Q4_0 in XNNPACK's int4 (q - 8 and "
-        "the scale), Q4_1 and Q8_0 in edgeslm's gguf_linear operator and a Q8_0 embedding table in ExecuTorch's "
-        "int8 embedding with a scale per block; 'requantize' rounds again in blocks of group_size.")
+        "integers and scales instead of rounding the dequantized weights a second time, as llama.cpp runs "
+        "them: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and the K-quants Q4_K, Q5_K, Q6_K (super-blocks of 256 kept) run as "
+        "edgeslm's gguf_linear operator in the .pte and as GgufLinear nodes in ONNX (see onnx_ops), a Q8_0 "
+        "embedding table as ExecuTorch's int8 embedding with a scale per block (SmolLM2-135M Q4_1: perplexity "
+        "+0.04% instead of +29.7%); a float GGUF (F32, F16, BF16) is quantized as any source; other types "
+        "(Q2_K, Q3_K, IQ, ternary) are rounded again and named in the build's warnings. 'requantize' rounds "
+        "again in blocks of group_size.")
     onnx_ops: Literal["edgeslm", "standard"] = Field(
-        "edgeslm", description="text-generation, ONNX, a GGUF's Q4_1 grid carried (gguf_grid = 'keep'): "
-        "'edgeslm' runs each Q4_1 projection as one GgufLinear node, the file's blocks in edgeslm's onnxruntime "
-        "op library (deploy uploads it with edgeslm's runtime folder; the same kernels as the .pte); "
-        "'standard' keeps onnxruntime's own ops (MatMulNBits over the input widened with its block sums), a "
-        "file any onnxruntime runs. Measured on SmolLM2-135M (Xeon, 2 threads): decode 88-112 vs 72-86 tok/s.")
+        "edgeslm", description="text-generation, ONNX, a GGUF grid carried (gguf_grid = 'keep'): 'edgeslm' runs "
+        "each projection as GgufLinear nodes over the file's blocks in edgeslm's onnxruntime op library (deploy "
+        "uploads it with edgeslm's runtime folder; the same kernels as the .pte), every type above; 'standard' "
+        "keeps onnxruntime's own ops, a file any onnxruntime runs: Q4_0 and Q8_0 in MatMulNBits, Q4_1 over the "
+        "input widened with its block sums, other types rounded again. Measured on SmolLM2-135M Q4_1 (Xeon, "
+        "2 threads): decode 88-112 vs 72-86 tok/s.")
     algorithm: Literal["rtn", "gptq"] = Field(
         "rtn", description="text-generation, method 8da4w: how the int4 grid is chosen. 'rtn' rounds each "
         "weight to the nearest step (or carries a GGUF's own grid, see gguf_grid); 'gptq' lets "

@@ -1,34 +1,27 @@
 """Carry a GGUF file's own integer grid into the decoder artifacts instead of rounding a second time.
 
 transformers dequantizes a GGUF on load; quantizing those floats again (round to nearest, symmetric int4)
-moves every weight off the grid llama.cpp runs exactly. Here the file's integers and scales go into
-MatMulNBits as they are, for the block layouts onnxruntime's fast kernels can express:
+moves every weight off the grid llama.cpp runs exactly. Here the file's integers and scales are read as they
+are (`_grid`: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, and the K-quants Q4_K / Q5_K with their 6-bit sub-block scales and
+minimums in super-blocks of 256, Q6_K with its int8 scales per 16) and both formats run them:
 
-- Q4_0 (w = (q - 8) d, blocks of 32): MatMulNBits 4-bit, implicit zero point 8. Exact.
-- Q8_0 (w = q d, q signed): MatMulNBits 8-bit, q + 128 stored with the implicit zero point 128. Exact.
-- Q4_1 (w = q d + m, a float minimum per block): one asymmetric 4-bit MatMulNBits over the input widened
-  with its block sums ([x, sums of each block of 32 of x], one small MatMulNBits of 0/1 rows and a Concat per
-  input). x's blocks hold q and d exactly with the integer zero point z = round(-m / d), i.e. q d - z d; the
-  columns of the sums hold the rest of each minimum, m + z d (within d / 2), in 4-bit blocks of their own.
-  onnxruntime's int8 kernel applies the zero point exactly, so only that small rest is rounded.
-  Measured on SmolLM2-135M (Q4_1), 2,616 tokens of BBC News teacher-forced against the dequantized GGUF in
-  PyTorch: KL 0.0033, perplexity +0.04%, where the earlier layout (the minimums as a second, 8-bit MatMulNBits
-  over the block sums, and an Add) had KL 0.018, perplexity +2.6%, and 540 more nodes; decode about 10%
-  faster. Alternatives measured and rejected: MatMulNBits with float zero points expresses Q4_1 directly
-  but onnxruntime's CPU kernels run it 10-25x slower; the integer zero points alone lose the fractional
-  minimum (+48%); rounding the floats again, symmetric int4: +29.7%. That layout is onnx_ops = "standard";
-  by default a Q4_1 projection is one edgeslm GgufLinear node instead (the file's blocks as they are, run by
-  edgeslm's onnxruntime op library with the .pte's kernels). formats/onnx/gguf.py writes both into the graph.
+- The .pte: every linear and the output layer as edgeslm::gguf_linear over the file's blocks rearranged in
+  tiles of 16 rows (formats/executorch/carry.py `swap_gguf_linears`, gguf_op.py; edgeslm's kernels in the
+  device runtime: AVX-512 VNNI, AVX2, NEON, NEON dotprod, scalar); Q4_0 as Q4_1 with m = -8 d, Q5_0 as Q5_1
+  with m = -16 d (exact). A Q8_0 embedding table goes into ExecuTorch's int8 embedding with a scale per block
+  of 32 (`carry_embedding`).
+- ONNX (formats/onnx/gguf.py), by default (onnx_ops = "edgeslm"): one edgeslm GgufLinear node per projection
+  over the same tiles, run by edgeslm's onnxruntime op library with the .pte's kernels; q, k and v held in
+  different types (llama-quantize's K_M mixes) one node each, then a Concat. With onnx_ops = "standard"
+  (onnxruntime's own ops only): Q4_0 and Q8_0 in MatMulNBits as they are; Q4_1 as one asymmetric 4-bit
+  MatMulNBits over the input widened with its block sums (the integer zero point z = round(-m / d) in x's
+  blocks, the rest of each minimum, m + z d, through the sums' columns; measured on SmolLM2-135M: KL 0.0033,
+  perplexity +0.04%); other types stay as the builder rounded them, and are named.
 
 A tensor is carried only where its dequantized grid equals the weights transformers loaded (Q and K rows
 un-permuted as llama.cpp's converter permuted them); anything else keeps the builder's requantized
 weights and is listed. The embedding table tied to the head gets its own copy of the head's Q8_0/Q4_0
 grid (GatherBlockQuantized).
-
-The .pte: Q4_1 and Q8_0, and a Q4_0 output layer, run as edgeslm::gguf_linear over the file's blocks
-(formats/executorch/carry.py `swap_gguf_linears`, gguf_op.py), with edgeslm's kernel in the device runtime; Q4_0 goes into torchao's
-symmetric 8da4w int4 (`carry_into_torchao`: q - 8, as XNNPACK runs it); a Q8_0 embedding table goes into
-ExecuTorch's int8 embedding with a scale per block of 32 (`carry_embedding`). Exact in both.
 """
 
 from __future__ import annotations

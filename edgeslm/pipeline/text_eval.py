@@ -13,6 +13,8 @@ file holds, dequantized). A window's logits are compared and dropped before the 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import math
 from pathlib import Path
 
@@ -59,12 +61,13 @@ def summary(scores: dict) -> dict:
 
 
 def evaluate(folder: Path, text_file: Path, artifacts=(), context: int | None = None, source: str | None = None,
-             log=print) -> dict:
-    """Score the build in `folder` on `text_file` (see the module). Returns {"build", "text", "windows", "window",
-    "source", "artifacts": {name: summary}}."""
+             log=print, open_steps=None) -> dict:
+    """Score the build in `folder` on `text_file` (see the module). `open_steps(folder, manifest, artifacts)`: a
+    context manager giving {artifact name: step} (default host_steps: this machine; profiling.device_eval's:
+    a device; its `where` names it). Returns {"build", "text", "windows", "window", "source", "where",
+    "artifacts": {name: summary and "runtime"}}."""
     from edgeslm.artifacts.manifest import check_files, load_manifest
     from edgeslm.contract.decoding import teacher_forced
-    from edgeslm.formats.isolated import isolated_step
     from edgeslm.inputs import InputError, read_text
     from edgeslm.tasks import task_unit
 
@@ -94,9 +97,9 @@ def evaluate(folder: Path, text_file: Path, artifacts=(), context: int | None = 
     from edgeslm.verify.decoders import hf_step
 
     ref_step = hf_step(model)
-    steps = {a.name: isolated_step(a.format, folder / a.file, a.export, max_context) for a in chosen}
     scores: dict[str, list] = {a.name: [] for a in chosen}
-    try:
+    with (open_steps or host_steps)(folder, manifest, chosen) as steps:
+        runtimes = {name: getattr(step, "runtime", None) for name, step in steps.items()}
         for i, w in enumerate(parts):
             first = len(w) // 2
             targets = np.asarray(w[first:])
@@ -105,14 +108,27 @@ def evaluate(folder: Path, text_file: Path, artifacts=(), context: int | None = 
                 scores[name].append(token_scores(ref, teacher_forced(step, w, first, chunk), targets))
             if (i + 1) % max(1, len(parts) // 10) == 0 or i + 1 == len(parts):
                 log(f"{i + 1}/{len(parts)} windows scored")
+    merged = {name: {**summary({k: np.concatenate([s[k] for s in parts_]) for k in parts_[0]}),
+                     "runtime": runtimes.get(name)} for name, parts_ in scores.items()}
+    return {"build": {"recipe": manifest.recipe.name, "target": manifest.target["name"],
+                      "cache_key": manifest.cache_key}, "text": str(text_file), "text_tokens": len(ids),
+            "windows": len(parts), "window": size, "source": where, "where": getattr(open_steps, "where", "host"),
+            "artifacts": merged}
+
+
+@contextmanager
+def host_steps(folder: Path, manifest, chosen):
+    """{artifact name: step} of each chosen file run as the device runs it, here (formats/isolated.py)."""
+    from edgeslm.formats.isolated import isolated_step
+
+    steps = {}
+    try:
+        for a in chosen:
+            steps[a.name] = isolated_step(a.format, folder / a.file, a.export, int(manifest.shapes["max_context"]))
+        yield steps
     finally:
         for step in steps.values():
             step.close()
-    merged = {name: summary({k: np.concatenate([s[k] for s in parts_]) for k in parts_[0]})
-              for name, parts_ in scores.items()}
-    return {"build": {"recipe": manifest.recipe.name, "target": manifest.target["name"],
-                      "cache_key": manifest.cache_key}, "text": str(text_file), "text_tokens": len(ids),
-            "windows": len(parts), "window": size, "source": where, "artifacts": merged}
 
 
 def _tokenizer(folder: Path):

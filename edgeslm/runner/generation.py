@@ -182,3 +182,37 @@ def generate(build_dir: str, artifact_name: str, prompt_ids: list, new_tokens: i
             "decode_tok_s": rate, "runtime": runtime, "stopped": bool(out and out[-1] in stops),
             "decoding": {"sampling": "sample", **sampling} if sampling else {"sampling": "greedy"}}
 
+
+
+def serve_steps(build_dir: str, artifact_name: str, threads: int, et_runtime: str | None, stdin=None, out=None) -> int:
+    """Teacher-forced steps for the host's `edgeslm eval --device`: the artifact loaded once, then per stdin line
+    {"tokens": [...], "start": n} one stdout line, "L" and the base64 of the last token's logits (float32,
+    little-endian), or {"error": ...}; the first line says the runtime ({"runtime": name, "vocab": n}). Ends at
+    the end of stdin (the host's session). Requests are checked: ids in the vocabulary, positions in the
+    cache."""
+    import base64
+    import sys
+
+    import numpy as np
+
+    stdin, out = stdin or sys.stdin, out or sys.stdout
+    with open(os.path.join(build_dir, "manifest.json")) as f:
+        manifest = json.load(f)
+    artifact = next((a for a in manifest["artifacts"] if a["name"] == artifact_name), None)
+    if artifact is None:
+        raise RunnerError(f"build has no artifact {artifact_name!r}")
+    ctx, vocab = int(manifest["shapes"]["max_context"]), int(manifest["model"]["vocab_size"])
+    step, _, runtime = open_decoder(build_dir, manifest, artifact, threads, et_runtime)
+    print(json.dumps({"runtime": runtime, "vocab": vocab, "torch": "torch" in sys.modules}), file=out, flush=True)
+    for line in stdin:
+        try:
+            req = json.loads(line)
+            tokens, start = [int(t) for t in req["tokens"]], int(req["start"])
+            if not tokens or start < 0 or start + len(tokens) > ctx or any(not 0 <= t < vocab for t in tokens):
+                raise RunnerError(f"a step needs 1..{ctx} token ids in [0, {vocab}) within the {ctx}-position cache")
+            logits = np.ascontiguousarray(step(tokens, start), dtype="<f4").reshape(-1)
+        except (RunnerError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+            print(json.dumps({"error": str(exc)[:2000]}), file=out, flush=True)
+            continue
+        print("L" + base64.b64encode(logits.tobytes()).decode(), file=out, flush=True)
+    return 0

@@ -169,6 +169,11 @@ def main(argv=None) -> int:
     p.add_argument("--et-runtime", metavar="DIR")
     p.add_argument("--sample", metavar="JSON", help='sampling instead of greedy: {"temperature": t, "top_k": k, '
                    '"top_p": p, "seed": s}')
+    p = sub.add_parser("serve-steps", help="teacher-forced steps for the host's eval: logits per request line")
+    p.add_argument("build_dir")
+    p.add_argument("--artifact", required=True)
+    p.add_argument("--threads", type=_bounded(0, MAX_THREADS), default=0)
+    p.add_argument("--et-runtime", metavar="DIR")
     for p in (sub.choices["profile"], sub.choices["generate"]):
         p.add_argument("--deadline", type=float, metavar="S", help="end with an error after S seconds")
         p.add_argument("--stop-on-eof", action="store_true",
@@ -197,6 +202,10 @@ def main(argv=None) -> int:
             return hold(args.workdir, args.recipe, args.pin, args.owner, args.expire, args.wait)
         elif args.cmd == "break-lock":
             result = break_lock(args.workdir, args.recipe)
+        elif args.cmd == "serve-steps":
+            from edgeslm.runner.generation import serve_steps
+
+            return serve_steps(args.build_dir, args.artifact, args.threads or os.cpu_count() or 1, args.et_runtime)
         elif args.cmd == "generate":
             from edgeslm.runner.generation import generate
 

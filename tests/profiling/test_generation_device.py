@@ -222,3 +222,71 @@ def test_an_onnx_decoder_with_edgeslms_ops_runs_on_the_device(tmp_path, inventor
     assert (r.settings.iters, r.settings.warmup) == (5, 1)
     rc, answer = run_runner(dev.python, "profile", str(folder), "--artifact", "onnx", "--iters", "1", "--new-tokens", "2")
     assert rc == 1 and "needs edgeslm's onnxruntime ops (libedgeslm_ort.so)" in answer["error"]
+
+
+def test_eval_on_a_device_gives_the_hosts_figures(tmp_path, inventory, decoder_build):
+    """`edgeslm eval BUILD --text FILE --device pi` over real SSH: the files' steps run in the deployed version on
+    the device (the runner's serve-steps), the host compares them with the source model. The device here has
+    the host's CPU, so its figures equal the host's own eval to float rounding; an fp32 build matches the source."""
+    from edgeslm.texts import builtin_texts
+
+    text = tmp_path / "mine.txt"
+    text.write_text("\n\n".join(builtin_texts("verify_long_texts")))
+    inv = inventory(pi={})
+    r = cli("eval", decoder_build, "--text", text, "--context", 64, "--device", "pi", "--devices", inv, "--json")
+    assert r.exit_code == 0, r.output
+    on_device = json.loads(r.stdout)
+    here = json.loads(cli("eval", decoder_build, "--text", text, "--context", 64, "--json").stdout)
+    assert on_device["where"] == "pi" and here["where"] == "host" and on_device["windows"] == here["windows"] >= 2
+    for name, a in on_device["artifacts"].items():
+        h = here["artifacts"][name]
+        assert a["tokens"] == h["tokens"] and a["perplexity"] == pytest.approx(h["perplexity"], rel=1e-5), name
+        assert a["kl_mean"] < 1e-6 and a["runtime"].split(";")[0] == h["runtime"].split(";")[0], (name, a)
+    # a build the device does not run is deployed first; an artifact the build lacks is one line, nothing run
+    r = cli("eval", decoder_build, "--text", text, "--device", "pi", "--devices", inv, "--artifact", "tflite")
+    assert r.exit_code == EXIT_USER and "has no artifact 'tflite'" in r.output, r.output
+
+
+class _Chan:
+    """What the device's runner answered, line by line (a stand-in for the SSH channel's reader)."""
+
+    def __init__(self, lines):
+        self.lines, self.sent = list(lines), []
+
+    def readline(self, size=-1):
+        line = self.lines.pop(0) if self.lines else ""
+        return line[:size] if size is not None and size >= 0 else line
+
+    def write(self, data):
+        self.sent.append(data)
+
+    def close(self):
+        pass
+
+
+def test_a_device_answering_eval_steps_badly_is_refused_in_one_line():
+    """Hostile or broken serve-steps answers: logits of the wrong width, not base64, an overlong line, silence, a
+    header for another vocabulary, an error answer. Each is one DeviceError naming the device and the artifact."""
+    import base64
+
+    import numpy as np
+
+    from edgeslm.profiling.device_eval import DeviceStep
+    from edgeslm.transport import DeviceError
+
+    head = json.dumps({"runtime": "onnxruntime 1.2", "vocab": 8}) + "\n"
+    good = "L" + base64.b64encode(np.arange(8, dtype="<f4").tobytes()).decode() + "\n"
+    step = DeviceStep(_Chan([head, good]), "pi", "onnx", 8)
+    assert step([1, 2], 0).tolist() == list(range(8)) and json.loads(step.chan.sent[0]) == {"tokens": [1, 2], "start": 0}
+    cases = [([head.replace('"vocab": 8', '"vocab": 9')], "did not load"),
+             ([json.dumps({"error": "cannot load model.pte"}) + "\n"], "cannot load model.pte"),
+             ([head, "L" + base64.b64encode(bytes(12)).decode() + "\n"], "3 logits, not 8"),
+             ([head, "L!!notbase64!!\n"], "not base64"),
+             ([head, "L" + "A" * 500 + "\n"], "longer than 8 logits"),
+             ([head], "no answer"),
+             ([head, json.dumps({"error": "a step needs 1..160 token ids"}) + "\n"], "a step needs"),
+             ([head, "garbage\n"], "neither logits nor JSON")]
+    for lines, says in cases:
+        with pytest.raises(DeviceError, match=says) as info:
+            DeviceStep(_Chan(lines), "pi", "onnx", 8)([1], 0)
+        assert "device pi" in str(info.value) and "\n" not in str(info.value)

@@ -1,16 +1,20 @@
-"""`edgeslm::gguf_linear`: a linear layer over a GGUF file's own Q4_1 or Q8_0 blocks, the .pte's way to run
-those grids exactly (XNNPACK's int4 kernels have one zero point per tensor, so they cannot add Q4_1's
-per-block minimums; its int8 kernels take one scale per output channel, not one per block of 32).
+"""`edgeslm::gguf_linear`: a linear layer over a GGUF file's own blocks, the .pte's way to run those grids exactly
+(XNNPACK's int4 kernels have one zero point per tensor, so they cannot add Q4_1's per-block minimums; its int8
+kernels take one scale per output channel, not one per block of 32; nothing in XNNPACK holds a K-quant's
+super-block).
 
     edgeslm::gguf_linear(Tensor x, Tensor tiles, int ggml_type) -> Tensor      (and its .out variant)
 
-`tiles` holds the file's blocks (Q4_1: w = q d + m, a fp16 d and m per 32 weights; Q8_0: w = q d, q int8)
-with their bits unchanged, rearranged in tiles of 16 rows for SIMD (pack). The device kernel
-(native/src/gguf_linear.cpp)
-quantizes x per block of 32 the way llama.cpp's Q8_1 does and takes each block's sum from the same integers;
-the reference here computes the same quantities in float, so eager and .pte agree to float rounding.
-torch.export records the operator (`GGUFLinear` calls it while exporting); eager runs keep the unpacked
-grid and skip the repacking.
+`tiles` holds the file's blocks with their bits unchanged, rearranged in tiles of 16 rows for SIMD (pack):
+Q4_1 (w = q d + m, a fp16 d and m per 32 weights), Q8_0 (w = q d, q int8), Q5_0 / Q5_1 (Q4_1's tile plus a
+plane of bit 4), Q4_K / Q5_K (per super-block of 256: fp16 d and dmin, per block of 32 the 6-bit sc and m,
+nibbles, [bit 4]; w = d sc q - dmin m) and Q6_K (fp16 d, int8 sc per 16, nibbles, bits 4 and 5;
+w = d sc (q - 32)). The device kernel (native/src/gguf_linear.cpp, gguf_tiles.h) quantizes x per block of 32
+the way llama.cpp's Q8_1 does, takes each block's (and half block's) sum from the same integers, and sums
+integer dot products per block or sub-block times the integer scales; the reference here computes the same
+quantities in float per half block (w = q D + M), so eager and .pte agree to float rounding. torch.export
+records the operator (`GGUFLinear` calls it while exporting); eager runs keep the unpacked grid and skip the
+repacking.
 """
 
 from __future__ import annotations
