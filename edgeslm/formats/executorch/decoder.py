@@ -218,9 +218,12 @@ def quantize_decoder(decoder, weights: str, group_size: int, embeddings: bool, g
     return facts
 
 
-def export_program(decoder, shape: DecoderShape, max_prompt: int, xnnpack: bool = True):
+def export_program(decoder, shape: DecoderShape, max_prompt: int, xnnpack: bool = True, progress=None):
     """torch.export with a dynamic token count (1..max_prompt), lowered to XNNPACK. Returns
-    (ExecutorchProgramManager, facts)."""
+    (ExecutorchProgramManager, facts). `progress(line)` hears each stage as it ends, with its time (a 1B model
+    spends minutes in each)."""
+    import time
+
     import torch
     from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
     from executorch.extension.llm.export.export_passes import RemoveRedundantTransposes
@@ -228,10 +231,19 @@ def export_program(decoder, shape: DecoderShape, max_prompt: int, xnnpack: bool 
     max_prompt = max(2, min(max_prompt, shape.context - 1))
     example = (torch.zeros((1, 3), dtype=torch.long), torch.tensor([0], dtype=torch.long))
     dims = ({1: torch.export.Dim("tokens", min=1, max=max_prompt)}, None)
+    t0 = time.perf_counter()
+
+    def done(stage: str) -> None:
+        nonlocal t0
+        if progress is not None:
+            progress(f"{stage}: {time.perf_counter() - t0:.0f} s")
+        t0 = time.perf_counter()
+
     with torch.no_grad():
         ep = torch.export.export(decoder, example, dynamic_shapes=dims, strict=False)
         gm = RemoveRedundantTransposes()(ep.module())[0]
         ep = torch.export.export(gm, example, dynamic_shapes=dims, strict=False)
+    done(f"torch.export (1..{max_prompt} tokens)")
     partitioners = []
     if xnnpack:
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
@@ -242,7 +254,10 @@ def export_program(decoder, shape: DecoderShape, max_prompt: int, xnnpack: bool 
     from edgeslm.formats.executorch.encoder import delegation_stats
 
     delegation = delegation_stats(edge.exported_program().graph_module)
+    done(f"XNNPACK partition and lowering ({delegation['delegated_ops']} ops delegated, "
+         f"{delegation['non_delegated_ops']} left to edgeslm's and ExecuTorch's kernels)")
     program = edge.to_executorch()
+    done("ExecuTorch program (memory planning)")
     return program, {"max_prompt_tokens": max_prompt, "context": shape.context, "delegation": delegation}
 
 
@@ -330,8 +345,8 @@ def export_decoder(work: Path, model, tokenizer, g, quant, log, log_file: Path, 
         if grids is not None:
             done, own_ops = qfacts.pop("gguf_grid_carried", []), qfacts.pop("gguf_linear", [])
             carried = done
-            # (a Q4_0 head runs as Q4_1 with m = -8 d)
-            kinds = "/".join(sorted({"Q4_1" if grids[m]["type"] == "Q4_0" else grids[m]["type"] for m in own_ops}))
+            # (Q4_0 runs as Q4_1 tiles with m = -8 d)
+            kinds = "/".join(sorted({grids[m]["type"] for m in own_ops}))
             qfacts["grid"] = (f"{grid_words(grids)} in {len(done)} of {qfacts['linear']} linears"
                               + (f" ({len(own_ops)} as edgeslm::gguf_linear over the file's {kinds} blocks, "
                                  "edgeslm's kernel in the device runtime)" if own_ops else "")
@@ -344,7 +359,7 @@ def export_decoder(work: Path, model, tokenizer, g, quant, log, log_file: Path, 
         decoder.reset()
         eager = probe(eager_step(decoder))
     with log.step("executorch: torch.export + lower to XNNPACK"), quiet_native():
-        program, export_facts = export_program(decoder, shape, g.max_prompt)
+        program, export_facts = export_program(decoder, shape, g.max_prompt, progress=log.progress)
         (work / FILE).write_bytes(program.buffer)
         del program
     result = ExportResult(
