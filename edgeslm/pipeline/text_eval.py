@@ -1,8 +1,10 @@
 """`edgeslm eval BUILD --text FILE`: a decoder build's files scored on the user's own text against the model they were
 made from, as llama.cpp's `llama-perplexity --kl-divergence` scores a quantized file against its source.
 
-The text is cut into windows of `context` tokens; in each, the first half is the prompt (prefilled) and every
-token of the second half is scored, fed back one at a time (the decode path runs, as in generation). Per
+The text is cut into whole windows of `context` tokens, as llama-perplexity cuts its chunks; in each, the tokens
+after the first half (from context / 2 + 1, llama-perplexity's own) are scored, the ones before them prefilled,
+and the scored ones fed back one at a time (the decode path runs, as in generation). The same text and context
+thus score the same tokens as `llama-perplexity -c CONTEXT` (a vocabulary that adds a BOS token aside). Per
 artifact: the perplexity of the file and of the source model with their standard errors, the change between them
 (the mean of the per-token log-ratio, with its standard error), the KL divergence of the file's next-token
 distribution from the source's (mean, 99th percentile, max), how often their top tokens agree (top-1) and how often
@@ -22,13 +24,17 @@ import numpy as np
 
 from edgeslm.errors import UserError
 
-MIN_TOKENS = 32  # a text shorter than this scores too few tokens to say anything
 
 
 def windows(ids: list, size: int) -> list[list]:
-    """Consecutive windows of `size` tokens; a last, shorter window is kept when it holds MIN_TOKENS."""
-    out = [ids[i:i + size] for i in range(0, len(ids), size)]
-    return [w for w in out if len(w) >= min(size, MIN_TOKENS)]
+    """Consecutive whole windows of `size` tokens, as llama-perplexity cuts its chunks (the rest is left out)."""
+    return [ids[i:i + size] for i in range(0, len(ids) - size + 1, size)]
+
+
+def scored_from(size: int) -> int:
+    """The first scored position of a window: llama-perplexity's, the token after the first half (n_ctx / 2 + 1),
+    so that the same tokens are scored as there and the figures can be set side by side."""
+    return size // 2 + 1
 
 
 def token_scores(ref: np.ndarray, art: np.ndarray, targets: np.ndarray) -> dict:
@@ -91,8 +97,9 @@ def evaluate(folder: Path, text_file: Path, artifacts=(), context: int | None = 
     if context is not None and context > max_context:
         raise UserError(f"--context {context} is longer than the build's KV cache ({max_context} positions)")
     parts = windows(ids, size)
-    if not parts:
-        raise UserError(f"{text_file}: {len(ids)} tokens; give a text of at least {MIN_TOKENS} tokens")
+    if len(parts) < 2:
+        raise UserError(f"{text_file}: {len(ids)} tokens, fewer than two windows of {size}; give a longer text (at "
+                        f"least {2 * size} tokens) or a shorter --context")
     model, where = _source_model(manifest, source)
     from edgeslm.verify.decoders import hf_step
 
@@ -101,7 +108,7 @@ def evaluate(folder: Path, text_file: Path, artifacts=(), context: int | None = 
     with (open_steps or host_steps)(folder, manifest, chosen) as steps:
         runtimes = {name: getattr(step, "runtime", None) for name, step in steps.items()}
         for i, w in enumerate(parts):
-            first = len(w) // 2
+            first = scored_from(len(w))
             targets = np.asarray(w[first:])
             ref = teacher_forced(ref_step, w, first, chunk)
             for name, step in steps.items():
