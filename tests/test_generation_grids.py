@@ -137,13 +137,13 @@ K_MIX = {"blk.0.attn_q.weight": "Q4_K", "blk.0.attn_k.weight": "Q5_K", "blk.0.at
          "blk.0.attn_output.weight": "Q5_0", "blk.0.ffn_gate.weight": "Q5_1", "blk.0.ffn_up.weight": "Q4_K",
          "blk.0.ffn_down.weight": "Q6_K", "blk.1.attn_q.weight": "Q5_K", "blk.1.attn_k.weight": "Q5_K",
          "blk.1.attn_v.weight": "Q5_K", "blk.1.attn_output.weight": "Q6_K", "blk.1.ffn_gate.weight": "Q4_K",
-         "blk.1.ffn_up.weight": "Q5_0", "blk.1.ffn_down.weight": "Q5_1", "output.weight": "Q6_K",
+         "blk.1.ffn_up.weight": "Q4_0", "blk.1.ffn_down.weight": "Q5_1", "output.weight": "Q6_K",
          "token_embd.weight": "Q4_K"}
 
 
 def test_k_quant_and_q5_gguf_grids_run_exactly_in_both_formats(tmp_path, decoder_models):
-    """A GGUF holding Q4_K, Q5_K, Q6_K (super-blocks of 256 with integer sub-block scales and minimums), Q5_0 and
-    Q5_1, as llama-quantize's K_M mixes do (K_MIX): every linear and the head run the file's own blocks, in the
+    """A GGUF holding Q4_K, Q5_K, Q6_K (super-blocks of 256 with integer sub-block scales and minimums), Q4_0, Q5_0
+    and Q5_1, as llama-quantize's K_M mixes do (K_MIX): every linear and the head run the file's own blocks, in the
     .pte as edgeslm::gguf_linear and in ONNX as GgufLinear nodes (q, k and v of different types one node each,
     then a Concat). The eager models read back from the files hold exactly the weights transformers dequantized
     (verification against them passes), and only the int8 activations separate the files from the dequantized
@@ -156,7 +156,7 @@ def test_k_quant_and_q5_gguf_grids_run_exactly_in_both_formats(tmp_path, decoder
     again = build_generation(tmp_path, path, "kagain", QUANT_8DA4W + 'gguf_grid = "requantize"\n' + loose,
                              formats=("executorch",))
     pte, onnx_file, rounded = keep.manifest.artifacts[0], keep.manifest.artifacts[1], again.manifest.artifacts[0]
-    types = ["Q4_K", "Q5_0", "Q5_1", "Q5_K", "Q6_K"]
+    types = ["Q4_0", "Q4_K", "Q5_0", "Q5_1", "Q5_K", "Q6_K"]
     pg = pte.quantization["gguf_grid"]
     assert pg["carried_layers"] == 15 and pg["types"] == types and not pg["not_carried"], pg
     ops = pte.export["delegation"]["non_delegated_by_op"]

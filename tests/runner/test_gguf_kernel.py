@@ -1,5 +1,5 @@
 """edgeslm::gguf_linear, the .pte's linear over a GGUF's blocks: a program holding one linear of each block type
-it runs (Q4_1, Q8_0, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K; 40 outputs: two whole tiles of 16 and a padded one; 256
+it runs (Q4_1, Q8_0, Q4_0, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K; 40 outputs: two whole tiles of 16 and a padded one; 256
 inputs: eight blocks, one K-quant super-block) runs in the torch-free runtime
 with every kernel this machine and the emulated Pi have (AVX512-VNNI, AVX2, scalar; NEON on a Cortex-A72,
 NEON dotprod on an A76) and gives the Python reference's outputs, for one token and for five. The reference
@@ -23,7 +23,7 @@ from edgeslm.runner.bundle import build_bytes
 pytestmark = pytest.mark.slow  # compiles the kernels (g++, the aarch64 cross g++) and runs them under qemu
 
 N, K = 40, 256
-KINDS = ("Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K")  # written in ggml's layout (tests/gguf_blocks)
+KINDS = ("Q4_0", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K")  # written in ggml's layout (tests/gguf_blocks)
 SCRIPT = r"""
 import json, sys
 import numpy as np

@@ -1,6 +1,6 @@
 """GgufLinear, edgeslm's onnxruntime custom op (libedgeslm_ort.so in the runtime folder, the .pte's tile
 kernels): an ONNX graph with one node per block type (Q4_1 without the ggml_type attribute, as files written
-before it; Q8_0, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K with it; 40 outputs: two tiles and a padded one; 256 inputs)
+before it; Q4_0, Q8_0, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K with it; 40 outputs: two tiles and a padded one; 256 inputs)
 runs in plain
 onnxruntime with the library registered, with every kernel this machine and the emulated Pi have, torch-free,
 and gives the Python reference's outputs (edgeslm.formats.executorch.gguf_op); a grid with two rows swapped gives other
@@ -20,7 +20,7 @@ import pytest
 pytestmark = pytest.mark.slow  # compiles the onnxruntime op library and runs it under qemu
 
 N, K = 40, 256
-KINDS = ("Q8_0", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K")
+KINDS = ("Q4_0", "Q8_0", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K")
 SCRIPT = r"""
 import json, sys
 import numpy as np

@@ -1,6 +1,6 @@
 """Carrying a GGUF's (or GPTQ's) integer grid into the .pte's decoder (edgeslm.models.gguf_grid reads the grids):
 a GGUF's linears and its output layer become edgeslm::gguf_linear over the file's blocks (every type gguf_grid
-reads; Q4_0 as Q4_1), GPTQ's symmetric int4 goes into torchao's 8da4w int4 as XNNPACK runs it, a Q8_0 embedding table into ExecuTorch's int8 embedding. Exact."""
+reads), GPTQ's symmetric int4 goes into torchao's 8da4w int4 as XNNPACK runs it, a Q8_0 embedding table into ExecuTorch's int8 embedding. Exact."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from edgeslm.models.gguf_grid import BLOCK
 
 def swap_gguf_linears(decoder, grids: dict, prefix: str = "model.") -> list[str]:
     """Replace the linears whose grid is a GGUF's Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 or a K-quant (Q4_K, Q5_K, Q6_K),
-    and the output layer ("lm_head", often the tied embedding table) with any carried grid (Q4_0 as Q4_1 with
-    m = -8 d, exact in fp16; a GPTQ grid's symmetric int4 stays for torchao), by `edgeslm::gguf_linear` over the file's blocks (formats/executorch/gguf_op.py; edgeslm's kernel
-    in the device runtime, int8 activations per block of 32 as llama.cpp's Q8_1). Exact. XNNPACK's int4
+    and the output layer ("lm_head", often the tied embedding table) with any carried grid (a GPTQ grid's
+    symmetric int4 stays for torchao), by `edgeslm::gguf_linear` over the file's blocks
+    (formats/executorch/gguf_op.py; edgeslm's kernel in the device runtime, int8 activations per block of 32 as llama.cpp's Q8_1). Exact. XNNPACK's int4
     kernels have one zero point per tensor and cannot add Q4_1's per-block minimums; its int8 kernels have
     one scale per output channel, not per block. Runs before torchao, which then leaves them alone.
 
@@ -29,7 +29,7 @@ def swap_gguf_linears(decoder, grids: dict, prefix: str = "model.") -> list[str]
             continue
         if g["type"] == "Q4_0" and name != "lm_head" and g.get("origin") != "GGUF":
             continue  # GPTQ's symmetric int4: torchao's, as XNNPACK runs it (carry_into_torchao)
-        if g["type"] in TYPES or g["type"] == "Q4_0":
+        if g["type"] in TYPES:
             parent, _, child = fqn.rpartition(".")
             tiles, kind = pack(g)
             setattr(decoder.get_submodule(parent), child,

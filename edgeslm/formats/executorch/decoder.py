@@ -345,7 +345,6 @@ def export_decoder(work: Path, model, tokenizer, g, quant, log, log_file: Path, 
         if grids is not None:
             done, own_ops = qfacts.pop("gguf_grid_carried", []), qfacts.pop("gguf_linear", [])
             carried = done
-            # (Q4_0 runs as Q4_1 tiles with m = -8 d)
             kinds = "/".join(sorted({grids[m]["type"] for m in own_ops}))
             qfacts["grid"] = (f"{grid_words(grids)} in {len(done)} of {qfacts['linear']} linears"
                               + (f" ({len(own_ops)} as edgeslm::gguf_linear over the file's {kinds} blocks, "

@@ -6,7 +6,7 @@ super-block).
     edgeslm::gguf_linear(Tensor x, Tensor tiles, int ggml_type) -> Tensor      (and its .out variant)
 
 `tiles` holds the file's blocks with their bits unchanged, rearranged in tiles of 16 rows for SIMD (pack):
-Q4_1 (w = q d + m, a fp16 d and m per 32 weights), Q8_0 (w = q d, q int8), Q5_0 / Q5_1 (Q4_1's tile plus a
+Q4_0 (w = (q - 8) d), Q4_1 (w = q d + m, a fp16 d and m per 32 weights), Q8_0 (w = q d, q int8), Q5_0 / Q5_1 (Q4_1's tile plus a
 plane of bit 4), Q4_K / Q5_K (per super-block of 256: fp16 d and dmin, per block of 32 the 6-bit sc and m,
 nibbles, [bit 4]; w = d sc q - dmin m) and Q6_K (fp16 d, int8 sc per 16, nibbles, bits 4 and 5;
 w = d sc (q - 32)). The device kernel (native/src/gguf_linear.cpp, gguf_tiles.h) quantizes x per block of 32
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
+Q4_0 = 2  # GGML_TYPE_Q4_0
 Q4_1 = 3  # GGML_TYPE_Q4_1
 Q5_0, Q5_1 = 6, 7  # GGML_TYPE_Q5_0 / Q5_1 (one tile layout: Q5_0 as Q5_1 with m = -16 d, exact)
 Q8_0 = 8  # GGML_TYPE_Q8_0
@@ -31,10 +32,10 @@ TILE = 16
 NIB, PLANE = 256, 64  # bytes of a tile's block of 32: its nibbles; one bit plane
 REC = {Q4_K: 32 + NIB, Q5_K: 32 + NIB + PLANE, Q6_K: 32 + NIB + 2 * PLANE}  # per block of 32 in a super-block
 # per tile of 16 rows and unit of inputs (a block of 32; a super-block of 256 for the K-quants)
-TILE_BYTES = {Q4_1: 320, Q8_0: 544, Q5_0: 384, Q5_1: 384, Q4_K: 64 + 8 * REC[Q4_K], Q5_K: 64 + 8 * REC[Q5_K],
+TILE_BYTES = {Q4_0: 288, Q4_1: 320, Q8_0: 544, Q5_0: 384, Q5_1: 384, Q4_K: 64 + 8 * REC[Q4_K], Q5_K: 64 + 8 * REC[Q5_K],
               Q6_K: 32 + 8 * REC[Q6_K]}
 UNIT = {t: SUPER if t in REC else BLOCK for t in TILE_BYTES}
-TYPES = {"Q4_1": Q4_1, "Q5_0": Q5_0, "Q5_1": Q5_1, "Q8_0": Q8_0, "Q4_K": Q4_K, "Q5_K": Q5_K, "Q6_K": Q6_K}
+TYPES = {"Q4_0": Q4_0, "Q4_1": Q4_1, "Q5_0": Q5_0, "Q5_1": Q5_1, "Q8_0": Q8_0, "Q4_K": Q4_K, "Q5_K": Q5_K, "Q6_K": Q6_K}
 _LIB = None
 
 
@@ -76,6 +77,16 @@ def pack_q4_1(g: dict) -> np.ndarray:
     out = np.concatenate([_per_tile(_rows(g["d"], nt, np.float16), nt, nb),
                           _per_tile(_rows(g["m"], nt, np.float16), nt, nb), _nibbles(q)], axis=-1)
     return np.ascontiguousarray(out.reshape(nt, nb * TILE_BYTES[Q4_1]))
+
+
+def pack_q4_0(g: dict) -> np.ndarray:
+    """A Q4_0 grid (w = (q - 8) d, q 0..15) as tiles uint8 [ceil(N/16), K/32*288]: per tile of 16 rows and block of
+    32 inputs, 16 fp16 d, then the nibbles in Q4_1's chunk layout (the kernel takes 8 sum(q_x) off in integers)."""
+    n, k = g["q"].shape
+    nt, nb = -(-n // TILE), k // BLOCK
+    q = _rows(g["q"].reshape(n, nb, BLOCK), nt, np.uint8)
+    out = np.concatenate([_per_tile(_rows(g["d"], nt, np.float16), nt, nb), _nibbles(q)], axis=-1)
+    return np.ascontiguousarray(out.reshape(nt, nb * TILE_BYTES[Q4_0]))
 
 
 def pack_q5(g: dict) -> np.ndarray:
@@ -126,13 +137,12 @@ def pack_q8_0(g: dict) -> np.ndarray:
 
 
 def pack(g: dict) -> tuple[np.ndarray, int]:
-    """A grid gguf_grid reads (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K) as (tiles, ggml type); Q4_0 runs
-    as Q4_1 with m = -8 d (exact: d's fp16 times a power of two)."""
-    if g["type"] == "Q4_0":
-        g = {**g, "type": "Q4_1", "m": -8 * g["d"]}
+    """A grid gguf_grid reads (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K) as (tiles, ggml type)."""
     kind = TYPES.get(g["type"])
     if kind is None:
         raise ValueError(f"edgeslm::gguf_linear runs {', '.join(TYPES)} blocks, not {g['type']}")
+    if kind == Q4_0:
+        return pack_q4_0(g), kind
     if kind == Q4_1:
         return pack_q4_1(g), kind
     if kind == Q8_0:
@@ -175,9 +185,12 @@ def unpack(tiles, ggml_type: int):
     kind = ggml_type
     t = tiles.reshape(nt, -1, TILE_BYTES[kind])
     units = t.shape[1]
-    if kind in (Q4_1, Q8_0, Q5_0, Q5_1):
+    if kind in (Q4_0, Q4_1, Q8_0, Q5_0, Q5_1):
         d = _t_halves(t[..., 0:32], nt, units, 1, torch.float16)[..., 0]
-        if kind == Q8_0:
+        if kind == Q4_0:
+            q = _t_nibbles(t[..., 32:288]).float()
+            m = -8 * d
+        elif kind == Q8_0:
             q = t[..., 32:].contiguous().view(torch.int8).reshape(nt, units, 8, TILE, 4)  # [tile, block, c, row, j]
             q = q.permute(0, 3, 1, 2, 4).reshape(nt, TILE, units, BLOCK).float()
             m = torch.zeros_like(d)

@@ -13,7 +13,7 @@ GRID_SUMS = "/grid/BlockSumsMatMulNBits"  # name suffix of the node summing an i
 OWN_DOMAIN, OWN_OP = "ai.edgeslm", "GgufLinear"  # edgeslm's onnxruntime op (native/src/ort_gguf.cpp)
 GRID_TILES = ".gguf_tiles"  # name suffix of a GgufLinear's weights: the file's blocks in tiles of 16 rows (".<i>"
 # after it: part i of q, k, v held in different block types)
-OWN_TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K")  # what GgufLinear runs (Q4_0 as Q4_1)
+OWN_TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K")  # what GgufLinear runs
 MATMUL_NBITS = ("Q4_0", "Q4_1", "Q8_0")  # what MatMulNBits holds exactly (Q4_1 over the widened input)
 TIED = ("Q4_0", "Q8_0")  # a head grid the tied embedding lookup (GatherBlockQuantized) can share
 

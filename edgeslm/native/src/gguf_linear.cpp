@@ -46,7 +46,8 @@ Tensor& gguf_linear_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor
   if (ok) sizes[x.dim() - 1] = static_cast<executorch::aten::SizesType>(tiles.size(0) * kTile);
   if (!ok || executorch::runtime::resize_tensor(out, {sizes, static_cast<size_t>(x.dim())}) !=
                  executorch::runtime::Error::Ok) {
-    ET_LOG(Error, "gguf_linear: float32 x [..., K] and tiles uint8 [N/16, K/U*B] of ggml type 3 (Q4_1, U = 32, "
+    ET_LOG(Error, "gguf_linear: float32 x [..., K] and tiles uint8 [N/16, K/U*B] of ggml type 2 (Q4_0, U = 32, "
+                  "B = 288), 3 (Q4_1, U = 32, "
                   "B = 320), 6/7 (Q5_0/Q5_1, U = 32, B = 384), 8 (Q8_0, U = 32, B = 544), 12 (Q4_K, U = 256, "
                   "B = 2368), 13 (Q5_K, U = 256, B = 2880) or 14 (Q6_K, U = 256, B = 3360) expected");
     ctx.fail(executorch::runtime::Error::InvalidArgument);

@@ -17,6 +17,7 @@ namespace {
 constexpr int kBlock = 32;
 constexpr int kSuper = 256;  // the K-quants' super-block
 constexpr int kTile = 16;
+constexpr int64_t kQ40 = 2;       // GGML_TYPE_Q4_0
 constexpr int64_t kQ41 = 3;       // GGML_TYPE_Q4_1
 constexpr int64_t kQ50 = 6;       // GGML_TYPE_Q5_0 (packed as Q5_1 with m = -16 d, exact)
 constexpr int64_t kQ51 = 7;       // GGML_TYPE_Q5_1
@@ -26,6 +27,7 @@ constexpr int64_t kQ5K = 13;      // GGML_TYPE_Q5_K
 constexpr int64_t kQ6K = 14;      // GGML_TYPE_Q6_K
 constexpr int kTileBytes = 320;    // Q4_1, per tile and block: 32 bytes d, 32 bytes m, 256 bytes nibbles
 constexpr int kTileBytes80 = 544;  // Q8_0, per tile and block: 32 bytes d, 512 bytes int8 q
+constexpr int kTileBytes40 = 288;  // Q4_0, per tile and block: 32 bytes d, 256 bytes nibbles (w = (q - 8) d)
 constexpr int kTileBytes5 = 384;   // Q5_0 / Q5_1, per tile and block: Q4_1's 320 bytes, then 64 bytes of bit 4
 constexpr int kNib = 256;          // nibbles of 16 rows x 32 inputs: 4 chunks of 64 bytes (Q4_1's layout)
 constexpr int kPlane = 64;         // one bit of 16 rows x 32 inputs: per chunk 8 bytes (low nibbles), 8 (high)
@@ -39,6 +41,7 @@ inline int64_t unit_inputs(int64_t type) { return type == kQ4K || type == kQ5K |
 // Bytes per tile and unit of a type gguf_linear runs; 0 for any other.
 inline int64_t tile_bytes(int64_t type) {
   switch (type) {
+    case kQ40: return kTileBytes40;
     case kQ41: return kTileBytes;
     case kQ80: return kTileBytes80;
     case kQ50: case kQ51: return kTileBytes5;
@@ -168,6 +171,23 @@ inline float half_at(const uint8_t* p, int r) {
   return half_to_float(h);
 }
 
+// Q4_0 tile (w = (q - 8) d, q 0..15): 16 fp16 d, then the nibbles in Q4_1's chunk layout; the -8 through the
+// activations' block sum, in integers.
+void tile40_scalar(const uint8_t* p, const QRow& x, int64_t nb, float* out) {
+  float acc[kTile] = {};
+  uint8_t q[kTile][kBlock];
+  for (int64_t b = 0; b < nb; ++b, p += kTileBytes40) {
+    const int8_t* xq = x.q + b * kBlock;
+    block_q(p + 32, nullptr, nullptr, q);
+    for (int r = 0; r < kTile; ++r) {
+      int dot = -8 * x.sum[b];
+      for (int j = 0; j < kBlock; ++j) dot += q[r][j] * xq[j];
+      acc[r] += half_at(p, r) * x.d[b] * static_cast<float>(dot);
+    }
+  }
+  std::memcpy(out, acc, sizeof(acc));
+}
+
 // Q5_0 / Q5_1 tile (w = q d + m, q 0..31): Q4_1's block, then bit 4.
 void tile5_scalar(const uint8_t* p, const QRow& x, int64_t nb, float* out) {
   float acc[kTile] = {};
@@ -239,14 +259,14 @@ void tile6k_scalar(const uint8_t* p, const QRow& x, int64_t nsb, float* out) {
 }
 
 using TileFn = void (*)(const uint8_t*, const QRow&, int64_t, float*);
-// The kernels of one instruction set: Q4_1, Q8_0, Q5_0/Q5_1, Q4_K, Q5_K, Q6_K, and the set's name (for
+// The kernels of one instruction set: Q4_0, Q4_1, Q8_0, Q5_0/Q5_1, Q4_K, Q5_K, Q6_K, and the set's name (for
 // reports and tests).
 struct Kernels {
-  TileFn q41, q80, q5, q4k, q5k, q6k;
+  TileFn q40, q41, q80, q5, q4k, q5k, q6k;
   const char* name;
 };
 
-#define SCALAR_KERNELS tile_scalar, tile80_scalar, tile5_scalar, tilek_scalar<false>, tilek_scalar<true>, tile6k_scalar
+#define SCALAR_KERNELS tile40_scalar, tile_scalar, tile80_scalar, tile5_scalar, tilek_scalar<false>, tilek_scalar<true>, tile6k_scalar
 
 // EDGESLM_GGUF_KERNEL names a kernel to use instead of the best one (tests run each kernel this CPU has)
 bool forced(const char* name) {
@@ -306,6 +326,7 @@ struct GgufJob {
 
   TileFn kernel() const {
     switch (type) {
+      case kQ40: return kKernels.q40;
       case kQ80: return kKernels.q80;
       case kQ50: case kQ51: return kKernels.q5;
       case kQ4K: return kKernels.q4k;
