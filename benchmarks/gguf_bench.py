@@ -178,6 +178,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "build")
     ap.add_argument("--reuse", action="store_true", help="measure verified builds of the files already under --out")
     ap.add_argument("--no-speed", action="store_true", help="perplexity only (no timing rounds)")
+    ap.add_argument("--quality-from", type=Path, help="perplexities saved by an earlier run (its --out/gguf-bench-quality.json)")
     args = ap.parse_args()
     if not (TOOLS / "build/bin/llama-bench").is_file():
         raise SystemExit(f"llama.cpp's tools are not built in {TOOLS}: run `make bench-llamacpp-tools`")
@@ -187,8 +188,11 @@ def main() -> None:
     folders = {t: build_file(t, files[t], args.out, args.reuse) for t in types}
     text = held_out_text(args.out / "gguf-bench-text.txt", args.words)
 
+    saved = args.out / "gguf-bench-quality.json"
     quality = {}
-    for t in types:
+    if args.quality_from:
+        quality = {t: {k: tuple(v) for k, v in q.items()} for t, q in json.loads(args.quality_from.read_text()).items()}
+    for t in [t for t in types if t not in quality]:
         ppl, err = llama_perplexity(files[t], text, args.context, max(threads))
         ev = edgeslm_eval(folders[t], text, args.context)
         quality[t] = {"llama.cpp": (ppl, err)}
@@ -196,6 +200,7 @@ def main() -> None:
             quality[t][name] = (a["perplexity"], a["perplexity_se"])
             quality[t]["source"] = (a["source_perplexity"], a["source_perplexity_se"])
         print(f"perplexity {t}: {quality[t]}", file=sys.stderr)
+    saved.write_text(json.dumps(quality, indent=1))
 
     if args.no_speed:
         return

@@ -91,6 +91,14 @@ class IsolatedStep:
         (n,) = struct.unpack("<I", head)
         return np.frombuffer(self._read(4 * n), dtype="<f4").astype(np.float32)
 
+    def peak_rss_kb(self) -> int | None:
+        """The process's peak resident memory so far (Linux VmHWM): the file's runtime alone, as on the device."""
+        try:
+            with open(f"/proc/{self.proc.pid}/status") as f:
+                return next((int(line.split()[1]) for line in f if line.startswith("VmHWM:")), None)
+        except (OSError, ValueError):
+            return None
+
     def close(self) -> None:
         if self.proc.poll() is None:
             self.proc.stdin.close()

@@ -152,9 +152,14 @@ class GenerationBuild(TaskBuild):
             try:
                 actual, fidelity, loss, continuations = judge(self.facts, self.g, eager, step, result.runtime,
                                                               exported.against)
+                # the runtime's peak memory while it ran the held text (a process of its own: the file alone), for
+                # the device fit check at deploy
+                peak = getattr(step, "peak_rss_kb", lambda: None)()
             finally:
                 getattr(step, "close", lambda: None)()  # a session in a process of its own ends with it
             del step
+        if peak:
+            result.export["verify_peak_rss_kb"] = peak
         self.actual[fmt] = actual
         if exported.facts:  # what the adapter did of the quantize pass's plan
             entry = next((f for f in pctx.facts if f.get("type") == "quantize"), None)

@@ -189,8 +189,21 @@ def test_a_decoder_that_does_not_fit_the_device_is_refused_with_the_figures(deco
     from edgeslm.runner.facts import probe as real_probe
 
     answer = {**real_probe(None), **small}  # this machine's answer, with little memory left
-    with pytest.raises(DeviceError, match="fp32-qwen2 will not fit: it needs"):
+    with pytest.raises(DeviceError, match="fp32-qwen2 will not fit: executorch needs"):
         compatibility("pi", type("Device", (), {"target": "host"})(), answer, m)
+    # the build measured each file's runtime peak while verifying it (a process of its own, as on the device)
+    peaks = {a.name: a.export.get("verify_peak_rss_kb") for a in m.artifacts}
+    assert all(isinstance(p, int) and p > 10_000 for p in peaks.values()), peaks
+    # and that figure decides when it is above the sum of the parts: a Llama-3.2-1B-shaped int4 ONNX (806 MB of
+    # weights) peaked at 1382 MiB here; a Raspberry Pi 4 with 4 GB (about 3.6 GiB available) takes it, one with
+    # 1 GB (about 700 MiB available) does not, and the message gives the measured figure
+    onnx = next(a for a in m.artifacts if a.name == "onnx")
+    onnx.export["verify_peak_rss_kb"] = 1382 << 10
+    pi4_4gb = {**roomy, "mem_total_kb": 3884 << 10, "mem_available_kb": 3600 << 10}
+    pi4_1gb = {**roomy, "mem_total_kb": 906 << 10, "mem_available_kb": 700 << 10}
+    assert fit_problem(pi4_4gb, m) is None
+    why = fit_problem(pi4_1gb, m)
+    assert why.startswith("onnx needs ~1382 MiB") and "measured on the build host: 1382 MiB" in why, why
 
 
 def test_an_onnx_decoder_with_edgeslms_ops_runs_on_the_device(tmp_path, inventory, decoder_models):

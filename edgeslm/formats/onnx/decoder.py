@@ -228,7 +228,6 @@ def export_decoder(work: Path, model, tokenizer, g, quant, log, log_file: Path, 
     of an eager model. Returns tasks.base.Exported."""
     from edgeslm.formats.base import Exported, ExportResult
     from edgeslm.models.gguf_grid import BLOCK, builder_grids, grid_facts, grid_origin, grid_words
-    from edgeslm.runner.runtimes import OnnxRuntime
 
     q = quant.config if quant is not None else None
     carried = quant.carried if quant is not None else None
@@ -271,14 +270,11 @@ def export_decoder(work: Path, model, tokenizer, g, quant, log, log_file: Path, 
             grids, w["carried"], skipped)
 
     def session():
-        folder = None
-        if export.get("custom_ops"):  # edgeslm's op library, from the runtime folder built for this machine
-            import platform
+        # the device's own session (edgeslm's loop, its op library from the runtime folder built for this machine),
+        # in a process of its own that loads what the device loads: its peak RSS is what the device will need
+        from edgeslm.formats.isolated import isolated_step
 
-            from edgeslm.native.runtime_folder import runtime_folder
-
-            folder = str(runtime_folder(platform.machine()))
-        return OnnxRuntime(folder).decoder(str(work / FILE), 0, export, g.max_context)  # the device's own session
+        return isolated_step("onnx", work / FILE, export, g.max_context)
 
     precision = "fp32" if q is None else q.method
     if q is not None and grids is not None:
