@@ -175,8 +175,8 @@ def test_k_quant_and_q5_gguf_grids_run_exactly_in_both_formats(tmp_path, decoder
 
 
 def test_a_float_gguf_is_quantized_by_the_recipe_without_warnings(tmp_path, decoder_models):
-    """An F16 GGUF holds no grid to carry: the recipe's 8da4w quantizes it (no 'not carried' warning), and the
-    manifest says the file held F16."""
+    """An F16 (or BF16) GGUF holds no grid to carry: the recipe's 8da4w quantizes it (no 'not carried' warning),
+    and the manifest says the file held F16."""
     from tiny import write_gguf
 
     path = write_gguf(decoder_models("llama"), tmp_path / "tiny.F16.gguf", quant="F16")
@@ -186,6 +186,15 @@ def test_a_float_gguf_is_quantized_by_the_recipe_without_warnings(tmp_path, deco
     assert r.manifest.model["gguf"]["tensor_types"].get("F16", 0) >= 14, r.manifest.model["gguf"]
     assert not any("not carried" in w or "requantized" in w for w in r.manifest.build.get("warnings", [])), r.manifest.build
     assert "gguf_grid" not in a.quantization and a.precision == "8da4w"
+    # BF16 too: nothing to carry, nothing said not carried
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from edgeslm.models.gguf_grid import module_grids
+
+    bf16 = write_gguf(decoder_models("llama"), tmp_path / "tiny.BF16.gguf", quant="BF16")
+    model = AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=bf16.name, dtype=torch.float32)
+    assert module_grids(bf16, model) == ({}, {})
 
 
 def test_a_gguf_grid_that_does_not_reproduce_the_loaded_weights_is_not_carried(tmp_path, decoders):
