@@ -146,17 +146,23 @@ def profile_generation(build_dir: str, manifest: dict, artifact: dict, threads: 
     }
 
 
+def _artifact(build_dir: str, artifact_name: str) -> tuple[dict, dict]:
+    """(the deployed build's manifest, its artifact named `artifact_name`)."""
+    with open(os.path.join(build_dir, "manifest.json")) as f:
+        manifest = json.load(f)
+    artifact = next((a for a in manifest["artifacts"] if a["name"] == artifact_name), None)
+    if artifact is None:
+        raise RunnerError(f"build has no artifact {artifact_name!r}")
+    return manifest, artifact
+
+
 def generate(build_dir: str, artifact_name: str, prompt_ids: list, new_tokens: int, threads: int,
              et_runtime: str | None, stop_ids: list | None = None, sampling: dict | None = None) -> dict:
     """Greedy (or, with `sampling` = {temperature, top_k, top_p, seed}, sampled) generation, each token id
     printed as a JSON line as it comes ({"token": id}); returns the summary (TTFT, tokens/s)."""
     from edgeslm.contract.decoding import sampler
 
-    with open(os.path.join(build_dir, "manifest.json")) as f:
-        manifest = json.load(f)
-    artifact = next((a for a in manifest["artifacts"] if a["name"] == artifact_name), None)
-    if artifact is None:
-        raise RunnerError(f"build has no artifact {artifact_name!r}")
+    manifest, artifact = _artifact(build_dir, artifact_name)
     ctx, chunk = int(manifest["shapes"]["max_context"]), int(manifest["shapes"]["max_prompt"])
     if not prompt_ids or len(prompt_ids) >= ctx:
         raise RunnerError(f"the prompt has {len(prompt_ids)} tokens; the model's context holds {ctx}")
@@ -196,11 +202,7 @@ def serve_steps(build_dir: str, artifact_name: str, threads: int, et_runtime: st
     import numpy as np
 
     stdin, out = stdin or sys.stdin, out or sys.stdout
-    with open(os.path.join(build_dir, "manifest.json")) as f:
-        manifest = json.load(f)
-    artifact = next((a for a in manifest["artifacts"] if a["name"] == artifact_name), None)
-    if artifact is None:
-        raise RunnerError(f"build has no artifact {artifact_name!r}")
+    manifest, artifact = _artifact(build_dir, artifact_name)
     ctx, vocab = int(manifest["shapes"]["max_context"]), int(manifest["model"]["vocab_size"])
     step, _, runtime = open_decoder(build_dir, manifest, artifact, threads, et_runtime)
     print(json.dumps({"runtime": runtime, "vocab": vocab, "torch": "torch" in sys.modules}), file=out, flush=True)

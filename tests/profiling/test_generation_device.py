@@ -303,3 +303,29 @@ def test_a_device_answering_eval_steps_badly_is_refused_in_one_line():
         with pytest.raises(DeviceError, match=says) as info:
             DeviceStep(_Chan(lines), "pi", "onnx", 8)([1], 0)
         assert "device pi" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_serve_steps_refuses_requests_outside_the_vocabulary_or_the_cache(decoder_build):
+    """The device side of eval: a request with an id outside the vocabulary, past the KV cache, or not JSON is
+    answered with one error line and the server goes on; a good one gets the logits."""
+    import base64
+    import io
+
+    import numpy as np
+
+    from edgeslm.native.runtime_folder import runtime_folder
+    from edgeslm.runner.generation import serve_steps
+
+    m = json.loads((decoder_build / "manifest.json").read_text())
+    vocab, ctx = m["model"]["vocab_size"], m["shapes"]["max_context"]
+    lines = [{"tokens": [vocab], "start": 0}, {"tokens": [1], "start": ctx}, "not json",
+             {"tokens": [1, 2], "start": 0}]
+    stdin = io.StringIO("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines))
+    out = io.StringIO()
+    assert serve_steps(str(decoder_build), "executorch", 1, str(runtime_folder("x86_64")), stdin, out) == 0
+    head, *answers = out.getvalue().splitlines()
+    assert json.loads(head)["vocab"] == vocab and len(answers) == 4
+    for bad in answers[:3]:
+        assert "error" in json.loads(bad), bad
+    logits = np.frombuffer(base64.b64decode(answers[3][1:]), dtype="<f4")
+    assert answers[3].startswith("L") and logits.shape == (vocab,) and np.isfinite(logits).all()
