@@ -16,15 +16,18 @@ inline float32x4_t halves(const uint8_t* p) {
   return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(reinterpret_cast<const uint16_t*>(p))));
 }
 
-void tile_neon(const uint8_t* p, const QRow& x, int64_t nb, float* out) {
+// Q4_1 (kMin: w = q d + m) and Q4_0 (w = (q - 8) d, no minimum: the -8 taken off in integers, 8 sum(q_x)).
+template <bool kMin>
+void tile4_neon(const uint8_t* p, const QRow& x, int64_t nb, float* out) {
+  constexpr int nib = kMin ? 64 : 32, bytes = kMin ? kTileBytes : kTileBytes40;
   float32x4_t acc[4] = {vdupq_n_f32(0.f), vdupq_n_f32(0.f), vdupq_n_f32(0.f), vdupq_n_f32(0.f)};
   const uint8x16_t mask = vdupq_n_u8(0x0F);
-  for (int64_t b = 0; b < nb; ++b, p += kTileBytes) {
+  for (int64_t b = 0; b < nb; ++b, p += bytes) {
     const int8_t* xq = x.q + b * kBlock;
     for (int h = 0; h < 4; ++h) {  // rows 4 h .. 4 h + 3
       int16x8_t sum16 = vdupq_n_s16(0);  // pair sums of 8 products of <= 15 * 127 each: fits int16
       for (int c = 0; c < 4; ++c) {
-        const uint8x16_t raw = vld1q_u8(p + 64 + 64 * c + 16 * h);
+        const uint8x16_t raw = vld1q_u8(p + nib + 64 * c + 16 * h);
         const int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(raw, mask)), hi = vreinterpretq_s8_u8(vshrq_n_u8(raw, 4));
         const int8x16_t x0 = bcast(xq + 4 * c), x1 = bcast(xq + 16 + 4 * c);
         sum16 = vaddq_s16(sum16, vpaddq_s16(vmull_s8(vget_low_s8(lo), vget_low_s8(x0)),
@@ -32,29 +35,32 @@ void tile_neon(const uint8_t* p, const QRow& x, int64_t nb, float* out) {
         sum16 = vaddq_s16(sum16, vpaddq_s16(vmull_s8(vget_low_s8(hi), vget_low_s8(x1)),
                                             vmull_s8(vget_high_s8(hi), vget_high_s8(x1))));
       }
-      const float32x4_t dot = vcvtq_f32_s32(vpaddlq_s16(sum16));
-      acc[h] = vfmaq_f32(acc[h], vmulq_n_f32(halves(p + 8 * h), x.d[b]), dot);
-      acc[h] = vfmaq_n_f32(acc[h], halves(p + 32 + 8 * h), x.s[b]);
+      int32x4_t dot = vpaddlq_s16(sum16);
+      if (!kMin) dot = vaddq_s32(dot, vdupq_n_s32(-8 * x.sum[b]));
+      acc[h] = vfmaq_f32(acc[h], vmulq_n_f32(halves(p + 8 * h), x.d[b]), vcvtq_f32_s32(dot));
+      if (kMin) acc[h] = vfmaq_n_f32(acc[h], halves(p + 32 + 8 * h), x.s[b]);
     }
   }
   for (int h = 0; h < 4; ++h) vst1q_f32(out + 4 * h, acc[h]);
 }
 
-__attribute__((target("arch=armv8.2-a+dotprod"))) void tile_dotprod(const uint8_t* p, const QRow& x, int64_t nb,
-                                                                   float* out) {
+template <bool kMin>
+__attribute__((target("arch=armv8.2-a+dotprod"))) void tile4_dotprod(const uint8_t* p, const QRow& x, int64_t nb,
+                                                                    float* out) {
+  constexpr int nib = kMin ? 64 : 32, bytes = kMin ? kTileBytes : kTileBytes40;
   float32x4_t acc[4] = {vdupq_n_f32(0.f), vdupq_n_f32(0.f), vdupq_n_f32(0.f), vdupq_n_f32(0.f)};
   const uint8x16_t mask = vdupq_n_u8(0x0F);
-  for (int64_t b = 0; b < nb; ++b, p += kTileBytes) {
+  for (int64_t b = 0; b < nb; ++b, p += bytes) {
     const int8_t* xq = x.q + b * kBlock;
     for (int h = 0; h < 4; ++h) {
-      int32x4_t dot = vdupq_n_s32(0);
+      int32x4_t dot = vdupq_n_s32(kMin ? 0 : -8 * x.sum[b]);
       for (int c = 0; c < 4; ++c) {
-        const uint8x16_t raw = vld1q_u8(p + 64 + 64 * c + 16 * h);
+        const uint8x16_t raw = vld1q_u8(p + nib + 64 * c + 16 * h);
         dot = vdotq_s32(dot, vreinterpretq_s8_u8(vandq_u8(raw, mask)), bcast(xq + 4 * c));
         dot = vdotq_s32(dot, vreinterpretq_s8_u8(vshrq_n_u8(raw, 4)), bcast(xq + 16 + 4 * c));
       }
       acc[h] = vfmaq_f32(acc[h], vmulq_n_f32(halves(p + 8 * h), x.d[b]), vcvtq_f32_s32(dot));
-      acc[h] = vfmaq_n_f32(acc[h], halves(p + 32 + 8 * h), x.s[b]);
+      if (kMin) acc[h] = vfmaq_n_f32(acc[h], halves(p + 32 + 8 * h), x.s[b]);
     }
   }
   for (int h = 0; h < 4; ++h) vst1q_f32(out + 4 * h, acc[h]);
@@ -213,53 +219,10 @@ inline int32x4_t s8x4(const uint8_t* p) {
 ES_DOT_KERNELS(neon, dot_neon, )
 ES_DOT_KERNELS(dotprod, dot_dp, __attribute__((target("arch=armv8.2-a+dotprod"))))
 
-// Q4_0: Q4_1's dot products over the nibbles, the -8 offset taken off in integers (8 sum(q_x)), no minimum.
-void tile40_neon(const uint8_t* p, const QRow& x, int64_t nb, float* out) {
-  float32x4_t acc[4] = {vdupq_n_f32(0.f), vdupq_n_f32(0.f), vdupq_n_f32(0.f), vdupq_n_f32(0.f)};
-  const uint8x16_t mask = vdupq_n_u8(0x0F);
-  for (int64_t b = 0; b < nb; ++b, p += kTileBytes40) {
-    const int8_t* xq = x.q + b * kBlock;
-    for (int h = 0; h < 4; ++h) {  // rows 4 h .. 4 h + 3
-      int16x8_t sum16 = vdupq_n_s16(0);  // pair sums of 8 products of <= 15 * 127 each: fits int16
-      for (int c = 0; c < 4; ++c) {
-        const uint8x16_t raw = vld1q_u8(p + 32 + 64 * c + 16 * h);
-        const int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(raw, mask)), hi = vreinterpretq_s8_u8(vshrq_n_u8(raw, 4));
-        const int8x16_t x0 = bcast(xq + 4 * c), x1 = bcast(xq + 16 + 4 * c);
-        sum16 = vaddq_s16(sum16, vpaddq_s16(vmull_s8(vget_low_s8(lo), vget_low_s8(x0)),
-                                            vmull_s8(vget_high_s8(lo), vget_high_s8(x0))));
-        sum16 = vaddq_s16(sum16, vpaddq_s16(vmull_s8(vget_low_s8(hi), vget_low_s8(x1)),
-                                            vmull_s8(vget_high_s8(hi), vget_high_s8(x1))));
-      }
-      const int32x4_t dot = vaddq_s32(vpaddlq_s16(sum16), vdupq_n_s32(-8 * x.sum[b]));
-      acc[h] = vfmaq_f32(acc[h], vmulq_n_f32(halves(p + 8 * h), x.d[b]), vcvtq_f32_s32(dot));
-    }
-  }
-  for (int h = 0; h < 4; ++h) vst1q_f32(out + 4 * h, acc[h]);
-}
-
-__attribute__((target("arch=armv8.2-a+dotprod"))) void tile40_dotprod(const uint8_t* p, const QRow& x, int64_t nb,
-                                                                     float* out) {
-  float32x4_t acc[4] = {vdupq_n_f32(0.f), vdupq_n_f32(0.f), vdupq_n_f32(0.f), vdupq_n_f32(0.f)};
-  const uint8x16_t mask = vdupq_n_u8(0x0F);
-  for (int64_t b = 0; b < nb; ++b, p += kTileBytes40) {
-    const int8_t* xq = x.q + b * kBlock;
-    for (int h = 0; h < 4; ++h) {
-      int32x4_t dot = vdupq_n_s32(-8 * x.sum[b]);
-      for (int c = 0; c < 4; ++c) {
-        const uint8x16_t raw = vld1q_u8(p + 32 + 64 * c + 16 * h);
-        dot = vdotq_s32(dot, vreinterpretq_s8_u8(vandq_u8(raw, mask)), bcast(xq + 4 * c));
-        dot = vdotq_s32(dot, vreinterpretq_s8_u8(vshrq_n_u8(raw, 4)), bcast(xq + 16 + 4 * c));
-      }
-      acc[h] = vfmaq_f32(acc[h], vmulq_n_f32(halves(p + 8 * h), x.d[b]), vcvtq_f32_s32(dot));
-    }
-  }
-  for (int h = 0; h < 4; ++h) vst1q_f32(out + 4 * h, acc[h]);
-}
-
 Kernels pick_kernels() {
   const Kernels scalar{SCALAR_KERNELS, "scalar"},
-      neon{tile40_neon, tile_neon, tile80_neon, tile5_neon, tilek_neon<false>, tilek_neon<true>, tile6k_neon, "neon"},
-      dotprod{tile40_dotprod, tile_dotprod, tile80_dotprod, tile5_dotprod, tilek_dotprod<false>, tilek_dotprod<true>, tile6k_dotprod,
+      neon{tile4_neon<false>, tile4_neon<true>, tile80_neon, tile5_neon, tilek_neon<false>, tilek_neon<true>, tile6k_neon, "neon"},
+      dotprod{tile4_dotprod<false>, tile4_dotprod<true>, tile80_dotprod, tile5_dotprod, tilek_dotprod<false>, tilek_dotprod<true>, tile6k_dotprod,
               "neon-dotprod"};
   if (forced("scalar")) return scalar;
   if (forced("neon")) return neon;

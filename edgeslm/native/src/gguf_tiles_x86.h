@@ -9,22 +9,27 @@ namespace {
 #define X86_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define X86_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
 
-X86_VNNI void tile_vnni(const uint8_t* p, const QRow& x, int64_t nb, float* out) {
+// Q4_1 (kMin: w = q d + m) and Q4_0 (w = (q - 8) d, no minimum: the -8 taken off in integers, 8 sum(q_x)).
+template <bool kMin>
+X86_VNNI void tile4_vnni(const uint8_t* p, const QRow& x, int64_t nb, float* out) {
+  constexpr int nib = kMin ? 64 : 32, bytes = kMin ? kTileBytes : kTileBytes40;
   __m512 acc = _mm512_setzero_ps();
   const __m512i mask = _mm512_set1_epi8(0x0F);
-  for (int64_t b = 0; b < nb; ++b, p += kTileBytes) {
+  for (int64_t b = 0; b < nb; ++b, p += bytes) {
     const int8_t* xq = x.q + b * kBlock;
-    __m512i dot = _mm512_setzero_si512();
+    __m512i dot = kMin ? _mm512_setzero_si512() : _mm512_set1_epi32(-8 * x.sum[b]);
     for (int c = 0; c < 4; ++c) {
-      const __m512i raw = _mm512_loadu_si512(p + 64 + 64 * c);
+      const __m512i raw = _mm512_loadu_si512(p + nib + 64 * c);
       dot = _mm512_dpbusd_epi32(dot, _mm512_and_si512(raw, mask), _mm512_set1_epi32(quad(xq + 4 * c)));
       dot = _mm512_dpbusd_epi32(dot, _mm512_and_si512(_mm512_srli_epi16(raw, 4), mask),
                                 _mm512_set1_epi32(quad(xq + 16 + 4 * c)));
     }
     const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-    const __m512 mw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32)));
     acc = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(x.d[b])), _mm512_cvtepi32_ps(dot), acc);
-    acc = _mm512_fmadd_ps(mw, _mm512_set1_ps(x.s[b]), acc);
+    if (kMin) {
+      const __m512 mw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32)));
+      acc = _mm512_fmadd_ps(mw, _mm512_set1_ps(x.s[b]), acc);
+    }
   }
   _mm512_storeu_ps(out, acc);
 }
@@ -47,25 +52,30 @@ X86_VNNI void tile80_vnni(const uint8_t* p, const QRow& x, int64_t nb, float* ou
   _mm512_storeu_ps(out, acc);
 }
 
-X86_AVX2 void tile_avx2(const uint8_t* p, const QRow& x, int64_t nb, float* out) {
+template <bool kMin>  // Q4_1 / Q4_0, as tile4_vnni
+X86_AVX2 void tile4_avx2(const uint8_t* p, const QRow& x, int64_t nb, float* out) {
+  constexpr int nib = kMin ? 64 : 32, bytes = kMin ? kTileBytes : kTileBytes40;
   __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
   const __m256i mask = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
-  for (int64_t b = 0; b < nb; ++b, p += kTileBytes) {
+  for (int64_t b = 0; b < nb; ++b, p += bytes) {
     const int8_t* xq = x.q + b * kBlock;
     for (int h = 0; h < 2; ++h) {  // rows 8 h .. 8 h + 7
       __m256i sum16 = _mm256_setzero_si256();  // 8 products of <= 15 * 127 * 2 each: fits int16
       for (int c = 0; c < 4; ++c) {
-        const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 64 + 64 * c + 32 * h));
+        const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + nib + 64 * c + 32 * h));
         sum16 = _mm256_add_epi16(sum16, _mm256_maddubs_epi16(_mm256_and_si256(raw, mask),
                                                              _mm256_set1_epi32(quad(xq + 4 * c))));
         sum16 = _mm256_add_epi16(sum16, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(raw, 4), mask),
                                                              _mm256_set1_epi32(quad(xq + 16 + 4 * c))));
       }
+      __m256i dot = _mm256_madd_epi16(sum16, ones);
+      if (!kMin) dot = _mm256_add_epi32(dot, _mm256_set1_epi32(-8 * x.sum[b]));
       const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * h)));
-      const __m256 mw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 32 + 16 * h)));
-      acc[h] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(x.d[b])),
-                               _mm256_cvtepi32_ps(_mm256_madd_epi16(sum16, ones)), acc[h]);
-      acc[h] = _mm256_fmadd_ps(mw, _mm256_set1_ps(x.s[b]), acc[h]);
+      acc[h] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(x.d[b])), _mm256_cvtepi32_ps(dot), acc[h]);
+      if (kMin) {
+        const __m256 mw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 32 + 16 * h)));
+        acc[h] = _mm256_fmadd_ps(mw, _mm256_set1_ps(x.s[b]), acc[h]);
+      }
     }
   }
   _mm256_storeu_ps(out, acc[0]);
@@ -304,53 +314,11 @@ X86_AVX2 void tile6k_avx2(const uint8_t* p, const QRow& x, int64_t nsb, float* o
   _mm256_storeu_ps(out + 8, acc[1]);
 }
 
-// Q4_0: Q4_1's dot products over the nibbles, the -8 offset taken off in integers (8 sum(q_x)), no minimum.
-X86_VNNI void tile40_vnni(const uint8_t* p, const QRow& x, int64_t nb, float* out) {
-  __m512 acc = _mm512_setzero_ps();
-  const __m512i mask = _mm512_set1_epi8(0x0F);
-  for (int64_t b = 0; b < nb; ++b, p += kTileBytes40) {
-    const int8_t* xq = x.q + b * kBlock;
-    __m512i dot = _mm512_set1_epi32(-8 * x.sum[b]);
-    for (int c = 0; c < 4; ++c) {
-      const __m512i raw = _mm512_loadu_si512(p + 32 + 64 * c);
-      dot = _mm512_dpbusd_epi32(dot, _mm512_and_si512(raw, mask), _mm512_set1_epi32(quad(xq + 4 * c)));
-      dot = _mm512_dpbusd_epi32(dot, _mm512_and_si512(_mm512_srli_epi16(raw, 4), mask),
-                                _mm512_set1_epi32(quad(xq + 16 + 4 * c)));
-    }
-    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-    acc = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(x.d[b])), _mm512_cvtepi32_ps(dot), acc);
-  }
-  _mm512_storeu_ps(out, acc);
-}
-
-X86_AVX2 void tile40_avx2(const uint8_t* p, const QRow& x, int64_t nb, float* out) {
-  __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-  const __m256i mask = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
-  for (int64_t b = 0; b < nb; ++b, p += kTileBytes40) {
-    const int8_t* xq = x.q + b * kBlock;
-    for (int h = 0; h < 2; ++h) {  // rows 8 h .. 8 h + 7
-      __m256i sum16 = _mm256_setzero_si256();  // 8 products of <= 15 * 127 * 2 each: fits int16
-      for (int c = 0; c < 4; ++c) {
-        const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32 + 64 * c + 32 * h));
-        sum16 = _mm256_add_epi16(sum16, _mm256_maddubs_epi16(_mm256_and_si256(raw, mask),
-                                                             _mm256_set1_epi32(quad(xq + 4 * c))));
-        sum16 = _mm256_add_epi16(sum16, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(raw, 4), mask),
-                                                             _mm256_set1_epi32(quad(xq + 16 + 4 * c))));
-      }
-      const __m256i dot = _mm256_add_epi32(_mm256_madd_epi16(sum16, ones), _mm256_set1_epi32(-8 * x.sum[b]));
-      const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * h)));
-      acc[h] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(x.d[b])), _mm256_cvtepi32_ps(dot), acc[h]);
-    }
-  }
-  _mm256_storeu_ps(out, acc[0]);
-  _mm256_storeu_ps(out + 8, acc[1]);
-}
-
 Kernels pick_kernels() {
   __builtin_cpu_init();
   const Kernels scalar{SCALAR_KERNELS, "scalar"},
-      avx2{tile40_avx2, tile_avx2, tile80_avx2, tile5_avx2, tilek_avx2<false>, tilek_avx2<true>, tile6k_avx2, "avx2"},
-      vnni{tile40_vnni, tile_vnni, tile80_vnni, tile5_vnni, tilek_vnni<false>, tilek_vnni<true>, tile6k_vnni, "avx512-vnni"};
+      avx2{tile4_avx2<false>, tile4_avx2<true>, tile80_avx2, tile5_avx2, tilek_avx2<false>, tilek_avx2<true>, tile6k_avx2, "avx2"},
+      vnni{tile4_vnni<false>, tile4_vnni<true>, tile80_vnni, tile5_vnni, tilek_vnni<false>, tilek_vnni<true>, tile6k_vnni, "avx512-vnni"};
   if (forced("scalar")) return scalar;
   if (forced("avx2")) return avx2;
   if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl") &&
