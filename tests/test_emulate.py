@@ -135,8 +135,9 @@ def test_sftp_file_is_seen_by_emulated_python_and_onnx_runs(device):
 
 def test_cli_starts_and_stops_a_named_device_and_leaves_a_stranger_alone(tmp_path, monkeypatch):
     """`devices emulate start NAME --add-to devices.toml` gives a device `devices check` reaches as aarch64
-    with its host key verified; `stop` ends it once; a pid file that names some other process since (a
-    reused pid) is not signalled."""
+    with its host key verified; started again, its entry is updated in place (one entry, the new port); `stop`
+    ends it once and takes the entry out; a pid file that names some other process since (a reused pid) is
+    not signalled."""
     import json
     import shutil
 
@@ -150,20 +151,24 @@ def test_cli_starts_and_stops_a_named_device_and_leaves_a_stranger_alone(tmp_pat
     state = _cache_dir() / "devices" / name
     cli = CliRunner()
     try:
-        r = cli.invoke(main, ["devices", "emulate", "start", name, "--add-to", str(inventory)])
-        assert r.exit_code == 0, r.output
-        assert "listening on 127.0.0.1:" in r.output and f"[devices.{name}]" in inventory.read_text()
+        for _ in range(2):
+            r = cli.invoke(main, ["devices", "emulate", "start", name, "--add-to", str(inventory)])
+            assert r.exit_code == 0, r.output
+            assert "listening on 127.0.0.1:" in r.output and inventory.read_text().count(f"[devices.{name}]") == 1
+        port = int(r.output.split("127.0.0.1:")[1].split()[0])
+        assert f"port = {port}\n" in inventory.read_text()
         r = cli.invoke(main, ["devices", "check", name, "--devices", str(inventory), "--json"])
         assert r.exit_code == 0, r.output
         facts = json.loads(r.output)[0]
         assert facts["matches_target"] and facts["probe"]["arch"] == "aarch64" and facts["probe"]["emulated"], facts
     finally:
         stopped = cli.invoke(main, ["devices", "emulate", "stop", name]).output
-    assert "stopped" in stopped and "was not running" in cli.invoke(main, ["devices", "emulate", "stop", name]).output
+    assert "stopped" in stopped and "entry removed from" in stopped and f"[devices.{name}]" not in inventory.read_text()
+    assert "was not running" in cli.invoke(main, ["devices", "emulate", "stop", name]).output
     stranger = subprocess.Popen(["sleep", "60"])
     try:
         (state / "pid").write_text(str(stranger.pid))
-        assert not stop_named(name) and stranger.poll() is None
+        assert not stop_named(name)[0] and stranger.poll() is None
     finally:
         stranger.kill()
         stranger.wait()

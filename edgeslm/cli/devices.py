@@ -326,23 +326,25 @@ def emulate() -> None:
 @click.option("--cpu", type=click.Choice(sorted(EMULATED_TARGET)), default="cortex-a72", show_default=True,
               help="Emulated core: cortex-a72 (Raspberry Pi 4) or cortex-a76 (Raspberry Pi 5).")
 @click.option("--port", type=int, default=0, help="Port on 127.0.0.1 (default: a free one).")
-@click.option("--add-to", type=click.Path(path_type=Path), help="Append the device entry to this devices.toml.")
+@click.option("--add-to", type=click.Path(path_type=Path),
+              help="Write the device's entry into this devices file (created if missing), in place of the entry "
+                   "an earlier start wrote; `stop` takes it out. E.g. devices.local.toml, which edgeslm reads "
+                   "beside ./devices.toml.")
 def emulate_start(name, cpu, port, add_to) -> None:
-    """Build (first time: ~20 s, ~230 MB) and start an emulated device; print its devices.toml entry."""
+    """Build (first time: ~1 min, ~300 MB) and start an emulated device; print or write its devices entry."""
     from edgeslm.devtools.emulate import start_named
 
-    pid, port, entry = start_named(name, cpu, port)
-    if add_to:
-        with open(add_to, "a") as f:
-            f.write(entry)
+    pid, port, entry = start_named(name, cpu, port, add_to=add_to, say=lambda line: click.echo(line, err=True))
     click.echo(f"emulated {cpu} device {name} listening on 127.0.0.1:{port} (pid {pid})")
-    click.echo(entry if not add_to else f"entry appended to {add_to}")
+    click.echo(entry if not add_to else f"entry [devices.{name}] written to {add_to}")
 
 
 @emulate.command("stop")
 @click.argument("name", default="pi4-emulated")
 def emulate_stop(name) -> None:
-    """Stop an emulated device."""
+    """Stop an emulated device and take its entry out of the files `start --add-to` wrote it into."""
     from edgeslm.devtools.emulate import stop_named
 
-    click.echo(f"{name}: {'stopped' if stop_named(name) else 'was not running'}")
+    stopped, removed = stop_named(name)
+    click.echo(f"{name}: {'stopped' if stopped else 'was not running'}"
+               + "".join(f"; entry removed from {f}" for f in removed))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from edgeslm.config.devices import load_inventory
+from edgeslm.config.devices import load_default_inventory, load_inventory
 from edgeslm.contract import MAX_ITERS, MAX_SEED, MAX_THREADS, MAX_TOKENS, MAX_TOP_K  # noqa: F401 (the bounds)
 from edgeslm.errors import UserError
 
@@ -73,7 +73,7 @@ def check_prompt(prompt: str) -> str:
 
 devices_option = click.option(
     "--devices", "devices_file", type=click.Path(path_type=Path), default=None,
-    help="Inventory file (default: $EDGESLM_DEVICES or ./devices.toml).")
+    help="Inventory file (default: $EDGESLM_DEVICES, else ./devices.toml and ./devices.local.toml).")
 accept_option = click.option(
     "--accept-new-host-key", is_flag=True,
     help="Trust on first use: record an unknown host key in known_hosts. A changed key is always refused.")
@@ -81,11 +81,13 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print result
 
 
 def inventory(path: Path | None):
-    """--devices FILE, else $EDGESLM_DEVICES, else ./devices.toml. A file the user named must exist;
-    the default may be absent (then only `local` is there)."""
+    """--devices FILE, else $EDGESLM_DEVICES, else ./devices.toml with ./devices.local.toml (the untracked file
+    `devices emulate start --add-to` writes). A file the user named must exist; the defaults may be absent
+    (then only `local` is there)."""
     named = path or (Path(os.environ["EDGESLM_DEVICES"]) if os.environ.get("EDGESLM_DEVICES") else None)
-    path = named or Path("devices.toml")
-    return load_inventory(path, required=named is not None), str(path)
+    if named is None:
+        return load_default_inventory()
+    return load_inventory(named, required=True), str(named)
 
 
 def build_for(arg: str, target_name: str, out: Path) -> Path:

@@ -116,3 +116,22 @@ def load_inventory(path: Path | None, required: bool = False) -> Inventory:
         raise ConfigError(str(path), None, "devices file not found",
                           "check the path given with --devices or $EDGESLM_DEVICES")
     return parse(Inventory, read_toml(path, "devices"), str(path))
+
+
+LOCAL_FILE = "devices.local.toml"  # beside devices.toml: this machine's own entries (emulated devices), untracked
+
+
+def load_default_inventory(folder: Path = Path(".")) -> tuple[Inventory, str]:
+    """./devices.toml and ./devices.local.toml, either or both may be absent; returns (the devices of both,
+    the names of the files read for messages). A device named in both files is an error naming it."""
+    main_file, local_file = folder / "devices.toml", folder / LOCAL_FILE
+    inv = load_inventory(main_file)
+    if not local_file.exists():
+        return inv, str(main_file)
+    extra = load_inventory(local_file, required=True)
+    for name in extra.devices:
+        if name in inv.devices:
+            raise ConfigError(str(local_file), f"devices.{name}", f"is also in {main_file}",
+                              "rename one of them (or remove the one you do not use)")
+    merged = Inventory.model_construct(devices={**inv.devices, **extra.devices})
+    return merged, f"{main_file} + {local_file}" if main_file.exists() else str(local_file)

@@ -169,15 +169,20 @@ def emulate_home() -> Path:
     return Path(os.environ.get("EDGESLM_EMULATE_CACHE", cache_home() / "emulate"))
 
 
-def start_named(name: str, cpu: str = "cortex-a72", port: int = 0, home: Path | None = None) -> tuple[int, int, str]:
+def start_named(name: str, cpu: str = "cortex-a72", port: int = 0, home: Path | None = None,
+                add_to: Path | None = None, say=None) -> tuple[int, int, str]:
     """Build the image if needed (first time ~20 s, ~230 MB), (re)start device `name`; returns (its sshd's
-    pid, its port, its devices.toml entry)."""
+    pid, its port, its devices.toml entry). With `add_to`, the entry is written into that file in place of
+    the one an earlier start wrote there (`stop_named` takes it out again). `say(line)` hears each step."""
     import socket
 
+    from edgeslm.devtools.emulate.entries import put_entry
+
+    say = say or (lambda line: None)
     home = home or emulate_home()
     state = _state(name, home)
     state.mkdir(parents=True, exist_ok=True)
-    stop_named(name, home)
+    stop_named(name, home, keep_entries=True)
     if not (state / "id_ed25519").exists():
         run_step(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"edgeslm-{name}", "-f", str(state / "id_ed25519")],
              "generating the device's login key")
@@ -185,32 +190,61 @@ def start_named(name: str, cpu: str = "cortex-a72", port: int = 0, home: Path | 
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-    image = ensure_image(home, cpu=cpu)
+    image = ensure_image(home, cpu=cpu, say=say)
+    say(f"starting sshd for {name} on 127.0.0.1:{port}")
     dev = start_device(image, state / "sshd", port, state / "id_ed25519.pub", cpu=cpu)
     dev.write_known_hosts(state / "known_hosts")
     (state / "pid").write_text(str(dev.pid))
     entry = (f'\n[devices.{name}]  # emulated {cpu}: functional checks only, timings are not device latency\n'
              f'host = "127.0.0.1"\nport = {port}\nuser = "{dev.user}"\nidentity_file = "{state / "id_ed25519"}"\n'
              f'known_hosts = "{state / "known_hosts"}"\ntarget = "{EMULATED_TARGET[cpu]}"\n'
-             f'workdir = "{state / "device-home"}"\npython = "python3"\nconnect_timeout = 20\n')
+             f'workdir = "{state / "device-home"}"\npython = "python3"\nconnect_timeout = 20\ngroups = ["emulated"]\n')
+    if add_to is not None:
+        try:
+            put_entry(Path(add_to), name, entry)
+        except BaseException:
+            stop_named(name, home, keep_entries=True)
+            raise
+        files = _entry_files(state)
+        files.append(str(Path(add_to).absolute()))
+        (state / "entries").write_text("".join(f"{f}\n" for f in dict.fromkeys(files)))
     return dev.pid, port, entry
 
 
-def stop_named(name: str, home: Path | None = None) -> bool:
+def _entry_files(state: Path) -> list[str]:
+    try:
+        return [line for line in (state / "entries").read_text().splitlines() if line]
+    except OSError:
+        return []
+
+
+def stop_named(name: str, home: Path | None = None, keep_entries: bool = False) -> tuple[bool, list[str]]:
     """Stop device `name` if its recorded process is still the sshd started for it (a pid reused by another
-    process since is left alone). True if one was stopped."""
-    state = _state(name, home)
+    process since is left alone), and (unless `keep_entries`) take its entry out of the devices files a start
+    wrote it into. Returns (whether one was stopped, the files an entry was taken out of)."""
+    from edgeslm.devtools.emulate.entries import remove_entry
+
+    state = _state(name, home or emulate_home())
+    removed = []
+    if not keep_entries:
+        for f in _entry_files(state):
+            try:
+                if remove_entry(Path(f), name):
+                    removed.append(f)
+            except (OSError, EmulatorError):
+                pass  # a file moved or edited since: its entry is the user's now
+        (state / "entries").unlink(missing_ok=True)
     try:
         pid = int((state / "pid").read_text())
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except (OSError, ValueError):
         (state / "pid").unlink(missing_ok=True)
-        return False
+        return False, removed
     (state / "pid").unlink(missing_ok=True)
     if not any(str((state / "sshd").absolute()).encode() in part for part in cmdline):
-        return False
+        return False, removed
     try:
         os.kill(pid, signal.SIGTERM)
     except OSError:
-        return False
-    return True
+        return False, removed
+    return True, removed

@@ -83,13 +83,13 @@ class Image:
 # building the image
 
 
-def ensure_image(cache_dir: Path, cpu: str = "cortex-a72") -> Image:
+def ensure_image(cache_dir: Path, cpu: str = "cortex-a72", say=None) -> Image:
     """The image under `cache_dir`, built on first use (about a minute and ~300 MB), else < 1 s.
 
     Safe to call from several processes at once: one builds under a lock, the others wait and reuse
     it. A build goes to a temporary folder and is renamed into place only after a smoke test (the
     emulated python imports numpy, onnxruntime, executorch_numpy_runtime and psutil with QEMU_CPU=cpu),
-    so an interrupted build leaves nothing half-made behind.
+    so an interrupted build leaves nothing half-made behind. `say(line)` hears each step of a build.
     """
     cache_dir = Path(cache_dir).expanduser().absolute()
     recipe = _recipe()
@@ -111,7 +111,7 @@ def ensure_image(cache_dir: Path, cpu: str = "cortex-a72") -> Image:
             shutil.rmtree(final)
         build = Path(tempfile.mkdtemp(prefix=".build-", dir=cache_dir))
         try:
-            info = _build(build, cpu)
+            info = _build(build, cpu, say or (lambda line: None))
             info["recipe"] = recipe
             (build / "STAMP.json").write_text(json.dumps(info, indent=1) + "\n")
             build.rename(final)
@@ -282,19 +282,26 @@ def _du(path: Path) -> int:
     return total
 
 
-def _build(build: Path, cpu: str) -> dict:
+def _build(build: Path, cpu: str, say) -> dict:
     t0 = time.monotonic()
+
+    def step(n: int, what: str) -> None:
+        say(f"emulated image [{n}/3] {what} ({time.monotonic() - t0:.0f} s so far; the first build takes ~1 min)")
+
     image = Image(build)
     work = build / "work"
     (work / "arm64").mkdir(parents=True)
     (work / "qemu").mkdir()
+    step(1, "downloading Debian arm64 packages, qemu-user and aarch64 wheels (~300 MB)")
     with ThreadPoolExecutor(3) as pool:  # three downloads, mostly network-bound
         debs = pool.submit(_fetch_rootfs_debs, work / "arm64")
         qemu = pool.submit(_fetch_qemu, work / "qemu", image.qemu)
         wheels = pool.submit(_pip_wheels, image.site)
         debs, qemu_deb, _ = debs.result(), qemu.result(), wheels.result()
+    step(2, f"extracting {len(debs)} packages")
     _extract(debs, image.rootfs)
     shutil.rmtree(work)
+    step(3, "smoke test: the emulated python imports numpy, onnxruntime and the ExecuTorch runtime")
     # Smoke test; bytecode writing is on, so the imports the device needs leave their .pyc behind.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "QEMU_"))}
     env.update(image.env(cpu))
