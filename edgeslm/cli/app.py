@@ -42,6 +42,8 @@ class EdgeGroup(click.Group):
             sys.stderr.close()
             ctx.exit(0)
         except KeyboardInterrupt:
+            if os.environ.get("EDGESLM_DEBUG"):
+                raise
             click.echo("interrupted", err=True)
             ctx.exit(130)
         except Exception as exc:  # noqa: BLE001 - last line of defence: a bug, reported as one line

@@ -216,6 +216,10 @@ def rollback(name, recipe, out, devices_file, accept_new_host_key) -> None:
               help="Warm-up runs, not measured (default: 10; decoders: 1).")
 @click.option("--min-seconds", type=FiniteFloatRange(0, MAX_SECONDS), default=0.0,
               help="Keep measuring at least this long (seconds).")
+@click.option("--max-seconds", type=FiniteFloatRange(0, MAX_SECONDS), default=None,
+              help="Time budget per artifact on the device: when it is spent the timed runs stop and what was "
+                   "measured is kept, flagged partial (default: 600 on an emulated device, else none; 0: none). "
+                   "Ctrl-C does the same at once; a second Ctrl-C ends keeping nothing.")
 @click.option("--seq-len", type=click.IntRange(min=1),
               help="Input length in tokens (default: the recipe's max_seq_len).")
 @click.option("--eval", "with_eval", is_flag=True,
@@ -232,7 +236,7 @@ def rollback(name, recipe, out, devices_file, accept_new_host_key) -> None:
 @devices_option
 @accept_option
 @json_option
-def profile(build_or_recipe, name, recipe, artifacts, threads, iters, warmup, min_seconds, seq_len, with_eval,
+def profile(build_or_recipe, name, recipe, artifacts, threads, iters, warmup, min_seconds, max_seconds, seq_len, with_eval,
             eval_limit, new_tokens, prompt_lengths, out, devices_file, accept_new_host_key, as_json) -> None:
     """Profile on a device: check the outputs against the build's reference, then measure latency
     (p50/p90/p99, CV), load time, peak RSS, temperatures. With BUILD_OR_RECIPE it is deployed first;
@@ -272,7 +276,7 @@ def profile(build_or_recipe, name, recipe, artifacts, threads, iters, warmup, mi
     results = run_profile(name, device, out, recipe, artifacts, list(threads), iters, warmup, min_seconds, seq_len,
                           accept_new_host_key, log=log, build=folder,
                           eval_rows=(eval_limit or 0) if with_eval else None, new_tokens=new_tokens,
-                          prompt_lengths=prompt_lengths)
+                          prompt_lengths=prompt_lengths, max_seconds=max_seconds)
     if as_json:
         click.echo(json.dumps([{**{k: v for k, v in m.result.to_dict().items() if k != "samples_ms"},
                                 "_path": str(m.path)} for m in results], indent=2))

@@ -199,6 +199,28 @@ class Settings(Part):
     iters: int | None = part(INT, None)
     warmup: int | None = part(INT, None)
     max_context: int | None = part(INT, None, doc="decoders: KV cache positions")
+    max_seconds: float | None = part(POSITIVE, None, doc="the time budget of the timed runs (null: none)")
+    extra: dict = extras()
+
+
+@dataclass
+class Partial(Part):
+    """Measuring ended before the runs asked for: the time budget was spent or the host asked to stop."""
+    reason: str = part(TEXT)
+    runs: int = part(INT, doc="timed runs the result holds")
+    planned_runs: int = part(INT)
+    max_seconds: float | None = part(POSITIVE, None)
+    extra: dict = extras()
+
+
+@dataclass
+class Load(Part):
+    """How busy the machine was over the timed runs (from /proc; null where it does not tell)."""
+    others_cpu: float | None = part(NONNEG, None, doc="share of all cores' time used by other processes (0-1)")
+    steal: float | None = part(NONNEG, None, doc="share of CPU time a hypervisor took (0-1)")
+    loadavg_1m_before: float | None = part(NONNEG, None)
+    loadavg_1m_after: float | None = part(NONNEG, None)
+    cores: int | None = part(INT, None)
     extra: dict = extras()
 
 
@@ -325,6 +347,9 @@ class ProfileResult(Record):
     generation: Generation | None = part(Generation, None)
     runtime_import_ms: float | None = part(NONNEG, None)
     first_run_ms: float | None = part(NONNEG, None)
+    partial: Partial | None = part(Partial, None, doc="set when measuring ended early; flags then hold 'partial'")
+    load: Load | None = part(Load, None, doc="the device's load over the timed runs; 'busy' in flags when high")
+    host_load: Load | None = part(Load, None, doc="the host's, when it is another machine (written by the host)")
     extra: dict = extras()
 
 

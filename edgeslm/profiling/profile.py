@@ -27,7 +27,10 @@ from edgeslm.profiling.deploy import (HostBuild, device_version, differences, fi
                                       needs_et_runtime, only_recipe, open_device)
 from edgeslm.profiling.remote import check_name, ends_with_host, malformed
 from edgeslm.contract.documents import DocumentError, loads
-from edgeslm.contract.results import ProfileResult, ResultError
+from edgeslm.config.devices import LOCAL
+from edgeslm.contract.results import Load, ProfileResult, ResultError
+from edgeslm.runner.budget import PROGRESS, load_between, load_sample
+from edgeslm.transport.base import Listen
 from edgeslm.inputs import LIMITS
 from edgeslm.tasks import task_unit
 from edgeslm.transport import DeviceError
@@ -85,13 +88,15 @@ def profile(name: str, device: Device, out: Path, recipe: str | None = None, art
             threads: int | list = 0, iters: int | None = None, warmup: int | None = None, min_seconds: float = 0.0,
             seq_len: int | None = None, accept_new_host_key: bool = False, log=print,
             build: Path | None = None, eval_rows: int | None = None, new_tokens: int = 64,
-            prompt_lengths: tuple | None = None) -> list[Measured]:
+            prompt_lengths: tuple | None = None, max_seconds: float | None = None) -> list[Measured]:
     """Profile each artifact of the deployed `recipe` (default: the only one) on its active version, at each
     thread count of `threads` (a list profiles the grid, as llama-bench's -t; 0 = all cores). `build`: the
     host's build folder of that version, when the caller knows it. `eval_rows`: also score the eval split on
     the device (0 = all of it, N = the first N texts; None = not). `iters`, `warmup`: None takes the task's own
     (encoders 100 and 10; decoders 5 prompts per length and 1). `prompt_lengths` (decoders): the prompt lengths
-    timed (default: 32, 128, 512 where they fit)."""
+    timed (default: 32, 128, 512 where they fit). `max_seconds`: each artifact's time budget on the device
+    (None: the runner's default, 600 s on an emulated device and none elsewhere; 0: none); what was measured
+    when it is spent, or at the first Ctrl-C, is kept and marked partial."""
     grid = list(threads) if isinstance(threads, (list, tuple)) else [threads]
     for t in grid:
         check_settings(iters, warmup, t, min_seconds, seq_len)
@@ -134,8 +139,13 @@ def profile(name: str, device: Device, out: Path, recipe: str | None = None, art
                     extra += ["--et-runtime", dev.et_runtime(dev.arch(), log=log)]
                 log(f"profiling {recipe}/{art} ({version}) on {name}" + (f", {t or 'all'} threads" if len(grid) > 1 else ""))
                 name_part = art if len(grid) == 1 else f"{art}-t{t}"
+                if max_seconds is not None:
+                    extra += ["--max-seconds", f"{max_seconds:g}"]
+                if results and results[-1].stopped:
+                    log(f"not profiled after Ctrl-C: {art}" + (f" at {t or 'all'} threads" if len(grid) > 1 else ""))
+                    continue
                 results.append(_run(dev, name, device, vdir, art, stamp, store, label,
-                                    t, n, w, min_seconds, seq_len, eval_rows, extra, name_part))
+                                    t, n, w, min_seconds, seq_len, eval_rows, extra, name_part, log))
     return results
 
 
@@ -162,10 +172,11 @@ class Measured:
     """A profile result as stored on this host (`path`), typed."""
     result: ProfileResult
     path: Path
+    stopped: bool = False  # the user pressed Ctrl-C while it was measured: the artifacts after it are not
 
 
 def _run(dev, name, device, vdir, art, stamp, store, label, threads, iters, warmup, min_seconds, seq_len,
-         eval_rows=None, extra=(), file_part: str | None = None) -> Measured:
+         eval_rows=None, extra=(), file_part: str | None = None, log=print) -> Measured:
     remote = posixpath.join(dev.model_dir(label["recipe"]), "results", f"{stamp}-{file_part or art}.json")
     args = ["profile", vdir, "--artifact", art, "--threads", str(threads), "--iters", str(iters),
             "--warmup", str(warmup), "--min-seconds", str(min_seconds), "--out", remote, "--workdir", dev.workdir]
@@ -174,16 +185,63 @@ def _run(dev, name, device, vdir, art, stamp, store, label, threads, iters, warm
     if eval_rows is not None:
         args += ["--eval", str(int(eval_rows))]
     args += [*extra, *ends_with_host(device.profile_timeout)]
-    answer = dev.call(*args, timeout=device.profile_timeout)
+    host_before = load_sample()
+    listen = progress_listener(f"{art} on {name}", log)
+    answer = dev.call(*args, timeout=device.profile_timeout, listen=listen)
     if answer["written"] != remote:
         raise malformed(name, "profile", f"written names {answer['written'][:120]!r}, not {remote}")
     local = store / name / f"{stamp}-{file_part or art}.json"
     result = fetch_result(dev, name, remote, local)
+    if result.partial:
+        log(f"partial result of {art} on {name}: {result.partial.reason} after {result.partial.runs} of "
+            f"{result.partial.planned_runs} timed runs (kept, flagged 'partial')")
     result.device.name, result.device.target = name, device.target
+    if name != LOCAL:  # the host is another machine (an emulated device runs here: its load is the device's)
+        result.host_load = Load.read(load_between(host_before, load_sample()), "host_load.")
     for key, value in label.items():  # what was pinned and verified, not what the device says
         setattr(result.build, key, value)
     _write(local, json.dumps(result.to_dict(), indent=1))
-    return Measured(result, local)
+    return Measured(result, local, stopped=listen.interrupted)
+
+
+def duration(seconds: float) -> str:
+    """12 s, 7 min 30 s, 1 h 20 min."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s" if s % 60 else f"{s // 60} min"
+    return f"{s // 3600} h {s % 3600 // 60} min"
+
+
+def progress_line(label: str, data: dict) -> str | None:
+    """A runner progress line (runner.budget.Budget.tick) as the terminal shows it; None if it is not one."""
+    try:
+        phase, done, of = str(data["phase"])[:60], data["done"], data.get("of")
+        elapsed, eta, budget = float(data["elapsed_s"]), data.get("eta_s"), data.get("budget_s")
+        count = f" {int(done)}/{int(of)}" if of else ""
+        left = f", about {duration(float(eta))} left" if eta is not None and of else ""
+        cap = f" (budget {duration(float(budget))})" if budget else ""
+    except (KeyError, TypeError, ValueError):
+        return None
+    return f"{label}: {phase}{count}, {duration(elapsed)}{left}{cap}"
+
+
+def progress_listener(label: str, log) -> Listen:
+    """What `profile` shows while a device measures: its progress lines, and on the first Ctrl-C it asks the
+    device to stop measuring and keep what it has (a second Ctrl-C ends at once, keeping nothing)."""
+    def on_line(text: str) -> None:
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return
+        line = progress_line(label, data) if isinstance(data, dict) else None
+        if line:
+            log(line)
+
+    return Listen(PROGRESS, on_line, interrupt=b"stop\n",
+                  on_interrupt=lambda: log(f"{label}: stopping; the runs measured so far are kept as a partial "
+                                           "result (Ctrl-C again to end now, keeping nothing)"))
 
 
 def fetch_result(dev, name: str, remote: str, local: Path) -> ProfileResult:

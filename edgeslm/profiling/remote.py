@@ -154,9 +154,11 @@ class RemoteRunner:
         self._found(r)
         return resolved(self.name, self.python, workdir, r.rc, r.stdout, r.stderr)
 
-    def call(self, *args: str, timeout: float | None = None) -> dict:
-        """Runner command `args[0]`: its answer, checked against the command's shape."""
-        r = self.conn.run([self.python, self.path, *args], timeout=timeout or self.device.command_timeout)
+    def call(self, *args: str, timeout: float | None = None, listen=None) -> dict:
+        """Runner command `args[0]`: its answer, checked against the command's shape (`listen`: transport.Listen,
+        what a long command tells meanwhile)."""
+        r = self.conn.run([self.python, self.path, *args], timeout=timeout or self.device.command_timeout,
+                          listen=listen)
         return answer_of(self.name, args[0], r.rc, r.stdout, r.stderr)
 
     def model(self, verb: str, recipe: str, *args: str, timeout: float | None = None) -> dict:

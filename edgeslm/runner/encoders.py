@@ -11,6 +11,7 @@ from edgeslm.contract import reference
 from edgeslm.contract.parity import compare_outputs, nearest_centroid, task_metric
 from edgeslm.contract.stats import stats
 from edgeslm.contract.tasks import TASKS
+from edgeslm.runner.budget import load_between, load_sample
 from edgeslm.runner.errors import RunnerError
 from edgeslm.runner.facts import reset_hwm, status_kb
 from edgeslm.runner.runtimes import open_runtime
@@ -34,12 +35,13 @@ def profile(job) -> dict:
     split when asked), then time `job.iters` runs of reference sample 0 repeated to the chosen length."""
     import numpy as np
 
-    manifest, artifact, build_dir = job.manifest, job.artifact, job.build_dir
+    manifest, artifact, build_dir, budget = job.manifest, job.artifact, job.build_dir, job.budget
     shapes = manifest["shapes"]
     seq = job.seq_len or shapes["max_seq_len"]
     if not shapes["min_seq_len"] <= seq <= shapes["max_seq_len"]:
         raise RunnerError(f"--seq-len {seq} is outside the model's [{shapes['min_seq_len']}, {shapes['max_seq_len']}]")
     rss_start = status_kb("VmRSS")
+    budget.tick("load", 0)
     t0 = time.perf_counter()
     runtime = open_runtime(artifact["format"], job.et_runtime)
     import_ms = (time.perf_counter() - t0) * 1e3
@@ -52,7 +54,10 @@ def profile(job) -> dict:
     load_ms = (time.perf_counter() - t0) * 1e3
     rss_loaded = status_kb("VmRSS")
     hwm_after_load = status_kb("VmHWM")
+    budget.tick("parity", 0)
     check = parity(session, build_dir, manifest, artifact)
+    if job.eval_rows is not None:
+        budget.tick("eval", 0)
     task = evaluate(session, build_dir, manifest, artifact, job.eval_rows or None) if job.eval_rows is not None else None
 
     # benchmark input: reference sample 0's tokens repeated to `seq` tokens, batch from the manifest
@@ -64,29 +69,41 @@ def profile(job) -> dict:
         feeds[spec["name"]] = np.ascontiguousarray(np.tile(np.resize(base, seq)[None, :], (batch, 1)).astype(np.int64))
     feeds["attention_mask"][:] = 1
     reset = reset_hwm()
+    budget.tick("warm-up", 0, job.warmup)
+    load_before = load_sample()
     first = time.perf_counter()
     session(feeds)
     first_ms = (time.perf_counter() - first) * 1e3
-    for _ in range(max(0, job.warmup - 1)):
+    for i in range(max(0, job.warmup - 1)):
+        if budget.over():
+            break
         session(feeds)
+        budget.tick("warm-up", i + 2, job.warmup)
     samples = []
     t_start = time.perf_counter()
+    budget.tick("timed runs", 0, job.iters)
     while len(samples) < job.iters or (time.perf_counter() - t_start) < job.min_seconds:
+        if samples and budget.over():  # at least one run, whatever the budget
+            break
         t = time.perf_counter()
         session(feeds)
         samples.append((time.perf_counter() - t) * 1e3)
+        budget.tick("timed runs", len(samples), job.iters)
         if len(samples) >= 100000:
             break
+    load = load_between(load_before, load_sample())
     hwm_run = status_kb("VmHWM")
     rss_after = status_kb("VmRSS")
     return {
         "runtime": runtime.name,
         "settings": {"threads": job.threads, "warmup": job.warmup, "iters": job.iters,
-                     "min_seconds": job.min_seconds, "seq_len": seq, "batch_size": batch},
+                     "min_seconds": job.min_seconds, "max_seconds": budget.max_seconds, "seq_len": seq,
+                     "batch_size": batch},
         "parity": check,
         "task": task,
         "runtime_import_ms": import_ms, "load_ms": load_ms, "first_run_ms": first_ms,
-        "latency_ms": stats(samples), "samples_ms": samples,
+        "latency_ms": stats(samples), "samples_ms": samples, "load": load,
+        "partial": budget.partial(len(samples), job.iters),
         "memory_kb": {"rss_at_start": rss_start, "runtime_import_increase": (rss_before or 0) - (rss_start or 0),
                       "rss_before_load": rss_before, "rss_after_load": rss_loaded,
                       "load_increase": (rss_loaded or 0) - (rss_before or 0),

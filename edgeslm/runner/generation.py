@@ -18,6 +18,7 @@ from edgeslm.contract import reference
 from edgeslm.contract.decoding import greedy, prefill, teacher_forced, timed_decode
 from edgeslm.contract.parity import TOP1_MARGIN, log_softmax
 from edgeslm.contract.stats import stats
+from edgeslm.runner.budget import Budget, load_between, load_sample
 from edgeslm.runner.errors import RunnerError
 from edgeslm.runner.facts import status_kb
 from edgeslm.runner.store import inside
@@ -77,7 +78,7 @@ def profile(job) -> dict:
     if job.new_tokens < 2:
         raise RunnerError("--new-tokens must be >= 2")
     gen = profile_generation(job.build_dir, job.manifest, job.artifact, job.threads, job.warmup, job.iters,
-                             job.new_tokens, job.et_runtime, job.prompt_lengths)
+                             job.new_tokens, job.et_runtime, job.prompt_lengths, job.budget)
     return {
         "runtime": gen["runtime"],
         "settings": gen["settings"],
@@ -85,18 +86,22 @@ def profile(job) -> dict:
         "generation": {k: gen[k] for k in ("ttft", "decode")},
         "latency_ms": gen["decode"]["step_ms"], "latency_unit": "ms per generated token",
         "load_ms": gen["load_ms"], "samples_ms": gen["samples_ms"], "memory_kb": gen["memory_kb"],
+        "load": gen["load"], "partial": gen["partial"],
     }
 
 
 def profile_generation(build_dir: str, manifest: dict, artifact: dict, threads: int, warmup: int, iters: int,
-                       new_tokens: int, et_runtime: str | None, prompt_lengths: tuple | None = None) -> dict:
+                       new_tokens: int, et_runtime: str | None, prompt_lengths: tuple | None = None,
+                       budget=None) -> dict:
     """Load; TTFT at each prompt length (median of `iters` runs after `warmup`), decode speed over
     `new_tokens` steps, RSS after each length (the static KV cache is touched as it fills); then the check
     (after the timings, so its arrays are not in the peak RSS of generation)."""
     import numpy as np
 
+    budget = budget or Budget(None)
     ctx, chunk = int(manifest["shapes"]["max_context"]), int(manifest["shapes"]["max_prompt"])
     rss_start = status_kb("VmRSS")
+    budget.tick("load", 0)
     step, load_ms, runtime = open_decoder(build_dir, manifest, artifact, threads, et_runtime)
     rss_loaded, hwm_loaded = status_kb("VmRSS"), status_kb("VmHWM")
     arrays = reference.load(inside(build_dir, manifest["reference"]["file"]))
@@ -110,29 +115,41 @@ def profile_generation(build_dir: str, manifest: dict, artifact: dict, threads: 
     else:
         lengths = [n for n in PROMPT_LENGTHS if n + new_tokens <= ctx] or [max(1, ctx - new_tokens - 1)]
     ttft = []
+    load_before = load_sample()
+    runs, planned = 0, iters * len(lengths)
     for n in lengths:
         prompt = (text * (n // len(text) + 1))[:n]
         for _ in range(warmup):
+            if budget.over():
+                break
             prefill(step, prompt, 0, chunk)
         times = []
         for _ in range(iters):
+            if times and budget.over():  # at least one run per length, whatever the budget
+                break
+            budget.tick(f"time to first token, {n}-token prompts", len(times), iters)
             t0 = time.perf_counter()
             logits = prefill(step, prompt, 0, chunk)
             int(np.asarray(logits).argmax())
             times.append((time.perf_counter() - t0) * 1e3)
+        runs += len(times)
         s = stats(times)
         ttft.append({"prompt_tokens": n, "ttft_ms": s, "prefill_tok_s": n / (s["p50"] / 1e3),
                      "rss_kb": status_kb("VmRSS")})
     # decode: after a 32-token prompt, greedy steps whatever the tokens (no stop), each timed
     prompt = text[:min(32, len(text))]
+    budget.tick("decode", 0)
     logits = prefill(step, prompt, 0, chunk)
     steps = timed_decode(step, int(np.asarray(logits).argmax()), len(prompt), min(new_tokens, ctx - len(prompt)))
     d = stats(steps[min(warmup, len(steps) - 1):] if len(steps) > 1 else steps)
+    load = load_between(load_before, load_sample())
     peak, rss_decoded = status_kb("VmHWM"), status_kb("VmRSS")
+    budget.tick("check", 0)
     # the check last: its logit arrays would otherwise count in the peak memory of generation
     verdict = check(step, build_dir, manifest, artifact["name"])
     return {
-        "runtime": runtime, "load_ms": load_ms, "check": verdict,
+        "runtime": runtime, "load_ms": load_ms, "check": verdict, "load": load,
+        "partial": budget.partial(runs, planned),
         "ttft": ttft,
         "decode": {"tokens": len(steps), "after_prompt_tokens": len(prompt), "step_ms": d,
                    "tok_s": 1000.0 / d["p50"], "tok_s_p10_p90": [1000.0 / d["p90"], 1000.0 / d["p10"]]},
@@ -142,6 +159,7 @@ def profile_generation(build_dir: str, manifest: dict, artifact: dict, threads: 
                       "peak_rss": peak, "rss_after_decode": rss_decoded,
                       "peak_with_check": status_kb("VmHWM")},
         "settings": {"threads": threads, "warmup": warmup, "iters": iters, "new_tokens": new_tokens,
+                     "max_seconds": budget.max_seconds,
                      "prompt_lengths": lengths, "max_context": ctx, "prompt_chunk": chunk},
     }
 

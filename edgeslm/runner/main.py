@@ -79,9 +79,15 @@ def _watchdog(deadline: float | None, stop_on_eof: bool) -> None:
         timer.start()
     if stop_on_eof:
         def watch() -> None:
+            from edgeslm.runner.budget import STOP
+
             try:
-                while os.read(0, 4096):  # the host sends nothing; anything sent is ignored
-                    pass
+                while True:
+                    block = os.read(0, 4096)
+                    if not block:
+                        break
+                    if b"stop" in block:  # the host asks to end measuring now and keep what was measured
+                        STOP.set()
             except OSError:
                 pass
             end("stopped: the host's session ended (stdin closed)")
@@ -149,6 +155,9 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=_bounded(0, MAX_ITERS), default=10)
     p.add_argument("--iters", type=_bounded(1, MAX_ITERS), default=100)
     p.add_argument("--min-seconds", type=float, default=0.0)
+    p.add_argument("--max-seconds", type=float, default=None,
+                   help="time budget: end the timed runs when it is spent and mark the result partial (0: none; "
+                        "default: none, 600 on an emulated device)")
     p.add_argument("--seq-len", type=int)
     p.add_argument("--out")
     p.add_argument("--workdir", help="with --out: the result must land inside this workdir")
@@ -232,7 +241,7 @@ def main(argv=None) -> int:
         else:
             result = profile(args.build_dir, args.artifact, args.threads, args.warmup, args.iters,
                              args.min_seconds, args.seq_len, args.eval, args.et_runtime, args.new_tokens,
-                             args.prompt_lengths)
+                             args.prompt_lengths, args.max_seconds)
             if args.out:
                 result = _write_result(result, args.out, args.workdir)
     except RunnerError as exc:

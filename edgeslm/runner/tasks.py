@@ -1,15 +1,17 @@
 """Tasks on the device, one unit per manifest `task`: the module that checks and profiles an artifact of
 that kind. A unit has `profile(job) -> dict`, the task's part of the profile result: `runtime` (name),
 `settings`, `parity` (with `passed`), `latency_ms` (statistics, with `cv`), `samples_ms`, `load_ms`,
-`memory_kb` (with `peak_rss`), and what the task adds (`task` for an encoder's eval split, `generation`
+`memory_kb` (with `peak_rss`), `load` (runner.budget.load_between over the timed runs), `partial` (when the
+budget or the host ended measuring early: Budget.partial), and what the task adds (`task` for an encoder's eval split, `generation`
 for a decoder's TTFT and decode speed). runner/profile.py adds what every result carries."""
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from edgeslm.contract.tasks import TASKS
+from edgeslm.runner.budget import Budget
 from edgeslm.runner.errors import RunnerError
 
 
@@ -29,6 +31,7 @@ class Job:
     et_runtime: str | None = None  # edgeslm's ExecuTorch runtime folder
     new_tokens: int = 64  # decoders: decode steps timed
     prompt_lengths: tuple | None = None  # decoders: prompt lengths timed (None: PROMPT_LENGTHS that fit)
+    budget: Budget = field(default_factory=lambda: Budget(None))  # time budget, stop requests, progress lines
 
 
 def task_unit(task: str):

@@ -18,6 +18,40 @@ class DeviceError(UserError):
     """The device cannot be reached, refuses us, failed a command, or answered something invalid."""
 
 
+@dataclass
+class Listen:
+    """What the caller of a long command hears while it runs (`Connector.run(..., listen=)`): each line of its
+    stderr that starts with `prefix` (prefix removed; longer than 4 KiB: dropped), and on the first Ctrl-C
+    `interrupt` is sent to the command's stdin and reading goes on (`on_interrupt` is told); a second one
+    ends it as Ctrl-C always does."""
+    prefix: str
+    on_line: object  # (str) -> None
+    interrupt: bytes | None = None
+    on_interrupt: object = None  # () -> None
+    _pending: bytearray = None
+    interrupted: bool = False
+
+    def feed(self, block: bytes) -> None:
+        if self._pending is None:
+            self._pending = bytearray()
+        self._pending += block
+        *lines, rest = self._pending.split(b"\n")
+        self._pending = bytearray(rest if len(rest) <= 4096 else b"")
+        prefix = self.prefix.encode()
+        for line in lines:
+            if line.startswith(prefix) and len(line) <= 4096:
+                self.on_line(line[len(prefix):].decode("utf-8", errors="replace"))
+
+    def interrupt_once(self, send) -> None:
+        """On Ctrl-C: the first time, `send(interrupt)` and go on; else raise it again."""
+        if self.interrupted or self.interrupt is None:
+            raise KeyboardInterrupt
+        self.interrupted = True
+        send(self.interrupt)
+        if self.on_interrupt:
+            self.on_interrupt()
+
+
 def printable(text, limit: int = 300) -> str:
     """Device-provided text for a one-line message: whitespace runs as one space, other control characters
     (terminal escapes) as '?', at most `limit` characters."""
@@ -64,10 +98,11 @@ class Completed:
 class Connector(Protocol):
     device: str  # name, for messages
 
-    def run(self, argv: list[str], timeout: float | None = None, limit: int = MAX_OUTPUT) -> Completed:
+    def run(self, argv: list[str], timeout: float | None = None, limit: int = MAX_OUTPUT,
+            listen: Listen | None = None) -> Completed:
         """Run a command to its end (at most `timeout` seconds). Its stdout is read in bounded chunks: past
         `limit` bytes the command is ended and DeviceError raised, without reading the rest; of stderr only
-        the last STDERR_TAIL bytes are kept."""
+        the last STDERR_TAIL bytes are kept (and `listen` hears its progress lines and passes on Ctrl-C)."""
         ...
 
     def put(self, local: Path, remote: str) -> None: ...

@@ -9,26 +9,30 @@ import subprocess
 import time
 from pathlib import Path
 
-from edgeslm.transport.base import MAX_OUTPUT, STDERR_TAIL, Completed, DeviceError, check_download, command_name, size_text
+from edgeslm.transport.base import (MAX_OUTPUT, STDERR_TAIL, Completed, DeviceError, Listen, check_download,
+                                    command_name, size_text)
 
 
 class LocalConnector:
     def __init__(self, device: str = "local"):
         self.device = device
 
-    def run(self, argv: list[str], timeout: float | None = None, limit: int = MAX_OUTPUT) -> Completed:
+    def run(self, argv: list[str], timeout: float | None = None, limit: int = MAX_OUTPUT,
+            listen: Listen | None = None) -> Completed:
         env = {k: v for k, v in os.environ.items() if not k.startswith("EDGESLM_")}
         # stdin: a pipe that stays open until the command ends (or this process dies), as an SSH session's
         read_end, write_end = os.pipe()
         try:
             try:
-                proc = subprocess.Popen(argv, stdin=read_end, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+                # a session of its own: Ctrl-C reaches this host, which passes it on as `listen` says
+                proc = subprocess.Popen(argv, stdin=read_end, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                                        start_new_session=listen is not None)
             except OSError as exc:  # no such program: what a shell would answer
                 return Completed(127, "", f"{argv[0]}: {exc.strerror or exc}: not found")
             finally:
                 os.close(read_end)
             try:
-                out, err = _drain(proc, limit, timeout)
+                out, err = _drain(proc, limit, timeout, listen, lambda data: os.write(write_end, data))
                 rc = proc.wait(timeout=timeout)
             except (_Overflow, subprocess.TimeoutExpired) as exc:
                 proc.kill()  # ours: started above
@@ -114,9 +118,10 @@ class _Overflow(Exception):
     pass
 
 
-def _drain(proc: subprocess.Popen, limit: int, timeout: float | None) -> tuple[bytes, bytes]:
+def _drain(proc: subprocess.Popen, limit: int, timeout: float | None, listen: Listen | None = None,
+           send=None) -> tuple[bytes, bytes]:
     """(stdout, the tail of stderr) of `proc`, read as they come in bounded chunks; _Overflow past `limit`
-    bytes of stdout, TimeoutExpired after `timeout` seconds."""
+    bytes of stdout, TimeoutExpired after `timeout` seconds. `listen` hears stderr; `send` writes stdin."""
     deadline = None if timeout is None else time.monotonic() + timeout
     out, err = bytearray(), bytearray()
     with selectors.DefaultSelector() as sel:
@@ -126,11 +131,20 @@ def _drain(proc: subprocess.Popen, limit: int, timeout: float | None) -> tuple[b
             wait = None if deadline is None else deadline - time.monotonic()
             if wait is not None and wait <= 0:
                 raise subprocess.TimeoutExpired(proc.args, timeout)
-            for key, _ in sel.select(wait):
+            try:
+                ready = sel.select(wait)
+            except KeyboardInterrupt:
+                if listen is None:
+                    raise
+                listen.interrupt_once(send)
+                continue
+            for key, _ in ready:
                 block = os.read(key.fd, 1 << 16)
                 if not block:
                     sel.unregister(key.fileobj)
                     continue
+                if listen is not None and key.data is err:
+                    listen.feed(block)
                 key.data.extend(block)
                 if key.data is out and len(out) > limit:
                     raise _Overflow()

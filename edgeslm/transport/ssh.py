@@ -251,7 +251,8 @@ class SSHConnector:
         return DeviceError(f"device {self.device}: {doing} failed: connection lost ({why(exc)})")
 
     # ----------------------------------------------------------------------------------- verbs
-    def run(self, argv: list[str], timeout: float | None = None, limit: int = MAX_OUTPUT) -> Completed:
+    def run(self, argv: list[str], timeout: float | None = None, limit: int = MAX_OUTPUT,
+            listen=None) -> Completed:
         import paramiko
 
         cmd = " ".join(shlex.quote(a) for a in argv)
@@ -260,7 +261,7 @@ class SSHConnector:
         try:
             chan = self.client.get_transport().open_session(timeout=self.io_timeout)
             chan.exec_command(cmd)
-            out, err, rc = drain(chan, limit, timeout)
+            out, err, rc = drain(chan, limit, timeout, listen)
             if self._dead:  # the watchdog closed the link: the command's end is unknown
                 raise self._lost(EOFError(), what)
             return Completed(rc, out.decode(errors="replace"), err.decode(errors="replace"))

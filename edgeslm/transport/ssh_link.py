@@ -46,29 +46,38 @@ class Overflow(Exception):
     """A command printed more than its limit on stdout."""
 
 
-def drain(chan, limit: int, timeout: float | None) -> tuple[bytes, bytes, int]:
+def drain(chan, limit: int, timeout: float | None, listen=None) -> tuple[bytes, bytes, int]:
     """(stdout, the tail of stderr, exit status) of a command on `chan`, read in bounded chunks as they come
     (stdout and stderr together: a command flooding one cannot stall the other); Overflow past `limit`
-    bytes of stdout, socket.timeout after `timeout` seconds in all."""
+    bytes of stdout, socket.timeout after `timeout` seconds in all. `listen` (base.Listen) hears stderr and
+    is told of Ctrl-C."""
     deadline = None if timeout is None else time.monotonic() + timeout
     out, err = bytearray(), bytearray()
     while True:
         if deadline is not None and time.monotonic() > deadline:  # also while a flood keeps coming
             raise socket.timeout()
-        if chan.recv_ready():
-            out += chan.recv(1 << 16)
-            if len(out) > limit:
-                raise Overflow()
-        if chan.recv_stderr_ready():
-            err += chan.recv_stderr(1 << 16)
-            if len(err) > 2 * STDERR_TAIL:
-                del err[:-STDERR_TAIL]
-        if chan.recv_ready() or chan.recv_stderr_ready():
-            continue
-        if chan.closed or (chan.eof_received and chan.exit_status_ready()):
-            break
-        wait = 0.25 if deadline is None else min(0.25, max(0.0, deadline - time.monotonic()))
-        select.select([chan], [], [], wait)
+        try:
+            if chan.recv_ready():
+                out += chan.recv(1 << 16)
+                if len(out) > limit:
+                    raise Overflow()
+            if chan.recv_stderr_ready():
+                block = chan.recv_stderr(1 << 16)
+                if listen is not None:
+                    listen.feed(block)
+                err += block
+                if len(err) > 2 * STDERR_TAIL:
+                    del err[:-STDERR_TAIL]
+            if chan.recv_ready() or chan.recv_stderr_ready():
+                continue
+            if chan.closed or (chan.eof_received and chan.exit_status_ready()):
+                break
+            wait = 0.25 if deadline is None else min(0.25, max(0.0, deadline - time.monotonic()))
+            select.select([chan], [], [], wait)
+        except KeyboardInterrupt:
+            if listen is None:
+                raise
+            listen.interrupt_once(chan.sendall)
     return bytes(out), bytes(err[-STDERR_TAIL:]), chan.recv_exit_status()
 
 
