@@ -141,3 +141,22 @@ def test_int8_embeddings_shrink_both_formats(tmp_path, tiny_model):
     vocab_table = 600 * 32 * 4  # the tiny model's float table; int8 keeps a quarter of it
     for fmt in ("onnx", "executorch"):
         assert sizes["plain", fmt] - sizes["small", fmt] > 0.6 * vocab_table, fmt
+
+
+def test_targets_that_get_the_same_bytes_share_one_build(tmp_path, tiny_model):
+    """dynamic-int8 stores only weights: ARM's s8s8 and x86 VNNI's u8s8 presets give the same files, built once
+    (the second target is a cache hit whose manifest names it); x86 without VNNI stores u8 weights: its own
+    build, with other ONNX bytes."""
+    src = tiny_model("bert", "embedding")
+    recipe = load_recipe(write_recipe(tmp_path / "r.toml", src, "embedding", name="shared",
+                                      extra='[[passes]]\ntype = "quantize"\nmethod = "dynamic-int8"\n',
+                                      targets=("rpi4", "x86-avx512-vnni", "x86-avx2")))
+    built = {}
+    for name in ("rpi4", "x86-avx512-vnni", "x86-avx2"):
+        built[name] = build(recipe, plan(recipe, [load_target(name)])[0], tmp_path / "out")
+    arm, vnni, avx2 = built["rpi4"], built["x86-avx512-vnni"], built["x86-avx2"]
+    sums = {n: {f.path: f.sha256 for f in b.manifest.files if f.path.startswith("model.")} for n, b in built.items()}
+    assert not arm.cached and vnni.cached and "the same files as built for target rpi4" in vnni.note
+    assert sums["rpi4"] == sums["x86-avx512-vnni"] and vnni.manifest.target["name"] == "x86-avx512-vnni"
+    assert not avx2.cached and sums["x86-avx2"]["model.onnx"] != sums["rpi4"]["model.onnx"]
+    assert avx2.manifest.cache_key != arm.manifest.cache_key == vnni.manifest.cache_key

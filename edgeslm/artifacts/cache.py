@@ -40,16 +40,24 @@ def tool_versions() -> dict[str, str]:
     return out
 
 
-def code_hash(only: tuple[str, ...] | None = None) -> str:
-    """edgeslm's own build code: a change to an exporter must invalidate cached builds. `only`: the
-    package-relative files (or folders) a cached step depends on, e.g. fine-tuning."""
-    root = Path(__file__).resolve().parents[1]
+# edgeslm's rooms whose code never shapes a build's files: the command line, reports, deploy and profiling,
+# the SSH transport and the developer tools (the emulator). A change there rebuilds nothing.
+NOT_BUILD_CODE = ("cli", "reports", "profiling", "transport", "devtools")
+
+
+def code_hash(only: tuple[str, ...] | None = None, root: Path | None = None) -> str:
+    """edgeslm's own build code: a change to an exporter must invalidate cached builds, a change to a report
+    must not (NOT_BUILD_CODE is left out). `only`: the package-relative files (or folders) a cached step
+    depends on, e.g. fine-tuning."""
+    root = root or Path(__file__).resolve().parents[1]
     h = hashlib.sha256()
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root).as_posix()
         if only is not None and not any(rel == o or rel.startswith(o.rstrip("/") + "/") for o in only):
             continue
-        if p.suffix in (".py", ".txt") and "__pycache__" not in p.parts and "cli" not in p.parts:
+        if rel.split("/", 1)[0] in NOT_BUILD_CODE:
+            continue
+        if p.suffix in (".py", ".txt") and "__pycache__" not in p.parts:
             h.update(rel.encode())
             h.update(p.read_bytes())
     return h.hexdigest()
@@ -218,16 +226,16 @@ def key_lock(key: str, progress=lambda message: None, wait: float | None = None)
 
 
 def retarget(folder: Path, target) -> str:
-    """A target-independent build taken from the store for another target: its manifest names the target
-    it is now for. Returns a note for the user ("" when nothing changed)."""
+    """A build taken from the store for another target that gets the same files (the cache key holds only what
+    of the target shapes them): its manifest names the target it is now for. Returns a note for the user
+    ("" when nothing changed)."""
     m = read_manifest(folder)
     want = target.model_dump(mode="json")
     if m is None or m.target == want:
         return ""
     was = m.target.get("name")
     write_manifest(folder, m.model_copy(update={"target": want}))
-    return (f"the artifacts built for target {was} (a {m.task} build is the same for every CPU target: "
-            "its kernels are chosen on the device)")
+    return f"the same files as built for target {was} (nothing in them differs between the two targets)"
 
 
 def _alive(pid: int) -> bool:

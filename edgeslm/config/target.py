@@ -25,6 +25,16 @@ PRESETS = {
 }
 
 
+def preset_shaping(method: str, preset: str) -> dict:
+    """What of an int8 preset shapes the files an int8 `method` writes (and how this host verifies them):
+    dynamic-int8 stores only weights (activations are quantized at run time), so only the weight type and
+    range matter; static-int8 stores activation scales too. Targets that agree on it share one build."""
+    p = PRESETS[preset]
+    if method == "dynamic-int8":
+        return {"weight": p["weight"], "reduce_range": p["reduce_range"]}
+    return dict(p)
+
+
 class QuantPreset(StrictModel):
     preset: Literal["arm-s8s8", "x86-u8u8", "x86-u8s8", "x86-u8s8-reduced", "auto"] = Field(
         description="Integer formats for int8 passes: arm-s8s8 (symmetric s8 activations, s8 weights), "

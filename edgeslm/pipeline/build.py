@@ -62,8 +62,8 @@ def build(loaded: LoadedRecipe, target: Target, out: Path, force: bool = False,
     unit = task_unit(recipe.model.task)
     key = cache.cache_key({
         "recipe": loaded.content_hash(),
-        # a task whose artifacts do not depend on the CPU target is built once for all of a recipe's targets
-        "target": "any" if unit.target_independent else target.model_dump(mode="json"),
+        # only what of the target shapes the files: targets that would get the same bytes share one build
+        "target": unit.target_part(recipe, target),
         "model": model_files, "tools": tools, "edgeslm": [__version__, cache.code_hash()],
     })
     cache.clean_stale(folder.parent)

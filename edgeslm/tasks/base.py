@@ -142,6 +142,21 @@ class TaskUnit:
     def profile_args(self, new_tokens: int, prompt_lengths: tuple | None = None) -> list[str]:
         return []
 
+    def target_part(self, recipe, target) -> dict | str:
+        """What of the (resolved) `target` shapes this task's files: the build's cache key holds only this, so
+        a recipe's targets that would get the same bytes share one build. Encoders: the formats the target
+        runs and, for an int8 pass on the target's preset, the part of the preset that its method stores."""
+        if self.target_independent:
+            return "any"
+        from edgeslm.config.passes import Int8QuantizeConfig
+        from edgeslm.config.target import preset_shaping
+
+        part = {"formats": sorted(target.formats)}
+        for p in recipe.passes:
+            if isinstance(p, Int8QuantizeConfig) and p.preset == "target":
+                part["int8"] = preset_shaping(p.method, target.quantization.preset)
+        return part
+
     def fit_problem(self, probe: dict, manifest) -> str | None:
         return None
 

@@ -18,3 +18,20 @@ def test_tool_versions_do_not_import_torch():
     versions = cache.tool_versions()
     assert versions["torch"].startswith("2.13") and "onnxruntime" in versions
 
+
+
+def test_code_that_does_not_shape_files_does_not_change_the_key(tmp_path):
+    """Reports, the CLI, deploy and profiling, the transport and the emulator are not build code: a change to
+    the HTML report's styling rebuilds nothing; a change to an exporter does."""
+    import shutil
+    from pathlib import Path
+
+    src = Path(cache.__file__).resolve().parents[1]
+    pkg = tmp_path / "edgeslm"
+    shutil.copytree(src, pkg, ignore=shutil.ignore_patterns("__pycache__", "prebuilt", "*.so", "*.npz"))
+    before = cache.code_hash(root=pkg)
+    for rel in ("reports/html.py", "cli/build.py", "profiling/profile.py", "transport/ssh.py", "devtools/structure.py"):
+        (pkg / rel).write_text((pkg / rel).read_text() + "\n# edited\n")
+    assert cache.code_hash(root=pkg) == before
+    (pkg / "formats/onnx/encoder.py").write_text((pkg / "formats/onnx/encoder.py").read_text() + "\n# edited\n")
+    assert cache.code_hash(root=pkg) != before
