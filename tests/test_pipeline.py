@@ -160,3 +160,28 @@ def test_targets_that_get_the_same_bytes_share_one_build(tmp_path, tiny_model):
     assert sums["rpi4"] == sums["x86-avx512-vnni"] and vnni.manifest.target["name"] == "x86-avx512-vnni"
     assert not avx2.cached and sums["x86-avx2"]["model.onnx"] != sums["rpi4"]["model.onnx"]
     assert avx2.manifest.cache_key != arm.manifest.cache_key == vnni.manifest.cache_key
+
+
+def test_the_same_recipe_gives_the_same_bytes_wherever_it_is_built(tmp_path, tiny_model):
+    """Two builds from two folders (model, recipe and output elsewhere, no cache shared): every artifact file
+    has the same sha256, and the ONNX file holds none of the build host's paths or stack traces."""
+    import shutil
+
+    import onnx
+
+    src = tiny_model("bert", "embedding")
+    sums = []
+    for where in ("a/deep/folder", "b"):
+        root = tmp_path / where
+        shutil.copytree(src, root / "model")
+        recipe = load_recipe(write_recipe(root / "r.toml", root / "model", "embedding", name="repro",
+                                          extra='[[passes]]\ntype = "quantize"\nmethod = "dynamic-int8"\n'))
+        r = build(recipe, plan(recipe, [load_target("rpi4")])[0], root / "out", force=True)
+        assert not r.cached
+        sums.append({f.path: f.sha256 for f in r.manifest.files if f.path.startswith("model.")})
+        data = (r.folder / "model.onnx").read_bytes()
+        assert str(tmp_path).encode() not in data and b".py\", line" not in data and b"stack_trace" not in data
+        model = onnx.load(str(r.folder / "model.onnx"))
+        assert not any(n.metadata_props for n in model.graph.node)
+        assert r.manifest.artifact("onnx").export["build_metadata_removed"] > 0
+    assert sums[0] == sums[1] and set(sums[0]) == {"model.onnx", "model.pte"}

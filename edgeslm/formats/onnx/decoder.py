@@ -22,6 +22,7 @@ from collections import Counter
 from pathlib import Path
 
 from edgeslm.errors import ExportError
+from edgeslm.formats.onnx.graph import strip_build_metadata
 from edgeslm.formats.onnx.gguf import GRID_SUMS, GRID_TILES, OWN_DOMAIN, OWN_OP
 
 FILE = "model.onnx"
@@ -89,6 +90,7 @@ def export_onnx_decoder(model, tokenizer, work: Path, method: str | None, group_
         own_modules = len({n.input[1].partition(GRID_TILES)[0] for n in nodes if n.domain == OWN_DOMAIN})
         # the weights beside the graph, as onnxruntime maps them from the file instead of copying them out of
         # the graph's bytes: SmolLM2-135M int4 peaks at 209 MiB instead of 247 MiB, as fast
+        strip_build_metadata(graph)
         onnx.save(graph, str(work / FILE), save_as_external_data=True, all_tensors_to_one_file=True,
                   location=DATA, size_threshold=1024)
     finally:

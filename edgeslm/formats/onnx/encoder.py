@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeslm.formats.base import ExportContext, ExportResult, Inputs, precision_of
+from edgeslm.formats.onnx import graph as onnx_graph
 from edgeslm.formats.onnx.quant import quantize_onnx
 
 FILE = "model.onnx"
@@ -54,6 +55,7 @@ class OnnxExporter:
         else:
             os.replace(optimized, final)
         facts["deduplicated_initializers"] = deduplicate(final)
+        facts["build_metadata_removed"] = onnx_graph.strip_file(final)  # no host paths: same bytes anywhere
         facts["nodes"] = _op_histogram(final)
         facts["opset"] = _opset(final)
         import shutil
