@@ -71,6 +71,18 @@ def store_dir() -> Path:
     return cache_home() / "builds"
 
 
+USED = ".used"  # <store>/.used/<key>: its mtime is when the entry was last used (`edgeslm cache` reads it)
+
+
+def touch(store: Path, key: str) -> None:
+    """Record that the entry `key` of `store` was used now (a build or a pass result taken from the cache)."""
+    try:
+        (store / USED).mkdir(parents=True, exist_ok=True)
+        (store / USED / key).touch()
+    except OSError:
+        pass  # a read-only cache still works; the entry just looks older
+
+
 def damaged_files(folder: Path, manifest: Manifest, memo: HashMemo) -> list[str]:
     """Files of `manifest` that are missing in `folder` or whose content differs (sha256)."""
     bad = []
@@ -108,6 +120,7 @@ def lookup(key: str, out_dir: Path, memo: HashMemo | None = None) -> Hit | None:
     if m is not None and m.cache_key == key and m.status == "ok":
         bad = damaged_files(entry, m, memo)
         if not bad:
+            touch(store_dir(), key)
             return Hit(entry, note)
         shutil.rmtree(entry, ignore_errors=True)
     return None
@@ -184,6 +197,7 @@ def store(build_dir: Path, key: str, replace: bool = False) -> Path:
     copy_tree(build_dir, tmp, read_only=True)
     if (tmp / MANIFEST_NAME).exists():
         replace_dir(tmp, dst)
+        touch(dst.parent, key)
     else:
         shutil.rmtree(tmp, ignore_errors=True)
     return dst

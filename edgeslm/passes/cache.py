@@ -15,6 +15,7 @@ import os
 import shutil
 from pathlib import Path
 
+from edgeslm.artifacts.cache import touch
 from edgeslm.hashing import cache_home, sha256_file
 
 
@@ -61,6 +62,7 @@ class PassCache:
             except (OSError, ValueError, KeyError, RuntimeError):
                 shutil.rmtree(folder, ignore_errors=True) if folder.exists() else None
                 continue
+            touch(store_dir(), folder.name)
             ctx.progress(f"passes 0-{upto - 1} ({', '.join(c.type for c in passes[:upto])}) taken from the cache")
             return upto, [{**f, "cached": True} for f in meta["facts"]]
         return 0, []
