@@ -9,7 +9,8 @@ from pathlib import Path
 from edgeslm.artifacts.manifest import Artifact, Manifest
 from edgeslm.contract.results import ProfileResult
 from edgeslm.errors import UserError
-from edgeslm.contract import BASELINE_SCHEMA, MANIFEST_SCHEMA, PROFILE_SCHEMA, REPORT_SCHEMA, artifact_size  # noqa: F401
+from edgeslm.contract import (BASELINE_SCHEMA, MANIFEST_SCHEMA, NOISY_CV, PROFILE_SCHEMA, REPORT_SCHEMA,  # noqa: F401
+                              artifact_size)
 from edgeslm.contract.stats import stats
 from edgeslm.reports.checks import ResultProblem, kind_of, parse, schema_problem
 from edgeslm.tasks import task_unit
@@ -146,14 +147,17 @@ def rows(c: Collected) -> list[dict]:
     out = []
     for (device, recipe, target, art, threads), runs in sorted(grouped.items()):
         latest = max(runs, key=lambda r: r.started_at)
-        # pool only repeated runs of the same build under the same settings
-        same = (latest.settings.seq_len, latest.settings.batch_size)
-        runs = [r for r in runs if r.build.cache_key == latest.build.cache_key
-                and (r.settings.seq_len, r.settings.batch_size) == same]
+        # pool only repeated runs of the same build under the same settings; the others are counted
+        pooled = [r for r in runs if r.build.cache_key == latest.build.cache_key
+                  and pool_settings(r) == pool_settings(latest)]
+        not_pooled, runs = len(runs) - len(pooled), pooled
         manifest = c.manifests.get(latest.build.cache_key)
         artifact = _artifact(manifest, art)
         samples = [s for r in runs for s in r.samples_ms or []]
         lat = stats(samples) if samples else latest.latency_ms.to_dict()
+        flags = {f for r in runs for f in r.flags}
+        if len(runs) > 1 and lat["cv"] > NOISY_CV:
+            flags.add("noisy")  # each run may be steady while they disagree with each other
         full = [r.task for r in runs if r.task is not None and r.task.whole]
         tm = artifact.task_metric if artifact else None
         task = {"metric": manifest.evaluation.metric if manifest and manifest.evaluation else None,
@@ -168,7 +172,7 @@ def rows(c: Collected) -> list[dict]:
             "format": latest.artifact.format, "precision": latest.artifact.precision,
             "runtime": latest.artifact.runtime, "size": latest.artifact.size,
             "latency_ms": {k: lat[k] for k in ("n", "p50", "p90", "p99", "mean", "stdev", "cv", "min", "max")},
-            "runs": len(runs), "samples_ms": samples,
+            "runs": len(runs), "runs_not_pooled": not_pooled, "samples_ms": samples, "model_task": latest.build.task,
             "run_p50s": [r.latency_ms.p50 for r in runs],
             "peak_rss_kb": max(r.memory_kb.peak_rss for r in runs),
             "load_ms": latest.load_ms,
@@ -176,7 +180,7 @@ def rows(c: Collected) -> list[dict]:
             "accuracy": {"cosine_min": _metric(verification, "cosine_min"),
                          "top1_agreement": _metric(verification, "top1_agreement")},
             "task": task,
-            "flags": sorted({f for r in runs for f in r.flags}),
+            "flags": sorted(flags),
             "cache_key": latest.build.cache_key,
             "recipe_sha256": manifest.recipe.sha256 if manifest else None,
             "tools": manifest.tools if manifest else {},
@@ -185,6 +189,13 @@ def rows(c: Collected) -> list[dict]:
             "generation": task_unit(latest.build.task).report_fields(latest),
         })
     return out
+
+
+def pool_settings(r: ProfileResult) -> tuple:
+    """What must be equal for two runs of one build to be pooled into one row: the input shape, and a
+    decoder's decode steps and prompt lengths (thread counts are rows of their own)."""
+    s = r.settings
+    return (s.seq_len, s.batch_size, s.extra.get("new_tokens"), tuple(s.extra.get("prompt_lengths") or ()))
 
 
 def _artifact(manifest: Manifest | None, name: str) -> Artifact | None:

@@ -4,7 +4,9 @@ Latency uses the measured spread: a bootstrap 95% interval of the change in medi
 raw samples of both sides, widened by the run-to-run spread (samples within one run are correlated, so
 the within-run interval alone is too narrow): the spread of per-run medians when both sides have
 repeated runs, else RUN_NOISE. Over the threshold with the whole interval -> regression; under it ->
-ok; straddling it -> inconclusive (reported, does not fail). Size and peak RSS are
+ok; straddling it -> inconclusive (reported, does not fail); a spread wider than the limit is said to be (such a
+comparison can only fail on a change far above the limit). Latency measured on an emulated device is never
+judged: its timings are not device latency. Size and peak RSS are
 compared directly; accuracy in points (cosine or top-1 agreement x 100); a failed on-device parity check
 always fails.
 """
@@ -36,6 +38,7 @@ class Comparison:
     rows: list[dict] = field(default_factory=list)  # per key: {key, checks: [Check], status}
     notes: list[str] = field(default_factory=list)  # fingerprint/tool changes, missing entries, skipped files
     skipped: dict = field(default_factory=dict)  # {"current" | "baseline": [{file, why}]}: results not compared
+    limits: dict = field(default_factory=dict)  # the thresholds judged against ({metric: limit})
 
     @property
     def failed(self) -> bool:
@@ -48,6 +51,7 @@ class Comparison:
 
     def to_json(self) -> dict:
         return {"failed": self.failed, "partial": self.partial, "skipped": self.skipped, "notes": self.notes,
+                "limits": self.limits,
                 "rows": [{**r, "checks": [c.__dict__ for c in r["checks"]]} for r in self.rows]}
 
 
@@ -64,6 +68,11 @@ def bootstrap_median_change(cur: list[float], base: list[float], n: int = 2000, 
 def _latency(cur: dict, base: dict, limit: float) -> Check:
     c50, b50 = cur["latency_ms"]["p50"], base["latency_ms"]["p50"]
     change = c50 / b50 - 1.0
+    emulated = [side for side, r in (("current", cur), ("baseline", base)) if (r.get("fingerprint") or {}).get("emulated")]
+    if emulated:
+        return Check("latency", b50, c50, change, limit, "n/a",
+                     f"not judged: the {' and '.join(emulated)} ran on an emulated device, whose timings are not "
+                     "device latency")
     if len(cur["samples_ms"]) >= 10 and len(base["samples_ms"]) >= 10:
         lo, hi = bootstrap_median_change(cur["samples_ms"], base["samples_ms"])
     else:  # no raw samples: the coefficients of variation stand in
@@ -72,6 +81,13 @@ def _latency(cur: dict, base: dict, limit: float) -> Check:
     runs = run_to_run(cur, base)
     lo, hi = lo - runs, hi + runs
     detail = f"95% interval {lo * 100:+.1f}% .. {hi * 100:+.1f}% incl. +-{runs * 100:.1f}% run-to-run"
+    half = (hi - lo) / 2
+    if half >= limit:
+        detail += (f"; the spread (+-{half * 100:.1f}%) is wider than the limit (+{limit * 100:.1f}%): this check cannot "
+                   f"pass and fails only above +{(limit + half) * 100:.1f}%; measure on a quiet machine or with more runs")
+    busy = sorted({f for r in (cur, base) for f in r.get("flags", ()) if f in ("busy", "partial", "noisy")})
+    if busy:
+        detail += f"; flagged {', '.join(busy)}"
     if lo > limit:
         status = "regressed"
     elif hi <= limit:
@@ -133,7 +149,7 @@ def compare(current: list[dict], baseline: list[dict], limits: dict[str, float],
         raise UserError("the baseline has no result for any of the current (device/recipe/target/artifact) "
                         f"entries: baseline {sorted(base)[:3]}, current {sorted(cur)[:3]}; "
                         "record one with --save-baseline")
-    out = Comparison()
+    out = Comparison(limits=dict(limits))
     for key, c in cur.items():
         b = base.get(key)
         if b is None:
@@ -152,6 +168,10 @@ def compare(current: list[dict], baseline: list[dict], limits: dict[str, float],
         statuses = {x.status for x in checks}
         status = "regressed" if "regressed" in statuses else "inconclusive" if "inconclusive" in statuses else "ok"
         out.rows.append({"key": key, "checks": checks, "status": status})
+        for x in checks:
+            if x.metric == "latency" and "wider than the limit" in x.detail:
+                out.notes.append(f"{key}: latency spread too wide for the +{x.limit * 100:.0f}% limit (this check "
+                                 "cannot pass); re-measure on a quiet machine or with more runs")
         for what, cv, bv in (("device fingerprint", c["fingerprint"], b["fingerprint"]),
                              ("tool versions", c["tools"], b["tools"])):
             if cv != bv:

@@ -45,12 +45,46 @@ def skipped_files(report: dict) -> list[tuple[str, dict]]:
     return [("", s) for s in report.get("skipped") or []] + [("baseline: ", s) for s in base]
 
 
+def limits_text(limits: dict) -> str:
+    """'latency +10%, rss +5%, size +1%, accuracy -0.5 pt'"""
+    return ", ".join(f"{m} {v:+.2f} pt" if m == "accuracy" else f"{m} +{v * 100:.0f}%" for m, v in limits.items())
+
+
+def summary_rows(report: dict) -> list[list[str]]:
+    """The summary table's cells (device, task, pick, p50, size, vs fp32, vs baseline), shared with HTML."""
+    rows = []
+    for s in report.get("summary") or []:
+        b = s["best"]
+        if b is None:
+            rows.append([s["device"], s["task"], f"none: {s.get('why', '')}", "-", "-", "-", "-"])
+            continue
+        f = s.get("vs_fp32")
+        if f:
+            acc = "" if f["task_points"] is None else f", {f['task_points']:+.2f} pt"
+            size = "" if f["size_ratio"] is None else f", {f['size_ratio']:.2f}x size"
+            fp32 = f"{f['speedup']:.2f}x faster{size}{acc}"
+        else:
+            fp32 = "-"
+        v = s.get("vs_baseline")
+        base = "-" if not v else v["status"] + ("" if v["latency_change"] is None
+                                                else f" (latency {v['latency_change'] * 100:+.1f}%)")
+        rows.append([s["device"], s["task"], f"{b['artifact']} {b['precision']} ({b['key']})",
+                     f"{b['p50_ms']:.2f} ms", mb(b["size"]), fp32, base])
+    return rows
+
+
 def render(report: dict) -> str:
     out = ["# edgeslm profiling report", ""]
     comp = report.get("comparison")
     if comp:
         verdict = "**FAILED**: regression beyond the thresholds" if comp["failed"] else "passed"
-        out += [f"Gate: {verdict}{partial(comp)}", ""]
+        limits = f"; limits: {limits_text(comp['limits'])}" if comp.get("limits") else ""
+        out += [f"Gate: {verdict}{partial(comp)}{limits}", ""]
+    if report.get("summary"):
+        out += ["## Summary", "", "Per device and task, the fastest artifact that passed its check on the device "
+                "(emulated devices: the smallest, their timings are not latency).", "",
+                "| device | task | pick | p50 | size | vs fp32 | vs baseline |", "|---|---|---|---|---|---|---|",
+                *["| " + " | ".join(row) + " |" for row in summary_rows(report)], ""]
     by_device: dict[str, list[dict]] = {}
     for r in report["results"]:
         by_device.setdefault(r["device"], []).append(r)
@@ -88,6 +122,14 @@ def render(report: dict) -> str:
                            f"{g['decode_tok_s']:.1f} ({lo:.1f}-{hi:.1f}) | {ppl} | {top5} |")
         runtimes = ", ".join(f"{k} {v}" for k, v in (fp.get("runtimes") or {}).items() if v)
         out += ["", f"Device: kernel {fp['kernel']}, Python {fp['python']}, {runtimes}.", ""]
+        for r in rs:
+            if r.get("runs_not_pooled"):
+                st = r.get("settings") or {}
+                shown = ", ".join(f"{k} {st[k]}" for k in ("seq_len", "batch_size", "new_tokens") if st.get(k))
+                out.append(f"- {r['key']}: {r['runs']} run(s) pooled ({shown}); {r['runs_not_pooled']} run(s) of this "
+                           "artifact under other settings or of another build left out")
+        if any(r.get("runs_not_pooled") for r in rs):
+            out.append("")
         if any((r.get("pareto") or {}).get("latency") for r in rs) and len(rs) > 1:
             out += ["★ on the Pareto front: no other variant on this device is both faster and at least as accurate "
                     "(task metric measured on the device where it was, else on the build host).", ""]
