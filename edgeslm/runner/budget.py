@@ -90,12 +90,12 @@ def _cpu_times() -> tuple[int, int, int] | None:
 
 
 def _own_jiffies() -> int | None:
-    """This process's CPU time (user + system, all threads) in the same units."""
+    """This process's CPU time (user + system, all threads) in /proc/stat's units. os.times() (the times system
+    call) rather than /proc/self/stat, which qemu-user fills with zeros."""
     try:
-        with open("/proc/self/stat") as f:
-            rest = f.read().rsplit(")", 1)[1].split()
-        return int(rest[11]) + int(rest[12])
-    except (OSError, ValueError, IndexError):
+        t = os.times()
+        return int(round((t.user + t.system) * os.sysconf("SC_CLK_TCK")))
+    except (OSError, ValueError, AttributeError):
         return None
 
 
