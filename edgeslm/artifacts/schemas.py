@@ -5,6 +5,9 @@ records themselves (the manifest's pydantic model, the contract's result records
 what the records generate, and real manifests and results valid against them.
 
     python -m edgeslm.artifacts.schemas --write     # refresh the shipped files after changing a record
+
+The report's schema (report.schema.json, `edgeslm.report/1`) is written by hand beside them: a report is a dict
+built by reports/model.py, not a record, so `--write` (which writes only what `generate()` returns) leaves it alone.
 """
 
 from __future__ import annotations
@@ -77,7 +80,7 @@ def text(schema: dict) -> str:
 
 
 def shipped(kind: str) -> str:
-    """The shipped schema of `kind` (manifest, profile, probe) as text."""
+    """The shipped schema of `kind` (manifest, profile, probe, report) as text."""
     return (FOLDER / f"{kind}.schema.json").read_text(encoding="utf-8")
 
 

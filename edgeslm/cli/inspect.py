@@ -107,10 +107,11 @@ def explain(kind: str, as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("kind", type=click.Choice(["manifest", "profile", "probe"]))
+@click.argument("kind", type=click.Choice(["manifest", "profile", "probe", "report"]))
 def schema(kind: str) -> None:
     """Print the JSON Schema of what edgeslm writes, for other tools: a build's manifest.json (manifest), a device's
-    profile result (profile) or probe (probe). The same files ship in the package (edgeslm/data/schemas)."""
+    profile result (profile) or probe (probe), or `report --format json` (report). The same files ship in the
+    package (edgeslm/data/schemas)."""
     from edgeslm.artifacts.schemas import shipped
 
     click.echo(shipped(kind), nl=False)

@@ -1,4 +1,5 @@
-"""`edgeslm report`: Markdown / HTML / JSON from manifests and profile results, and the baseline gate."""
+"""`edgeslm report`: Markdown / HTML / JSON / CSV / JUnit / GitHub annotations from manifests and profile results, and
+the baseline gate."""
 
 from __future__ import annotations
 
@@ -14,8 +15,17 @@ from edgeslm.errors import EXIT_FAILED, UserError
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["md", "html", "json"]), default="md", show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), help="Write the report here (default: stdout).")
+@click.option("--format", "fmt", type=click.Choice(["md", "html", "json", "csv", "junit", "github"]), default="md",
+              show_default=True,
+              help="md: Markdown (a GitHub job summary or PR comment); html: one self-contained page with plots; "
+                   "json: the report as data (schema edgeslm.report/1, `edgeslm schema report`); csv: one row per "
+                   "result (figures, flags, gate status); junit: JUnit XML, a suite per device, a test per parity "
+                   "check and per gate check; github: GitHub Actions workflow commands (::error/::warning/::notice "
+                   "annotations). The gate's exit code is the same for every format.")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Write the report to this file instead of stdout (in the chosen --format: report.md, "
+                   "report.html, report.json, report.csv, junit.xml, or a file of workflow commands to print in "
+                   "a later step).")
 @click.option("--baseline", type=click.Path(path_type=Path),
               help="Baseline results (a folder made with --save-baseline, or builds/results) to gate against.")
 @click.option("--fail-on", default=None, metavar="SPEC",
@@ -41,7 +51,8 @@ def report(paths, fmt, out, baseline, fail_on, save_baseline) -> None:
 
     # every option is checked before anything is read or written
     if out is not None and out.is_dir():
-        raise UserError(f"--out {out}: is a folder; give a file name, e.g. {out / ('report.' + fmt)}")
+        ext = {"junit": "xml", "github": "txt"}.get(fmt, fmt)
+        raise UserError(f"--out {out}: is a folder; give a file name, e.g. {out / ('report.' + ext)}")
     if fail_on is not None and baseline is None:
         raise click.UsageError("--fail-on needs --baseline")
     limits = gate.parse_fail_on(fail_on) if fail_on is not None else None
@@ -62,9 +73,13 @@ def report(paths, fmt, out, baseline, fail_on, save_baseline) -> None:
         _warn_skipped(base.skipped, "baseline ")
         comparison = gate.compare(rows(current), rows(base), limits,
                                   skipped={"current": current.skipped, "baseline": base.skipped})
-    data = build_report(current, comparison, keep_samples=fmt != "json")
+    data = build_report(current, comparison, keep_samples=fmt in ("md", "html"))
     if fmt == "json":
         text = json.dumps(data, indent=2)
+    elif fmt in ("csv", "junit", "github"):
+        from edgeslm.reports.export import RENDERERS
+
+        text = RENDERERS[fmt](data)
     elif fmt == "html":
         from edgeslm.reports.html import render
 

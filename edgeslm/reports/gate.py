@@ -184,5 +184,10 @@ def compare(current: list[dict], baseline: list[dict], limits: dict[str, float],
     out.skipped = {side: list(files) for side, files in (skipped or {}).items() if files}
     for side, files in out.skipped.items():
         for s in files:
-            out.notes.append(f"{side} result skipped (unreadable, not compared): {s['file']}: {s['why']}")
+            out.notes.append(skipped_note(side, s))
     return out
+
+
+def skipped_note(side: str, s: dict) -> str:
+    """The comparison's note for a result file of `side` ("current" | "baseline") that could not be read."""
+    return f"{side} result skipped (unreadable, not compared): {s['file']}: {s['why']}"

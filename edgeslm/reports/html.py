@@ -12,7 +12,7 @@ CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-
 table{border-collapse:collapse;margin:1em 0;font-size:13px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}
 th{background:#f3f3f3}.fail{color:#b00020;font-weight:bold}.pass{color:#1b7f3b}.flag{color:#a05a00}
 .emu{background:#fff4d6;padding:6px 10px;border-left:4px solid #e0a800}figure{margin:1em 0}
-figcaption{font-size:13px;color:#555}.muted{color:#777;font-size:12px}"""
+figcaption,.units{font-size:13px;color:#555}.muted{color:#777;font-size:12px}"""
 
 
 def _svg(fig) -> str:
@@ -45,7 +45,69 @@ def latency_plot(rows: list[dict]) -> str | None:
     return _svg(fig)
 
 
-def tradeoff_plot(rows: list[dict]) -> str | None:
+MIN_SPAN = 0.10  # an axis spans at least its data's mean +-10%: a 1% difference must look like one
+
+
+def _widen(ax, axis: str, values: list[float], cap: float | None = None) -> None:
+    """Widen (never narrow) an axis to at least mean +-MIN_SPAN*mean of its data, so matplotlib's autoscaling
+    does not blow a 1% difference up to the whole plot. Padding around the mean, rather than starting at zero,
+    keeps close values readable and works for the task metric (85-92%) as for sizes and latencies. `cap`: a
+    value the data cannot exceed (100%): the window slides below it rather than past it."""
+    if not values:
+        return
+    mean = sum(values) / len(values)
+    lo, hi = mean - MIN_SPAN * abs(mean), mean + MIN_SPAN * abs(mean)
+    if cap is not None and hi > cap >= max(values):
+        lo, hi = lo - (hi - cap), cap
+    get, set_ = (ax.get_xlim, ax.set_xlim) if axis == "x" else (ax.get_ylim, ax.set_ylim)
+    cur_lo, cur_hi = get()
+    set_(min(cur_lo, lo), max(cur_hi, hi))
+
+
+def _span_for(lim: tuple, anchors: list[tuple]) -> tuple:
+    """The narrowest limits holding `lim` in which every anchor x has at least `below` of the span under it and
+    `above` over it (fractions: its label's extent in pixels over the frame's). A label wider than the frame
+    cannot fit and is left out."""
+    lo, hi = lim
+    span = hi - lo
+    fits = [(x, b, a) for x, b, a in anchors if b + a < 1]
+    for x, below, above in fits:  # lo = min(lo, x - below*span) and hi = lo + span must hold every label
+        span = max(span, (x - lo) / (1 - above), (hi - x) / (1 - below))
+        span = max([span, *((x - x2) / (1 - above - b2) for x2, b2, _ in fits if above + b2 < 1)])
+    lo = min([lo, *(x - below * span for x, below, _ in fits)])
+    return lo, lo + span
+
+
+def _labels_inside(ax, labels: list, pad: float = 3.0) -> None:
+    """Keep every annotation label inside the axes frame: a label crossing the right or top edge goes to the other
+    side of its point, then the axis limits widen just enough for every label to fit (labels keep their size in
+    pixels, so this is solved once rather than by zooming out round after round)."""
+    fig = ax.figure
+    fig.canvas.draw()
+    frame = ax.get_window_extent()
+    for t in labels:
+        box = t.get_window_extent()
+        dx, dy = t.xyann
+        if box.x1 > frame.x1:
+            t.set_horizontalalignment("right")
+            dx = -abs(dx)
+        if box.y1 > frame.y1:
+            t.set_verticalalignment("top")
+            dy = -abs(dy)
+        t.xyann = (dx, dy)
+    fig.canvas.draw()
+    xs, ys = [], []
+    for t in labels:
+        box = t.get_window_extent()
+        px, py = ax.transData.transform(t.xy)
+        xs.append((t.xy[0], max(0.0, px - box.x0 + pad) / frame.width, max(0.0, box.x1 - px + pad) / frame.width))
+        ys.append((t.xy[1], max(0.0, py - box.y0 + pad) / frame.height, max(0.0, box.y1 - py + pad) / frame.height))
+    ax.set_xlim(_span_for(ax.get_xlim(), xs))
+    ax.set_ylim(_span_for(ax.get_ylim(), ys))
+
+
+def tradeoff_figure(rows: list[dict]):
+    """The figure of `tradeoff_plot` (None: nothing to draw)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -58,26 +120,33 @@ def tradeoff_plot(rows: list[dict]) -> str | None:
     fig, ax = plt.subplots(figsize=(6, 3.8))
     colors = {"fp32": "#1f77b4", "int8-dynamic": "#2ca02c", "int8-static": "#d62728"}
     markers = {"onnx": "o", "executorch": "s"}
+    labels = []
     for r in pts:
         ax.scatter(r["size"] / 1e6, r["latency_ms"]["p50"], c=colors.get(r["precision"], "#555"),
                    marker=markers.get(r["format"], "^"), s=60)
         acc = r["accuracy"].get("cosine_min")
         label = f"{r['device']} {r['artifact']}" + (f"\ncos {acc:.4f}" if acc is not None else "")
-        ax.annotate(label, (r["size"] / 1e6, r["latency_ms"]["p50"]), fontsize=7, xytext=(4, 4),
-                    textcoords="offset points")
+        labels.append(ax.annotate(label, (r["size"] / 1e6, r["latency_ms"]["p50"]), fontsize=7, xytext=(4, 4),
+                                  textcoords="offset points"))
     ax.set_xlabel("artifact size (MB)")
     ax.set_ylabel("p50 latency (ms)")
     ax.grid(alpha=0.3)
+    _widen(ax, "x", [r["size"] / 1e6 for r in pts])
+    _widen(ax, "y", [r["latency_ms"]["p50"] for r in pts])
+    _labels_inside(ax, labels)
     handles = [plt.Line2D([], [], color=c, marker="o", linestyle="", label=p) for p, c in colors.items()]
     handles += [plt.Line2D([], [], color="#555", marker=m, linestyle="", label=f) for f, m in markers.items()]
     ax.legend(handles=handles, fontsize=7, loc="best")
-    return _svg(fig)
+    return fig
 
 
-def accuracy_plot(rows: list[dict]) -> str | None:
-    """Task metric against p50 latency and against size, per variant, with the Pareto front drawn: the
-    variants no other one beats on both axes (latency only on real devices; emulated timings are not
-    latency)."""
+def tradeoff_plot(rows: list[dict]) -> str | None:
+    fig = tradeoff_figure(rows)
+    return None if fig is None else _svg(fig)
+
+
+def accuracy_figure(rows: list[dict]):
+    """The figure of `accuracy_plot` (None: nothing to draw)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -99,12 +168,13 @@ def accuracy_plot(rows: list[dict]) -> str | None:
             return r["latency_ms"]["p50"] if cost == "latency" else (r.get("size") or 0) / 1e6
 
         front = pareto(use, cost)
+        labels = []
         for r in use:
             ax.scatter(x_of(r), task_value(r) * 100, c=colors.get(r["precision"], "#555"),
                        marker=markers.get(r["format"], "^"), s=70 if r["key"] in front else 35,
                        edgecolors="black" if r["key"] in front else "none", zorder=3)
-            ax.annotate(r["recipe"], (x_of(r), task_value(r) * 100), fontsize=6, xytext=(4, 3),
-                        textcoords="offset points")
+            labels.append(ax.annotate(r["recipe"], (x_of(r), task_value(r) * 100), fontsize=6, xytext=(4, 3),
+                                      textcoords="offset points"))
         for device in sorted({r["device"] for r in use}):
             line = sorted((x_of(r), task_value(r) * 100) for r in use if r["key"] in front and r["device"] == device)
             if len(line) > 1:
@@ -113,11 +183,23 @@ def accuracy_plot(rows: list[dict]) -> str | None:
         ax.set_xlabel(label)
         ax.set_ylabel("task metric (%)")
         ax.grid(alpha=0.3)
+        _widen(ax, "x", [x_of(r) for r in use])
+        values = [task_value(r) * 100 for r in use]
+        _widen(ax, "y", values, cap=100.0 if values and max(values) <= 100 else None)
+        _labels_inside(ax, labels)
     handles = [plt.Line2D([], [], color=c, marker="o", linestyle="", label=k) for k, c in colors.items()]
     handles += [plt.Line2D([], [], color="#555", marker=m, linestyle="", label=f) for f, m in markers.items()]
     handles.append(plt.Line2D([], [], color="#888", linestyle="--", label="Pareto front"))
     axes[1].legend(handles=handles, fontsize=7, loc="best")
-    return _svg(fig)
+    return fig
+
+
+def accuracy_plot(rows: list[dict]) -> str | None:
+    """Task metric against p50 latency and against size, per variant, with the Pareto front drawn: the
+    variants no other one beats on both axes (latency only on real devices; emulated timings are not
+    latency)."""
+    fig = accuracy_figure(rows)
+    return None if fig is None else _svg(fig)
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -154,7 +236,7 @@ def render(report: dict) -> str:
             rows.append([e(r["recipe"]), e(r["target"]), e(r["artifact"]), e(str(r.get("threads", "-"))),
                          e(r["precision"]), markdown.mb(r["size"]),
                          f"{lat['p50']:.2f}", f"{lat['p90']:.2f}", f"{lat['p99']:.2f}", f"{lat['cv'] * 100:.1f}%",
-                         f"{r['peak_rss_kb'] / 1024:.0f} MiB", parity, e(markdown.task_cell(r)),
+                         markdown.mib(r["peak_rss_kb"]), parity, e(markdown.task_cell(r)),
                          "-" if acc is None else f"{acc:.4f}",
                          f"<span class=flag>{e(', '.join(r['flags']))}</span>" if r["flags"] else "-"])
         parts.append(_table(["recipe", "target", "artifact", "threads", "precision", "size", "p50 ms", "p90 ms", "p99 ms", "CV",
@@ -182,14 +264,15 @@ def render(report: dict) -> str:
     if comp:
         rows = []
         for row in comp["rows"]:
+            if not row["checks"]:
+                rows.append([e(row["key"]), "-", "-", "-", "-", "-", e(row["status"])])
             for c in row["checks"]:
-                pts = c["metric"] == "accuracy"
-                change = "-" if c["change"] is None else (f"{c['change']:+.2f} pt" if pts else f"{c['change'] * 100:+.1f}%")
                 status = f"<span class=fail>{c['status']}</span>" if c["status"] == "regressed" else e(c["status"])
-                rows.append([e(row["key"]), c["metric"], markdown.value(c["metric"], c["baseline"]),
-                             markdown.value(c["metric"], c["current"]), change, status + (f" ({e(c['detail'])})" if c["detail"] else "")])
+                rows.append([e(row["key"]), e(c["metric"]), markdown.value(c["metric"], c["baseline"]),
+                             markdown.value(c["metric"], c["current"]), markdown.change_cell(c),
+                             markdown.limit_cell(c), status + (f" ({e(c['detail'])})" if c["detail"] else "")])
         parts.append("<h2>Comparison with the baseline</h2>" + _table(
-            ["result", "metric", "baseline", "current", "change", "verdict"], rows))
+            ["result", "metric", "baseline", "current", "change", "limit", "verdict"], rows))
         if comp["notes"]:
             parts.append("<ul>" + "".join(f"<li>{e(n)}</li>" for n in comp["notes"]) + "</ul>")
     skipped = markdown.skipped_files(report)
@@ -201,5 +284,6 @@ def render(report: dict) -> str:
     rows = [[e(b["recipe"]), e(b["target"]), f"<code>{e(b['recipe_sha256'][:12])}</code>",
              e(", ".join(f"{k} {v}" for k, v in b["tools"].items()))] for b in report["builds"].values()]
     parts.append("<h2>Builds</h2>" + _table(["recipe", "target", "recipe sha256", "tools"], rows))
+    parts.append(f"<p class=units>{e(markdown.UNITS)}</p>")
     parts.append(f"<p class=muted>edgeslm {e(report['edgeslm_version'])}, {e(report['generated_at'])}</p></body></html>")
     return "\n".join(parts)

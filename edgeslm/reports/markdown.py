@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 
+UNITS = "Sizes in MB (10^6 bytes), memory in MiB (2^20 bytes)."  # the one unit convention of every report
+
+
 def mb(n) -> str:
+    """A file size in bytes as MB (10^6 bytes)."""
     return "-" if n is None else f"{n / 1e6:.1f} MB"
+
+
+def mib(kib) -> str:
+    """A memory figure in KiB (peak RSS) as MiB (2^20 bytes)."""
+    return "-" if kib is None else f"{kib / 1024:.0f} MiB"
 
 
 def _num(v, fmt=".2f") -> str:
@@ -12,11 +21,22 @@ def _num(v, fmt=".2f") -> str:
 
 
 def value(metric: str, v) -> str:
-    """A compared value in its unit: latency ms, peak RSS MiB (from kB), size MB, accuracy as is."""
+    """A compared value in its unit: latency ms, peak RSS MiB (from KiB), size MB, accuracy as is."""
     if v is None:
         return "-"
-    return {"latency": lambda x: f"{x:.2f} ms", "rss": lambda x: f"{x / 1024:.0f} MiB",
-            "size": lambda x: f"{x / 1e6:.1f} MB"}.get(metric, lambda x: f"{x:.4f}")(v)
+    return {"latency": lambda x: f"{x:.2f} ms", "rss": mib, "size": mb}.get(metric, lambda x: f"{x:.4f}")(v)
+
+
+def change_cell(c: dict) -> str:
+    """A check's change: relative in % (latency, rss, size), in points for accuracy; '-' when not compared."""
+    if c["change"] is None:
+        return "-"
+    return f"{c['change']:+.2f} pt" if c["metric"] == "accuracy" else f"{c['change'] * 100:+.1f}%"
+
+
+def limit_cell(c: dict) -> str:
+    """A check's limit: the largest increase allowed in % (latency, rss, size), the drop in points for accuracy."""
+    return f"{c['limit']:+.2f} pt" if c["metric"] == "accuracy" else f"+{c['limit'] * 100:.1f}%"
 
 
 def task_cell(r: dict) -> str:
@@ -105,7 +125,7 @@ def render(report: dict) -> str:
             out.append(f"| {r['recipe']} | {r['target']} | {r['artifact']} | {r.get('threads', '-')} | {r['precision']} | "
                        f"{mb(r['size'])} | "
                        f"{lat['p50']:.2f} | {lat['p90']:.2f} | {lat['p99']:.2f} | {lat['cv'] * 100:.1f}% | "
-                       f"{r['peak_rss_kb'] / 1024:.0f} MiB | {parity} | {task_cell(r)} | {accuracy} | "
+                       f"{mib(r['peak_rss_kb'])} | {parity} | {task_cell(r)} | {accuracy} | "
                        f"{', '.join(r['flags']) or '-'} |")
         gens = [r for r in rs if r.get("generation")]
         if gens:
@@ -140,14 +160,11 @@ def render(report: dict) -> str:
             if not row["checks"]:
                 out.append(f"| {row['key']} | - | - | - | - | - | {row['status']} |")
             for c in row["checks"]:
-                unit = " pt" if c["metric"] == "accuracy" else "%"
-                change = "-" if c["change"] is None else (
-                    f"{c['change']:+.2f}{unit}" if unit == " pt" else f"{c['change'] * 100:+.1f}%")
-                limit = f"{c['limit']:+.2f} pt" if unit == " pt" else f"+{c['limit'] * 100:.1f}%"
                 verdict = f"**{c['status']}**" if c["status"] == "regressed" else c["status"]
                 detail = f" ({c['detail']})" if c["detail"] else ""
                 out.append(f"| {row['key']} | {c['metric']} | {value(c['metric'], c['baseline'])} | "
-                           f"{value(c['metric'], c['current'])} | {change} | {limit} | {verdict}{detail} |")
+                           f"{value(c['metric'], c['current'])} | {change_cell(c)} | {limit_cell(c)} | "
+                           f"{verdict}{detail} |")
         if comp["notes"]:
             out += ["", *[f"- {n}" for n in comp["notes"]]]
         out.append("")
@@ -169,5 +186,5 @@ def render(report: dict) -> str:
         tools = ", ".join(f"{k} {v}" for k, v in b["tools"].items() if k in ("torch", "executorch", "onnxruntime",
                                                                               "transformers", "python"))
         out.append(f"| {b['recipe']} | {b['target']} | `{b['recipe_sha256'][:12]}` | {tools} |")
-    out += ["", f"_edgeslm {report['edgeslm_version']}, {report['generated_at']}_", ""]
+    out += ["", UNITS, "", f"_edgeslm {report['edgeslm_version']}, {report['generated_at']}_", ""]
     return "\n".join(out)
