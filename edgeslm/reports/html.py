@@ -214,8 +214,14 @@ def render(report: dict) -> str:
              f"<style>{CSS}</style></head><body><h1>edgeslm profiling report</h1>"]
     comp = report.get("comparison")
     if comp:
+        limits = f"; limits: {markdown.limits_text(comp['limits'])}" if comp.get("limits") else ""
         parts.append(('<p>Gate: <span class="fail">FAILED</span>' if comp["failed"]
-                      else '<p>Gate: <span class="pass">passed</span>') + e(markdown.partial(comp)) + "</p>")
+                      else '<p>Gate: <span class="pass">passed</span>') + e(markdown.partial(comp) + limits) + "</p>")
+    if report.get("summary"):
+        parts.append("<h2 id=summary>Summary</h2><p>Per device and task, the fastest artifact that passed its check "
+                     "on the device (emulated devices: the smallest, their timings are not latency).</p>"
+                     + _table(["device", "task", "pick", "p50", "size", "vs fp32", "vs baseline"],
+                              [[e(c) for c in row] for row in markdown.summary_rows(report)]))
     by_device: dict[str, list[dict]] = {}
     for r in report["results"]:
         by_device.setdefault(r["device"], []).append(r)

@@ -70,6 +70,7 @@ def test_the_shipped_workflow_runs_in_a_model_repository(tmp_path, sshd):
     assert "::step skipped:: Fetch the main branch's baseline" in log
     assert (main_state / "artifacts" / "edgeslm-baseline" / ".edgeslm-baseline.json").exists()
     assert (main_state / "artifacts" / "edgeslm-report" / "report.html").exists()
+    assert (main_state / "artifacts" / "edgeslm-report" / "report.xml").read_text().startswith("<?xml")
     assert "ok lab-pi: mymodel" in log and "emulated cortex-a72 device ci-pi4" in log
     assert (tmp_path / "lab-workdir" / "mymodel" / "current").is_symlink()
     # the key and known_hosts landed only in the runner's ~/.ssh, the key private to its user
