@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 
 from edgeslm.cli.app import main
-from edgeslm.cli import build, cache, devices, generation, inspect, report  # noqa: E402,F401  (registers the commands)
+from edgeslm.cli import build, cache, devices, generation, imports, inspect, report  # noqa: E402,F401  (registers the commands)
 
 __all__ = ["main"]
 

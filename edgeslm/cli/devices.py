@@ -298,8 +298,10 @@ def _print_profile(r, path) -> None:
     emu = " EMULATED: timings are not device latency" if d.emulated else ""
     click.echo(f"{d.name} ({d.arch}, {d.cpu_model}){emu}: {r.build.recipe} {a.name} [{a.precision}, {a.runtime}]")
     cos = r.parity.metric("cosine_min")
+    against = ("this file on the build host (imported: export fidelity not known)"
+               if r.parity.extra.get("against") == "build-host-run" else "eager PyTorch")
     click.echo(f"  parity on device: {'pass' if r.parity.passed else 'FAIL'} (cosine min {figure(cos, '.5f')} vs "
-               f"eager PyTorch, {r.parity.samples} samples)")
+               f"{against}, {r.parity.samples} samples)")
     click.echo(f"  latency ms (seq {s.seq_len}, {lat.n} runs, threads {s.threads}): "
                f"p50 {lat.p50:.2f}  p90 {lat.p90:.2f}  p99 {lat.p99:.2f}  mean {lat.mean:.2f} "
                f"± {lat.stdev:.2f}  CV {lat.cv * 100:.1f}%  min {lat.min:.2f}  max {lat.max:.2f}")

@@ -95,6 +95,12 @@ def build_for(arg: str, target_name: str, out: Path) -> Path:
     p = Path(arg)
     if (p / "manifest.json").is_file():
         return p
+    if p.suffix in (".onnx", ".pte") or (p.is_dir() and not p.suffix == ".toml"):
+        from edgeslm.cli.imports import not_a_build
+
+        hint = not_a_build(p)
+        if hint:
+            raise UserError(hint)
     from edgeslm.cli.console import quiet_native_output
     from edgeslm.config.catalog import find_recipe, load_target
     from edgeslm.pipeline import build, plan

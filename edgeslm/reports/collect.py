@@ -156,6 +156,8 @@ def rows(c: Collected) -> list[dict]:
         samples = [s for r in runs for s in r.samples_ms or []]
         lat = stats(samples) if samples else latest.latency_ms.to_dict()
         flags = {f for r in runs for f in r.flags}
+        if manifest is not None and manifest.reference.get("imported"):
+            flags.add("imported")  # checked against its own run on the build host, not a PyTorch model
         if len(runs) > 1 and lat["cv"] > NOISY_CV:
             flags.add("noisy")  # each run may be steady while they disagree with each other
         full = [r.task for r in runs if r.task is not None and r.task.whole]

@@ -136,7 +136,8 @@ def parity(session: Session, build_dir: str, manifest: dict, artifact: dict) -> 
     result["metrics"].append({"name": "max_abs_diff_vs_build_host", "value": host_err, "threshold": None,
                               "kind": "info", "passed": None})
     return {"passed": result["passed"], "samples": len(refs), "rows": result["rows"],
-            "against": "eager-pytorch-fp32", "metrics": result["metrics"]}
+            "against": ("build-host-run" if manifest["reference"].get("imported") else "eager-pytorch-fp32"),
+            "metrics": result["metrics"]}
 
 
 def evaluate(session: Session, build_dir: str, manifest: dict, artifact: dict, limit: int | None) -> dict:
