@@ -214,13 +214,40 @@ def _upload(dev: RemoteRunner, build: HostBuild, result: DeployResult, log, lock
         raise DeviceError(f"device {result.device}: not enough disk in {result.model_dir}: need "
                           f"{needed_bytes / 1e6:.1f} MB, {plan['free_bytes'] / 1e6:.1f} MB free "
                           "(free space or set another workdir)")
-    for path in sorted(set(need), key=lambda p: sizes[p]):
-        log(f"upload {path} ({sizes[path] / 1e6:.1f} MB)")
-        dev.put(build.folder / path, posixpath.join(staging, path))
+    todo = sorted(set(need), key=lambda p: sizes[p])
+    meter = UploadMeter(sum(sizes[p] for p in todo), log)
+    for i, path in enumerate(todo, 1):
+        log(f"upload [{i}/{len(todo)}] {path} ({sizes[path] / 1e6:.1f} MB)")
+        dev.put(build.folder / path, posixpath.join(staging, path), meter.file(path))
         result.sent_files += 1
         result.sent_bytes += sizes[path]
     # the device hashes every file against this build's manifest before it becomes a version
     dev.model("commit", recipe, version, "--manifest-sha256", build.manifest_sha256, "--lock", lock)
+
+
+class UploadMeter:
+    """Progress of a deploy's uploads: every EVERY seconds, the bytes sent of all, the rate and an ETA."""
+    EVERY = 5.0
+
+    def __init__(self, total: int, log):
+        self.total, self.log, self.done = total, log, 0
+        self.start = self.last = time.monotonic()
+
+    def file(self, path: str):
+        base = self.done
+
+        def progress(sent: int, size: int) -> None:
+            self.done = base + sent
+            now = time.monotonic()
+            if now - self.last < self.EVERY or sent >= size:
+                return
+            self.last = now
+            rate = self.done / max(now - self.start, 1e-9)
+            left = (self.total - self.done) / rate if rate > 0 else 0
+            self.log(f"  {path}: {self.done / 1e6:.1f} of {self.total / 1e6:.1f} MB sent, {rate / 1e6:.1f} MB/s, "
+                     f"about {left:.0f} s left")
+
+        return progress
 
 
 def rollback(name: str, device: Device, recipe: str | None, accept_new_host_key: bool = False,

@@ -207,8 +207,8 @@ class RemoteRunner:
             holder.close()
 
     # ---------------------------------------------------------------------------------- files
-    def put(self, local: Path, remote: str) -> None:
-        self.conn.put(local, remote)
+    def put(self, local: Path, remote: str, progress=None) -> None:
+        self.conn.put(local, remote, progress)
 
     def get(self, remote: str, local: Path, limit: int | None = None) -> None:
         self.conn.get(remote, local, limit=limit)

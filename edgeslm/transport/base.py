@@ -105,7 +105,9 @@ class Connector(Protocol):
         the last STDERR_TAIL bytes are kept (and `listen` hears its progress lines and passes on Ctrl-C)."""
         ...
 
-    def put(self, local: Path, remote: str) -> None: ...
+    def put(self, local: Path, remote: str, progress=None) -> None:
+        """Upload a file; `progress(sent_bytes, total_bytes)` is called as it goes."""
+        ...
 
     def get(self, remote: str, local: Path, limit: int | None = None) -> None:
         """Download a regular file; one larger than `limit` bytes is refused before (and while) downloading."""

@@ -49,9 +49,12 @@ class LocalConnector:
             os.close(write_end)
         return Completed(rc, out.decode(errors="replace"), err.decode(errors="replace"))
 
-    def put(self, local: Path, remote: str) -> None:
+    def put(self, local: Path, remote: str, progress=None) -> None:
         Path(remote).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(local, remote)
+        if progress:
+            size = Path(remote).stat().st_size
+            progress(size, size)
 
     def get(self, remote: str, local: Path, limit: int | None = None) -> None:
         local.parent.mkdir(parents=True, exist_ok=True)

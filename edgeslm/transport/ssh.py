@@ -312,12 +312,12 @@ class SSHConnector:
             self._sftp.get_channel().settimeout(self.io_timeout)
         return self._sftp
 
-    def put(self, local: Path, remote: str) -> None:
+    def put(self, local: Path, remote: str, progress=None) -> None:
         import paramiko
 
         try:
             self._mkdirs(posixpath.dirname(remote))
-            self.sftp().put(str(local), remote, confirm=True)
+            self.sftp().put(str(local), remote, callback=progress, confirm=True)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise self._lost(exc, f"upload of {local.name}") from None
 

@@ -97,3 +97,17 @@ def test_ctrl_c_over_ssh_keeps_what_was_measured_and_skips_the_rest(tmp_path, in
     assert res.partial.reason == "stopped by the host" and res.host_load is not None
     r = CliRunner().invoke(main, ["report", str(stored[-1])])
     assert r.exit_code == 0 and "partial" in r.output, r.output
+
+
+def test_upload_progress_says_bytes_rate_and_time_left(monkeypatch):
+    from edgeslm.profiling.deploy import UploadMeter
+
+    lines = []
+    meter = UploadMeter(30_000_000, lines.append)
+    monkeypatch.setattr(UploadMeter, "EVERY", 0.0)
+    first = meter.file("model.onnx")
+    first(5_000_000, 20_000_000)
+    first(20_000_000, 20_000_000)  # a file's end is not a progress line (the next file's line follows)
+    meter.file("model.pte")(4_000_000, 10_000_000)
+    assert len(lines) == 2 and lines[0].startswith("  model.onnx: 5.0 of 30.0 MB sent, ")
+    assert lines[1].startswith("  model.pte: 24.0 of 30.0 MB sent, ") and lines[1].endswith(" s left")
