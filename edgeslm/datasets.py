@@ -44,6 +44,7 @@ class Dataset:
     train: Split
     eval: Split
     facts: dict = field(default_factory=dict)  # counts, duplicates, source, sha256 -> manifest
+    validation: Split = field(default_factory=lambda: Split([], []))  # picks epochs; never reported as the result
 
 
 def detect_format(spec: DatasetSpec, path: Path | None) -> str:
@@ -325,14 +326,33 @@ def load_dataset(name: str, spec: DatasetSpec, base_dir: Path, file: str) -> Dat
         train, evals = items, [(t, ids[lb]) for t, lb in eval_records]
     train = _stratified(train, spec.max_train, rng)
     evals = _stratified(evals, spec.max_eval, rng)
+    train, validation = _hold_out(train, spec.validation_fraction, rng)
     if len({lb for _, lb in train}) < 2:
         raise reader.fail("the train split has fewer than two labels", "add texts or lower eval_fraction")
     if not evals:
         raise reader.fail("the eval split is empty", "add texts or raise eval_fraction")
     counts = {labels[i]: sum(1 for _, lb in train if lb == i) for i in range(len(labels))}
-    digest = hashlib.sha256(json.dumps([train, evals, labels]).encode()).hexdigest()
+    digest = hashlib.sha256(json.dumps([train, evals, labels, validation]).encode()).hexdigest()
     facts = {"source": spec.source, "format": fmt, "labels": labels, "train": len(train), "eval": len(evals),
+             "validation": len(validation),
              "train_per_label": counts, "duplicates_dropped": dupes, "empty_dropped": empty,
              "not_utf8_decoded_with_replacement": reader.replaced, "sha256": digest}
     return Dataset(name, labels, Split([t for t, _ in train], [lb for _, lb in train]),
-                   Split([t for t, _ in evals], [lb for _, lb in evals]), facts)
+                   Split([t for t, _ in evals], [lb for _, lb in evals]), facts,
+                   Split([t for t, _ in validation], [lb for _, lb in validation]))
+
+
+def _hold_out(items: list[tuple[str, int]], fraction: float, rng: random.Random):
+    """(train, validation): `fraction` of each label's texts held out, at least one of a label that has
+    three or more (so every label keeps at least two to train on), none when `fraction` is 0."""
+    if fraction <= 0:
+        return items, []
+    by: dict[int, list] = {}
+    for it in items:
+        by.setdefault(it[1], []).append(it)
+    held = set()
+    for lab in sorted(by):
+        group = by[lab]
+        k = max(1, round(fraction * len(group))) if len(group) >= 3 else 0
+        held.update(id(x) for x in rng.sample(group, k))
+    return [x for x in items if id(x) not in held], [x for x in items if id(x) in held]

@@ -46,9 +46,10 @@ def test_every_format_reads_the_same_data(tmp_path, fmt):
     src = write_dataset(tmp_path / fmt, per_label=30, fmt=fmt)
     d = load_dataset("topics", DatasetSpec(source=str(src)), tmp_path, "r.toml")
     assert d.labels == ["culture", "money", "tech"]
-    assert len(d.train) + len(d.eval) + d.facts["duplicates_dropped"] == 90
-    assert abs(len(d.eval) - 0.2 * (len(d.train) + len(d.eval))) <= 3
-    assert not set(d.train.texts) & set(d.eval.texts)
+    assert len(d.train) + len(d.validation) + len(d.eval) + d.facts["duplicates_dropped"] == 90
+    assert abs(len(d.eval) - 0.2 * (len(d.train) + len(d.validation) + len(d.eval))) <= 3
+    assert abs(len(d.validation) - 0.1 * (len(d.train) + len(d.validation))) <= 3
+    assert not set(d.train.texts) & set(d.eval.texts) and not set(d.validation.texts) & (set(d.train.texts) | set(d.eval.texts))
     assert set(d.eval.labels) == {0, 1, 2}  # stratified: every label in the eval split
     assert "topics" in planning.validate_file(recipe(tmp_path, src))
 
@@ -62,7 +63,7 @@ def test_split_by_file_and_seed(tmp_path):
     two = load_dataset("t", DatasetSpec(source=str(train), seed=4), tmp_path, "r.toml")
     assert one.eval.texts != two.eval.texts and one.facts["sha256"] != two.facts["sha256"]
     small = load_dataset("t", DatasetSpec(source=str(train), max_train=12, max_eval=3), tmp_path, "r.toml")
-    assert len(small.train) == 12 and len(small.eval) == 3
+    assert len(small.train) + len(small.validation) == 12 and len(small.eval) == 3
 
 
 def test_bad_data_is_named(tmp_path):

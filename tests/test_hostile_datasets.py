@@ -257,10 +257,10 @@ def test_csv_records_keep_line_separators_and_quoted_newlines(tmp_path):
             for t in texts:
                 w.writerow([f"{t} {i}", "a" if "two" in t else "b"])
     d = load(tmp_path, tmp_path / "d.csv", eval_fraction=0.25)
-    got = sorted(d.train.texts + d.eval.texts)
+    got = sorted(d.train.texts + d.validation.texts + d.eval.texts)
     assert len(got) == 12  # one text per record: U+2028 and quoted line breaks split none
     assert "one two words 0" in got and "first line second line 1" in got and 'say "hi", then go 2' in got
-    assert sorted(d.eval.labels + d.train.labels).count(d.labels.index("a")) == 4
+    assert sorted(d.eval.labels + d.validation.labels + d.train.labels).count(d.labels.index("a")) == 4
 
 
 def test_a_ragged_or_broken_csv_row_is_named(tmp_path):

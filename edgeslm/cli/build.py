@@ -122,22 +122,23 @@ def _summary(console, r) -> None:
 
     out = stdout_console()
     m = r.manifest
-    how = "cached, nothing to do" if r.cached else f"built in {m.build['seconds']:.1f}s"
+    how = (f"taken from the cache in {r.seconds:.1f} s (built earlier in {m.build['seconds']:.1f} s)" if r.cached
+           else f"built in {m.build['seconds']:.1f} s")
     if m.status != "ok":
-        how = f"VERIFICATION FAILED after {m.build['seconds']:.1f}s"
+        how = f"VERIFICATION FAILED after {m.build['seconds']:.1f} s"
     if r.note:
         out.print(f"[yellow]note:[/] {r.note}")
     generates = task_unit(m.task).generates
-    what = m.task if generates else f"int8 preset {m.target['quantization']['preset']}"
-    out.print(f"[bold]{m.recipe.name}[/] for [bold]{m.target['name']}[/] ({m.target['arch']}, {what}): "
-              f"{how} ({r.seconds:.2f}s now)")
+    int8 = any(a.precision.startswith("int8") for a in m.artifacts)
+    what = m.task if generates or not int8 else f"{m.task}, int8 preset {m.target['quantization']['preset']}"
+    out.print(f"[bold]{m.recipe.name}[/] for [bold]{m.target['name']}[/] ({m.target['arch']}, {what}): {how}")
     if generates:
         _generation_table(out, r)
         return
     table = Table(show_edge=False, pad_edge=False)
     for col in ("artifact", "precision", "size", "cosine min / p5", "max abs err", "KL max", "centred cos",
-                "top-1 (clear)", "verified", "notes"):
-        table.add_column(col)
+                "top-1 (clear)", "verified", "notes"):  # names and figures never cut; the notes wrap
+        table.add_column(col, no_wrap=col != "notes", overflow="fold", ratio=1 if col == "notes" else None)
     for a in m.artifacts:
         v = {x.name: x for x in a.verification.metrics}
 
@@ -174,7 +175,38 @@ def _summary(console, r) -> None:
     if seqs:
         out.print(f"  verified on {len(seqs)} texts of {min(seqs)}-{max(seqs)} tokens (max_seq_len "
                   f"{m.shapes['max_seq_len']}), batch {m.shapes['batch_size']}")
+    _training(out, m)
+    _task_scores(out, m)
     _warnings(out, m)
+
+
+def _training(out, m) -> None:
+    """Which epoch each training step kept, and on what it was picked."""
+    for p in m.passes:
+        for what, facts in (("finetune", p if p.get("type") == "finetune" else None),
+                            ("recovery", p.get("recovery") if isinstance(p.get("recovery"), dict) else None)):
+            if facts and "kept_epoch" in facts:
+                stop = ", stopped early" if facts.get("stopped_early") else ""
+                out.print(f"  {what}: kept epoch {facts['kept_epoch']} of {facts.get('epochs_run')}{stop}, picked on "
+                          f"the {facts.get('picked_on', 'eval split')}")
+
+
+def _task_scores(out, m) -> None:
+    """The task metric on the eval split (which picked nothing): before compression and per artifact, and per
+    class for the first artifact."""
+    e = m.evaluation
+    if e is None:
+        return
+    base = e.original.value
+    parts = [f"{fmt} {s.value:.4f} ({(s.value - base) * 100:+.2f} pt)" for fmt, s in e.artifacts.items()]
+    out.print(f"  {e.metric} on {e.eval_texts} eval texts: before compression {base:.4f}; " + "; ".join(parts))
+    first = next(iter(e.artifacts.items()), None)
+    per = (first[1].model_extra or {}).get("per_class") if first else None
+    labels = (e.model_extra or {}).get("labels") or m.model.get("labels") or []
+    if per:
+        names = labels if len(labels) == len(per) else [str(k) for k in range(len(per))]
+        f1 = ", ".join(f"{n} {c['f1']:.3f}" if c.get("f1") is not None else f"{n} -" for n, c in zip(names, per))
+        out.print(f"  per class F1 ({first[0]}): {f1}")
 
 
 def _warnings(out, m) -> None:

@@ -37,6 +37,10 @@ class DatasetSpec(StrictModel):
     eval_fraction: float = Field(0.2, gt=0, lt=1, description="Share held out for evaluation when there "
                                  "is no eval_source (stratified by label).")
     seed: int = Field(0, ge=0, description="Seed of the train/eval split.")
+    validation_fraction: float = Field(
+        0.1, ge=0, lt=1, description="Share of the train texts held out (stratified, seeded) to pick the best "
+        "epoch and stop early. The eval split, which is reported, never picks anything, so its figures carry no "
+        "selection bias. 0: no validation split (every epoch runs and the last one is kept).")
     max_train: int = Field(0, ge=0, description="Use at most this many training texts (0 = all; stratified).")
     max_eval: int = Field(0, ge=0, description="Use at most this many eval texts (0 = all; stratified).")
     encoding_errors: Literal["strict", "replace"] = Field(

@@ -223,8 +223,14 @@ class TrainingSpec(StrictModel):
     distill_weight: float = Field(0.5, ge=0, le=1, description="Share of the distillation loss "
                                   "(the rest is cross-entropy with the labels).")
     temperature: float = Field(2.0, gt=0, le=20, description="Softmax temperature of distillation.")
-    eval_each_epoch: bool = Field(True, description="Evaluate on the eval split after each epoch and keep "
-                                  "the best checkpoint.")
+    eval_each_epoch: bool = Field(True, description="Score the dataset's validation split (held out of the "
+                                  "train texts, see validation_fraction) after each epoch and keep the best "
+                                  "checkpoint. The eval split, which is reported, is never used to pick.")
+    patience: int = Field(0, ge=0, le=100, description="Stop when the validation accuracy has not improved "
+                          "for this many epochs (0: run every epoch).")
+    class_weights: Literal["none", "balanced"] = Field(
+        "none", description="balanced: weight each class's loss by total / (classes x its train texts), so a "
+        "rare class counts as much as a common one.")
 
 
 @register_config

@@ -119,21 +119,27 @@ def nearest_centroid(embeddings, centroids):
 
 
 def task_metric(metric: str, predicted, targets, classes: int) -> dict:
-    """Accuracy and macro-F1 of class predictions; `value` is the one `metric` names."""
+    """Accuracy and macro-F1 of class predictions; `value` is the one `metric` names. Also per class (by class id):
+    precision, recall, F1 and support, and the confusion matrix (rows: true class, columns: predicted)."""
     import numpy as np
 
     pred, true = np.asarray(predicted).reshape(-1), np.asarray(targets).reshape(-1)
     acc = float((pred == true).mean()) if true.size else 0.0
-    f1s = []
+    f1s, per_class = [], []
     for k in range(classes):
         tp = int(((pred == k) & (true == k)).sum())
         fp = int(((pred == k) & (true != k)).sum())
         fn = int(((pred != k) & (true == k)).sum())
-        if tp + fp + fn:
-            f1s.append(2 * tp / (2 * tp + fp + fn))
+        f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else None
+        if f1 is not None:
+            f1s.append(f1)
+        per_class.append({"precision": tp / (tp + fp) if tp + fp else None, "recall": tp / (tp + fn) if tp + fn else None,
+                          "f1": f1, "support": tp + fn})
+    confusion = [[int(((true == i) & (pred == j)).sum()) for j in range(classes)] for i in range(classes)]
     macro = float(sum(f1s) / len(f1s)) if f1s else 0.0
     value = acc if metric == "accuracy" else macro
-    return {"metric": metric, "value": value, "accuracy": acc, "macro_f1": macro, "n": int(true.size)}
+    return {"metric": metric, "value": value, "accuracy": acc, "macro_f1": macro, "n": int(true.size),
+            "per_class": per_class, "confusion": confusion}
 
 
 def log_softmax(x):

@@ -61,8 +61,9 @@ def test_finetune_learns_the_topics(trainable, topics):
     facts = train(model, topics, FinetuneConfig(epochs=8, learning_rate=5e-3), 64)
     after = accuracy(model, topics.eval.texts, topics.eval.labels, 64)
     assert before < 0.6 and after > 0.85
-    assert facts["kept_epoch"] == max(facts["history"], key=lambda e: e["eval_accuracy"])["epoch"]
-    assert len(facts["history"]) == 8 and all("train_loss" in e for e in facts["history"])
+    best = max(facts["history"], key=lambda e: (e["validation_accuracy"], -e["validation_loss"]))
+    assert facts["kept_epoch"] == best["epoch"] and facts["picked_on"].startswith("validation split")
+    assert len(facts["history"]) == 8 and all("train_loss" in e and "validation_loss" in e for e in facts["history"])
     head_only = _classifier(trainable, "bert", topics)
     encoder = {n: p.clone() for n, p in head_only.hf.named_parameters() if n.startswith("bert.")}
     train(head_only, topics, FinetuneConfig(epochs=1, learning_rate=5e-3, train="head"), 64)
@@ -124,3 +125,20 @@ def test_recovery_after_pruning_with_distillation(trainable, topics):
                                    recovery=TrainingSpec(epochs=3, learning_rate=3e-3, distill="teacher")))
     assert facts["recovery"]["distilled"] and len(facts["recovery"]["history"]) == 3
     assert accuracy(model, topics.eval.texts, topics.eval.labels, 64) >= tuned - 0.15
+
+
+def test_epochs_are_picked_on_a_validation_split_the_eval_split_never_sees(topics, trainable):
+    """The validation texts come out of the train split, stratified; the eval split (what the build reports)
+    shares no text with either; patience stops early; balanced class weights train."""
+    train_set, val, ev = set(topics.train.texts), set(topics.validation.texts), set(topics.eval.texts)
+    assert val and not (val & train_set) and not (val & ev) and not (train_set & ev)
+    assert set(topics.validation.labels) == set(range(len(topics.labels)))
+    model = _classifier(trainable, "bert", topics)
+    facts = train(model, topics, FinetuneConfig(epochs=20, learning_rate=0.3, patience=2,
+                                                class_weights="balanced"), 64)
+    assert facts["stopped_early"] and facts["epochs_run"] < 20 and facts["class_weights"] == "balanced"
+    assert facts["epochs_run"] - facts["kept_epoch"] == 2
+    none = load_dataset("topics", DatasetSpec(source=str(topics.facts["source"]), validation_fraction=0),
+                        Path("."), "test")
+    facts = train(_classifier(trainable, "bert", none), none, FinetuneConfig(epochs=2, learning_rate=5e-3), 64)
+    assert facts["picked_on"] == "last epoch (no validation split)" and facts["kept_epoch"] == 2
