@@ -47,6 +47,16 @@ class EvalSet:
             self._cache[which, size] = [self.tokenize(g, self.max_len, self.min_len) for g in groups]
         return self._cache[which, size]
 
+    def digest(self) -> str:
+        """What the score depends on besides the model: texts, targets, metric, lengths, the probe's texts."""
+        import hashlib
+        import json
+
+        return hashlib.sha256(json.dumps([self.task, self.metric, self.labels, self.texts, self.targets.tolist(),
+                                          self.max_len, self.min_len, self.centroid_texts,
+                                          None if self.centroid_labels is None else self.centroid_labels.tolist()]
+                                         ).encode()).hexdigest()[:32]
+
     def _outputs(self, run: Callable[[dict], np.ndarray], batches: list[dict], n: int) -> np.ndarray:
         return np.concatenate([np.asarray(run(b), dtype=np.float64) for b in batches])[:n]
 

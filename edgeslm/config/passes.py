@@ -256,6 +256,7 @@ class PruneConfig(PassConfig):
     matrices (what CPU runtimes turn into speed), then recover with a short fine-tune."""
 
     summary: ClassVar[str] = "remove attention heads and FFN neurons by measured importance"
+    cacheable: ClassVar[bool] = True  # its result (pruned shapes and recovered weights) is reused across recipes
     type: Literal["prune"] = "prune"
     heads: float = Field(0.0, ge=0, lt=1, description="Share of attention heads removed in every layer "
                          "(at least one head stays).")

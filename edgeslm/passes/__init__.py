@@ -46,12 +46,31 @@ def handler_for(cfg: PassConfig, where: str = "passes") -> Callable:
 def run_passes(ctx: PassContext, passes, before_compression: Callable[[PassContext], None], cache=None) -> None:
     """Run `passes` in order; `before_compression` is called once, just before the first pass that
     compresses (or after the last pass when none does). `cache` (edgeslm.passes.cache.PassCache) skips
-    the longest leading run of cacheable passes whose result it holds, and keeps what it computes."""
-    recorded = False
-    start = 0
+    the longest leading run of cacheable passes whose result it holds, and keeps what it computes; when that
+    run goes past the first compressing pass, the model before compression is loaded from the cache first so
+    `before_compression` sees it. ctx.memo(name, compute) keeps a value computed on that model."""
+    first = next((i for i, cfg in enumerate(passes) if cfg.compresses), len(passes))
+    recorded, start = False, 0
     if cache is not None:
-        start, facts = cache.restore(ctx, passes)
-        ctx.facts += facts
+        ctx.memo = lambda name, compute: cache.remember(passes, first, name, compute)
+        avail = cache.available(passes)
+        if first > 0 and first not in avail:  # the model before compression is not kept: run from there
+            avail = {u for u in avail if u <= first}
+        best = max(avail, default=0)
+        before = []
+        if best > first and first > 0:
+            before = cache.load(ctx, passes, first)
+            if before is None:
+                best = 0
+        if best > first:
+            before_compression(ctx)
+            recorded = True
+            facts = cache.load(ctx, passes, best)
+            start, ctx.facts = (best, ctx.facts + facts) if facts is not None else (first, ctx.facts + before)
+        elif best > 0:
+            facts = cache.load(ctx, passes, best)
+            if facts is not None:
+                start, ctx.facts = best, ctx.facts + facts
     for i, cfg in enumerate(passes):
         if i < start:
             continue

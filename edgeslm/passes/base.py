@@ -32,6 +32,9 @@ class PassContext:
     teacher: Any = None  # the model before compression (set by the pipeline's hook)
     progress: Callable[[str], None] = lambda message: None  # one-line progress (epochs, accuracy)
     warnings: list[str] = field(default_factory=list)  # for the build's warnings (console and manifest)
+    # memo(name, compute): a JSON value computed on the model before compression, kept across builds (set by
+    # run_passes when passes are cached); None: compute it
+    memo: Callable[[str, Callable], Any] | None = None
 
     def max_len(self, override: int | None = None) -> int:
         return override or self.recipe.inputs.max_seq_len

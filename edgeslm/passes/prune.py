@@ -186,6 +186,12 @@ def prune_heads(a: Attention, channel_scores: torch.Tensor, share: float) -> int
     kept = _keep_top(per_head, heads, share)
     if len(kept) == heads:
         return 0
+    cut_heads(a, kept)
+    return heads - len(kept)
+
+
+def cut_heads(a: Attention, kept: torch.Tensor) -> None:
+    """Keep only the heads `kept` (indices): q/k/v rows, output-projection columns, the owner's head count."""
     channels = (kept[:, None] * a.head_dim + torch.arange(a.head_dim)[None, :]).reshape(-1)
     for lin in (a.q, a.k, a.v):
         _rows(lin, channels)
@@ -195,7 +201,6 @@ def prune_heads(a: Attention, channel_scores: torch.Tensor, share: float) -> int
             setattr(a.owner, attr, len(kept))
     if hasattr(a.owner, "all_head_size"):
         a.owner.all_head_size = len(kept) * a.head_dim
-    return heads - len(kept)
 
 
 def prune_neurons(f: FFN, scores: torch.Tensor, share: float) -> int:
@@ -206,6 +211,23 @@ def prune_neurons(f: FFN, scores: torch.Tensor, share: float) -> int:
     _rows(f.up, kept)
     _cols(f.down, kept)
     return n - len(kept)
+
+
+def fit_to(hf, state: dict) -> None:
+    """Give an unpruned model the pruned shapes a cached state dict holds (head counts and FFN widths), so the
+    state loads into it: which heads and neurons were kept does not matter, the weights are all replaced."""
+    names = {id(m): n for n, m in hf.named_modules()}
+    attn, ffn = structure(hf)
+    for a in attn:
+        rows = state.get(f"{names[id(a.q)]}.weight")
+        if rows is not None and rows.shape[0] != a.q.out_features:
+            cut_heads(a, torch.arange(rows.shape[0] // a.head_dim))
+    for f in ffn:
+        rows = state.get(f"{names[id(f.up)]}.weight")
+        if rows is not None and rows.shape[0] != f.up.out_features:
+            idx = torch.arange(rows.shape[0])
+            _rows(f.up, idx)
+            _cols(f.down, idx)
 
 
 def _rows(lin: torch.nn.Linear, idx: torch.Tensor) -> None:

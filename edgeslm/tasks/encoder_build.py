@@ -25,7 +25,8 @@ from edgeslm.tasks.base import Exported, ManifestBody, TaskBuild
 
 EAGER_BATCH = 16  # eager PyTorch scores the eval split in batches of this size (exact up to float)
 # the code a cached fine-tuning result depends on (a change elsewhere does not redo it)
-CACHED_PASS_CODE = ("passes/__init__.py", "passes/base.py", "passes/cache.py", "passes/finetune.py", "models/loader.py",
+CACHED_PASS_CODE = ("passes/__init__.py", "passes/base.py", "passes/cache.py", "passes/finetune.py", "passes/prune.py",
+                    "models/loader.py", "evaluate.py", "contract/parity.py",
                     "datasets.py", "config/passes.py", "config/data.py", "texts.py")
 
 
@@ -108,8 +109,14 @@ class EncoderBuild(TaskBuild):
         model = self.model
         self.before["outputs"] = [eager(model, s) for s in self.samples]
         if self.evalset is not None:
-            with self.b.log.step("evaluate: model before compression"):
-                self.before["metric"] = self.evalset.score(lambda x: eager(model, x), EAGER_BATCH)
+            def score():
+                with self.b.log.step("evaluate: model before compression"):
+                    return self.evalset.score(lambda x: eager(model, x), EAGER_BATCH)
+
+            if pctx.memo is None:
+                self.before["metric"] = score()
+            else:  # the variants of a recipe family score the model before compression once
+                self.before["metric"] = pctx.memo(f"original-metric-{self.evalset.digest()}", score)
         if any(getattr(p, "distill", "none") == "teacher" or
                (isinstance(p, PruneConfig) and p.recovery is not None and p.recovery.distill == "teacher")
                for p in self.b.recipe.passes):
