@@ -14,7 +14,9 @@ Ratios are against the unpruned int8 artifact of the same format (the target: pr
 accuracy against the fine-tuned fp32 model (the target: at most 1 point lost).
 
     .venv/bin/python benchmarks/compression_bench.py [--iters 200] [--threads 2] [--out build/bench]
-        [--reuse]   (reuse builds in --out instead of building from scratch)
+
+A second run reuses the builds in --out (they are cached by content in --out/.cache, fine-tuning and pruning
+included); remove --out for cold builds.
 """
 
 from __future__ import annotations

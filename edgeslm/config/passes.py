@@ -218,8 +218,13 @@ class TrainingSpec(StrictModel):
     train: Literal["full", "head"] = Field("full", description="full: every weight; head: only the "
                                            "classification head (the encoder stays frozen).")
     distill: Literal["none", "teacher"] = Field(
-        "none", description="teacher: learn from the model as it was before compression (soft targets, "
-        "KL at `temperature`) as well as from the labels.")
+        "none", description="teacher: learn from a teacher's soft targets (KL at `temperature`) as well as from "
+        "the labels; the teacher is the model as it was before compression, or `teacher`.")
+    teacher: str | None = Field(
+        None, min_length=1, description="With distill = \"teacher\": another model to learn from (a folder, "
+        "'pkg:package/sub' or a hub id; relative paths start at the recipe), e.g. a larger classifier fine-tuned "
+        "on these labels. It must take the same token ids (the same tokenizer vocabulary) and score the same "
+        "labels.")
     distill_weight: float = Field(0.5, ge=0, le=1, description="Share of the distillation loss "
                                   "(the rest is cross-entropy with the labels).")
     temperature: float = Field(2.0, gt=0, le=20, description="Softmax temperature of distillation.")

@@ -35,6 +35,8 @@ class PassContext:
     # memo(name, compute): a JSON value computed on the model before compression, kept across builds (set by
     # run_passes when passes are cached); None: compute it
     memo: Callable[[str, Callable], Any] | None = None
+    # load_teacher(source): an external teacher (a pass's `teacher`), loaded once and checked against the model
+    load_teacher: Callable[[str], Any] | None = None
 
     def max_len(self, override: int | None = None) -> int:
         return override or self.recipe.inputs.max_seq_len

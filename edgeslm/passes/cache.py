@@ -27,8 +27,9 @@ def store_dir() -> Path:
 
 
 class PassCache:
-    def __init__(self, base: dict, dataset_sha: callable, read: bool = True):
+    def __init__(self, base: dict, dataset_sha: callable, read: bool = True, source_sha: callable = str):
         self.base, self.dataset_sha, self.read = base, dataset_sha, read  # read=False: build --force
+        self.source_sha = source_sha  # an external teacher's files, by content
 
     def _prefix(self, passes) -> int:
         """How many leading passes may be cached: those whose config class is cacheable (fine-tuning, and
@@ -48,7 +49,9 @@ class PassCache:
             recovery = getattr(cfg, "recovery", None)
             if recovery is not None:
                 names.append(getattr(recovery, "dataset", None) or names[0])
-            chain.append({"config": data, "data": [self.dataset_sha(n) for n in names]})
+            teachers = [t for t in (getattr(cfg, "teacher", None), getattr(recovery, "teacher", None)) if t]
+            chain.append({"config": data, "data": [self.dataset_sha(n) for n in names],
+                          "teachers": [self.source_sha(t) for t in teachers]})
         text = json.dumps({**self.base, "passes": chain}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
 

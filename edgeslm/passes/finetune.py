@@ -26,8 +26,17 @@ PROGRESS_EVERY = 20.0  # seconds between progress lines within an epoch
 
 def run(ctx, cfg: FinetuneConfig) -> dict:
     dataset = ctx.datasets(cfg.dataset)
-    teacher = ctx.teacher if cfg.distill == "teacher" else None
+    teacher = teacher_for(ctx, cfg)
     return train(ctx.model, dataset, cfg, ctx.max_len(cfg.max_seq_len), teacher, ctx.progress, "finetune")
+
+
+def teacher_for(ctx, cfg: TrainingSpec):
+    """The model a training step distils from: none, the model before compression, or an external one."""
+    if cfg.distill != "teacher":
+        return None
+    if cfg.teacher:
+        return ctx.load_teacher(cfg.teacher)
+    return ctx.teacher
 
 
 def _batches(model, texts, labels, size, max_len, rng):

@@ -92,7 +92,9 @@ def run(ctx, cfg: PruneConfig) -> dict:
                  f"{before['ffn'] - after['ffn']} of {before['ffn']} FFN neurons; parameters "
                  f"{_count(before['params'])} -> {_count(after['params'])}")
     if cfg.recovery is not None:
-        teacher = ctx.teacher if cfg.recovery.distill == "teacher" else None
+        from edgeslm.passes.finetune import teacher_for
+
+        teacher = teacher_for(ctx, cfg.recovery)
         facts["recovery"] = train(model, ctx.datasets(cfg.recovery.dataset or cfg.dataset), cfg.recovery,
                                   ctx.max_len(cfg.recovery.max_seq_len), teacher, ctx.progress, "recovery")
     return facts

@@ -42,6 +42,17 @@ def check_files(loaded: LoadedRecipe) -> None:
             if importlib.util.find_spec("datasets") is None:
                 raise ConfigError(file, f"datasets.{name}.source", "a hub dataset needs the package 'datasets', "
                                   "which is not installed", "pip install datasets (or point the source at a local file)")
+    for i, p in enumerate(recipe.passes):
+        for where, spec in ((f"passes[{i}].teacher", getattr(p, "teacher", None)),
+                            (f"passes[{i}].recovery.teacher", getattr(getattr(p, "recovery", None), "teacher", None))):
+            if spec:
+                from edgeslm.errors import ModelSourceError
+                from edgeslm.models.sources import resolve_source
+
+                try:
+                    resolve_source(spec, loaded.base_dir, download=False)
+                except ModelSourceError as exc:
+                    raise ConfigError(file, where, str(exc), "point it at the teacher model's folder") from None
 
 
 def check_plan(loaded: LoadedRecipe, target: Target) -> None:

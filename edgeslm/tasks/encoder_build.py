@@ -103,7 +103,30 @@ class EncoderBuild(TaskBuild):
         self.before: dict = {}
         self.ref_file: dict = {}
         return PassContext(model=model, recipe=recipe, datasets=datasets, calibration=calibration, step=b.log.step,
-                           progress=getattr(b.log, "progress", lambda m: None))
+                           progress=getattr(b.log, "progress", lambda m: None), load_teacher=self.teacher)
+
+    def teacher(self, source: str):
+        """An external teacher (a training step's `teacher`), loaded once: the same token ids and labels as the
+        model, or a ConfigError naming the source."""
+        from edgeslm.models.loader import load_model
+        from edgeslm.models.sources import resolve_source
+
+        cache = self.__dict__.setdefault("_teachers", {})
+        if source not in cache:
+            b, model = self.b, self.model
+            with b.log.step(f"load teacher {source}"):
+                t = load_model(resolve_source(source, b.loaded.base_dir), b.recipe.model.task)
+            if t.tokenizer.get_vocab() != model.tokenizer.get_vocab():
+                raise ConfigError(b.file, "passes.teacher", f"teacher {source} tokenizes differently from the model "
+                                  "(another vocabulary)", "distil from a teacher with the model's tokenizer")
+            want = [str(x) for x in (self.labels or list(getattr(model.hf.config, "id2label", {}).values()))]
+            have = [str(x) for x in getattr(t.hf.config, "id2label", {}).values()]
+            if want and have != want:
+                raise ConfigError(b.file, "passes.teacher", f"teacher {source} scores labels {have[:6]}, the model "
+                                  f"{want[:6]}", "distil from a teacher fine-tuned on these labels, in this order")
+            t.hf.eval()
+            cache[source] = t
+        return cache[source]
 
     def before_compression(self, pctx) -> None:
         model = self.model
@@ -117,20 +140,23 @@ class EncoderBuild(TaskBuild):
                 self.before["metric"] = score()
             else:  # the variants of a recipe family score the model before compression once
                 self.before["metric"] = pctx.memo(f"original-metric-{self.evalset.digest()}", score)
-        if any(getattr(p, "distill", "none") == "teacher" or
-               (isinstance(p, PruneConfig) and p.recovery is not None and p.recovery.distill == "teacher")
+        if any((getattr(p, "distill", "none") == "teacher" and not getattr(p, "teacher", None)) or
+               (isinstance(p, PruneConfig) and p.recovery is not None and p.recovery.distill == "teacher"
+                and not p.recovery.teacher)
                for p in self.b.recipe.passes):
             pctx.teacher = copy.deepcopy(model)
 
     def pass_cache(self):
         from edgeslm.artifacts import cache as build_cache
+        from edgeslm.models.sources import resolve_source
         from edgeslm.passes.cache import PassCache
 
         b = self.b
         return PassCache({"model": b.model_files, "model_spec": b.recipe.model.model_dump(mode="json"),
                           "max_seq_len": self.max_len, "tools": b.tools,
                           "code": build_cache.code_hash(CACHED_PASS_CODE)},
-                         lambda name: self.datasets(name).facts["sha256"], read=not b.force)
+                         lambda name: self.datasets(name).facts["sha256"], read=not b.force,
+                         source_sha=lambda spec: resolve_source(spec, b.loaded.base_dir).fingerprint())
 
     def after_passes(self, pctx) -> None:
         from edgeslm.verify import thresholds
