@@ -47,6 +47,9 @@ def resolve_settings(device) -> dict:
         "user": device.user or found.get("user") or os.environ.get("USER", "root"),
         "identity_file": str(Path(identity).expanduser()) if identity else None,
         "proxy_jump": found.get("proxyjump"),
+        # paramiko has expanded %h, %p, %r in it; OpenSSH takes the first of ProxyJump and ProxyCommand it
+        # reads, edgeslm ProxyJump when both are set
+        "proxy_command": found.get("proxycommand"),
         "known_hosts": str(Path(device.known_hosts).expanduser()),
         "timeout": device.connect_timeout,
         "io_timeout": device.io_timeout,
@@ -170,10 +173,19 @@ class SSHConnector:
             raise _Retry(where, exc) from None
 
     def _open_socket(self):
-        """A TCP connection to the device, or a channel through the ProxyJump host; wrapped so the
-        watchdog knows when bytes last arrived."""
+        """A TCP connection to the device, a channel through the ProxyJump host, or the pipes of the
+        ProxyCommand (~/.ssh/config); wrapped so the watchdog knows when bytes last arrived."""
         s = self.settings
         jump = s.get("proxy_jump")
+        command = s.get("proxy_command")
+        if (not jump or jump.lower() == "none") and command and command.lower() != "none":
+            import paramiko
+
+            try:
+                self._sock = Watched(paramiko.ProxyCommand(command))
+            except (paramiko.SSHException, OSError) as exc:
+                raise _Retry(f"ProxyCommand {command!r}", exc) from None
+            return self._sock
         if not jump or jump.lower() == "none":
             try:
                 raw = socket.create_connection((s["hostname"], s["port"]), timeout=s["timeout"])

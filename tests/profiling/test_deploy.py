@@ -198,8 +198,31 @@ def test_profile_over_ssh(tmp_path, inventory, tiny_builds):
         assert json.loads(m.path.read_text()) == r.to_dict()  # what is stored is the typed record
 
 
+RELAY = """import socket, sys, threading
+open(sys.argv[3], "a").write(f"{sys.argv[1]}:{sys.argv[2]}\\n")
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+def up():
+    while True:
+        b = sys.stdin.buffer.raw.read(65536)
+        if not b:
+            s.shutdown(socket.SHUT_WR)
+            return
+        s.sendall(b)
+threading.Thread(target=up, daemon=True).start()
+while True:
+    b = s.recv(65536)
+    if not b:
+        break
+    sys.stdout.buffer.write(b)
+    sys.stdout.buffer.flush()
+"""
+
+
 def test_ssh_config_alias_and_proxyjump(tmp_path, inventory, tiny_builds, sshd, monkeypatch):
-    """host = an alias from ~/.ssh/config: HostName, User, Port, IdentityFile and ProxyJump apply."""
+    """host = an alias from ~/.ssh/config: HostName, User, Port, IdentityFile, ProxyJump and ProxyCommand (a
+    relay that the device is reached through, with %h and %p expanded) apply."""
+    relay = tmp_path / "relay.py"
+    relay.write_text(RELAY)
     cfg = tmp_path / "ssh_config"
     cfg.write_text(f"""Host mypi
     HostName 127.0.0.1
@@ -213,15 +236,23 @@ Host viajump
     User root
     IdentityFile {sshd.client_key}
     ProxyJump root@127.0.0.1:{sshd.port}
+
+Host viacommand
+    HostName 127.0.0.1
+    Port {sshd.port}
+    User root
+    IdentityFile {sshd.client_key}
+    ProxyCommand {sys.executable} {relay} %h %p {tmp_path / "relayed"}
 """)
     monkeypatch.setenv("EDGESLM_SSH_CONFIG", str(cfg))
     inv = tmp_path / "devices.toml"
-    for alias in ("mypi", "viajump"):
+    for alias in ("mypi", "viajump", "viacommand"):
         inv.write_text(f'[devices.{alias}]\nhost = "{alias}"\nknown_hosts = "{inventory.known_hosts}"\n'
                        f'target = "host"\nworkdir = "{tmp_path / alias}"\npython = "{sys.executable}"\n')
         inventory.known_hosts.write_text(sshd.known_hosts_line() + "\n")
         r = deploy(tiny_builds["v1"], alias, _dev(inv, alias), log=lambda m: None)
         assert r.sent_files > 0 and _current(tmp_path / alias) == f"versions/{r.version}"
+    assert (tmp_path / "relayed").read_text().startswith(f"127.0.0.1:{sshd.port}\n")  # through the relay
 
 
 def test_runner_runs_on_python_3_9(tmp_path, tiny_builds):
