@@ -26,7 +26,24 @@ def _route_warnings() -> None:
         logger.propagate = False
 
 
-class EdgeGroup(click.Group):
+class FullHelpGroup(click.Group):
+    """Lists each command with its whole first sentence, wrapped, instead of click's cut at the terminal width
+    ("Build RECIPE (a file or a shipped recipe name; default: the...")."""
+
+    def format_commands(self, ctx, formatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(limit=400)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+    group_class = type  # subgroups (devices, cache, ...) are of this class too
+
+
+class EdgeGroup(FullHelpGroup):
     def invoke(self, ctx):
         _route_warnings()
         try:

@@ -232,7 +232,9 @@ def rollback(name, recipe, out, devices_file, accept_new_host_key) -> None:
 @click.option("--prompt-lengths", type=IntList(1, MAX_TOKENS), default=None,
               help="text-generation: prompt lengths whose time to first token is measured, comma-separated, as "
                    "llama-bench's -p (default: 32,128,512 where they fit the KV cache).")
-@click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("build"), show_default=True)
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("build"), show_default=True,
+              help="Build folder root: a recipe given here is built into <out>/<recipe>/<target>, and the results "
+                   "land in its profiles/<device>/.")
 @devices_option
 @accept_option
 @json_option

@@ -35,7 +35,8 @@ MIN_WINDOW = 8  # tokens: a window scores at least 3
               help="Sampling seed (the same seed gives the same text).")
 @click.option("--artifact", default=None, help="Which of the build's artifacts runs (executorch or onnx; "
               "default: the first of the recipe's formats).")
-@click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("build"), show_default=True)
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("build"), show_default=True,
+              help="Build folder root: a recipe given here is built into <out>/<recipe>/<target>.")
 @devices_option
 @accept_option
 def run(build_or_recipe, prompt, name, max_new_tokens, chat, threads, sample, temperature, top_k, top_p, seed,

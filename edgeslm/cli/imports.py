@@ -26,7 +26,8 @@ TASK_CHOICES = ["embedding", "sequence-classification", "fill-mask"]
 @click.option("--inputs", help=".pte only: the program's inputs in order (default: input_ids,attention_mask).")
 @click.option("--min-cosine", type=click.FloatRange(0, 1), default=0.999, show_default=True,
               help="What a device's outputs must reach against this host's, per text.")
-@click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("build"), show_default=True)
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("build"), show_default=True,
+              help="Where the build folder goes: <out>/<name>/<target>.")
 def import_model(model_file, task, tokenizer, name, target_name, min_seq_len, max_seq_len, inputs, min_cosine,
                  out) -> None:
     """Make a build folder from an encoder's MODEL_FILE (.onnx or .pte) made elsewhere, so that `deploy`,

@@ -117,7 +117,10 @@ def schema(kind: str) -> None:
     click.echo(shipped(kind), nl=False)
 
 
-def explain_lines(model: type[BaseModel], kind: str) -> list[str]:
+def explain_lines(model: type[BaseModel], kind: str, width: int = 100) -> list[str]:
+    """Each key with its kind and default on one line, its meaning wrapped under it (at most `width` columns)."""
+    import textwrap
+
     lines: list[str] = []
 
     def walk(m: type[BaseModel], prefix: str) -> None:
@@ -127,24 +130,33 @@ def explain_lines(model: type[BaseModel], kind: str) -> list[str]:
             if typing.get_origin(inner) is dict:
                 inner = unwrap(typing.get_args(inner)[1])
                 key = f"{key}.NAME"
+            table = isinstance(inner, type) and issubclass(inner, BaseModel)
+            many = typing.get_origin(field.annotation) in (list, tuple)
             if field.default is not PydanticUndefined:
-                default = json.dumps(field.default if not isinstance(field.default, BaseModel)
-                                     else None)
+                default = "" if isinstance(field.default, BaseModel) or field.default in (None, (), []) \
+                    else f" = {json.dumps(field.default)}"
             elif field.default_factory is not None:
-                default = "(table)"
+                default = ""
             else:
-                default = "required"
-            lines.append(f"{key}  [{_type_name(field.annotation)}] default: {default}")
+                default = " (required)"
+            kind_text = _type_name(field.annotation)
+            if typing.get_origin(field.annotation) is typing.Literal and len(typing.get_args(field.annotation)) == 1:
+                kind_text, default = f"always {json.dumps(typing.get_args(field.annotation)[0])}", ""
+            if table:
+                kind_text = ("list of tables" if many else "table") + (", optional" if field.default is None else "")
+            lines.append(f"{key}: {kind_text}{default}")
             if field.description:
-                lines.append(f"    {field.description}")
-            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                lines.extend(textwrap.wrap(field.description, width, initial_indent="    ", subsequent_indent="    "))
+            if table and not many:
                 walk(inner, key + ".")
 
     walk(model, "")
     if kind == "recipe":
         for tag, base in PASS_TYPES.items():
             for cls in base.variants():
-                lines.append(f"[[passes]] type = \"{tag}\": {' '.join((cls.__doc__ or '').split())}".rstrip())
+                lines.append("")
+                lines += textwrap.wrap(f"[[passes]] type = \"{tag}\": {' '.join((cls.__doc__ or '').split())}".rstrip(),
+                                       width, subsequent_indent="    ")
                 walk(cls, "passes[].")
     if kind == "devices":
         lines.append("A device named 'local' always exists: this machine, no SSH.")
@@ -152,8 +164,23 @@ def explain_lines(model: type[BaseModel], kind: str) -> list[str]:
 
 
 def _type_name(annotation) -> str:
-    text = str(annotation).replace("typing.", "")
-    for old, new in (("<class '", ""), ("'>", ""), ("edgeslm.config.", ""), ("NoneType", "None")):
-        text = text.replace(old, new)
-    return text
-
+    """A key's kind in a user's words: string, integer, number, true/false, a list of ..., one of "a", "b"."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        kinds = [_type_name(a) for a in args if a is not type(None)]
+        return " or ".join(kinds) + (", optional" if type(None) in args else "")
+    if origin is typing.Literal:
+        return "one of " + ", ".join(json.dumps(a) for a in args) if len(args) > 1 else json.dumps(args[0])
+    if origin in (list, tuple):
+        item = next((a for a in args if a is not Ellipsis), str)
+        return f"list of {_type_name(item)}"
+    if origin is dict:
+        return "table"
+    if origin is typing.Annotated:
+        return _type_name(args[0])
+    names = {str: "string", int: "integer", float: "number", bool: "true/false", type(None): "none"}
+    if annotation in names:
+        return names[annotation]
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "table"
+    return getattr(annotation, "__name__", str(annotation).replace("typing.", ""))

@@ -59,8 +59,10 @@ def test_explain_lists_every_recipe_key():
     for key in ("model.source", "model.task", "inputs.max_seq_len", "export.onnx.opset",
                 "export.executorch.dynamic_seq", "passes[].method", "passes[].calibration.samples",
                 "verify.min_cosine", "targets"):
-        assert f"{key}  [" in out, key
-    assert "default: 128" in out
+        assert f"\n{key}: " in out, key
+    assert "inputs.max_seq_len: integer = 128" in out and "model.source: string (required)" in out
+    assert "edgeslm.config" not in out and "Literal" not in out  # the user's words, not internal type names
+    assert max(len(line) for line in out.splitlines()) <= 130  # meanings wrapped
     assert "devices.NAME.known_hosts" in run("explain", "devices").output
 
 
