@@ -68,8 +68,9 @@ def devices_check(names, group, all_, devices_file, accept_new_host_key, as_json
                               ) or "no sensors"
             rts = ", ".join(f"{printable(k, 40)} {printable(v, 40)}" for k, v in p["runtimes"].items() if v) or "none"
             emulated = f", EMULATED ({printable(p['emulated'], 80)})" if p.get("emulated") else ""
+            shared = " (this host's: an emulated device shares its RAM, disk and cores)" if p.get("emulated") else ""
             click.echo(f"{r['device']}: {printable(p['arch'], 40)} {printable(p['cpu_model'], 120)} x{p['cores']}, "
-                       f"{mem:.1f} GiB RAM, {free:.1f} GB free, {printable(p['os'], 120)}, Python "
+                       f"{mem:.1f} GiB RAM, {free:.1f} GB free{shared}, {printable(p['os'], 120)}, Python "
                        f"{printable(p['python'], 40)}" + emulated)
             click.echo(f"  runtimes: {rts}")
             click.echo(f"  thermal: {temps}; governor {printable(p['thermal']['governor'], 40)}")
