@@ -188,3 +188,8 @@ def test_report_shows_task_accuracy_and_the_pareto_front(compressed, tmp_path):
     assert any(x["pareto"]["latency"] for x in rows) and any(x["pareto"]["size"] for x in rows)
     html = runner.invoke(main, ["report", str(folder), *results, "--format", "html"]).stdout
     assert "data-plot=accuracy" in html and "Pareto front" in html
+    # the training curves: fine-tuning and recovery, per epoch, validation beside train
+    assert "data-plot=training" in html
+    (training,) = [b["training"] for b in data["builds"].values()]
+    assert [t["step"] for t in training] == ["finetune", "recovery"]
+    assert all(e["validation_loss"] is not None for t in training for e in t["history"])

@@ -202,6 +202,36 @@ def accuracy_plot(rows: list[dict]) -> str | None:
     return None if fig is None else _svg(fig)
 
 
+def training_plot(builds: dict) -> str | None:
+    """Train and validation loss per epoch of each build's training steps, the kept epoch marked."""
+    curves = [(f"{b['recipe']} {t['step']}", t) for b in builds.values() for t in b.get("training") or []
+              if len(t["history"]) > 1]
+    if not curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    matplotlib.rcParams["svg.fonttype"] = "path"
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for k, (label, t) in enumerate(curves):
+        color = f"C{k % 10}"
+        ep = [e["epoch"] for e in t["history"]]
+        ax.plot(ep, [e["train_loss"] for e in t["history"]], color=color, linestyle="--", label=f"{label}: train")
+        val = [e.get("validation_loss") for e in t["history"]]
+        if all(v is not None for v in val):
+            ax.plot(ep, val, color=color, marker="o", label=f"{label}: validation")
+            if t.get("kept_epoch") in ep:
+                i = ep.index(t["kept_epoch"])
+                ax.scatter([ep[i]], [val[i]], s=120, facecolors="none", edgecolors="black", zorder=4)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (cross-entropy)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper right")
+    return _svg(fig)
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
@@ -267,6 +297,12 @@ def render(report: dict) -> str:
         parts.append(f"<h2>Size, latency and accuracy across variants and devices</h2><figure class=plot "
                      f"data-plot=tradeoff>{svg}<figcaption>p50 latency against artifact size; colour: precision, "
                      "shape: format, label: host cosine vs fp32 PyTorch (emulated devices left out)</figcaption></figure>")
+    svg = training_plot(report["builds"])
+    if svg:
+        parts.append(f"<h2>Training</h2><figure class=plot data-plot=training>{svg}<figcaption>Loss per epoch of each "
+                     "build's fine-tuning and recovery: dashed the train split, dots the validation split held out of "
+                     "it; circled, the epoch kept (picked on the validation split; the eval split the tables report "
+                     "picked nothing)</figcaption></figure>")
     if comp:
         rows = []
         for row in comp["rows"]:

@@ -6,7 +6,8 @@
                 null, vs_baseline {status, latency_change} | null}]: per device and task, the fastest artifact
                 that passed its on-device check (on an emulated device: the smallest)
     devices:  {name: fingerprint (arch, cpu_model, cores, kernel, python, runtimes, emulated)}
-    builds:   {cache_key: {recipe, target, recipe_sha256, tools}}
+    builds:   {cache_key: {recipe, target, recipe_sha256, tools, training [{step, kept_epoch, picked_on, cached,
+                history [{epoch, train_loss, validation_loss, validation_accuracy}]}]}}
     results:  [{key (device/recipe/target/artifact, + /<threads>t in a thread grid), device, recipe, target,
                 artifact, threads, format, precision, runtime, size, latency_ms
                 {n,p50,p90,p99,mean,stdev,cv,min,max}, runs, peak_rss_kb, load_ms, parity {passed,
@@ -34,7 +35,7 @@ def build_report(c: Collected, comparison=None, keep_samples: bool = True) -> di
         r["pareto"] = {k: r["key"] in v for k, v in fronts.items()}
     devices = {r["device"]: r["fingerprint"] for r in results}
     builds = {k: {"recipe": m.recipe.name, "target": m.target["name"], "recipe_sha256": m.recipe.sha256,
-                  "tools": m.tools} for k, m in c.manifests.items()}
+                  "tools": m.tools, "training": training(m)} for k, m in c.manifests.items()}
     if not keep_samples:
         for r in results:
             r.pop("samples_ms", None)
@@ -45,6 +46,21 @@ def build_report(c: Collected, comparison=None, keep_samples: bool = True) -> di
             "devices": devices, "builds": builds, "results": results,
             "unprofiled_builds": builds_without_profiles(c), "skipped": list(c.skipped),
             "comparison": comp}
+
+
+def training(m) -> list[dict]:
+    """The curves of a build's training steps (fine-tuning, recovery after pruning): per epoch the train loss
+    and, where a validation split picked the epoch, its loss and accuracy."""
+    out = []
+    for p in m.passes:
+        for step, facts in (("finetune", p if p.get("type") == "finetune" else None),
+                            ("recovery", p.get("recovery") if isinstance(p.get("recovery"), dict) else None)):
+            if facts and facts.get("history"):
+                out.append({"step": step, "kept_epoch": facts.get("kept_epoch"), "picked_on": facts.get("picked_on"),
+                            "cached": bool(p.get("cached")),
+                            "history": [{k: e.get(k) for k in ("epoch", "train_loss", "validation_loss",
+                                                               "validation_accuracy")} for e in facts["history"]]})
+    return out
 
 
 def summary(results: list[dict], comparison: dict | None) -> list[dict]:
