@@ -62,12 +62,15 @@ class HostBuild:
         return cls(folder, manifest, hashlib.sha256((folder / MANIFEST_NAME).read_bytes()).hexdigest())
 
 
-def find_host_build(out: Path | None, recipe: str, version: str) -> HostBuild | None:
-    """The build of `recipe` whose version is `version`, under `out/<recipe>/*/` or in the build cache."""
+def find_host_build(out: Path | None, recipe: str, version: str, target: str | None = None) -> HostBuild | None:
+    """The build of `recipe` whose version is `version`, under `out/<recipe>/*/` or in the build cache. Targets
+    that get the same files share a version, each folder's manifest naming its own target: the one for `target`
+    (the device's) is preferred, as it is the manifest that was deployed there."""
     from edgeslm.artifacts.cache import store_dir
 
     candidates = sorted((out / recipe).glob(f"*/{MANIFEST_NAME}")) if out else []
     candidates += sorted(store_dir().glob(f"{version}*/{MANIFEST_NAME}"))
+    found = []
     for path in candidates:
         try:
             data = path.read_bytes()
@@ -75,8 +78,8 @@ def find_host_build(out: Path | None, recipe: str, version: str) -> HostBuild | 
         except (OSError, UnicodeDecodeError, ConfigError):
             continue
         if m.version == version and m.recipe.name == recipe and m.status == "ok":
-            return HostBuild(path.parent, m, hashlib.sha256(data).hexdigest())
-    return None
+            found.append(HostBuild(path.parent, m, hashlib.sha256(data).hexdigest()))
+    return next((b for b in found if b.manifest.target.get("name") == target), found[0] if found else None)
 
 
 def differences(verified: dict, build: HostBuild | None) -> str:
@@ -261,7 +264,7 @@ def rollback(name: str, device: Device, recipe: str | None, accept_new_host_key:
             if previous is None:
                 raise UserError(f"device {name}: nothing to roll back to for {recipe}: no previous version")
             previous = device_version(name, previous)
-            host = find_host_build(out, recipe, previous)
+            host = find_host_build(out, recipe, previous, device.target)
             extra = ["--manifest-sha256", host.manifest_sha256] if host else []
             r = dev.model("rollback", recipe, "--expect", previous, *extra, "--lock", lock)
     against = (f"the host's build {host.folder}" if host else

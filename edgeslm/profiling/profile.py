@@ -110,7 +110,7 @@ def profile(name: str, device: Device, out: Path, recipe: str | None = None, art
         recipe = check_name(recipe) if recipe else only_recipe(dev, name)
         with dev.pinned(recipe) as pinned:
             version = device_version(name, pinned)
-            host = given if given and given.manifest.version == version else find_host_build(out, recipe, version)
+            host = given if given and given.manifest.version == version else find_host_build(out, recipe, version, device.target)
             vdir = posixpath.join(dev.model_dir(recipe), "versions", version)
             ok = dev.call("verify", vdir, *(["--manifest-sha256", host.manifest_sha256] if host else []))
             against = "host build" if host else "device manifest"

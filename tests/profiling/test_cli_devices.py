@@ -153,3 +153,28 @@ def test_devices_file_named_but_missing_and_device_names(tmp_path, monkeypatch):
 
 def cli_raw(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_targets_sharing_a_build_profile_against_their_own_manifest(tmp_path, inventory, tiny_model):
+    """An fp32 build is the same files for every x86 target: host and x86-avx2 share one version, each folder's
+    manifest naming its target. A device of target x86-avx2 is profiled against that folder's manifest (the one
+    deployed), not the host folder's, which has the same version."""
+    from tiny import write_recipe
+
+    recipe = write_recipe(tmp_path / "r.toml", tiny_model("bert", "embedding"), "embedding", name="shared-fp32",
+                          formats=("onnx",), targets=("host", "x86-avx2"))
+    out = tmp_path / "out"
+    from edgeslm.config.catalog import load_target
+    from edgeslm.config.recipe import load_recipe
+    from edgeslm.pipeline import build, plan
+
+    loaded = load_recipe(recipe)
+    build(loaded, plan(loaded, [load_target("host")])[0], out)
+    inv = inventory(avx={"target": "x86-avx2"})
+    r = cli("deploy", recipe, "--device", "avx", "--devices", inv, "-o", out)
+    assert r.exit_code == 0, r.output
+    hosts = {json.loads((out / "shared-fp32" / t / "manifest.json").read_text())["cache_key"] for t in ("host", "x86-avx2")}
+    assert len(hosts) == 1  # one version for both targets
+    r = cli("profile", "--device", "avx", "--devices", inv, "--iters", 5, "-o", out)
+    assert r.exit_code == 0 and "parity on device: pass" in r.output, r.output
+    assert list((out / "shared-fp32" / "x86-avx2" / "profiles" / "avx").glob("*-onnx.json"))
