@@ -97,7 +97,13 @@ def _progress(console, target: str):
         if console is None:
             yield
             return
-        with console.status(f"[bold]{target}[/]: {name}..."):
+        from rich.live import Live
+        from rich.spinner import Spinner
+
+        # not console.status(): its Live redirects sys.stdout/stderr into the terminal above the spinner, so under
+        # a terminal what libraries print would land there instead of in the build log
+        with Live(Spinner("dots", f"[bold]{target}[/]: {name}..."), console=console, transient=True,
+                  redirect_stdout=False, redirect_stderr=False):
             yield
         console.print(f"  [green]✓[/] {target}: {name} [dim]{time.perf_counter() - t0:.1f}s[/]")
     return on_step

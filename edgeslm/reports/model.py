@@ -34,8 +34,11 @@ def build_report(c: Collected, comparison=None, keep_samples: bool = True) -> di
     for r in results:
         r["pareto"] = {k: r["key"] in v for k, v in fronts.items()}
     devices = {r["device"]: r["fingerprint"] for r in results}
-    builds = {k: {"recipe": m.recipe.name, "target": m.target["name"], "recipe_sha256": m.recipe.sha256,
-                  "tools": m.tools, "training": training(m)} for k, m in c.manifests.items()}
+    # targets that get the same files share a build (one cache key): the row names each target it was for
+    builds = {k: {"recipe": m.recipe.name, "target": ", ".join(sorted({m.target["name"]} | {
+                      r["target"] for r in results if r["cache_key"] == k})),
+                  "recipe_sha256": m.recipe.sha256, "tools": m.tools, "training": training(m)}
+              for k, m in c.manifests.items()}
     if not keep_samples:
         for r in results:
             r.pop("samples_ms", None)
