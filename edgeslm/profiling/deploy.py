@@ -79,7 +79,23 @@ def find_host_build(out: Path | None, recipe: str, version: str, target: str | N
             continue
         if m.version == version and m.recipe.name == recipe and m.status == "ok":
             found.append(HostBuild(path.parent, m, hashlib.sha256(data).hexdigest()))
-    return next((b for b in found if b.manifest.target.get("name") == target), found[0] if found else None)
+    exact = next((b for b in found if b.manifest.target.get("name") == target), None)
+    if exact is not None or not found or target is None:
+        return exact or (found[0] if found else None)
+    return _retargeted(found[0], target)
+
+
+def _retargeted(build: HostBuild, target: str) -> HostBuild:
+    """A build of the same files made for another target (the store keeps the first target's manifest): the
+    manifest a folder built for `target` holds, as artifacts.cache.retarget writes it, and its sha256."""
+    from edgeslm.config.catalog import load_target
+
+    try:
+        want = load_target(target).resolved().model_dump(mode="json")
+    except UserError:
+        return build
+    manifest = build.manifest.model_copy(update={"target": want})
+    return HostBuild(build.folder, manifest, hashlib.sha256(manifest.to_json().encode()).hexdigest())
 
 
 def differences(verified: dict, build: HostBuild | None) -> str:

@@ -108,7 +108,7 @@ def test_installed_executable_builds_and_caches(tmp_path, tiny_model):
     assert all(a["verification"]["passed"] for a in res["artifacts"])
     second = subprocess.run([EXE, "build", str(recipe), "-o", str(out)], capture_output=True, text=True,
                             env=_env())
-    assert second.returncode == 0 and "cached, nothing to do" in second.stdout
+    assert second.returncode == 0 and "taken from the cache in" in second.stdout
     assert "model.pte" in second.stdout and "pass" in second.stdout
 
 

@@ -178,3 +178,7 @@ def test_targets_sharing_a_build_profile_against_their_own_manifest(tmp_path, in
     r = cli("profile", "--device", "avx", "--devices", inv, "--iters", 5, "-o", out)
     assert r.exit_code == 0 and "parity on device: pass" in r.output, r.output
     assert list((out / "shared-fp32" / "x86-avx2" / "profiles" / "avx").glob("*-onnx.json"))
+    # without that folder, the manifest deployed there is derived from another target's (or the store's) copy
+    shutil.rmtree(out / "shared-fp32" / "x86-avx2")
+    r = cli("profile", "--device", "avx", "--devices", inv, "--iters", 5, "-o", out)
+    assert r.exit_code == 0 and "parity on device: pass" in r.output and "own manifest only" not in r.output, r.output
