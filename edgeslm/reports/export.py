@@ -36,6 +36,8 @@ def _cell(v) -> str:
         return ""
     if isinstance(v, bool):
         return "true" if v else "false"
+    if isinstance(v, str) and v[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + v  # text a spreadsheet would run as a formula (names come from devices and recipes): kept text
     return str(v)
 
 

@@ -204,3 +204,13 @@ def test_help_describes_every_format():
     for fmt in FORMATS:
         assert f"{fmt}:" in text, fmt
     assert "--out" in text and "junit.xml" in text
+
+
+def test_csv_keeps_a_formula_looking_name_as_text(plain):
+    """A device or recipe name a spreadsheet would run as a formula comes out as text; figures stay numbers."""
+    report = copy.deepcopy(plain)
+    report["results"][0]["device"] = "=HYPERLINK(\"http://x\")"
+    report["results"][0]["recipe"] = "-cmd"
+    row = next(csv.DictReader(io.StringIO(to_csv(report))))
+    assert row["device"] == "'=HYPERLINK(\"http://x\")" and row["recipe"] == "'-cmd"
+    assert float(row["p50_ms"]) == report["results"][0]["latency_ms"]["p50"]
