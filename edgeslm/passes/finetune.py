@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from edgeslm.config.passes import FinetuneConfig, TrainingSpec
+from edgeslm.contract.stats import duration
 
 WARMUP = 0.06
 PROGRESS_EVERY = 20.0  # seconds between progress lines within an epoch
@@ -136,7 +137,7 @@ def train(model, dataset, cfg: TrainingSpec, max_len: int, teacher=None, progres
                 last_said = now
                 left = (now - t_epoch) / b * (min(per_epoch, total - step + b) - b)
                 progress(f"{what} epoch {epoch}/{epochs}: batch {b}/{per_epoch}, loss {np.mean(losses):.4f}, "
-                         f"about {_duration(left)} left in this epoch")
+                         f"about {duration(left)} left in this epoch")
             if step >= total:
                 break
         entry = {"epoch": epoch, "steps": step, "train_loss": round(float(np.mean(losses)), 5),
@@ -168,11 +169,6 @@ def train(model, dataset, cfg: TrainingSpec, max_len: int, teacher=None, progres
             if select else "last epoch (no validation split)", "stopped_early": stopped_early,
             "class_weights": cfg.class_weights, "history": history, "distilled": t_hf is not None,
             "train": cfg.train, "seconds": round(time.perf_counter() - t0, 1)}
-
-
-def _duration(seconds: float) -> str:
-    s = int(round(seconds))
-    return f"{s} s" if s < 60 else f"{s // 60} min {s % 60} s"
 
 
 def _is_head(hf, name: str) -> bool:

@@ -29,6 +29,7 @@ from edgeslm.profiling.remote import check_name, ends_with_host, malformed
 from edgeslm.contract.documents import DocumentError, loads
 from edgeslm.config.devices import LOCAL
 from edgeslm.contract.results import Load, ProfileResult, ResultError
+from edgeslm.contract.stats import duration
 from edgeslm.runner.budget import PROGRESS, load_between, load_sample
 from edgeslm.transport.base import Listen
 from edgeslm.inputs import LIMITS
@@ -202,16 +203,6 @@ def _run(dev, name, device, vdir, art, stamp, store, label, threads, iters, warm
         setattr(result.build, key, value)
     _write(local, json.dumps(result.to_dict(), indent=1))
     return Measured(result, local, stopped=listen.interrupted)
-
-
-def duration(seconds: float) -> str:
-    """12 s, 7 min 30 s, 1 h 20 min."""
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60} s" if s % 60 else f"{s // 60} min"
-    return f"{s // 3600} h {s % 3600 // 60} min"
 
 
 def progress_line(label: str, data: dict) -> str | None:
